@@ -1,0 +1,145 @@
+"""The federated-algorithm plug-in point: a small ABC, a config per algorithm, a registry.
+
+An algorithm is registered under the name YAML uses (``fl.algorithm: fedavg_lora``) with a
+pydantic config class (``extra="forbid"``) that validates the ``fl.options`` mapping. The
+simulator drives it through :mod:`fl.actions`; nothing here imports torch or simpy, so the
+surrogate learner runs without torch and real learners import torch lazily.
+"""
+
+from __future__ import annotations
+
+import importlib
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, Generator, Iterator, Mapping, Sequence
+
+from pydantic import BaseModel, ConfigDict
+
+from fl.actions import Action, ClientResult, Failure
+
+__all__ = [
+    "AlgorithmConfig",
+    "AlgorithmContext",
+    "Algorithm",
+    "register_algorithm",
+    "get_algorithm",
+    "algorithm_names",
+]
+
+
+class AlgorithmConfig(BaseModel):
+    """Base for every algorithm's options: unknown keys are errors."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+@dataclass(frozen=True)
+class AlgorithmContext:
+    """What the host (the simulator, or a plain loop) tells an algorithm at set-up.
+
+    n_clients: number of clients in the population.
+    seed: the root seed; algorithms derive their own streams from it by stable name.
+    run_dir: where the algorithm may write artefacts (histograms, maps), or None.
+    """
+
+    n_clients: int
+    seed: int
+    run_dir: str | None = None
+
+
+ClientRound = Generator[Action, Any, Any]
+
+
+class Algorithm(ABC):
+    """One federated learning method.
+
+    Subclasses set ``name``, ``Config`` and implement the abstract methods. ``is_surrogate``
+    is True for stand-ins that do no real learning (every output labels them).
+    """
+
+    name: ClassVar[str]
+    Config: ClassVar[type[AlgorithmConfig]]
+    is_surrogate: ClassVar[bool] = False
+
+    def __init__(self, config: AlgorithmConfig, context: AlgorithmContext) -> None:
+        self.config = config
+        self.context = context
+
+    @abstractmethod
+    def n_samples(self, client: int) -> int:
+        """Local sample count of ``client`` (aggregation weight, selection hints)."""
+
+    @abstractmethod
+    def client_round(self, rnd: int, client: int) -> ClientRound:
+        """The client's part in round ``rnd``: a generator of actions returning its update."""
+
+    def server_round(
+        self, rnd: int, results: Sequence[ClientResult], failures: Sequence[Failure]
+    ) -> ClientRound:
+        """Aggregate (may yield ``ServerCompute``/``Receive``-free actions); return metrics.
+
+        The default calls :meth:`aggregate` and yields nothing.
+        """
+        self.aggregate(rnd, results, failures)
+        return {}
+        yield  # pragma: no cover  (makes this a generator)
+
+    @abstractmethod
+    def aggregate(
+        self, rnd: int, results: Sequence[ClientResult], failures: Sequence[Failure]
+    ) -> Mapping[str, float]:
+        """Fold the round's results into the global state; return per-round extra columns."""
+
+    @abstractmethod
+    def evaluate(self, rnd: int) -> Mapping[str, float]:
+        """Metrics of the global model after round ``rnd``: at least ``accuracy`` and ``loss``."""
+
+    def close(self) -> None:
+        """Release resources (worker pools, files)."""
+
+
+_REGISTRY: dict[str, str | type[Algorithm]] = {
+    # name -> "module:Class" (imported lazily so torch loads only when used) or the class.
+    "surrogate": "fl.surrogate:SurrogateAlgorithm",
+    "fedavg_lora": "fl.fedavg_lora:FedAvgLoRA",
+    "kd_topk": "fl.kd_topk:KDTopK",
+    "split_lora": "fl.split_lora:SplitLoRA",
+    "fedsoda": "fl.fedsoda:FedSODA",
+}
+
+
+def register_algorithm(cls: type[Algorithm]) -> type[Algorithm]:
+    """Class decorator: register ``cls`` under ``cls.name``."""
+    _REGISTRY[cls.name] = cls
+    return cls
+
+
+def algorithm_names() -> list[str]:
+    """Registered algorithm names, sorted (some may not be implemented yet)."""
+    return sorted(_REGISTRY)
+
+
+def get_algorithm(name: str) -> type[Algorithm]:
+    """The algorithm class registered as ``name``; a clear error otherwise."""
+    try:
+        entry = _REGISTRY[name]
+    except KeyError:
+        raise KeyError(
+            f"Unknown FL algorithm {name!r}. Known: {', '.join(algorithm_names())}."
+        ) from None
+    if isinstance(entry, str):
+        module, _, attr = entry.partition(":")
+        try:
+            cls = getattr(importlib.import_module(module), attr)
+        except (ImportError, AttributeError) as exc:
+            raise NotImplementedError(
+                f"FL algorithm {name!r} is registered but not available ({exc})."
+            ) from exc
+        _REGISTRY[name] = cls
+        return cls
+    return entry
+
+
+def iter_registry() -> Iterator[tuple[str, str | type[Algorithm]]]:
+    """(name, entry) pairs for contract tests."""
+    return iter(sorted(_REGISTRY.items()))
