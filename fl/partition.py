@@ -1,0 +1,205 @@
+"""Splitting data among clients (numpy only): partitioners, held-out splits, histograms.
+
+A partitioner maps the labels of the training pool to one index array per client. Every
+partitioner draws from an explicit ``numpy.random.Generator``, assigns every sample to
+exactly one client, and never leaves a client empty (it raises a clear error when that is
+impossible). Partitioners are registered by the name YAML uses (``partition.kind``), each
+with a small frozen config; :data:`PartitionSpec` is their discriminated union.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Callable, Literal, Sequence, Union
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field
+
+__all__ = [
+    "IIDPartition",
+    "DirichletPartition",
+    "ShardsPartition",
+    "ByCategoryPartition",
+    "PartitionSpec",
+    "partition",
+    "partitioner_names",
+    "iid",
+    "dirichlet",
+    "shards",
+    "by_category",
+    "holdout_split",
+    "label_histogram",
+]
+
+
+class _Cfg(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class IIDPartition(_Cfg):
+    """Uniformly shuffled, near-equal client shares."""
+
+    kind: Literal["iid"] = "iid"
+
+
+class DirichletPartition(_Cfg):
+    """Label skew: each label's samples are split among clients by proportions ~ Dir(alpha).
+
+    Smaller alpha gives more skew. Draws are repeated (up to ``max_tries``) until every
+    client holds at least ``min_samples`` samples.
+    """
+
+    kind: Literal["dirichlet"] = "dirichlet"
+    alpha: float = Field(0.5, gt=0)
+    min_samples: int = Field(1, ge=1)
+    max_tries: int = Field(1000, ge=1)
+
+
+class ShardsPartition(_Cfg):
+    """Sort by label, cut into ``n_clients × n_shards_per_client`` contiguous shards, deal them
+    out at random (McMahan et al. 2017's pathological non-IID split)."""
+
+    kind: Literal["shards"] = "shards"
+    n_shards_per_client: int = Field(2, ge=1)
+
+
+class ByCategoryPartition(_Cfg):
+    """One label per client where possible: label k goes to the clients c with
+    c % n_labels == k (split evenly among them); with fewer clients than labels, client c
+    holds every label k with k % n_clients == c."""
+
+    kind: Literal["by_category"] = "by_category"
+
+
+PartitionSpec = Annotated[
+    Union[IIDPartition, DirichletPartition, ShardsPartition, ByCategoryPartition],
+    Field(discriminator="kind"),
+]
+
+
+def _check(n_samples: int, n_clients: int, what: str) -> None:
+    if n_clients < 1:
+        raise ValueError(f"n_clients must be >= 1. Got {n_clients} instead.")
+    if n_samples < n_clients:
+        raise ValueError(
+            f"{what}: cannot give each of {n_clients} clients a sample from {n_samples} samples; "
+            f"use fewer clients or more data."
+        )
+
+
+def iid(labels: np.ndarray, n_clients: int, rng: np.random.Generator) -> list[np.ndarray]:
+    """Shuffle and cut into ``n_clients`` near-equal parts (sizes differ by at most one)."""
+    _check(len(labels), n_clients, "iid partition")
+    return [np.sort(p) for p in np.array_split(rng.permutation(len(labels)), n_clients)]
+
+
+def dirichlet(
+    labels: np.ndarray, n_clients: int, rng: np.random.Generator,
+    alpha: float = 0.5, min_samples: int = 1, max_tries: int = 1000,
+) -> list[np.ndarray]:
+    """Per-label proportions ~ Dir(alpha · 1_{n_clients}) (Hsu et al. 2019)."""
+    _check(len(labels), n_clients * min_samples, f"dirichlet partition (min_samples={min_samples})")
+    labels = np.asarray(labels)
+    classes = np.unique(labels)
+    for _ in range(max_tries):
+        parts: list[list[np.ndarray]] = [[] for _ in range(n_clients)]
+        for k in classes:
+            members = rng.permutation(np.flatnonzero(labels == k))
+            p = rng.dirichlet(np.full(n_clients, alpha))
+            cuts = (np.cumsum(p)[:-1] * len(members)).astype(np.int64)
+            for c, piece in enumerate(np.split(members, cuts)):
+                parts[c].append(piece)
+        out = [np.sort(np.concatenate(p)) for p in parts]
+        if min(len(p) for p in out) >= min_samples:
+            return out
+    raise ValueError(
+        f"dirichlet partition: no draw in {max_tries} tries gave every one of {n_clients} clients "
+        f"at least {min_samples} samples (alpha={alpha}, {len(labels)} samples); raise alpha, "
+        f"lower min_samples, or use fewer clients."
+    )
+
+
+def shards(labels: np.ndarray, n_clients: int, rng: np.random.Generator,
+           n_shards_per_client: int = 2) -> list[np.ndarray]:
+    """Label-sorted contiguous shards, ``n_shards_per_client`` random ones per client."""
+    n_shards = n_clients * n_shards_per_client
+    _check(len(labels), n_shards, f"shards partition ({n_shards} shards)")
+    order = np.argsort(np.asarray(labels), kind="stable")
+    pieces = np.array_split(order, n_shards)
+    deal = rng.permutation(n_shards).reshape(n_clients, n_shards_per_client)
+    return [np.sort(np.concatenate([pieces[s] for s in row])) for row in deal]
+
+
+def by_category(labels: np.ndarray, n_clients: int, rng: np.random.Generator) -> list[np.ndarray]:
+    """Clients specialise in labels (see :class:`ByCategoryPartition`)."""
+    labels = np.asarray(labels)
+    _check(len(labels), n_clients, "by_category partition")
+    classes = np.unique(labels)
+    parts: list[list[np.ndarray]] = [[] for _ in range(n_clients)]
+    for j, k in enumerate(classes):
+        owners = [c for c in range(n_clients) if c % len(classes) == j] or [j % n_clients]
+        members = rng.permutation(np.flatnonzero(labels == k))
+        if len(members) < len(owners):
+            raise ValueError(
+                f"by_category partition: label {k} has {len(members)} samples for {len(owners)} "
+                f"clients; use fewer clients or another partitioner."
+            )
+        for c, piece in zip(owners, np.array_split(members, len(owners))):
+            parts[c].append(piece)
+    empty = [c for c, p in enumerate(parts) if not p]
+    if empty:  # only possible if some label index is missing entirely
+        raise ValueError(f"by_category partition: clients {empty} got no label.")
+    return [np.sort(np.concatenate(p)) for p in parts]
+
+
+_PARTITIONERS: dict[str, Callable[..., list[np.ndarray]]] = {
+    "iid": iid,
+    "dirichlet": dirichlet,
+    "shards": shards,
+    "by_category": by_category,
+}
+
+
+def partitioner_names() -> list[str]:
+    return sorted(_PARTITIONERS)
+
+
+def partition(spec: BaseModel, labels: np.ndarray, n_clients: int, rng: np.random.Generator) -> list[np.ndarray]:
+    """Apply the partitioner ``spec`` names; returns one sorted index array per client."""
+    options = spec.model_dump(exclude={"kind"})
+    return _PARTITIONERS[spec.kind](np.asarray(labels), n_clients, rng, **options)
+
+
+def holdout_split(
+    labels: np.ndarray, n_test: int, n_public: int, rng: np.random.Generator
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Split indices into (train, public, test), each sorted.
+
+    test: ``n_test`` samples balanced over labels as far as each label allows (round robin
+    over labels, a random member each time). public: ``n_public`` uniformly random samples
+    of the rest. train: everything else.
+    """
+    labels = np.asarray(labels)
+    if n_test + n_public >= len(labels):
+        raise ValueError(
+            f"n_test ({n_test}) + n_public ({n_public}) must leave training data out of {len(labels)} samples."
+        )
+    pools = [list(rng.permutation(np.flatnonzero(labels == k))) for k in np.unique(labels)]
+    test: list[int] = []
+    while len(test) < n_test:
+        for pool in pools:
+            if pool and len(test) < n_test:
+                test.append(int(pool.pop()))
+    rest = np.setdiff1d(np.arange(len(labels)), test)
+    public = np.sort(rng.choice(rest, size=n_public, replace=False)) if n_public else np.array([], dtype=np.int64)
+    train = np.setdiff1d(rest, public)
+    return train, public, np.sort(np.array(test, dtype=np.int64))
+
+
+def label_histogram(parts: Sequence[np.ndarray], labels: np.ndarray, label_names: Sequence[str]) -> list[dict]:
+    """Per-client label counts: rows ``{"client": c, "n_samples": n, <label>: count, ...}``."""
+    labels = np.asarray(labels)
+    rows = []
+    for c, idx in enumerate(parts):
+        counts = np.bincount(labels[idx], minlength=len(label_names))
+        rows.append({"client": c, "n_samples": int(len(idx)), **{n: int(k) for n, k in zip(label_names, counts)}})
+    return rows

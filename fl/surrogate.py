@@ -1,0 +1,133 @@
+"""SURROGATE learner: a no-torch stand-in for network studies (no real learning).
+
+Every output of a run that uses it says so (``learner: "surrogate"`` in summary.json, plot
+titles). Accuracy is a fitted curve of the information delivered so far,
+
+    acc(n) = a_max − (a_max − a0) · exp(−n / n_half),
+    loss(n) = loss_min + (loss0 − loss_min) · exp(−n / n_half),
+
+where n is the sum over aggregated updates of the client's sample count, discounted by
+staleness ``(1 + s) ** −staleness_exponent`` and, for adaptive uploads, scaled by the
+fraction ``k / k_max`` of the payload the client could send.
+
+A client's round is the FedAvg shape: ``Receive(model) → Compute(flops) → Send(update)``.
+Upload size is fixed (``upload_mode: fixed``) or follows the capacity the simulator hands
+the sizer (``adaptive``): ``k = clip(floor(capacity_fraction · capacity_bits /
+bits_per_k), k_min, k_max)`` and ``bits = header_bits + k · bits_per_k``.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Literal, Sequence
+
+from pydantic import Field, model_validator
+
+from fl.actions import ClientResult, Compute, Failure, Receive, Send, SendPlan
+from fl.algorithm import Algorithm, AlgorithmConfig, AlgorithmContext
+
+__all__ = ["SurrogateConfig", "SurrogateAlgorithm", "SurrogatePayload"]
+
+
+class SurrogateConfig(AlgorithmConfig):
+    """Options of the surrogate learner (``fl.options`` in a scenario)."""
+
+    upload_bits: int = Field(8_000_000, ge=0, description="Fixed upload size, bits.")
+    download_bits: int = Field(8_000_000, ge=0, description="Global model size, bits.")
+    flops_per_round: float = Field(2e11, ge=0, description="Local training FLOPs per round.")
+    n_samples: int | list[int] = Field(
+        100, description="Samples per client: one number for all, or one per client.")
+    a0: float = Field(0.2, ge=0, le=1, description="Accuracy before training.")
+    a_max: float = Field(0.85, ge=0, le=1, description="Accuracy asymptote.")
+    n_half: float = Field(2000.0, gt=0, description="Delivered samples for 63 % of the gain.")
+    loss0: float = Field(2.0, ge=0)
+    loss_min: float = Field(0.4, ge=0)
+    staleness_exponent: float = Field(0.5, ge=0, description="Discount (1+s)^-e of stale updates.")
+    upload_mode: Literal["fixed", "adaptive"] = "fixed"
+    bits_per_k: int = Field(100_000, gt=0, description="Adaptive: bits per unit of k.")
+    header_bits: int = Field(0, ge=0, description="Adaptive: fixed header bits.")
+    k_min: int = Field(1, ge=1)
+    k_max: int = Field(80, ge=1)
+    capacity_fraction: float = Field(0.8, gt=0, le=1,
+                                     description="Adaptive: fraction of the capacity to use.")
+
+    @model_validator(mode="after")
+    def _check(self):
+        if self.a_max < self.a0:
+            raise ValueError(f"a_max must be >= a0. Got a_max={self.a_max}, a0={self.a0}.")
+        if self.k_max < self.k_min:
+            raise ValueError(f"k_max must be >= k_min. Got k_max={self.k_max}, k_min={self.k_min}.")
+        if isinstance(self.n_samples, list) and any(n < 0 for n in self.n_samples):
+            raise ValueError("n_samples must be >= 0 for every client.")
+        if isinstance(self.n_samples, int) and self.n_samples < 0:
+            raise ValueError(f"n_samples must be >= 0. Got {self.n_samples}.")
+        return self
+
+
+@dataclass(frozen=True)
+class SurrogatePayload:
+    """What travels: only its size (and k) matter to the surrogate."""
+
+    bits: int
+    k: int | None = None
+
+
+class SurrogateAlgorithm(Algorithm):
+    """Surrogate learner (``is_surrogate = True``): accuracy from delivered information."""
+
+    name = "surrogate"
+    Config = SurrogateConfig
+    is_surrogate = True
+
+    def __init__(self, config: SurrogateConfig, context: AlgorithmContext) -> None:
+        super().__init__(config, context)
+        ns = config.n_samples
+        if isinstance(ns, list) and len(ns) != context.n_clients:
+            raise ValueError(f"SurrogateConfig.n_samples has {len(ns)} entries for "
+                             f"{context.n_clients} clients; give one per client or one number.")
+        self._n_samples = ns
+        self.delivered = 0.0  # effective delivered samples, n in acc(n)
+        self.version = 0
+
+    def n_samples(self, client: int) -> int:
+        ns = self._n_samples
+        return int(ns[client]) if isinstance(ns, list) else int(ns)
+
+    def _sizer(self, capacity_bits: float) -> SendPlan:
+        c = self.config
+        if c.upload_mode == "fixed":
+            return SendPlan(bits=c.upload_bits)
+        budget = c.capacity_fraction * max(capacity_bits, 0.0) - c.header_bits
+        k = int(min(max(math.floor(budget / c.bits_per_k), c.k_min), c.k_max))
+        return SendPlan(bits=c.header_bits + k * c.bits_per_k, k=k)
+
+    def client_round(self, rnd: int, client: int):
+        c = self.config
+        yield Receive(SurrogatePayload(c.download_bits), label="model")
+        yield Compute(flops=c.flops_per_round, label="train")
+        update = yield Send(sizer=self._sizer,
+                            work=lambda plan: SurrogatePayload(plan.bits, plan.k), label="update")
+        return update
+
+    def aggregate(self, rnd: int, results: Sequence[ClientResult],
+                  failures: Sequence[Failure]) -> dict[str, float]:
+        c = self.config
+        gain = 0.0
+        ks = []
+        for r in results:
+            frac = 1.0
+            if c.upload_mode == "adaptive" and r.update.k is not None:
+                frac = r.update.k / c.k_max
+                ks.append(r.update.k)
+            gain += r.n_samples * frac * (1.0 + r.staleness) ** (-c.staleness_exponent)
+        self.delivered += gain
+        self.version += 1
+        return {"delivered_samples": gain,
+                "k_mean": (sum(ks) / len(ks)) if ks else math.nan}
+
+    def evaluate(self, rnd: int) -> dict[str, float]:
+        c = self.config
+        e = math.exp(-self.delivered / c.n_half)
+        return {"accuracy": c.a_max - (c.a_max - c.a0) * e,
+                "loss": c.loss_min + (c.loss0 - c.loss_min) * e}

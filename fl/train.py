@@ -1,0 +1,167 @@
+"""Local LoRA training and rank-classification evaluation (read top to bottom).
+
+Loss: cross-entropy on the answer tokens only (label word + end-of-turn), averaged over
+the answer tokens of the batch. Batches are left-padded, so every answer ends at the last
+position and the output head runs only on the last few positions (``logits_to_keep``),
+not on the whole sequence: for a small model with a 49k vocabulary the head is most of the
+work. Evaluation scores each label's answer given the prompt and takes the argmax.
+"""
+
+from __future__ import annotations
+
+from typing import Iterator, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from fl.data import Batch, EncodedTask, collate
+
+__all__ = ["causal_lm", "answer_loss", "batch_stream", "local_train", "evaluate", "score_labels"]
+
+
+def causal_lm(model: nn.Module) -> nn.Module:
+    """The underlying ``*ForCausalLM`` (a peft model's adapters stay injected in it)."""
+    return model.get_base_model() if hasattr(model, "get_base_model") else model
+
+
+def _positions(attention_mask: torch.Tensor) -> torch.Tensor:
+    # positions count real tokens only, so left padding does not shift them
+    return (attention_mask.cumsum(-1) - 1).clamp(min=0)
+
+
+def answer_loss(model: nn.Module, batch: Batch) -> torch.Tensor:
+    """Mean cross-entropy of the answer tokens of ``batch`` (a scalar tensor)."""
+    T = batch.input_ids.shape[1]
+    keep = T - int(batch.target_pos[batch.target_mask].min())  # head runs on the last `keep` positions
+    out = causal_lm(model)(
+        input_ids=batch.input_ids,
+        attention_mask=batch.attention_mask,
+        position_ids=_positions(batch.attention_mask),
+        use_cache=False,
+        logits_to_keep=keep,
+    )
+    logits = out.logits  # (B, keep, V)
+    rel = batch.target_pos - (T - keep)  # (B, A) index into the kept positions
+    picked = logits.gather(1, rel.clamp(min=0).unsqueeze(-1).expand(-1, -1, logits.shape[-1]))  # (B, A, V)
+    return F.cross_entropy(picked[batch.target_mask].float(), batch.target_ids[batch.target_mask])
+
+
+def batch_stream(
+    task: EncodedTask, indices: Sequence[int] | np.ndarray, batch_size: int,
+    generator: torch.Generator, padding_side: str = "left",
+) -> Iterator[Batch]:
+    """Endless batches of ``batch_size`` examples from ``indices``: epochs of random
+    permutations (drawn from ``generator``), a batch may span two epochs."""
+    indices = np.asarray(indices, dtype=np.int64)
+    if len(indices) == 0:
+        raise ValueError("batch_stream needs at least one example.")
+    pending: list[int] = []
+    while True:
+        while len(pending) < batch_size:
+            perm = torch.randperm(len(indices), generator=generator).numpy()
+            pending.extend(indices[perm].tolist())
+        chosen, pending = pending[:batch_size], pending[batch_size:]
+        yield collate(task, chosen, padding_side)
+
+
+def local_train(
+    model: nn.Module, batches: Iterator[Batch], steps: int, lr: float,
+    generator: torch.Generator, weight_decay: float = 0.0,
+) -> list[float]:
+    """``steps`` AdamW steps on the trainable (LoRA) parameters; returns the step losses.
+
+    A fresh optimiser each call (a client keeps no optimiser state between rounds). Dropout
+    draws come from a torch RNG seeded from ``generator``; the global RNG is left untouched.
+    """
+    params = [p for p in model.parameters() if p.requires_grad]
+    if not params:
+        raise ValueError("local_train: the model has no trainable parameters (add LoRA adapters first).")
+    opt = torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
+    losses = []
+    model.train()
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(int(torch.randint(0, 2**62, (1,), generator=generator)))
+        for _ in range(steps):
+            batch = next(batches)
+            loss = answer_loss(model, batch)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            losses.append(loss.item())
+    model.eval()
+    return losses
+
+
+@torch.no_grad()
+def score_labels(model: nn.Module, task: EncodedTask, indices: Sequence[int], batch_size: int = 16) -> torch.Tensor:
+    """Log-likelihood of every label's answer given each prompt: (len(indices), n_labels).
+
+    The prompts run once (left-padded, KV cache kept); the cache is repeated per label and
+    the answers' remaining tokens run on top of it.
+    """
+    lm = causal_lm(model)
+    L = len(task.answers)
+    A = max(len(a) for a in task.answers)
+    answers = torch.full((L, A), task.pad_id, dtype=torch.long)
+    answer_mask = torch.zeros((L, A), dtype=torch.bool)
+    for k, a in enumerate(task.answers):
+        answers[k, :len(a)] = torch.tensor(a)
+        answer_mask[k, :len(a)] = True
+    scores = []
+    for start in range(0, len(indices), batch_size):
+        chunk = list(indices[start:start + batch_size])
+        B = len(chunk)
+        Tp = max(len(task.prompts[i]) for i in chunk)
+        ids = torch.full((B, Tp), task.pad_id, dtype=torch.long)
+        mask = torch.zeros((B, Tp), dtype=torch.long)
+        for row, i in enumerate(chunk):
+            p = task.prompts[i]
+            ids[row, Tp - len(p):] = torch.tensor(p)
+            mask[row, Tp - len(p):] = 1
+        out = lm(input_ids=ids, attention_mask=mask, position_ids=_positions(mask), use_cache=True, logits_to_keep=1)
+        first = out.logits[:, -1].float().log_softmax(-1)  # (B, V): the first answer token
+        score = first[:, answers[:, 0]]  # (B, L)
+        if A > 1:
+            cache = out.past_key_values
+            cache.batch_repeat_interleave(L)  # row b*L + k: prompt b, label k
+            cont = answers[:, :-1].repeat(B, 1)  # (B*L, A-1) answer tokens fed after the prompt
+            cont_mask = torch.cat([mask.repeat_interleave(L, 0), answer_mask[:, :-1].long().repeat(B, 1)], 1)
+            n_prompt = mask.sum(1).repeat_interleave(L)  # (B*L,)
+            pos = n_prompt[:, None] + torch.arange(A - 1)[None, :]  # (B*L, A-1)
+            out2 = lm(input_ids=cont, attention_mask=cont_mask, position_ids=pos, past_key_values=cache, use_cache=True)
+            logp = out2.logits.float().log_softmax(-1)  # (B*L, A-1, V)
+            nxt = answers[:, 1:].repeat(B, 1)  # (B*L, A-1) the tokens they predict
+            tok = logp.gather(-1, nxt.unsqueeze(-1)).squeeze(-1)  # (B*L, A-1)
+            tok = tok * answer_mask[:, 1:].repeat(B, 1)
+            score = score + tok.sum(-1).view(B, L)
+        scores.append(score)
+    return torch.cat(scores)
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, task: EncodedTask, indices: Sequence[int] | None = None,
+             batch_size: int = 16) -> dict[str, float]:
+    """Rank-classification accuracy and answer loss on ``indices`` (default: all of ``task``).
+
+    accuracy: share of examples whose true label's answer has the highest log-likelihood.
+    loss: mean negative log-likelihood per answer token of the true answers.
+    """
+    if indices is None:
+        indices = range(len(task))
+    indices = list(indices)
+    was_training = model.training
+    model.eval()
+    try:
+        scores = score_labels(model, task, indices, batch_size)  # (N, L)
+    finally:
+        model.train(was_training)
+    truth = torch.as_tensor(task.labels[indices])
+    lengths = torch.tensor([len(a) for a in task.answers])[truth]  # answer tokens per example
+    nll = -scores.gather(1, truth[:, None]).squeeze(1)
+    return {
+        "accuracy": float((scores.argmax(1) == truth).float().mean()),
+        "loss": float(nll.sum() / lengths.sum()),
+        "n_eval": float(len(indices)),
+    }

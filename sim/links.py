@@ -1,0 +1,136 @@
+"""Link models: what the transfer engine asks of a radio link.
+
+The network (:mod:`sim.network`) never talks to radio models directly; it asks a
+:class:`LinkModel` for the serving cell, the SINR and the rate a client would get on a given
+bandwidth. Rates are piecewise constant: a link model may change them only at multiples of
+``block_s`` (its fading block), which is where the network re-evaluates active links.
+
+Two implementations live here, small and deterministic, for kernel tests and teaching:
+
+- :class:`TableLink`: rates (and serving cells) given per block by a table — a constant
+  link, a two-rate link, a handover at a known block, an outage (rate 0).
+
+The radio-backed implementation is :class:`sim.radio.RadioLink` (channel/ models).
+"""
+
+from __future__ import annotations
+
+import math
+from abc import ABC, abstractmethod
+
+import numpy as np
+
+__all__ = ["LinkModel", "TableLink", "UP", "DOWN"]
+
+UP = "up"
+DOWN = "down"
+
+
+class LinkModel(ABC):
+    """The radio side as seen by the transfer engine.
+
+    Attributes:
+        n_cells: number of cells (base stations or sectors).
+        n_clients: number of clients (UEs).
+        block_s: rates change only at multiples of this time (s); ``math.inf`` if never.
+        serving: (n_clients,) int64, current serving cell of every client (as of the last
+            :meth:`refresh` that included it).
+    """
+
+    n_cells: int
+    n_clients: int
+    block_s: float = math.inf
+    serving: np.ndarray
+
+    @abstractmethod
+    def refresh(
+        self, t_s: float, clients: np.ndarray, transmitting_up: np.ndarray,
+        transmitting_down: np.ndarray,
+    ) -> list[tuple[int, int, int]]:
+        """Bring ``clients`` to the block containing ``t_s``; return handovers.
+
+        Args:
+            t_s: simulated time, s (non-decreasing across calls).
+            clients: (m,) int64 client ids that matter now.
+            transmitting_up: (n_clients,) bool, clients with an active uplink flow
+                (co-channel uplink interferers).
+            transmitting_down: (n_cells,) bool, cells with an active downlink flow.
+
+        Returns:
+            ``[(client, old_cell, new_cell), ...]`` for the clients whose serving cell
+            changed, in ascending client order.
+        """
+
+    @abstractmethod
+    def sinr_db(self, clients: np.ndarray, direction: str) -> np.ndarray:
+        """(m,) float64 full-band SINR (dB) of ``clients`` in ``direction`` ('up'/'down')."""
+
+    @abstractmethod
+    def rate_bps(
+        self, clients: np.ndarray, direction: str, bandwidth_hz: np.ndarray,
+        cell_bandwidth_hz: np.ndarray,
+    ) -> np.ndarray:
+        """(m,) float64 rate (bit/s) of each client using ``bandwidth_hz`` of its cell's band.
+
+        ``cell_bandwidth_hz`` is the whole band of each client's cell (the SINR above is
+        measured over it). 0 means outage.
+        """
+
+
+class TableLink(LinkModel):
+    """Rates and serving cells given per block by tables — exact, for tests and teaching.
+
+    Args:
+        rates_bps: full-band rate per client, (n_clients,) for a constant link or
+            (n_blocks, n_clients) for one row per block (the last row holds afterwards).
+            The same table serves both directions unless ``rates_down_bps`` is given.
+        cells: serving cell per client, (n_clients,) or (n_blocks, n_clients); default 0.
+        block_s: block duration, s (``inf`` for a constant link).
+        rates_down_bps: optional downlink table, same shapes as ``rates_bps``.
+        sinr_db: optional SINR table (dB), same shapes; default 10·log10(rate / 1 Mbit/s).
+
+    A client using bandwidth b of its cell's band B gets ``rate · b / B`` (linear sharing).
+    """
+
+    def __init__(self, rates_bps, cells=None, block_s: float = math.inf, rates_down_bps=None,
+                 sinr_db=None) -> None:
+        self._up = np.atleast_2d(np.asarray(rates_bps, dtype=np.float64))
+        self._down = (self._up if rates_down_bps is None
+                      else np.atleast_2d(np.asarray(rates_down_bps, dtype=np.float64)))
+        self.n_clients = self._up.shape[1]
+        cells = np.zeros(self.n_clients, dtype=np.int64) if cells is None else cells
+        self._cells = np.atleast_2d(np.asarray(cells, dtype=np.int64))
+        if sinr_db is None:
+            with np.errstate(divide="ignore"):
+                sinr_db = 10.0 * np.log10(np.maximum(self._up, 1e-300) / 1e6)
+        self._sinr = np.atleast_2d(np.asarray(sinr_db, dtype=np.float64))
+        if not block_s > 0:
+            raise ValueError(f"TableLink.block_s must be > 0. Got {block_s!r} instead.")
+        self.block_s = float(block_s)
+        self.n_cells = int(self._cells.max()) + 1
+        self.serving = self._cells[0].copy()
+        self._block = np.zeros(self.n_clients, dtype=np.int64)  # block each client is at
+
+    def _row(self, table: np.ndarray, blocks: np.ndarray, clients: np.ndarray) -> np.ndarray:
+        return table[np.minimum(blocks, table.shape[0] - 1), clients]
+
+    def refresh(self, t_s, clients, transmitting_up=None, transmitting_down=None):
+        clients = np.asarray(clients, dtype=np.int64)
+        b = 0 if math.isinf(self.block_s) else int(math.floor(t_s / self.block_s + 1e-9))
+        self._block[clients] = b
+        new = self._row(self._cells, self._block[clients], clients)
+        old = self.serving[clients]
+        moved = np.nonzero(new != old)[0]
+        self.serving[clients] = new
+        return [(int(clients[i]), int(old[i]), int(new[i])) for i in moved]
+
+    def sinr_db(self, clients, direction):
+        clients = np.asarray(clients, dtype=np.int64)
+        return self._row(self._sinr, self._block[clients], clients)
+
+    def rate_bps(self, clients, direction, bandwidth_hz, cell_bandwidth_hz):
+        clients = np.asarray(clients, dtype=np.int64)
+        table = self._up if direction == UP else self._down
+        full = self._row(table, self._block[clients], clients)
+        return full * (np.asarray(bandwidth_hz, dtype=np.float64)
+                       / np.asarray(cell_bandwidth_hz, dtype=np.float64))

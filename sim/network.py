@@ -1,0 +1,407 @@
+"""The transfer engine: flows of bits over piecewise-constant radio links.
+
+Each cell has one bandwidth pool per direction; a pool holds the cell's active flows and a
+MAC policy (:mod:`sim.mac`). A flow's rate is constant between *change points*:
+
+- a flow starts or ends in the pool (the MAC re-shares the band),
+- a fading-block boundary (the link model's rates change; ``LinkModel.block_s``),
+- a handover (the flow moves to the new cell's pool),
+- outage (rate 0 → ``outage_start``; back above → ``outage_end``).
+
+No per-tick processes: each pool keeps *one* pending wake-up, at its earliest exact
+completion time ``t + remaining_bits / rate`` (a plain SimPy timeout with a callback; a
+generation counter voids wake-ups made stale by a later change). Block boundaries are
+scheduled only while some flow is active, and all active links are refreshed in one
+vectorised call per boundary. Idle clients cost nothing.
+
+Accounting is exact: at every change point each flow is *settled* (``sent += rate · Δt``,
+``airtime += time_frac · Δt``). For every flow, ``bits = delivered + lost`` where a flow
+that completes has ``delivered = bits`` and a cancelled one has ``delivered = sent``
+(bits that crossed the air) and ``lost = bits − sent``.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Callable
+
+import numpy as np
+import simpy
+
+from sim.links import DOWN, UP, LinkModel
+from sim.mac import MacPolicy, ProportionalFair, make_mac
+from sim.trace import Tracer
+
+__all__ = ["Flow", "Network"]
+
+_DIRS = (UP, DOWN)
+
+
+class Flow:
+    """One radio transfer (payload of ``bits`` over one client's link in one direction).
+
+    Attributes (all SI units): ``sent`` bits crossed so far; ``rate`` current bit/s;
+    ``airtime_s`` time actually transmitting (TDMA shares count their fraction);
+    ``energy_j`` radio energy of the client for this flow; ``ok`` True once delivered,
+    False once failed (``reason``), None while active; ``done`` a SimPy event that succeeds
+    with the flow when it ends either way.
+    """
+
+    __slots__ = ("fid", "client", "direction", "cell", "bits", "sent", "rate", "full_rate",
+                 "time_frac", "t_start", "t_end", "airtime_s", "energy_j", "power_w",
+                 "in_outage", "outage_since", "round", "label", "ok", "reason", "done",
+                 "capacity_bits", "k")
+
+    def __init__(self, fid, client, direction, cell, bits, power_w, rnd, label, done,
+                 t_start, capacity_bits=None, k=None):
+        self.fid = fid
+        self.client = client
+        self.direction = direction
+        self.cell = cell
+        self.bits = bits
+        self.sent = 0.0
+        self.rate = 0.0
+        self.full_rate = 0.0
+        self.time_frac = 0.0
+        self.t_start = t_start
+        self.t_end = math.nan
+        self.airtime_s = 0.0
+        self.energy_j = 0.0
+        self.power_w = power_w
+        self.in_outage = False
+        self.outage_since = math.nan
+        self.round = rnd
+        self.label = label
+        self.ok: bool | None = None
+        self.reason: str | None = None
+        self.done = done
+        self.capacity_bits = capacity_bits
+        self.k = k
+
+    @property
+    def remaining_bits(self) -> float:
+        return self.bits - self.sent
+
+
+class _Pool:
+    """The active flows of one cell in one direction, and their MAC policy."""
+
+    __slots__ = ("cell", "direction", "bandwidth_hz", "mac", "flows", "gen", "t_last")
+
+    def __init__(self, cell: int, direction: str, bandwidth_hz: float, mac: MacPolicy) -> None:
+        self.cell = cell
+        self.direction = direction
+        self.bandwidth_hz = bandwidth_hz
+        self.mac = mac
+        self.flows: dict[int, Flow] = {}  # insertion order = start order (deterministic)
+        self.gen = 0
+        self.t_last = 0.0
+
+
+class Network:
+    """Radio transfers of all cells, driven by a :class:`LinkModel`.
+
+    Args:
+        env: the simulation's environment.
+        link: the link model (serving cells, SINR, rates).
+        uplink_bandwidth_hz, downlink_bandwidth_hz: per-cell band, scalar or (n_cells,).
+        mac: MAC policy name (``sim.mac.MAC_POLICIES``); one instance per cell and direction.
+        mac_options: options for the policy's Config.
+        tracer: where events go.
+        outage_timeout_s: a flow continuously in outage this long fails (reason ``outage``);
+            None waits (until the driver's deadline, if any).
+    """
+
+    def __init__(self, env: simpy.Environment, link: LinkModel, uplink_bandwidth_hz,
+                 downlink_bandwidth_hz, mac: str = "equal_share", mac_options: dict | None = None,
+                 tracer: Tracer | None = None, outage_timeout_s: float | None = None) -> None:
+        self.env = env
+        self.link = link
+        self.tracer = tracer if tracer is not None else Tracer(enabled=False)
+        self.outage_timeout_s = outage_timeout_s
+        n = link.n_cells
+        bw = {UP: np.broadcast_to(np.asarray(uplink_bandwidth_hz, float), (n,)),
+              DOWN: np.broadcast_to(np.asarray(downlink_bandwidth_hz, float), (n,))}
+        for d in _DIRS:
+            if np.any(bw[d] <= 0):
+                raise ValueError(f"Cell bandwidths must be > 0 Hz. Got {bw[d].tolist()} ({d}link).")
+        self._pools: dict[tuple[int, str], _Pool] = {
+            (c, d): _Pool(c, d, float(bw[d][c]), make_mac(mac, mac_options))
+            for c in range(n) for d in _DIRS
+        }
+        self._client_flows: dict[int, list[Flow]] = {}
+        self._tx_up = np.zeros(link.n_clients, dtype=bool)
+        self._n_active = 0
+        self._next_fid = 0
+        self._block_pending = False
+        # Totals for the accounting invariant (bits offered = delivered + lost + in flight).
+        self.bits_offered = 0.0
+        self.bits_delivered = 0.0  # bits that crossed the air (complete and partial)
+        self.bits_lost = 0.0       # bits of failed flows that never crossed
+        self.on_handover: Callable[[int, int, int], None] | None = None
+
+    # ------------------------------------------------------------------ public API
+    @property
+    def n_active(self) -> int:
+        """Number of flows in progress."""
+        return self._n_active
+
+    def pool_flows(self, cell: int, direction: str) -> list[Flow]:
+        """Active flows of ``cell`` in ``direction`` (start order)."""
+        return list(self._pools[(cell, direction)].flows.values())
+
+    def serving_cell(self, client: int) -> int:
+        """The client's serving cell (refreshed to now)."""
+        self.refresh([client])
+        return int(self.link.serving[client])
+
+    def refresh(self, clients) -> None:
+        """Bring the link state of ``clients`` to now (handovers are traced and applied)."""
+        dirty = self._refresh(np.asarray(clients, dtype=np.int64))
+        for pool in dirty:
+            self._reshare(pool)
+            self._schedule(pool)
+
+    def full_rate_bps(self, clients, direction: str) -> np.ndarray:
+        """(m,) rate each client would have alone on its cell's whole band, now."""
+        clients = np.asarray(clients, dtype=np.int64)
+        self.refresh(clients)
+        bw = np.array([self._pools[(int(c), direction)].bandwidth_hz
+                       for c in self.link.serving[clients]])
+        return self.link.rate_bps(clients, direction, bw, bw)
+
+    def sinr_db(self, client: int, direction: str) -> float:
+        """Current full-band SINR (dB) of ``client`` in ``direction``."""
+        return float(self.link.sinr_db(np.array([client]), direction)[0])
+
+    def predict_rate(self, client: int, direction: str) -> float:
+        """Rate (bit/s) a new flow of ``client`` would get now, sharing its cell with the
+        flows already there (current channel state and current MAC share)."""
+        self.refresh([client])
+        pool = self._pools[(int(self.link.serving[client]), direction)]
+        self._settle(pool)
+        flows = list(pool.flows.values())
+        clients = np.array([f.client for f in flows] + [client], dtype=np.int64)
+        keys = [f.fid for f in flows] + [-1]
+        return float(self._rates(pool, clients, keys)[0][-1])
+
+    def start(self, client: int, direction: str, bits: int, power_w: float = 0.0,
+              rnd: int | None = None, label: str = "", capacity_bits: float | None = None,
+              k: int | None = None) -> Flow:
+        """Start a transfer of ``bits`` now; ``flow.done`` succeeds when it ends.
+
+        ``power_w``: the client's radio power while it transmits (uplink) or receives
+        (downlink); its energy is ``power_w · airtime``.
+        """
+        env = self.env
+        self.refresh([client])
+        cell = int(self.link.serving[client])
+        flow = Flow(self._next_fid, client, direction, cell, int(bits), power_w, rnd, label,
+                    env.event(), env.now, capacity_bits, k)
+        self._next_fid += 1
+        self.bits_offered += flow.bits
+        pool = self._pools[(cell, direction)]
+        if flow.bits == 0:
+            self._trace_start(flow)
+            self._finish(flow, ok=True)
+            return flow
+        self._settle(pool)
+        pool.flows[flow.fid] = flow
+        self._client_flows.setdefault(client, []).append(flow)
+        if direction == UP:
+            self._tx_up[client] = True
+        self._n_active += 1
+        if isinstance(pool.mac, ProportionalFair):
+            pool.mac.first_seen(flow.fid, float(self._rates(pool, np.array([client]), [flow.fid])[1][0]))
+        self._reshare(pool)
+        self._trace_start(flow)
+        self._schedule(pool)
+        self._ensure_block_timer()
+        return flow
+
+    def cancel(self, flow: Flow, reason: str) -> None:
+        """Interrupt an active flow now (deadline, drop-out); partial bits are accounted."""
+        if flow.ok is not None:
+            return
+        pool = self._pools[(flow.cell, flow.direction)]
+        self._settle(pool)
+        self._remove(pool, flow)
+        self._finish(flow, ok=False, reason=reason)
+        self._reshare(pool)
+        self._schedule(pool)
+
+    # ------------------------------------------------------------------ internals
+    def _rates(self, pool: _Pool, clients: np.ndarray, keys: list[int]):
+        """(rate, full_rate, time_frac) arrays of ``clients`` sharing ``pool``."""
+        bw_cell = np.full(len(clients), pool.bandwidth_hz)
+        full = self.link.rate_bps(clients, pool.direction, bw_cell, bw_cell)  # (n,)
+        bw_frac, time_frac = pool.mac.shares(keys, full)
+        partial = (bw_frac > 0) & (bw_frac < 1)
+        rate = full.copy()
+        if partial.any():
+            rate[partial] = self.link.rate_bps(clients[partial], pool.direction,
+                                               bw_frac[partial] * pool.bandwidth_hz,
+                                               bw_cell[partial])
+        rate = np.where(bw_frac > 0, rate * time_frac, 0.0)
+        return rate, full, time_frac
+
+    def _settle(self, pool: _Pool) -> None:
+        now = self.env.now
+        dt = now - pool.t_last
+        if dt > 0 and pool.flows:
+            flows = pool.flows.values()
+            for f in flows:
+                f.sent += f.rate * dt
+                air = f.time_frac * dt
+                f.airtime_s += air
+                f.energy_j += f.power_w * air
+            pool.mac.observe([f.fid for f in flows], np.array([f.rate for f in flows]), dt)
+        pool.t_last = now
+
+    def _reshare(self, pool: _Pool) -> None:
+        if not pool.flows:
+            return
+        flows = list(pool.flows.values())
+        clients = np.array([f.client for f in flows], dtype=np.int64)
+        rate, full, time_frac = self._rates(pool, clients, [f.fid for f in flows])
+        now = self.env.now
+        for f, r, fr, tf in zip(flows, rate.tolist(), full.tolist(), time_frac.tolist()):
+            f.rate = r
+            f.full_rate = fr
+            f.time_frac = tf if r > 0 else 0.0
+            if fr <= 0 and not f.in_outage:
+                f.in_outage = True
+                f.outage_since = now
+                self.tracer.record(now, "outage_start", f.round, f.client, f.cell, f.direction,
+                                   snr_db=self.sinr_db(f.client, f.direction), rate_bps=0.0)
+                if self.outage_timeout_s is not None:
+                    ev = self.env.timeout(self.outage_timeout_s, value=(f, now))
+                    ev.callbacks.append(self._on_outage_timer)
+            elif fr > 0 and f.in_outage:
+                f.in_outage = False
+                self.tracer.record(now, "outage_end", f.round, f.client, f.cell, f.direction,
+                                   snr_db=self.sinr_db(f.client, f.direction), rate_bps=fr)
+
+    def _schedule(self, pool: _Pool) -> None:
+        pool.gen += 1
+        best = math.inf
+        for f in pool.flows.values():
+            if f.rate > 0:
+                dt = (f.bits - f.sent) / f.rate
+                if dt < best:
+                    best = dt
+        if best < math.inf:
+            ev = self.env.timeout(max(best, 0.0), value=(pool, pool.gen))
+            ev.callbacks.append(self._on_pool_wake)
+
+    def _on_pool_wake(self, ev) -> None:
+        pool, gen = ev._value
+        if gen != pool.gen:
+            return  # a later change point rescheduled this pool
+        self._settle(pool)
+        done = [f for f in pool.flows.values()
+                if f.rate > 0 and f.bits - f.sent <= 1e-9 * f.bits + 1e-9]
+        for f in done:
+            self._remove(pool, f)
+            self._finish(f, ok=True)
+        self._reshare(pool)
+        self._schedule(pool)
+
+    def _on_outage_timer(self, ev) -> None:
+        flow, since = ev._value
+        if flow.ok is None and flow.in_outage and flow.outage_since == since:
+            self.cancel(flow, "outage")
+
+    def _remove(self, pool: _Pool, flow: Flow) -> None:
+        del pool.flows[flow.fid]
+        pool.mac.forget(flow.fid)
+        lst = self._client_flows[flow.client]
+        lst.remove(flow)
+        if not lst:
+            del self._client_flows[flow.client]
+        if flow.direction == UP and not any(f.direction == UP for f in lst):
+            self._tx_up[flow.client] = False
+        self._n_active -= 1
+
+    def _finish(self, flow: Flow, ok: bool, reason: str | None = None) -> None:
+        now = self.env.now
+        flow.t_end = now
+        flow.ok = ok
+        flow.reason = reason
+        if ok:
+            flow.sent = float(flow.bits)
+        self.bits_delivered += flow.sent
+        self.bits_lost += flow.bits - flow.sent
+        duration = now - flow.t_start
+        mean_rate = flow.sent / duration if duration > 0 else None
+        self.tracer.record(now, "send_end" if ok else "send_failed", flow.round, flow.client,
+                           flow.cell, flow.direction, bits=flow.bits, bits_delivered=flow.sent,
+                           snr_db=self.sinr_db(flow.client, flow.direction), rate_bps=mean_rate,
+                           energy_j=flow.energy_j, detail=flow.label if ok else reason)
+        if not flow.done.triggered:
+            flow.done.succeed(flow)
+
+    def _trace_start(self, flow: Flow) -> None:
+        self.tracer.record(self.env.now, "send_start", flow.round, flow.client, flow.cell,
+                           flow.direction, bits=flow.bits,
+                           snr_db=self.sinr_db(flow.client, flow.direction), rate_bps=flow.rate,
+                           capacity_bits=flow.capacity_bits, k=flow.k, detail=flow.label)
+
+    def _refresh(self, clients: np.ndarray) -> list[_Pool]:
+        """Refresh link state; apply handovers; return pools that need re-sharing."""
+        if len(clients) == 0:
+            return []
+        tx_down = np.array([bool(self._pools[(c, DOWN)].flows) for c in range(self.link.n_cells)])
+        handovers = self.link.refresh(self.env.now, clients, self._tx_up, tx_down)
+        dirty: list[_Pool] = []
+        for client, old, new in handovers:
+            self.tracer.record(self.env.now, "handover", None, client, new,
+                               detail=f"from {old}")
+            if self.on_handover is not None:
+                self.on_handover(client, old, new)
+            for flow in list(self._client_flows.get(client, ())):
+                src = self._pools[(old, flow.direction)]
+                dst = self._pools[(new, flow.direction)]
+                self._settle(src)
+                self._settle(dst)
+                del src.flows[flow.fid]
+                src.mac.forget(flow.fid)
+                flow.cell = new
+                dst.flows[flow.fid] = flow
+                for p in (src, dst):
+                    if p not in dirty:
+                        dirty.append(p)
+        return dirty
+
+    def _ensure_block_timer(self) -> None:
+        if self._block_pending or math.isinf(self.link.block_s) or self._n_active == 0:
+            return
+        bs = self.link.block_s
+        now = self.env.now
+        k = math.floor(now / bs + 1e-9) + 1
+        self._block_pending = True
+        ev = self.env.timeout(max(k * bs - now, 0.0))
+        ev.callbacks.append(self._on_block)
+
+    def _on_block(self, ev) -> None:
+        self._block_pending = False
+        if self._n_active == 0:
+            return
+        active = [p for p in self._pools.values() if p.flows]
+        for pool in active:
+            self._settle(pool)
+        clients = np.fromiter(sorted(self._client_flows), dtype=np.int64)
+        for pool in self._refresh(clients):
+            if pool not in active:
+                active.append(pool)
+        for pool in active:
+            self._reshare(pool)
+            self._schedule(pool)
+        self._ensure_block_timer()
+
+    def check_accounting(self) -> None:
+        """Assert bits offered = delivered + lost + still in flight."""
+        in_flight = sum(f.bits for fl in self._client_flows.values() for f in fl)
+        done_flows = self.bits_offered - in_flight
+        assert abs(done_flows - (self.bits_delivered + self.bits_lost)) <= 1e-6 * max(1.0, done_flows), (
+            self.bits_offered, self.bits_delivered, self.bits_lost, in_flight)

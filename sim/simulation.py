@@ -1,0 +1,752 @@
+"""The simulation: one SimPy environment, named random streams, entities, round drivers.
+
+Build one from a validated :class:`~sim.scenario.Scenario` and run it::
+
+    from sim import Simulation, load_scenario
+    sim = Simulation(load_scenario("scenarios/quickstart.yaml", ["fl.rounds=3"]))
+    result = sim.run()            # RunResult: rounds (DataFrame), tracer, summary (dict)
+
+Tests and notebooks may inject a link model (``link=TableLink(...)``) or an algorithm
+instance (``algorithm=...``) instead of the ones the scenario describes.
+
+The round drivers interpret the :mod:`fl.actions` a client's round yields:
+
+- ``Receive``: wired path aggregator → the client's site, then the downlink radio transfer.
+- ``Compute``: ``flops / effective FLOP/s`` of the device (jittered); then ``work()``.
+- ``Send``: at the start of the transfer ``sizer(capacity_bits)`` with ``capacity_bits =
+  predicted rate (current channel state, current MAC share) × time budget`` (time left to
+  the deadline, or ``fl.capacity_budget_s``, or 1 s when neither exists); the uplink radio
+  transfer; the wired path to the aggregator; only then ``work(plan)``.
+- ``ServerCompute``: ``flops / server FLOP/s`` on the server (queued if sequential).
+
+A failure (deadline, outage timeout, drop-out, stale) closes the generator and reaches
+``Algorithm.aggregate`` as a :class:`~fl.actions.Failure`.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import numpy as np
+import simpy
+
+from fl.actions import ClientResult, Compute, Failure, Receive, Send, ServerCompute
+from fl.algorithm import Algorithm, AlgorithmContext, get_algorithm
+from sim.backhaul import Backhaul, site_node
+from sim.compute import ComputeModel, DeviceProfile
+from sim.links import DOWN, UP, LinkModel
+from sim.network import Network
+from sim.rng import RngStreams
+from sim.scenario import Scenario
+from sim.selection import SelectionContext, make_selection
+from sim.trace import Tracer
+
+__all__ = ["Simulation", "RunResult", "Client", "Cell", "Server", "ROUND_COLUMNS"]
+
+ROUND_COLUMNS: tuple[str, ...] = (
+    "round", "t_start_s", "t_end_s", "n_selected", "n_completed", "n_failed", "bits_up",
+    "bits_down", "energy_j", "accuracy", "loss",
+)
+
+
+def dbm_to_w(dbm: float) -> float:
+    return 10.0 ** ((dbm - 30.0) / 10.0)
+
+
+@dataclass
+class Cell:
+    """A base station (or sector): its site and its uplink/downlink bands.
+
+    The bandwidth pools and the MAC scheduler state live in :class:`sim.network.Network`
+    (``network.pool_flows(cell, direction)`` lists the active flows).
+    """
+
+    id: int
+    site: int
+    uplink_bandwidth_hz: float
+    downlink_bandwidth_hz: float
+    mac: str
+
+
+@dataclass
+class Client:
+    """A UE: group (mobility), device profile, radio power, data shard, energy account."""
+
+    id: int
+    group: str
+    device: DeviceProfile
+    tx_power_dbm: float
+    shard: int
+    energy_j: float = 0.0
+    last_selected: int = -1
+    busy: bool = False
+
+    @property
+    def tx_power_w(self) -> float:
+        return dbm_to_w(self.tx_power_dbm)
+
+
+@dataclass
+class Server:
+    """The aggregator: backhaul node, FLOP/s, sequential (queued) or parallel service."""
+
+    node: str
+    flops: float
+    service: str
+    resource: simpy.Resource | None = None
+
+
+@dataclass
+class _Acct:
+    """Per-round (sync) or per-aggregation (async) accumulator."""
+
+    t_start: float
+    n_selected: int = 0
+    bits_up: float = 0.0
+    bits_down: float = 0.0
+    energy_j: float = 0.0
+
+
+class _TaskFailed(Exception):
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+@dataclass
+class _Task:
+    """State of one client's part in one round (what a failure reports)."""
+
+    client: int
+    rnd: int
+    base_version: int
+    deadline_abs: float
+    edge: str | None = None
+    edge_ready: simpy.Event | None = None
+    stage: str = "start"
+    bits_delivered: float = 0.0
+    flow: Any = None
+    proc: Any = None
+    upload_bits: int = 0
+
+
+@dataclass
+class RunResult:
+    """What a run produced: one row per round, the trace, and the summary."""
+
+    rounds: Any  # pandas.DataFrame with ROUND_COLUMNS first
+    tracer: Tracer
+    summary: dict
+    trajectories: dict = field(default_factory=dict)
+
+
+class Simulation:
+    """One simulated experiment (see the module docstring).
+
+    Args:
+        scenario: a validated scenario.
+        algorithm: an algorithm instance to use instead of ``fl.algorithm``/``fl.options``.
+        link: a link model to use instead of the radio models of ``network``.
+        cell_site: site of each cell when ``link`` is given (default: cell i at site i).
+        run_dir: where the algorithm may write artefacts.
+        trace: record events (``False`` for benchmarks of the bare kernel).
+    """
+
+    def __init__(self, scenario: Scenario, *, algorithm: Algorithm | None = None,
+                 link: LinkModel | None = None, cell_site=None, run_dir: str | None = None,
+                 trace: bool = True) -> None:
+        self.scenario = scn = scenario
+        self.env = simpy.Environment()
+        self.rng = RngStreams(scn.seed)
+        self.tracer = Tracer(enabled=trace)
+        n = scn.clients.n_clients
+        self.radio = None
+        if link is None:
+            from sim.radio import build_radio
+
+            self.radio = build_radio(scn, self.rng)
+            link = self.radio.link
+            cell_site = self.radio.cell_site
+        if link.n_clients != n:
+            raise ValueError(f"The link model has {link.n_clients} clients; the scenario "
+                             f"clients.n_clients is {n}.")
+        self.link = link
+        cell_site = (np.arange(link.n_cells) if cell_site is None
+                     else np.asarray(cell_site, dtype=np.int64))
+        net = scn.network
+        self.cells = [Cell(c, int(cell_site[c]), net.uplink_bandwidth_hz,
+                           net.downlink_bandwidth_hz, net.mac.kind) for c in range(link.n_cells)]
+        self.network = Network(self.env, link, net.uplink_bandwidth_hz, net.downlink_bandwidth_hz,
+                               net.mac.kind, net.mac.options, self.tracer, net.outage_timeout_s)
+        self.backhaul = _build_backhaul(scn, int(cell_site.max()) + 1)
+        profiles = [DeviceProfile(d.name, d.flops, d.power_w, d.rx_power_w, d.spread_sigma,
+                                  d.jitter_sigma, d.weight) for d in scn.clients.devices]
+        self.compute = ComputeModel(profiles, n, self.rng.get("devices"),
+                                    self.rng.get("compute_jitter"))
+        groups = _group_of(scn, n)
+        tx = {g.name: (g.tx_power_dbm if g.tx_power_dbm is not None else scn.clients.tx_power_dbm)
+              for g in scn.clients.groups}
+        self.clients = [Client(i, groups[i], self.compute.profile(i), tx[groups[i]], shard=i)
+                        for i in range(n)]
+        self.server = _build_server(scn, self.backhaul, self.env)
+        if algorithm is None:
+            cls = get_algorithm(scn.fl.algorithm)
+            algorithm = cls(cls.Config(**scn.fl.options),
+                            AlgorithmContext(n_clients=n, seed=scn.seed, run_dir=run_dir))
+        self.algorithm = algorithm
+        self.selection = make_selection(scn.fl.selection.kind, scn.fl.selection.options)
+        self.rows: list[dict] = []
+        self._acct = _Acct(0.0)
+        self._hist = {"up_bits": [], "down_bits": [], "flops": []}
+        self.progress: Callable[[int, int], None] | None = None
+        self.n_results = 0
+        self.n_failures = 0
+
+    # ------------------------------------------------------------------ running
+    def run(self, progress: Callable[[int, int], None] | None = None) -> RunResult:
+        """Run the scenario to its end (all rounds, or ``duration_s``)."""
+        self.progress = progress
+        wall0 = time.perf_counter()
+        driver = self._sync_driver() if self.scenario.fl.driver == "sync" else self._async_driver()
+        proc = self.env.process(driver)
+        until = proc if self.scenario.duration_s is None else self.env.any_of(
+            [proc, self.env.timeout(self.scenario.duration_s)])
+        self.env.run(until=until)
+        self.network.check_accounting()
+        wall = time.perf_counter() - wall0
+        self.algorithm.close()
+        return RunResult(self.rounds_frame(), self.tracer, self._summary(wall),
+                         self._trajectories())
+
+    def rounds_frame(self):
+        """rounds.csv as a DataFrame: the documented columns, then algorithm extras."""
+        import pandas as pd
+
+        extras: list[str] = []
+        for row in self.rows:
+            for k in row:
+                if k not in ROUND_COLUMNS and k not in extras:
+                    extras.append(k)
+        df = pd.DataFrame(self.rows, columns=list(ROUND_COLUMNS) + extras)
+        for c in ("round", "n_selected", "n_completed", "n_failed"):
+            df[c] = df[c].astype("int64")
+        return df
+
+    # ------------------------------------------------------------------ helpers
+    def _trace(self, event: str, **kw) -> None:
+        self.tracer.record(self.env.now, event, **kw)
+
+    def _site_of(self, client: int) -> str:
+        return site_node(self.cells[self.network.serving_cell(client)].site)
+
+    def _aggregator_for(self, task: _Task) -> str:
+        return task.edge if task.edge is not None else self.server.node
+
+    def _budget_s(self, task: _Task) -> float:
+        b = self.scenario.fl.capacity_budget_s
+        if b is not None:
+            return b
+        if math.isfinite(task.deadline_abs):
+            return max(task.deadline_abs - self.env.now, 0.0)
+        return 1.0
+
+    # ------------------------------------------------------------------ a client's round
+    def _client_task(self, task: _Task):
+        """Process: interpret one client's action generator; return ClientResult or Failure."""
+        cid = task.client
+        client = self.clients[cid]
+        gen = self.algorithm.client_round(task.rnd, cid)
+        value = None
+        try:
+            while True:
+                try:
+                    action = gen.send(value)
+                except StopIteration as stop:
+                    update = stop.value
+                    break
+                task.stage = action.label
+                if isinstance(action, Receive):
+                    value = yield from self._receive(task, client, action)
+                elif isinstance(action, Compute):
+                    value = yield from self._compute(task, client, action)
+                elif isinstance(action, Send):
+                    value = yield from self._send(task, client, action)
+                elif isinstance(action, ServerCompute):
+                    value = yield from self._server_compute(task.rnd, action, cid)
+                else:
+                    raise TypeError(f"Algorithm {self.algorithm.name!r} yielded {action!r}; "
+                                    "expected Receive, Compute, Send or ServerCompute.")
+        except (simpy.Interrupt, _TaskFailed) as exc:
+            reason = exc.cause if isinstance(exc, simpy.Interrupt) else exc.reason
+            if task.flow is not None and task.flow.ok is None:
+                self.network.cancel(task.flow, reason)
+                self._account_flow(task.flow, client)
+                task.bits_delivered = task.flow.sent
+            gen.close()
+            self._trace("client_failed", round=task.rnd, client=cid,
+                        bits_delivered=task.bits_delivered, detail=f"{reason}:{task.stage}")
+            self.n_failures += 1
+            return Failure(cid, str(reason), task.stage, float(task.bits_delivered))
+        self._trace("client_done", round=task.rnd, client=cid)
+        self.n_results += 1
+        return ClientResult(cid, update, self.algorithm.n_samples(cid), task.base_version)
+
+    def _account_flow(self, flow, client: Client) -> None:
+        client.energy_j += flow.energy_j
+        self._acct.energy_j += flow.energy_j
+        if flow.direction == UP:
+            self._acct.bits_up += flow.sent
+        else:
+            self._acct.bits_down += flow.sent
+
+    def _radio(self, task: _Task, client: Client, direction: str, bits: int,
+               capacity_bits=None, k=None):
+        power = client.tx_power_w if direction == UP else client.device.rx_power_w
+        flow = self.network.start(client.id, direction, bits, power, task.rnd, task.stage,
+                                  capacity_bits, k)
+        task.flow = flow
+        task.bits_delivered = 0.0
+        if flow.ok is None:
+            yield flow.done
+        task.flow = None
+        task.bits_delivered = flow.sent
+        self._account_flow(flow, client)
+        if not flow.ok:
+            raise _TaskFailed(flow.reason or "failed")
+        return flow
+
+    def _wired(self, task: _Task, src: str, dst: str, bits: int, direction: str, cid: int):
+        delay = self.backhaul.path(src, dst).delay_s(bits)
+        if delay > 0:
+            yield self.env.timeout(delay)
+        self._trace("wired_end", round=task.rnd, client=cid, direction=direction, bits=bits,
+                    detail=f"{src}->{dst}")
+
+    def _receive(self, task: _Task, client: Client, action: Receive):
+        bits = int(action.payload.bits)
+        self._hist["down_bits"].append(bits)
+        if task.edge_ready is not None and not task.edge_ready.triggered:
+            yield task.edge_ready
+        yield from self._wired(task, self._aggregator_for(task), self._site_of(client.id), bits,
+                               DOWN, client.id)
+        yield from self._radio(task, client, DOWN, bits)
+        return action.payload
+
+    def _compute(self, task: _Task, client: Client, action: Compute):
+        self._hist["flops"].append(action.flops)
+        dt = self.compute.duration_s(client.id, action.flops)
+        self._trace("compute_start", round=task.rnd, client=client.id, detail=action.label)
+        t0 = self.env.now
+        try:
+            yield self.env.timeout(dt)
+        except simpy.Interrupt:
+            e = self.compute.energy_j(client.id, self.env.now - t0)  # energy spent so far
+            client.energy_j += e
+            self._acct.energy_j += e
+            raise
+        e = self.compute.energy_j(client.id, dt)
+        client.energy_j += e
+        self._acct.energy_j += e
+        self._trace("compute_end", round=task.rnd, client=client.id, energy_j=e,
+                    detail=action.label)
+        return action.work() if action.work is not None else None
+
+    def _send(self, task: _Task, client: Client, action: Send):
+        rate = self.network.predict_rate(client.id, UP)
+        capacity = rate * self._budget_s(task)
+        plan = action.sizer(capacity)
+        self._hist["up_bits"].append(plan.bits)
+        flow = yield from self._radio(task, client, UP, plan.bits, capacity, plan.k)
+        site = site_node(self.cells[flow.cell].site)
+        yield from self._wired(task, site, self._aggregator_for(task), plan.bits, UP, client.id)
+        task.upload_bits = plan.bits
+        return action.work(plan) if action.work is not None else None
+
+    def _server_compute(self, rnd: int, action: ServerCompute, cid: int | None = None):
+        srv = self.server
+        req = None
+        if srv.resource is not None:
+            req = srv.resource.request()
+            yield req
+        try:
+            self._trace("server_compute_start", round=rnd, client=cid, detail=action.label)
+            dt = action.flops / srv.flops
+            if dt > 0:
+                yield self.env.timeout(dt)
+            self._trace("server_compute_end", round=rnd, client=cid, detail=action.label)
+        finally:
+            if req is not None:
+                srv.resource.release(req)
+        return action.work() if action.work is not None else None
+
+    def _server_round(self, rnd: int, results, failures):
+        """Process part: aggregation cost, then the algorithm's server_round generator."""
+        agg_flops = self.scenario.server.aggregation_flops_per_update * len(results)
+        if agg_flops > 0:
+            yield from self._server_compute(rnd, ServerCompute(agg_flops, label="aggregate"))
+        if type(self.algorithm).server_round is Algorithm.server_round:
+            # The base server_round drops aggregate()'s extra columns; call it directly.
+            metrics = self.algorithm.aggregate(rnd, results, failures) or {}
+            self._trace("aggregate", round=rnd, bits=int(sum(_bits(r.update) for r in results)))
+            return dict(metrics)
+        gen = self.algorithm.server_round(rnd, results, failures)
+        value = None
+        while True:
+            try:
+                action = gen.send(value)
+            except StopIteration as stop:
+                metrics = stop.value or {}
+                break
+            if not isinstance(action, ServerCompute):
+                raise TypeError(f"server_round of {self.algorithm.name!r} yielded {action!r}; "
+                                "only ServerCompute is supported there.")
+            value = yield from self._server_compute(rnd, action)
+        self._trace("aggregate", round=rnd, bits=int(sum(_bits(r.update) for r in results)))
+        return dict(metrics)
+
+    # ------------------------------------------------------------------ selection
+    def _select(self, rnd: int, candidates: np.ndarray, k: int) -> np.ndarray:
+        deadline = self.scenario.fl.deadline_s
+        ctx = SelectionContext(
+            round=rnd, candidates=candidates, k=k, rng=self.rng.get("selection"),
+            deadline_s=deadline,
+            last_selected=np.array([c.last_selected for c in self.clients], dtype=np.int64),
+            predicted_rate_bps=lambda ids: self._predicted_rate(ids, UP, len(candidates), k),
+            predicted_time_s=lambda ids: self._predicted_time(ids, len(candidates), k),
+        )
+        return np.asarray(self.selection.select(ctx), dtype=np.int64)
+
+    def _predicted_rate(self, ids, direction, n_cand, k) -> np.ndarray:
+        """Full-band rate now / expected concurrent flows in the client's cell."""
+        ids = np.asarray(ids, dtype=np.int64)
+        full = self.network.full_rate_bps(ids, direction)
+        cells = self.link.serving[ids]
+        per_cell = np.bincount(cells, minlength=self.link.n_cells)[cells]
+        concurrent = np.maximum(1.0, per_cell * k / max(n_cand, 1))
+        return full / concurrent
+
+    def _estimate(self, key: str, hint: str) -> float:
+        h = self._hist[key]
+        if h:
+            return float(np.mean(h[-1000:]))
+        hints = getattr(self.algorithm, "size_hints", None)
+        return float(hints().get(hint, 0.0)) if callable(hints) else 0.0
+
+    def _predicted_time(self, ids, n_cand, k) -> np.ndarray:
+        ids = np.asarray(ids, dtype=np.int64)
+        up = self._estimate("up_bits", "upload_bits")
+        down = self._estimate("down_bits", "download_bits")
+        flops = self._estimate("flops", "flops")
+        with np.errstate(divide="ignore"):
+            t = (down / self._predicted_rate(ids, DOWN, n_cand, k)
+                 + flops / self.compute.flops_of[ids]
+                 + up / self._predicted_rate(ids, UP, n_cand, k))
+        wired = np.array([self.backhaul.path(self._site_of(int(c)), self.server.node).delay_s(up)
+                          + self.backhaul.path(self.server.node, self._site_of(int(c))).delay_s(down)
+                          for c in ids])
+        return np.nan_to_num(t + wired, nan=math.inf)
+
+    # ------------------------------------------------------------------ drivers
+    def _start_task(self, task: _Task, deadline_interrupt: bool) -> Any:
+        proc = self.env.process(self._client_task(task))
+        task.proc = proc
+        p = self.scenario.clients.dropout_prob
+        if p > 0:
+            rng = self.rng.get("dropout")
+            window = self.scenario.clients.dropout_window_s or self.scenario.fl.deadline_s or 60.0
+            if rng.random() < p:
+                ev = self.env.timeout(rng.random() * window, value=task)
+                ev.callbacks.append(self._on_dropout)
+        if deadline_interrupt and math.isfinite(task.deadline_abs):
+            ev = self.env.timeout(task.deadline_abs - self.env.now, value=(task, "deadline"))
+            ev.callbacks.append(self._on_interrupt)
+        return proc
+
+    def _on_dropout(self, ev) -> None:
+        task = ev._value
+        if task.proc.is_alive:
+            self._trace("dropout", round=task.rnd, client=task.client, detail=task.stage)
+            task.proc.interrupt("dropout")
+
+    def _on_interrupt(self, ev) -> None:
+        task, cause = ev._value
+        if task.proc.is_alive:
+            task.proc.interrupt(cause)
+
+    def _round_row(self, rnd: int, n_completed: int, n_failed: int, metrics: dict,
+                   evaluated: dict | None) -> None:
+        a = self._acct
+        row = {"round": rnd, "t_start_s": a.t_start, "t_end_s": self.env.now,
+               "n_selected": a.n_selected, "n_completed": n_completed, "n_failed": n_failed,
+               "bits_up": a.bits_up, "bits_down": a.bits_down, "energy_j": a.energy_j,
+               "accuracy": math.nan, "loss": math.nan}
+        row.update({k: float(v) for k, v in metrics.items()})
+        if evaluated:
+            for k, v in evaluated.items():
+                row[k] = float(v)
+        self.rows.append(row)
+        if self.progress is not None:
+            self.progress(len(self.rows), self.scenario.fl.rounds)
+
+    def _evaluate(self, rnd: int, last: bool) -> dict | None:
+        if (rnd + 1) % self.scenario.fl.eval_every and not last:
+            return None
+        ev = dict(self.algorithm.evaluate(rnd))
+        self._trace("evaluate", round=rnd, detail=", ".join(f"{k}={v:.6g}" for k, v in ev.items()))
+        return ev
+
+    def _sync_driver(self):
+        fl = self.scenario.fl
+        env = self.env
+        n = len(self.clients)
+        all_ids = np.arange(n, dtype=np.int64)
+        for rnd in range(fl.rounds):
+            self._acct = _Acct(env.now)
+            self._trace("round_start", round=rnd)
+            selected = self._select(rnd, all_ids, fl.clients_per_round)
+            self._acct.n_selected = len(selected)
+            deadline_abs = env.now + fl.deadline_s if fl.deadline_s is not None else math.inf
+            edges = self._edge_sync(rnd) if fl.hierarchical else {}
+            tasks = []
+            for cid in selected.tolist():
+                self.clients[cid].last_selected = rnd
+                self._trace("selected", round=rnd, client=cid,
+                            cell=int(self.link.serving[cid]))
+                edge = None
+                if fl.hierarchical:
+                    edge = self.backhaul.nearest(self._site_of(cid), "edge")
+                task = _Task(cid, rnd, rnd, deadline_abs, edge, edges.get(edge))
+                tasks.append(task)
+            procs = [self._start_task(t, deadline_interrupt=False) for t in tasks]
+            if procs:
+                all_done = env.all_of(procs)
+                if math.isfinite(deadline_abs):
+                    yield env.any_of([all_done, env.timeout(deadline_abs - env.now)])
+                    for p in procs:
+                        if p.is_alive:
+                            p.interrupt("deadline")
+                yield all_done
+            outcomes = [p.value for p in procs]
+            results = [o for o in outcomes if isinstance(o, ClientResult)]
+            failures = [o for o in outcomes if isinstance(o, Failure)]
+            if fl.hierarchical and results:
+                yield from self._edge_forward(rnd, tasks, results)
+            metrics: dict = {}
+            if len(results) >= fl.min_updates:
+                metrics = yield from self._server_round(rnd, results, failures)
+            else:
+                self._trace("round_failed", round=rnd,
+                            detail=f"{len(results)} updates < min_updates {fl.min_updates}")
+            evaluated = self._evaluate(rnd, rnd == fl.rounds - 1)
+            self._trace("round_end", round=rnd)
+            self._round_row(rnd, len(results), len(failures), metrics, evaluated)
+
+    def _edge_sync(self, rnd: int) -> dict[str, simpy.Event]:
+        """Hierarchical: the cloud sends the global model once to each edge server."""
+        bits = int(self._estimate("down_bits", "download_bits"))
+        events = {}
+        for edge in self.backhaul.nodes_of_kind("edge"):
+            ev = self.env.event()
+            delay = self.backhaul.path(self.server.node, edge).delay_s(bits)
+            t = self.env.timeout(delay, value=(ev, edge, rnd))
+            t.callbacks.append(self._on_edge_ready)
+            events[edge] = ev
+        return events
+
+    def _on_edge_ready(self, t) -> None:
+        ev, edge, rnd = t._value
+        self._trace("edge_sync", round=rnd, direction=DOWN, detail=edge)
+        ev.succeed()
+
+    def _edge_forward(self, rnd: int, tasks: list[_Task], results: list[ClientResult]):
+        """Hierarchical: each edge forwards one partial aggregate to the cloud."""
+        by_client = {t.client: t for t in tasks}
+        per_edge: dict[str, int] = {}
+        for r in results:
+            t = by_client[r.client]
+            per_edge[t.edge] = max(per_edge.get(t.edge, 0), t.upload_bits)
+        evs = []
+        for edge in sorted(per_edge):
+            delay = self.backhaul.path(edge, self.server.node).delay_s(per_edge[edge])
+            evs.append(self.env.timeout(delay, value=(edge, per_edge[edge])))
+        if evs:
+            yield self.env.all_of(evs)
+        for ev in evs:
+            edge, bits = ev.value
+            self._trace("edge_sync", round=rnd, direction=UP, bits=bits, detail=edge)
+
+    def _async_driver(self):
+        fl = self.scenario.fl
+        env = self.env
+        n = len(self.clients)
+        version = 0
+        inbox: list[tuple[_Task, Any]] = []
+        wake = [env.event()]
+        buffer: list[tuple[_Task, ClientResult]] = []
+        failures: list[Failure] = []
+        self._acct = _Acct(env.now)
+        self._trace("round_start", round=0)
+
+        def task_proc(task: _Task):
+            out = yield from self._client_task(task)
+            inbox.append((task, out))
+            if not wake[0].triggered:
+                wake[0].succeed()
+
+        def dispatch(k: int) -> None:
+            idle = np.array([c.id for c in self.clients if not c.busy], dtype=np.int64)
+            if len(idle) == 0 or k <= 0:
+                return
+            for cid in self._select(version, idle, k).tolist():
+                c = self.clients[cid]
+                c.busy = True
+                c.last_selected = version
+                self._acct.n_selected += 1
+                self._trace("selected", round=version, client=cid, cell=int(self.link.serving[cid]))
+                deadline = env.now + fl.deadline_s if fl.deadline_s is not None else math.inf
+                task = _Task(cid, version, version, deadline)
+                task.proc = None
+                proc = env.process(task_proc(task))
+                task.proc = proc
+                self._schedule_async_interrupts(task)
+
+        dispatch(min(fl.clients_per_round, n))
+        while version < fl.rounds:
+            if not inbox:
+                yield wake[0]
+            wake[0] = env.event()
+            arrived, inbox[:] = list(inbox), []
+            for task, out in arrived:
+                self.clients[task.client].busy = False
+                if isinstance(out, Failure):
+                    failures.append(out)
+                else:
+                    buffer.append((task, out))
+            dispatch(len(arrived))
+            while len(buffer) >= fl.buffer_size and version < fl.rounds:
+                batch, buffer = buffer[: fl.buffer_size], buffer[fl.buffer_size:]
+                results = []
+                for task, res in batch:
+                    s = version - res.base_round
+                    if fl.max_staleness is not None and s > fl.max_staleness:
+                        self._trace("stale_discarded", round=version, client=res.client,
+                                    detail=f"staleness {s}")
+                        failures.append(Failure(res.client, "stale", "update", float(task.upload_bits)))
+                    else:
+                        results.append(ClientResult(res.client, res.update, res.n_samples,
+                                                    res.base_round, s))
+                fails, failures = failures, []
+                metrics = yield from self._server_round(version, results, fails)
+                evaluated = self._evaluate(version, version == fl.rounds - 1)
+                self._trace("round_end", round=version)
+                self._round_row(version, len(results), len(fails), metrics, evaluated)
+                version += 1
+                self._acct = _Acct(env.now)
+                if version < fl.rounds:
+                    self._trace("round_start", round=version)
+
+    def _schedule_async_interrupts(self, task: _Task) -> None:
+        p = self.scenario.clients.dropout_prob
+        if p > 0:
+            rng = self.rng.get("dropout")
+            window = self.scenario.clients.dropout_window_s or self.scenario.fl.deadline_s or 60.0
+            if rng.random() < p:
+                ev = self.env.timeout(rng.random() * window, value=task)
+                ev.callbacks.append(self._on_dropout)
+        if math.isfinite(task.deadline_abs):
+            ev = self.env.timeout(task.deadline_abs - self.env.now, value=(task, "deadline"))
+            ev.callbacks.append(self._on_interrupt)
+
+    # ------------------------------------------------------------------ outputs
+    def _summary(self, wall_s: float) -> dict:
+        df_rows = self.rows
+        last_acc = next((r["accuracy"] for r in reversed(df_rows)
+                         if not math.isnan(r["accuracy"])), None)
+        last_loss = next((r["loss"] for r in reversed(df_rows)
+                          if not math.isnan(r["loss"])), None)
+        surrogate = bool(getattr(self.algorithm, "is_surrogate", False))
+        return {
+            "scenario": self.scenario.name,
+            "seed": self.scenario.seed,
+            "algorithm": self.algorithm.name,
+            "learner": "surrogate" if surrogate else "real",
+            "note": ("SURROGATE learner: accuracy/loss come from a fitted curve of delivered "
+                     "updates, not from training.") if surrogate else "",
+            "driver": self.scenario.fl.driver,
+            "wall_time_s": wall_s,
+            "simulated_time_s": float(self.env.now),
+            "n_rounds": len(df_rows),
+            "n_clients": len(self.clients),
+            "n_cells": self.link.n_cells,
+            "totals": {
+                "bits_up": float(sum(r["bits_up"] for r in df_rows)),
+                "bits_down": float(sum(r["bits_down"] for r in df_rows)),
+                "energy_j": float(sum(r["energy_j"] for r in df_rows)),
+                "updates_delivered": int(self.n_results),
+                "failures": int(self.n_failures),
+                "bits_offered": float(self.network.bits_offered),
+                "bits_over_the_air": float(self.network.bits_delivered),
+                "bits_lost": float(self.network.bits_lost),
+                "events": len(self.tracer),
+            },
+            "final": {"accuracy": last_acc, "loss": last_loss},
+        }
+
+    def _trajectories(self, n_max: int = 20, n_t: int = 120) -> dict:
+        """Sampled positions of up to ``n_max`` clients over the run (for the cell map)."""
+        if self.radio is None:
+            return {}
+        t = np.linspace(0.0, max(float(self.env.now), 1e-9), n_t)
+        ids = np.arange(min(n_max, len(self.clients)))
+        xy = np.stack([self.radio.positions_m(float(ti))[ids] for ti in t])  # (n_t, m, 2)
+        return {"t_s": t, "clients": ids, "xy_m": xy, "layout": self.radio.layout}
+
+
+def _bits(update: Any) -> int:
+    b = getattr(update, "bits", 0)
+    try:
+        return int(b)
+    except (TypeError, ValueError):
+        return 0
+
+
+def _group_of(scn: Scenario, n: int) -> list[str]:
+    """Group name of each client: contiguous blocks by (normalised) fraction, largest remainder."""
+    groups = scn.clients.groups
+    w = np.array([g.fraction for g in groups], dtype=np.float64)
+    exact = w / w.sum() * n
+    counts = np.floor(exact).astype(int)
+    rest = n - counts.sum()
+    order = np.argsort(-(exact - counts), kind="stable")
+    counts[order[:rest]] += 1
+    out: list[str] = []
+    for g, c in zip(groups, counts):
+        out.extend([g.name] * int(c))
+    return out
+
+
+def _build_backhaul(scn: Scenario, n_sites: int) -> Backhaul:
+    import networkx as nx
+
+    bh = scn.backhaul
+    if bh.preset == "star":
+        return Backhaul.star(n_sites, bh.site_edge_capacity_bps, bh.site_edge_latency_s,
+                             bh.edge_cloud_capacity_bps, bh.edge_cloud_latency_s)
+    g = nx.Graph()
+    for s in range(n_sites):
+        g.add_node(site_node(s), kind="site")
+    for node in bh.nodes:
+        g.add_node(node.name, kind=node.kind)
+    for e in bh.edges:
+        g.add_edge(e.a, e.b, capacity_bps=e.capacity_bps, latency_s=e.latency_s)
+    return Backhaul(g)
+
+
+def _build_server(scn: Scenario, backhaul: Backhaul, env: simpy.Environment) -> Server:
+    s = scn.server
+    node = s.node or backhaul.nodes_of_kind(s.placement)[0]
+    res = simpy.Resource(env, capacity=1) if s.service == "sequential" else None
+    return Server(node, s.flops, s.service, res)
