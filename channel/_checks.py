@@ -60,11 +60,11 @@ def check_range(
         lt = lo_text if lo_text is not None else fmt(float(lo))
         ht = hi_text if hi_text is not None else fmt(float(hi))
         if np.isinf(hi) and hi > 0:
-            constraint = f"be {'>' if lo_open else '>='} {lt}"
+            constraint = f"must be {'>' if lo_open else '>='} {lt}"
         elif np.isinf(lo) and lo < 0:
-            constraint = f"be {'<' if hi_open else '<='} {ht}"
+            constraint = f"must be {'<' if hi_open else '<='} {ht}"
         else:
-            constraint = f"be in {'(' if lo_open else '['}{lt}, {ht}{')' if hi_open else ']'}"
+            constraint = f"must be in {'(' if lo_open else '['}{lt}, {ht}{')' if hi_open else ']'}"
         raise _fail(owner, name, constraint, _first_bad(arr, bad), fix)
     return float(arr) if arr.ndim == 0 else arr
 
@@ -89,7 +89,7 @@ def check_choice(value, name: str, owner: str, choices) -> str:
 def check_xy(value, name: str, owner: str, n: int | None = None) -> np.ndarray:
     """A finite float64 array of shape (n, 2) (positions or velocities in metres)."""
     arr = np.asarray(value, dtype=float)
-    if arr.ndim == 1 and arr.shape[0] == 2 and n is None:
+    if arr.ndim == 1 and arr.shape[0] == 2 and n in (None, 1):
         arr = arr[None, :]
     if arr.ndim != 2 or arr.shape[1] != 2 or (n is not None and arr.shape[0] != n):
         want = f"({n}, 2)" if n is not None else "(n, 2)"

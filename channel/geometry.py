@@ -212,9 +212,9 @@ def hex_grid(n_rings: int, isd_m: float, height_m: float = 25.0, n_sectors: int 
             if ring > n:
                 continue
             p = q * a1 + r * a2
-            ang = (math.degrees(math.atan2(p[1], p[0])) - 30.0) % 360.0 if ring else 0.0
+            ang = round(math.degrees(math.atan2(p[1], p[0])) - 30.0, 6) % 360.0 if ring else 0.0
             pts.append(p)
-            keys.append((ring, round(ang, 6)))
+            keys.append((ring, ang))
     order = sorted(range(len(pts)), key=lambda i: keys[i])
     site_xy = np.array([pts[i] for i in order])
     site_xy[np.abs(site_xy) < 1e-9 * isd] = 0.0

@@ -682,11 +682,12 @@ class LosState:
         """[n_bs, n_ue] bool, read-only view of the current state."""
         return self._los_view
 
-    def update(self, d2d_m, h_ut_m, displacement_m) -> np.ndarray:
+    def update(self, d2d_m, h_ut_m, displacement_m, *, squared: bool = False) -> np.ndarray:
         """Advance by each client's displacement and return the LOS state.
 
         Args:
-            d2d_m: [n_bs, n_ue] float64, m. Current horizontal distances.
+            d2d_m: [n_bs, n_ue] float64, m. Current horizontal distances (squared, m², when
+                ``squared=True``: only the refreshed columns are then square-rooted).
             h_ut_m: scalar or (n_ue,), m.
             displacement_m: scalar or (n_ue,), m. Travel since the previous call.
 
@@ -700,10 +701,15 @@ class LosState:
         else:
             self._acc_m += disp
             idx = np.flatnonzero((self._acc_m >= self.update_m) & (self._acc_m > 0.0))
+        if idx.size == 0:
+            self.last_updated = idx
+            return self._los_view
         h = np.asarray(h_ut_m, dtype=float)
         cols = idx if idx.size < self.n_ue else slice(None)
         h_cols = h if h.ndim == 0 else np.broadcast_to(h, (self.n_ue,))[cols]
         d_cols = np.asarray(d2d_m, dtype=float)[:, cols]
+        if squared:
+            d_cols = np.sqrt(d_cols)
         self._refresh(idx, cols, d_cols, h_cols)
         return self._los_view
 

@@ -78,10 +78,9 @@ class Algorithm(ABC):
     ) -> ClientRound:
         """Aggregate (may yield ``ServerCompute``/``Receive``-free actions); return metrics.
 
-        The default calls :meth:`aggregate` and yields nothing.
+        The default calls :meth:`aggregate`, yields nothing, and returns its metrics.
         """
-        self.aggregate(rnd, results, failures)
-        return {}
+        return dict(self.aggregate(rnd, results, failures))
         yield  # pragma: no cover  (makes this a generator)
 
     @abstractmethod

@@ -125,11 +125,22 @@ def _not_found(name: str, exc: Exception) -> ModelLoadError:
 # --- tokenizers ------------------------------------------------------------------------------
 
 
+_TOKENIZERS: dict[tuple[str, str], object] = {}  # per process: tokenizers are read-only here
+
+
 def load_tokenizer(name_or_path: str = "smollm2", cache_dir: str | os.PathLike | None = None):
     """The tokenizer of a model (see :func:`load_model` for accepted names), offline.
 
-    GGUF tokenizers are converted once (~15 s) and cached next to the dequantised weights.
+    GGUF tokenizers are converted once (~15 s) and cached next to the dequantised weights;
+    within a process the loaded tokenizer is reused (fedwave never modifies it).
     """
+    key = (name_or_path, str(cache_root(cache_dir)))
+    if key not in _TOKENIZERS:
+        _TOKENIZERS[key] = _load_tokenizer(name_or_path, cache_dir)
+    return _TOKENIZERS[key]
+
+
+def _load_tokenizer(name_or_path: str, cache_dir: str | os.PathLike | None):
     from transformers import AutoTokenizer
 
     source, gguf = _resolve(name_or_path)
@@ -143,6 +154,7 @@ def load_tokenizer(name_or_path: str = "smollm2", cache_dir: str | os.PathLike |
         tok = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name, local_files_only=True)
         cached.parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(dir=cached.parent, prefix=".tok-"))
+        tmp.chmod(0o755)
         tok.save_pretrained(tmp)
         _publish(tmp, cached)
     return AutoTokenizer.from_pretrained(str(cached), local_files_only=True)
@@ -172,6 +184,7 @@ def _load_gguf_dense(gguf: Path, cache_dir: str | os.PathLike | None):
             raise ModelLoadError(f"{gguf.name} loaded with packed GGUF modules {bad}; cannot train LoRA on them.")
         cached.parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(dir=cached.parent, prefix=".model-"))
+        tmp.chmod(0o755)
         model.save_pretrained(tmp)
         _publish(tmp, cached)
         del model

@@ -94,6 +94,15 @@ class SurrogateAlgorithm(Algorithm):
         ns = self._n_samples
         return int(ns[client]) if isinstance(ns, list) else int(ns)
 
+    def size_hints(self) -> dict[str, float]:
+        """Expected sizes before any round ran (the simulator's deadline-aware selection
+        uses them): upload/download bits and FLOPs per round (adaptive uploads: the
+        smallest, k_min, since the size adapts to the capacity)."""
+        c = self.config
+        up = c.upload_bits if c.upload_mode == "fixed" else c.header_bits + c.k_min * c.bits_per_k
+        return {"upload_bits": float(up), "download_bits": float(c.download_bits),
+                "flops": float(c.flops_per_round)}
+
     def _sizer(self, capacity_bits: float) -> SendPlan:
         c = self.config
         if c.upload_mode == "fixed":

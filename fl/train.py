@@ -9,16 +9,16 @@ work. Evaluation scores each label's answer given the prompt and takes the argma
 
 from __future__ import annotations
 
-from typing import Iterator, Sequence
+from typing import Iterable, Sequence
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from fl.data import Batch, EncodedTask, collate
+from fl.data import Batch, EncodedTask
 
-__all__ = ["causal_lm", "answer_loss", "batch_stream", "local_train", "evaluate", "score_labels"]
+__all__ = ["causal_lm", "answer_loss", "draw_batches", "local_train", "evaluate", "score_labels"]
 
 
 def causal_lm(model: nn.Module) -> nn.Module:
@@ -48,26 +48,21 @@ def answer_loss(model: nn.Module, batch: Batch) -> torch.Tensor:
     return F.cross_entropy(picked[batch.target_mask].float(), batch.target_ids[batch.target_mask])
 
 
-def batch_stream(
-    task: EncodedTask, indices: Sequence[int] | np.ndarray, batch_size: int,
-    generator: torch.Generator, padding_side: str = "left",
-) -> Iterator[Batch]:
-    """Endless batches of ``batch_size`` examples from ``indices``: epochs of random
-    permutations (drawn from ``generator``), a batch may span two epochs."""
+def draw_batches(indices: Sequence[int] | np.ndarray, batch_size: int, steps: int,
+                 generator: torch.Generator) -> list[list[int]]:
+    """``steps`` batches of ``batch_size`` indices: random permutations of ``indices`` (drawn
+    from ``generator``) back to back, so a batch may span two epochs."""
     indices = np.asarray(indices, dtype=np.int64)
     if len(indices) == 0:
-        raise ValueError("batch_stream needs at least one example.")
-    pending: list[int] = []
-    while True:
-        while len(pending) < batch_size:
-            perm = torch.randperm(len(indices), generator=generator).numpy()
-            pending.extend(indices[perm].tolist())
-        chosen, pending = pending[:batch_size], pending[batch_size:]
-        yield collate(task, chosen, padding_side)
+        raise ValueError("draw_batches needs at least one example.")
+    flat: list[int] = []
+    while len(flat) < batch_size * steps:
+        flat.extend(indices[torch.randperm(len(indices), generator=generator).numpy()].tolist())
+    return [flat[s * batch_size:(s + 1) * batch_size] for s in range(steps)]
 
 
 def local_train(
-    model: nn.Module, batches: Iterator[Batch], steps: int, lr: float,
+    model: nn.Module, batches: Iterable[Batch], steps: int, lr: float,
     generator: torch.Generator, weight_decay: float = 0.0,
 ) -> list[float]:
     """``steps`` AdamW steps on the trainable (LoRA) parameters; returns the step losses.
@@ -80,6 +75,7 @@ def local_train(
         raise ValueError("local_train: the model has no trainable parameters (add LoRA adapters first).")
     opt = torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
     losses = []
+    batches = iter(batches)
     model.train()
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(int(torch.randint(0, 2**62, (1,), generator=generator)))

@@ -77,6 +77,15 @@ class LinkModel(ABC):
         """
 
 
+    def full_rate_bps(self, clients: np.ndarray, direction: str, cell_bandwidth_hz: float) -> np.ndarray:
+        """(m,) rate (bit/s) of ``clients`` alone on the whole band ``cell_bandwidth_hz``.
+
+        The default calls :meth:`rate_bps`; link models may cache it per block.
+        """
+        bw = np.full(len(clients), float(cell_bandwidth_hz))
+        return self.rate_bps(clients, direction, bw, bw)
+
+
 class TableLink(LinkModel):
     """Rates and serving cells given per block by tables — exact, for tests and teaching.
 

@@ -131,6 +131,7 @@ class Network:
         }
         self._client_flows: dict[int, list[Flow]] = {}
         self._tx_up = np.zeros(link.n_clients, dtype=bool)
+        self._tx_down = np.zeros(n, dtype=bool)  # cells with an active downlink flow
         self._n_active = 0
         self._next_fid = 0
         self._block_pending = False
@@ -210,6 +211,8 @@ class Network:
         self._client_flows.setdefault(client, []).append(flow)
         if direction == UP:
             self._tx_up[client] = True
+        else:
+            self._tx_down[cell] = True
         self._n_active += 1
         if isinstance(pool.mac, ProportionalFair):
             pool.mac.first_seen(flow.fid, float(self._rates(pool, np.array([client]), [flow.fid])[1][0]))
@@ -233,15 +236,14 @@ class Network:
     # ------------------------------------------------------------------ internals
     def _rates(self, pool: _Pool, clients: np.ndarray, keys: list[int]):
         """(rate, full_rate, time_frac) arrays of ``clients`` sharing ``pool``."""
-        bw_cell = np.full(len(clients), pool.bandwidth_hz)
-        full = self.link.rate_bps(clients, pool.direction, bw_cell, bw_cell)  # (n,)
+        full = self.link.full_rate_bps(clients, pool.direction, pool.bandwidth_hz)  # (n,)
         bw_frac, time_frac = pool.mac.shares(keys, full)
         partial = (bw_frac > 0) & (bw_frac < 1)
         rate = full.copy()
         if partial.any():
+            bw_cell = np.full(int(partial.sum()), pool.bandwidth_hz)
             rate[partial] = self.link.rate_bps(clients[partial], pool.direction,
-                                               bw_frac[partial] * pool.bandwidth_hz,
-                                               bw_cell[partial])
+                                               bw_frac[partial] * pool.bandwidth_hz, bw_cell)
         rate = np.where(bw_frac > 0, rate * time_frac, 0.0)
         return rate, full, time_frac
 
@@ -321,6 +323,8 @@ class Network:
             del self._client_flows[flow.client]
         if flow.direction == UP and not any(f.direction == UP for f in lst):
             self._tx_up[flow.client] = False
+        if flow.direction == DOWN and not pool.flows:
+            self._tx_down[pool.cell] = False
         self._n_active -= 1
 
     def _finish(self, flow: Flow, ok: bool, reason: str | None = None) -> None:
@@ -351,8 +355,7 @@ class Network:
         """Refresh link state; apply handovers; return pools that need re-sharing."""
         if len(clients) == 0:
             return []
-        tx_down = np.array([bool(self._pools[(c, DOWN)].flows) for c in range(self.link.n_cells)])
-        handovers = self.link.refresh(self.env.now, clients, self._tx_up, tx_down)
+        handovers = self.link.refresh(self.env.now, clients, self._tx_up, self._tx_down)
         dirty: list[_Pool] = []
         for client, old, new in handovers:
             self.tracer.record(self.env.now, "handover", None, client, new,
@@ -368,6 +371,9 @@ class Network:
                 src.mac.forget(flow.fid)
                 flow.cell = new
                 dst.flows[flow.fid] = flow
+                if flow.direction == DOWN:
+                    self._tx_down[old] = bool(src.flows)
+                    self._tx_down[new] = True
                 for p in (src, dst):
                     if p not in dirty:
                         dirty.append(p)

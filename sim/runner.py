@@ -30,6 +30,7 @@ def run_scenario(scenario: Scenario | str | Path, overrides=(), out: str | Path 
     if not isinstance(scenario, Scenario):
         scenario = load_scenario(scenario, list(overrides))
     run_dir = make_run_dir(scenario.name, out, runs_root)
+    (run_dir / "error.txt").unlink(missing_ok=True)  # from an earlier failed run here
     try:
         write_resolved(run_dir, scenario)
         sim = Simulation(scenario, run_dir=str(run_dir))

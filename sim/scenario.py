@@ -97,9 +97,12 @@ Layout = Annotated[Union[SingleCellLayout, HexGridLayout, ExplicitLayout],
 
 
 class FadingSpec(_Model):
-    kind: Literal["none", "rayleigh", "rician"] = "rayleigh"
-    k_factor_db: float = Field(6.0, description="Rician K-factor, dB (rician only).")
-    block_s: float = Field(0.01, gt=0, description="Fading block (rates change only here), s.")
+    kind: Literal["none", "rayleigh", "rician", "rician_los"] = Field(
+        "rayleigh", description="rician_los: Rician on LOS links, Rayleigh on NLOS ones.")
+    k_factor_db: float | None = Field(
+        None, description="Rician K-factor, dB (default: the path-loss scenario's 38.901 mean).")
+    block_s: float = Field(0.01, gt=0, description=(
+        "Fading block, s: link state (and rates) change only at multiples of it."))
     time_correlated: bool = Field(True, description="Jakes-correlated blocks (else i.i.d.).")
 
     @model_validator(mode="before")
@@ -109,9 +112,8 @@ class FadingSpec(_Model):
 
 
 class ShadowingSpec(_Model):
-    enabled: bool = True
-    sigma_db: float | None = Field(None, ge=0, description="Override the 38.901 sigma, dB.")
-    decorrelation_m: float | None = Field(None, gt=0, description="Override decorrelation, m.")
+    enabled: bool = Field(True, description=(
+        "Correlated log-normal shadowing with the path-loss model's sigma and decorrelation."))
 
 
 class AssociationSpec(_Model):
@@ -329,6 +331,14 @@ def _format_error(err: dict, data: Any, prefix: str = "", root: type[BaseModel] 
     if msg.startswith("Value error, "):
         msg = msg[len("Value error, "):]
     fix = _FIX.get(typ, "see `fedwave schema`")
+    ctx = err.get("ctx") or {}
+    for name, op in (("gt", ">"), ("ge", ">="), ("lt", "<"), ("le", "<=")):
+        if name in ctx:
+            fix = f"give a number {op} {ctx[name]}"
+    if typ == "literal_error" and "expected" in ctx:
+        fix = f"use one of: {ctx['expected']}"
+    if typ == "union_tag_invalid" and "expected_tags" in ctx:
+        fix = f"use one of the listed kinds: {ctx['expected_tags']}"
     if typ == "extra_forbidden":
         msg = "unknown key"
         parent = _model_at(root, path[:-1])
@@ -418,7 +428,7 @@ def _check_channel_plugins(scn: Scenario, lines: list[str]) -> None:
         _check_kind(prefix, spec, table, provided, lines)
     for i, g in enumerate(scn.clients.groups):
         _check_kind(f"clients.groups.{i}.mobility", g.mobility, reg["mobility"],
-                    radio.MOBILITY_PROVIDED, lines)
+                    radio.mobility_provided(g.mobility.kind), lines)
 
 
 def _check_kind(prefix, spec, table, provided, lines) -> None:
@@ -591,8 +601,11 @@ def load_scenario(path: str | Path, overrides: list[str] | tuple[str, ...] = ())
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
-        raise ScenarioError([f"{path}: not valid YAML ({exc}). Fix: check indentation and "
-                             "quoting near the reported line."]) from None
+        mark = getattr(exc, "problem_mark", None)
+        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark is not None else ""
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise ScenarioError([f"{path}: not valid YAML ({where}{problem}). Fix: check "
+                             "indentation and quoting near that line."]) from None
     if data is None:
         data = {}
     if isinstance(data, dict) and overrides:

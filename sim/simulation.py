@@ -125,7 +125,6 @@ class _Task:
     base_version: int
     deadline_abs: float
     edge: str | None = None
-    edge_ready: simpy.Event | None = None
     stage: str = "start"
     bits_delivered: float = 0.0
     flow: Any = None
@@ -328,8 +327,8 @@ class Simulation:
     def _receive(self, task: _Task, client: Client, action: Receive):
         bits = int(action.payload.bits)
         self._hist["down_bits"].append(bits)
-        if task.edge_ready is not None and not task.edge_ready.triggered:
-            yield task.edge_ready
+        if task.edge is not None:
+            yield self._edge_ready(task.rnd, task.edge, bits)
         yield from self._wired(task, self._aggregator_for(task), self._site_of(client.id), bits,
                                DOWN, client.id)
         yield from self._radio(task, client, DOWN, bits)
@@ -387,11 +386,6 @@ class Simulation:
         agg_flops = self.scenario.server.aggregation_flops_per_update * len(results)
         if agg_flops > 0:
             yield from self._server_compute(rnd, ServerCompute(agg_flops, label="aggregate"))
-        if type(self.algorithm).server_round is Algorithm.server_round:
-            # The base server_round drops aggregate()'s extra columns; call it directly.
-            metrics = self.algorithm.aggregate(rnd, results, failures) or {}
-            self._trace("aggregate", round=rnd, bits=int(sum(_bits(r.update) for r in results)))
-            return dict(metrics)
         gen = self.algorithm.server_round(rnd, results, failures)
         value = None
         while True:
@@ -509,7 +503,7 @@ class Simulation:
             selected = self._select(rnd, all_ids, fl.clients_per_round)
             self._acct.n_selected = len(selected)
             deadline_abs = env.now + fl.deadline_s if fl.deadline_s is not None else math.inf
-            edges = self._edge_sync(rnd) if fl.hierarchical else {}
+            self._edge_dl: dict = {}
             tasks = []
             for cid in selected.tolist():
                 self.clients[cid].last_selected = rnd
@@ -518,17 +512,19 @@ class Simulation:
                 edge = None
                 if fl.hierarchical:
                     edge = self.backhaul.nearest(self._site_of(cid), "edge")
-                task = _Task(cid, rnd, rnd, deadline_abs, edge, edges.get(edge))
+                task = _Task(cid, rnd, rnd, deadline_abs, edge)
                 tasks.append(task)
             procs = [self._start_task(t, deadline_interrupt=False) for t in tasks]
+            if not procs and math.isfinite(deadline_abs):
+                yield env.timeout(deadline_abs - env.now)  # nobody selected: the round idles
             if procs:
-                all_done = env.all_of(procs)
                 if math.isfinite(deadline_abs):
-                    yield env.any_of([all_done, env.timeout(deadline_abs - env.now)])
+                    yield env.any_of([env.all_of(procs), env.timeout(deadline_abs - env.now)])
                     for p in procs:
                         if p.is_alive:
                             p.interrupt("deadline")
-                yield all_done
+                # A fresh condition: simpy detaches nested conditions once AnyOf fires.
+                yield env.all_of(procs)
             outcomes = [p.value for p in procs]
             results = [o for o in outcomes if isinstance(o, ClientResult)]
             failures = [o for o in outcomes if isinstance(o, Failure)]
@@ -544,17 +540,17 @@ class Simulation:
             self._trace("round_end", round=rnd)
             self._round_row(rnd, len(results), len(failures), metrics, evaluated)
 
-    def _edge_sync(self, rnd: int) -> dict[str, simpy.Event]:
-        """Hierarchical: the cloud sends the global model once to each edge server."""
-        bits = int(self._estimate("down_bits", "download_bits"))
-        events = {}
-        for edge in self.backhaul.nodes_of_kind("edge"):
-            ev = self.env.event()
+    def _edge_ready(self, rnd: int, edge: str, bits: int) -> simpy.Event:
+        """Hierarchical: the cloud sends the global model once per round to each edge
+        server, when its first client asks for it; later clients wait for the same copy."""
+        key = (rnd, edge)
+        ev = self._edge_dl.get(key)
+        if ev is None:
+            ev = self._edge_dl[key] = self.env.event()
             delay = self.backhaul.path(self.server.node, edge).delay_s(bits)
             t = self.env.timeout(delay, value=(ev, edge, rnd))
             t.callbacks.append(self._on_edge_ready)
-            events[edge] = ev
-        return events
+        return ev
 
     def _on_edge_ready(self, t) -> None:
         ev, edge, rnd = t._value
@@ -625,7 +621,6 @@ class Simulation:
                     failures.append(out)
                 else:
                     buffer.append((task, out))
-            dispatch(len(arrived))
             while len(buffer) >= fl.buffer_size and version < fl.rounds:
                 batch, buffer = buffer[: fl.buffer_size], buffer[fl.buffer_size:]
                 results = []
@@ -647,6 +642,8 @@ class Simulation:
                 self._acct = _Acct(env.now)
                 if version < fl.rounds:
                     self._trace("round_start", round=version)
+            if version < fl.rounds:
+                dispatch(len(arrived))
 
     def _schedule_async_interrupts(self, task: _Task) -> None:
         p = self.scenario.clients.dropout_prob
@@ -700,7 +697,8 @@ class Simulation:
         if self.radio is None:
             return {}
         t = np.linspace(0.0, max(float(self.env.now), 1e-9), n_t)
-        ids = np.arange(min(n_max, len(self.clients)))
+        n = len(self.clients)
+        ids = np.unique(np.linspace(0, n - 1, min(n_max, n)).astype(np.int64))  # all groups
         xy = np.stack([self.radio.positions_m(float(ti))[ids] for ti in t])  # (n_t, m, 2)
         return {"t_s": t, "clients": ids, "xy_m": xy, "layout": self.radio.layout}
 

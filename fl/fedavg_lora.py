@@ -1,0 +1,236 @@
+"""fedavg_lora — FedLLM with parameter sharing (ALGORITHMS.md; [P3]).
+
+Round t, for each selected client i:
+
+1. ``Receive``: the global LoRA adapter, encoded with ``download_dtype`` (what the client
+   trains from is the decoded payload, quantisation error included).
+2. ``Compute``: ``local_steps`` LoRA steps on the client's shard; the FLOPs are exact for the
+   batches it will draw (:mod:`fl.flops`), known before any real work runs.
+3. ``Send``: the adapter (or its change, ``upload: delta``) encoded with ``upload_dtype``;
+   size Σ r·(d_in + d_out) × bits per value (+ int8 scales, + header). The real local
+   training runs only when the upload completes (``Send.work``), so a client whose upload
+   fails costs no real compute.
+
+The server averages the received adapters weighted by local sample counts
+(:func:`fl.aggregation.fedavg`); failed clients contribute nothing and are counted.
+
+One model instance serves every client: before a client trains, the adapter it received is
+copied into the shared model's LoRA tensors, and its result is read back out, so client
+updates are independent of the order in which they run.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import OrderedDict
+from dataclasses import dataclass
+from typing import Literal, Mapping, Sequence
+
+import numpy as np
+import torch
+from pydantic import Field
+
+from fl.actions import ClientResult, Compute, Failure, Receive, Send, SendPlan
+from fl.aggregation import fedavg
+from fl.algorithm import Algorithm, AlgorithmConfig, AlgorithmContext, register_algorithm
+from fl.data import batch_shape, collate, encode_task, load_dataset
+from fl.flops import profile
+from fl.models import add_lora, bytes_resident, count_parameters, count_trainable, load_model, lora_shapes, \
+    lora_state, set_lora_state
+from fl.partition import DirichletPartition, PartitionSpec, holdout_split, label_histogram, partition
+from fl.payload import LoraPayload, payload_bits
+from fl.seeding import int_seed, numpy_stream
+from fl.specs import AnyModelSpec, DataSpec, LoraSpec, ModelSpec, WireDtype
+from fl.train import draw_batches, evaluate, local_train
+
+__all__ = ["FedAvgLoRAConfig", "FedAvgLoRA", "LoraUpdate"]
+
+
+class FedAvgLoRAConfig(AlgorithmConfig):
+    """Options of ``fedavg_lora`` (``fl.options`` in a scenario).
+
+    model: a :class:`~fl.specs.ModelSpec` (or just its name, e.g. ``smollm2``) or a
+        :class:`~fl.specs.TinyLlamaSpec` (``{kind: tiny, ...}``).
+    lora: adapter rank, alpha, dropout, target modules.
+    data: dataset, columns, length filter, per-class cap, max_len, n_test, n_public.
+    partition: how the training pool is split among clients (``kind``: iid, dirichlet,
+        shards, by_category, with their options).
+    local_steps, batch_size, lr, weight_decay: local AdamW training per round.
+    upload_dtype, download_dtype: how adapters travel (fp32, fp16, bf16, int8).
+    upload: ``adapter`` (the trained adapter) or ``delta`` (trained − received).
+    header_bits: modelled header bits added to every payload.
+    eval_every: evaluate the global model after rounds where (round + 1) % eval_every == 0.
+    eval_batch_size: prompts per evaluation forward pass.
+    data_seed: seed of the data splits (test set, partition); None uses the run's seed.
+    seed_offset: added to the run's seed for the training streams (LoRA init, batches).
+    cache_dir: model cache root (default ``$FEDWAVE_CACHE`` or ``~/.cache/fedwave/models``).
+    """
+
+    model: AnyModelSpec = ModelSpec()
+    lora: LoraSpec = LoraSpec()
+    data: DataSpec = DataSpec()
+    partition: PartitionSpec = DirichletPartition()
+    local_steps: int = Field(5, ge=1)
+    batch_size: int = Field(8, ge=1)
+    lr: float = Field(2e-3, gt=0)
+    weight_decay: float = Field(0.0, ge=0)
+    upload_dtype: WireDtype = "fp16"
+    download_dtype: WireDtype = "fp16"
+    upload: Literal["adapter", "delta"] = "adapter"
+    header_bits: int = Field(0, ge=0)
+    eval_every: int = Field(1, ge=1)
+    eval_batch_size: int = Field(16, ge=1)
+    data_seed: int | None = Field(None, ge=0)
+    seed_offset: int = Field(0, ge=0)
+    cache_dir: str | None = None
+
+
+@dataclass(frozen=True)
+class LoraUpdate:
+    """What a client's round hands to aggregation.
+
+    state: the decoded tensors the server received (an adapter, or a delta if ``kind`` is
+    ``delta``). bits: the payload's size. train_loss: mean local training loss.
+    """
+
+    state: Mapping[str, torch.Tensor]
+    kind: str
+    bits: int
+    train_loss: float
+
+
+@register_algorithm
+class FedAvgLoRA(Algorithm):
+    """FedAvg over LoRA adapters; see the module docstring."""
+
+    name = "fedavg_lora"
+    Config = FedAvgLoRAConfig
+
+    def __init__(self, config: FedAvgLoRAConfig, context: AlgorithmContext) -> None:
+        super().__init__(config, context)
+        if context.n_clients < 1:
+            raise ValueError(f"fedavg_lora needs n_clients >= 1. Got {context.n_clients} instead.")
+        self.train_root = context.seed + config.seed_offset
+        data_root = context.seed if config.data_seed is None else config.data_seed
+
+        base, self.tokenizer = load_model(config.model, config.cache_dir)
+        self.model = add_lora(base, config.lora, seed=int_seed(self.train_root, "lora_init"))
+        self.flop_profile = profile(self.model)
+        self.shapes = lora_shapes(self.model)
+
+        self.dataset = load_dataset(config.data)
+        self.task = encode_task(self.dataset, self.tokenizer, config.data.max_len)
+        labels = self.dataset.labels
+        self.train_idx, self.public_idx, self.test_idx = holdout_split(
+            labels, config.data.n_test, config.data.n_public, numpy_stream(data_root, "holdout")
+        )
+        parts = partition(config.partition, labels[self.train_idx], context.n_clients,
+                          numpy_stream(data_root, "partition"))
+        self.parts = parts  # per client: positions in train_idx
+        self.client_idx = [self.train_idx[p] for p in parts]  # per client: dataset indices
+
+        self.global_state = lora_state(self.model)
+        self.version = 0  # aggregations so far
+        self._download: tuple[int, LoraPayload] | None = None
+
+    # --- the contract -----------------------------------------------------------------------
+
+    def n_samples(self, client: int) -> int:
+        return int(len(self.client_idx[client]))
+
+    def client_round(self, rnd: int, client: int):
+        cfg = self.config
+        received = yield Receive(self.download_payload(), label="model")
+        gen = torch.Generator().manual_seed(int_seed(self.train_root, "train", client, rnd))
+        # index lists only (cheap); they fix the FLOPs before any real work runs
+        plan = draw_batches(self.client_idx[client], cfg.batch_size, cfg.local_steps, gen)
+        yield Compute(flops=self.train_flops(plan), label="train")
+        losses: list[float] = []
+
+        def work(send_plan: SendPlan) -> LoraPayload:
+            start = received.decode()
+            set_lora_state(self.model, start)
+            batches = (collate(self.task, idx) for idx in plan)
+            losses.extend(local_train(self.model, batches, cfg.local_steps, cfg.lr, gen, cfg.weight_decay))
+            trained = lora_state(self.model)
+            if cfg.upload == "delta":
+                trained = OrderedDict((n, trained[n] - start[n]) for n in trained)
+            return LoraPayload.encode(trained, cfg.upload_dtype, cfg.header_bits)
+
+        payload = yield Send(sizer=self.size_update, work=work, label="update")
+        return LoraUpdate(payload.decode(), cfg.upload, payload.bits, float(np.mean(losses)))
+
+    def size_update(self, capacity_bits: float) -> SendPlan:
+        """The upload's exact size; a fixed-size adapter ignores the capacity."""
+        return SendPlan(bits=self.upload_bits, info={"dtype": self.config.upload_dtype})
+
+    def aggregate(self, rnd: int, results: Sequence[ClientResult], failures: Sequence[Failure]) -> Mapping[str, float]:
+        if results:
+            mean = fedavg([r.update.state for r in results], [r.n_samples for r in results])
+            if self.config.upload == "delta":
+                mean = OrderedDict((n, self.global_state[n] + mean[n]) for n in mean)
+            self.global_state = mean
+            self.version += 1
+        losses = [r.update.train_loss for r in results]
+        return {
+            "n_aggregated": float(len(results)),
+            "n_failed": float(len(failures)),
+            "train_loss": float(np.mean(losses)) if losses else math.nan,
+        }
+
+    def evaluate(self, rnd: int) -> Mapping[str, float]:
+        """Accuracy and loss of the global model on the test set after round ``rnd``, or {}
+        when ``rnd`` is not an evaluation round ((rnd + 1) % eval_every != 0; rnd = -1, the
+        initial model, always is)."""
+        if (rnd + 1) % self.config.eval_every:
+            return {}
+        return self.evaluate_global()
+
+    # --- helpers the host may use ----------------------------------------------------------
+
+    def evaluate_global(self) -> dict[str, float]:
+        """Accuracy and answer loss of the current global adapter on the test set."""
+        set_lora_state(self.model, self.global_state)
+        m = evaluate(self.model, self.task, self.test_idx, self.config.eval_batch_size)
+        return {"accuracy": m["accuracy"], "loss": m["loss"]}
+
+    def download_payload(self) -> LoraPayload:
+        """The global adapter encoded for the downlink (encoded once per global version)."""
+        if self._download is None or self._download[0] != self.version:
+            payload = LoraPayload.encode(self.global_state, self.config.download_dtype, self.config.header_bits)
+            self._download = (self.version, payload)
+        return self._download[1]
+
+    @property
+    def upload_bits(self) -> int:
+        return payload_bits(self.shapes, self.config.upload_dtype, self.config.header_bits)
+
+    @property
+    def download_bits(self) -> int:
+        return payload_bits(self.shapes, self.config.download_dtype, self.config.header_bits)
+
+    def train_flops(self, plan: Sequence[Sequence[int]]) -> float:
+        """Matmul FLOPs of training on these batches (index lists)."""
+        total = 0
+        for idx in plan:
+            B, T, A = batch_shape(self.task, idx)
+            total += self.flop_profile.train_step(B, T, head_tokens=A + 1)  # head: see fl.train.answer_loss
+        return float(total)
+
+    def label_histogram(self) -> list[dict]:
+        """Per-client label counts (rows: client, n_samples, one column per label)."""
+        return label_histogram(self.parts, self.dataset.labels[self.train_idx], self.dataset.label_names)
+
+    def info(self) -> dict[str, float | int | str]:
+        """Static facts for a run summary: sizes, storage, payload bits."""
+        return {
+            "model": getattr(self.config.model, "name_or_path", "tiny"),
+            "n_params": count_parameters(self.model),
+            "n_trainable": count_trainable(self.model),
+            "client_storage_bytes": bytes_resident(self.model),
+            "bits_up": self.upload_bits,
+            "bits_down": self.download_bits,
+            "n_train": int(len(self.train_idx)),
+            "n_test": int(len(self.test_idx)),
+            "n_public": int(len(self.public_idx)),
+        }
