@@ -10,11 +10,12 @@ Printed per client count (1e3, 1e4, 1e5 clients × 19 sites):
 
 - ``radio``: :class:`channel.RadioChannel.gain_linear` + :func:`channel.link.downlink_sinr_linear`
   + :meth:`channel.link.RateMapper.rate_from_linear_bps` (the simulator's path). It also
-  keeps each link's LOS state spatially consistent (refresh per metre of travel), which
+  keeps each link's LOS state spatially consistent (refreshed every 5 m of travel), which
   the reference does not do.
 - ``reference``: the same stages written as one minimal numpy function with preallocated
   buffers and in-place operations (LOS drawn once).
-- ``static``: RadioChannel with parked clients (only fading changes), for scale.
+- ``static``: RadioChannel with parked clients (only fading changes: a 0.5 m/s Doppler floor),
+  for scale.
 - the ratio radio/reference, and each pipeline against the memory-bandwidth bound:
   measured copy bandwidth ÷ bytes of array traffic per link-sample (counted from the
   passes each implementation makes, listed below).
@@ -41,19 +42,22 @@ BW_HZ = 20e6
 P_BS_DBM = 46.0
 H_BS, H_UT = 25.0, 1.5
 
-# Array traffic per link-sample in bytes (reads + writes of float64 = 8 B, bool = 1 B),
-# counted from the passes over [n_bs, n_ue] arrays each implementation makes per block.
-# RadioChannel (omni sites, Rayleigh, all clients moving), see channel/radio.py:
-#   distance 5 passes (W, RW, W, RW, RRW) = 64; path loss (plan.evaluate) 13 passes
-#   = 8·(2+2+2+2+2+1) + 9 + 2+2+ (2·8+1+8) + 2+2+3 → 176 (incl. two bool masks);
-#   shadowing: normals W, ρ and c selects 2×(1+8), z*=c, u*=ρ, u+=z (3×24), σ·u, +=
-#   (2×24) = 146; fading: normals 16, z*=σ 32, s*=ρ 32, s+=z 48, power 16+16+24 = 184;
-#   output exp pass 16+16, ×p 24 = 56; SINR p@g 8.  Total ≈ 634 B.
-RADIO_BYTES = 634
-# Reference (below): distance 4 passes 48; path loss 11 passes 150; shadowing 5 passes
-#   W + 3·24 + 24 = 104 (ρ, c per client broadcast: no per-link selects); fading 184; gain
-#   = exp(−(pl+sf)/DB)·p 3 passes 64; SINR 8. Total ≈ 558 B.
-REFERENCE_BYTES = 558
+# Array traffic per link-sample in bytes (reads + writes; float64 = 8 B, bool = 1 B), counted
+# from the passes over [n_bs, n_ue] arrays each block makes. Both pipelines make the same
+# passes (RadioChannel: channel/radio.py _large_scale, PathlossPlan._from_sq,
+# CorrelatedShadowing._update, BlockFading.advance_to/power_into, gain_linear; the
+# reference: Reference.step below). A unary pass costs 16 B, a binary in-place one 24 B.
+TRAFFIC_BYTES = {
+    "distance: 2 subtract (W), 2 square, 1 add": 8 + 16 + 8 + 16 + 24,
+    "path loss: clip, +h², log, 2×(×k, +a), far mask, select, max, select": 16 * 3 + 16 * 4 + 9 + 17 + 16 * 2 + 24 + 17,
+    "shadowing: normals, ρ = exp(−d/d_corr) and c = sqrt(1 − ρ²) per link, z·c, u·ρ, u + z": 8 + 16 * 5 + 24 * 3,
+    "shadowing into the loss: σ·u, add": 24 * 2,
+    "fading: normals (2 planes), ×σ, ×ρ, +z": 16 + 32 + 32 + 48,
+    "fading power |h|²: re², im², add": 16 + 16 + 24,
+    "linear gain: ×(−1/DB), exp, ×|h|²": 16 + 16 + 24,
+    "SINR: one read of the gains": 8,
+}
+RADIO_BYTES = REFERENCE_BYTES = sum(TRAFFIC_BYTES.values())
 
 
 def memory_bandwidth_gbs(nbytes: int = 512 * 2**20, repeats: int = 5) -> float:
@@ -75,7 +79,7 @@ class Reference:
     def __init__(self, site_xy, xy0, speed, seed):
         n_site, n = site_xy.shape[0], xy0.shape[0]
         self.sx, self.sy = site_xy[:, :1].copy(), site_xy[:, 1:].copy()
-        rng = np.random.default_rng(seed)
+        rng = np.random.Generator(np.random.SFC64(seed))  # the fastest normals numpy offers
         self.rng = rng
         fc = CARRIER_HZ / 1e9
         lf = 20 * math.log10(fc)
@@ -90,11 +94,13 @@ class Reference:
         self.los = rng.random((n_site, n)) < ch.UMa().los_probability(np.sqrt(d2), H_UT)
         self.nlos = ~self.los
         self.sigma = np.where(self.los, 4.0, 6.0)
+        self.neg_inv_dc = np.where(self.los, -1 / 37.0, -1 / 50.0)  # TR 38.901 Table 7.5-6 UMa
         self.u = rng.standard_normal((n_site, n))
         self.h = rng.standard_normal((2, n_site, n)) * math.sqrt(0.5)
         self.fd = speed * CARRIER_HZ / 299_792_458.0
         shape = (n_site, n)
         self.b = [np.empty(shape) for _ in range(4)]
+        self.b2 = [np.empty(shape) for _ in range(2)]
         self.z2 = np.empty((2, n_site, n))
         self.mask = np.empty(shape, dtype=bool)
         self.p_mw = 10 ** (P_BS_DBM / 10)
@@ -123,12 +129,17 @@ class Reference:
         t += self.a3
         np.maximum(t, pl, out=t)
         np.copyto(pl, t, where=self.nlos)
-        # shadowing (Gudmundson, one d_corr per client: 37 m — close enough for a cost model)
+        # shadowing (Gudmundson, d_corr per link: LOS 37 m, NLOS 50 m)
         disp = np.hypot(xy[:, 0] - self.prev[:, 0], xy[:, 1] - self.prev[:, 1])
         self.prev = xy.copy()
-        rho = np.exp(-disp / 37.0)
+        rho, c = self.b2
+        np.multiply(self.neg_inv_dc, disp, out=rho)
+        np.exp(rho, out=rho)
+        np.multiply(rho, rho, out=c)
+        np.subtract(1.0, c, out=c)
+        np.sqrt(c, out=c)
         self.rng.standard_normal(out=x)
-        x *= np.sqrt(1 - rho * rho)
+        x *= c
         self.u *= rho
         self.u += x
         np.multiply(self.u, self.sigma, out=t)
@@ -171,8 +182,16 @@ def run_radio(n_ue, n_blocks, moving=True):
         vel, speed = vel * 0.0, speed * 0.0
     ss = np.random.SeedSequence(1)
     rngs = {k: np.random.default_rng(s) for k, s in zip(("los", "shadowing", "fading"), ss.spawn(3))}
-    rc = ch.RadioChannel(lay, ch.UMa(), CARRIER_HZ, H_UT, n_ue, fading={"kind": "rayleigh", "min_speed_mps": 0.5},
-                         rngs=rngs, block_s=BLOCK_S)
+    rc = ch.RadioChannel(
+        lay,
+        ch.UMa(),
+        CARRIER_HZ,
+        H_UT,
+        n_ue,
+        fading={"kind": "rayleigh", "min_speed_mps": 0.5},
+        rngs=rngs,
+        block_s=BLOCK_S,
+    )
     p_mw = float(ch.dbm_to_mw(P_BS_DBM))
     noise_mw = float(ch.dbm_to_mw(ch.thermal_noise_dbm(BW_HZ, 9.0)))
     mapper = ch.RateMapper("shannon")
@@ -218,17 +237,25 @@ def main():
     args = ap.parse_args()
 
     bw = memory_bandwidth_gbs()
-    print(f"fedwave channel throughput — numpy {np.__version__}, {platform.processor() or platform.machine()}, "
-          f"{os.cpu_count()} CPUs")
+    print(
+        f"fedwave channel throughput — numpy {np.__version__}, {platform.processor() or platform.machine()}, "
+        f"{os.cpu_count()} CPUs"
+    )
     print("link-sample = one (BS, client) link through distance, UMa path loss (LOS/NLOS), shadowing update,")
     print("Jakes Rayleigh fading update, then per client the downlink SINR over 19 cells and the Shannon rate;")
     print("clients move every 10 ms block (0.5–5 m/s). Best of", args.repeats, "runs, float64, one thread.")
     print(f"memory copy bandwidth: {bw:.1f} GB/s (np.copyto of 512 MiB, read + write)")
-    print(f"bytes of array traffic per link-sample: radio ≈ {RADIO_BYTES} B, reference ≈ {REFERENCE_BYTES} B "
-          f"→ bandwidth bound {bw * 1e9 / RADIO_BYTES / 1e6:.1f} / {bw * 1e9 / REFERENCE_BYTES / 1e6:.1f} M/s")
+    print(f"array traffic per link-sample (both pipelines make the same passes): {RADIO_BYTES} B")
+    for what, nbytes in TRAFFIC_BYTES.items():
+        print(f"  {nbytes:>4} B  {what}")
+    print(
+        f"memory-bandwidth bound: {bw:.1f} GB/s / {RADIO_BYTES} B = {bw * 1e9 / RADIO_BYTES / 1e6:.1f} M link-samples/s"
+    )
     print()
-    hdr = f"{'clients':>8} {'links':>9} {'radio M/s':>10} {'reference M/s':>14} {'ratio':>6} " \
-          f"{'radio/bound':>12} {'ref/bound':>10} {'static M/s':>11}"
+    hdr = (
+        f"{'clients':>8} {'links':>9} {'radio M/s':>10} {'reference M/s':>14} {'ratio':>6} "
+        f"{'radio/bound':>12} {'ref/bound':>10} {'static M/s':>11}"
+    )
     print(hdr)
     print("-" * len(hdr))
     for n in args.clients:
@@ -237,8 +264,10 @@ def main():
         r = max(run_radio(n, blocks) for _ in range(args.repeats))
         f = max(run_reference(n, blocks) for _ in range(args.repeats))
         s = max(run_radio(n, blocks, moving=False) for _ in range(args.repeats))
-        print(f"{n:>8} {links:>9} {r / 1e6:>10.2f} {f / 1e6:>14.2f} {r / f:>6.2f} "
-              f"{r * RADIO_BYTES / (bw * 1e9):>12.1%} {f * REFERENCE_BYTES / (bw * 1e9):>10.1%} {s / 1e6:>11.2f}")
+        print(
+            f"{n:>8} {links:>9} {r / 1e6:>10.2f} {f / 1e6:>14.2f} {r / f:>6.2f} "
+            f"{r * RADIO_BYTES / (bw * 1e9):>12.1%} {f * REFERENCE_BYTES / (bw * 1e9):>10.1%} {s / 1e6:>11.2f}"
+        )
 
 
 if __name__ == "__main__":

@@ -79,6 +79,17 @@ def check_nonnegative(value, name: str, owner: str, *, fix: str | None = None):
     return check_range(value, name, owner, 0.0, np.inf, hi_open=True, fix=fix)
 
 
+def per_client(value, n: int) -> np.ndarray:
+    """``value`` (scalar or (n,)) as a float64 (n,) array — a cheap np.broadcast_to for the
+    per-block hot paths (broadcast_to costs ~15 µs a call)."""
+    a = np.asarray(value, dtype=float)
+    if a.shape == (n,):
+        return a
+    if a.ndim == 0:
+        return np.full(n, float(a))
+    return np.broadcast_to(a, (n,))
+
+
 def check_choice(value, name: str, owner: str, choices) -> str:
     if value not in choices:
         opts = ", ".join(repr(c) for c in choices)
@@ -105,8 +116,11 @@ def check_bounds(bounds, name: str, owner: str) -> tuple[float, float, float, fl
     b = np.asarray(bounds, dtype=float)
     if b.shape != (4,) or not np.isfinite(b).all() or not (b[0] < b[1] and b[2] < b[3]):
         raise _fail(
-            owner, name, "must be (xmin, xmax, ymin, ymax) with xmin < xmax and ymin < ymax",
-            repr(tuple(b.tolist()) if b.ndim == 1 else bounds), None,
+            owner,
+            name,
+            "must be (xmin, xmax, ymin, ymax) with xmin < xmax and ymin < ymax",
+            repr(tuple(b.tolist()) if b.ndim == 1 else bounds),
+            None,
         )
     return (float(b[0]), float(b[1]), float(b[2]), float(b[3]))
 
@@ -119,8 +133,7 @@ def check_interval(value, name: str, owner: str, *, lo: float = 0.0, lo_open: bo
     bad_lo = arr[0] <= lo if lo_open else arr[0] < lo
     if arr.shape != (2,) or not np.isfinite(arr).all() or arr[0] > arr[1] or bad_lo:
         rel = ">" if lo_open else ">="
-        raise _fail(owner, name, f"must be a (low, high) pair with high >= low {rel} {fmt(lo)}",
-                    repr(value), None)
+        raise _fail(owner, name, f"must be a (low, high) pair with high >= low {rel} {fmt(lo)}", repr(value), None)
     return float(arr[0]), float(arr[1])
 
 
@@ -140,4 +153,6 @@ def child_rng(rng: np.random.Generator, owner: str) -> np.ndarray:
 
 
 def make_child(seed_material: np.ndarray) -> np.random.Generator:
-    return np.random.default_rng(np.random.SeedSequence([int(s) for s in seed_material]))
+    """The private generator: SFC64 (Small Fast Chaotic, passes PractRand/BigCrush), whose
+    normals are ~15 % cheaper than PCG64's — drawing normals dominates the channel's cost."""
+    return np.random.Generator(np.random.SFC64(np.random.SeedSequence([int(s) for s in seed_material])))

@@ -29,7 +29,7 @@ from __future__ import annotations
 import numpy as np
 from scipy.special import j0
 
-from ._checks import check_choice, check_nonnegative, check_positive, check_range, child_rng, make_child
+from ._checks import check_choice, check_nonnegative, check_positive, check_range, child_rng, make_child, per_client
 
 __all__ = ["BlockFading", "doppler_hz", "coherence_time_s", "SPEED_OF_LIGHT_MPS"]
 
@@ -100,22 +100,39 @@ class BlockFading:
         self.reset()
 
     # -- parameters --------------------------------------------------------------------
-    def set_k_factor_db(self, k_factor_db) -> None:
-        """Set the Rician K (dB; scalar or [n_bs, n_ue]; −inf = Rayleigh) from now on."""
+    def set_k_factor_db(self, k_factor_db, cols=None) -> None:
+        """Set the Rician K (dB; scalar or [n_bs, n_ue]; −inf = Rayleigh) from now on. With
+        ``cols`` (client indices) only those columns change; ``k_factor_db`` is then
+        [n_bs, len(cols)]."""
         if self.kind != "rician":
             raise ValueError(
                 f"The 'k_factor_db' parameter of BlockFading only applies to kind='rician'. "
                 f"Got kind={self.kind!r} instead."
             )
-        k = check_range(k_factor_db, "k_factor_db", "BlockFading", -np.inf, 60.0, lo_open=False)
-        np.broadcast_shapes(np.shape(k), (self.n_bs, self.n_ue))
+        k = check_range(k_factor_db, "k_factor_db", "BlockFading", -np.inf, 60.0)
         k_lin = np.power(10.0, np.asarray(k, dtype=float) / 10.0)
-        self._k_db = k
-        self._los_amp = np.sqrt(k_lin / (k_lin + 1.0))  # scalar or [n_bs, n_ue]
-        self._diff_amp = np.sqrt(1.0 / (k_lin + 1.0))
-        # the LOS component a·e^{jφ}, built once per K change (not per block)
-        self._los_re = self._los_amp * self._cos
-        self._los_im = self._los_amp * self._sin
+        los_amp = np.sqrt(k_lin / (k_lin + 1.0))
+        diff_amp = np.sqrt(1.0 / (k_lin + 1.0))
+        if cols is None:
+            np.broadcast_shapes(np.shape(k), (self.n_bs, self.n_ue))
+            self._k_db = k
+            self._los_amp, self._diff_amp = los_amp, diff_amp  # scalar or [n_bs, n_ue]
+            # the LOS component a·e^{jφ}, built once per K change (not per block)
+            self._los_re = self._los_amp * self._cos
+            self._los_im = self._los_amp * self._sin
+            return
+        shape = (self.n_bs, self.n_ue)
+        for name in ("_k_db", "_los_amp", "_diff_amp", "_los_re", "_los_im"):
+            v = getattr(self, name)
+            if np.shape(v) != shape:
+                setattr(self, name, np.array(np.broadcast_to(v, shape), dtype=float))
+        self._k_db[:, cols] = k
+        self._los_amp[:, cols] = los_amp
+        self._diff_amp[:, cols] = diff_amp
+        cos = self._cos if np.ndim(self._cos) == 0 else self._cos[:, cols]
+        sin = self._sin if np.ndim(self._sin) == 0 else self._sin[:, cols]
+        self._los_re[:, cols] = los_amp * cos
+        self._los_im[:, cols] = los_amp * sin
 
     @property
     def k_factor_db(self):
@@ -145,7 +162,7 @@ class BlockFading:
 
     def rho(self, n_blocks: int, speeds_mps) -> np.ndarray:
         """Correlation ρ = J0(2π f_D n·block_s) applied for a jump of ``n_blocks``, (n_ue,)."""
-        v = np.maximum(np.broadcast_to(np.asarray(speeds_mps, dtype=float), (self.n_ue,)), self.min_speed_mps)
+        v = np.maximum(per_client(speeds_mps, self.n_ue), self.min_speed_mps)
         if self.iid:
             return np.zeros(self.n_ue)
         return j0(2.0 * np.pi * doppler_hz(v, self.carrier_hz) * (n_blocks * self.block_s))

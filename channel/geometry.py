@@ -241,8 +241,8 @@ def explicit_sites(
         xy_m: (n_site, 2), m.
         height_m: scalar or (n_site,), m.
         n_sectors: sectors per site (see :func:`sector_azimuths_deg`).
-        bounds_m: the area clients move in; default: the sites' bounding box grown by
-            half the largest site spacing (or 100 m for a single site) on each side.
+        bounds_m: the area clients move in; default: the sites' bounding box grown on each
+            side by half its larger extent, and by at least 100 m.
         cell_radius_m: optional hexagon circumradius for :func:`drop_uniform_in_cells`.
     """
     owner = "explicit_sites"
@@ -251,8 +251,7 @@ def explicit_sites(
     if bounds_m is None:
         span = np.ptp(site_xy, axis=0).max() if site_xy.shape[0] > 1 else 0.0
         m = max(span / 2.0, 100.0)
-        bounds_m = (site_xy[:, 0].min() - m, site_xy[:, 0].max() + m,
-                    site_xy[:, 1].min() - m, site_xy[:, 1].max() + m)
+        bounds_m = (site_xy[:, 0].min() - m, site_xy[:, 0].max() + m, site_xy[:, 1].min() - m, site_xy[:, 1].max() + m)
     return _sites_to_layout(site_xy, h, n_sectors, bounds_m, cell_radius_m)
 
 
@@ -346,8 +345,7 @@ def drop_uniform_disc(
     n = _check_n(n, owner)
     c = check_xy(center_xy_m, "center_xy_m", owner, 1)[0]
     r_max = check_positive(radius_m, "radius_m", owner)
-    r_min = check_range(min_distance_m, "min_distance_m", owner, 0.0, r_max, hi_open=True,
-                        hi_text="radius_m")
+    r_min = check_range(min_distance_m, "min_distance_m", owner, 0.0, r_max, hi_open=True, hi_text="radius_m")
     u = rng.random(n)
     r = np.sqrt(r_min**2 + u * (r_max**2 - r_min**2))  # area-uniform radius
     ang = rng.random(n) * (2.0 * np.pi)
@@ -399,8 +397,7 @@ def drop_uniform_in_cells(
     n = _check_n(n, owner)
     if isd_m is not None and radius_m is not None:
         raise ValueError(
-            f"The 'isd_m' and 'radius_m' parameters of {owner} are exclusive. Got both instead. "
-            "Pass one of them."
+            f"The 'isd_m' and 'radius_m' parameters of {owner} are exclusive. Got both instead. Pass one of them."
         )
     if isd_m is not None:
         R = check_positive(isd_m, "isd_m", owner) / SQRT3
@@ -410,11 +407,17 @@ def drop_uniform_in_cells(
         R = layout.cell_radius_m
         if not np.isfinite(R):
             raise ValueError(
-                f"The 'layout' parameter of {owner} has no cell size (cell_radius_m is NaN). "
-                "Pass isd_m= or radius_m=."
+                f"The 'layout' parameter of {owner} has no cell size (cell_radius_m is NaN). Pass isd_m= or radius_m=."
             )
-    check_range(min_distance_m, "min_distance_m", owner, 0.0, SQRT3 / 2 * R, hi_open=True,
-                hi_text=f"the cell inradius {SQRT3 / 2 * R:g} m")
+    check_range(
+        min_distance_m,
+        "min_distance_m",
+        owner,
+        0.0,
+        SQRT3 / 2 * R,
+        hi_open=True,
+        hi_text=f"the cell inradius {SQRT3 / 2 * R:g} m",
+    )
     verts = _hex_vertices(R)
     out = np.empty((n, 2))
     filled = 0
@@ -428,14 +431,12 @@ def drop_uniform_in_cells(
         p = uv[:, :1] * verts[tri] + uv[:, 1:] * verts[tri + 1]  # (m, 2) relative to site
         ok = np.hypot(p[:, 0], p[:, 1]) >= min_distance_m
         k = int(ok.sum())
-        out[filled:filled + k] = p[ok] + layout.site_xy_m[site[ok]]
+        out[filled : filled + k] = p[ok] + layout.site_xy_m[site[ok]]
         filled += k
     return out
 
 
-def drop_hotspots(
-    rng: np.random.Generator, n: int, centers_xy_m, radius_m, weights=None
-) -> np.ndarray:
+def drop_hotspots(rng: np.random.Generator, n: int, centers_xy_m, radius_m, weights=None) -> np.ndarray:
     """``n`` points in clustered hotspots: each point picks a hotspot with probability
     proportional to ``weights`` (uniform by default), then a position uniform in the disc
     of ``radius_m`` (scalar or per hotspot) around its centre."""

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.special import exp1
 
-from ._checks import check_choice, check_nonnegative, check_positive, check_range
+from ._checks import check_choice, check_nonnegative, check_positive, check_range, per_client
 
 __all__ = [
     "db_to_linear",
@@ -136,7 +136,7 @@ def downlink_sinr_linear(gain_linear, tx_power_mw, serving, noise_mw, transmitti
     n_bs, n_ue = g.shape
     owner = "downlink_sinr_linear"
     s = _serving(serving, n_bs, n_ue, owner)
-    p = np.broadcast_to(np.asarray(tx_power_mw, dtype=float), (n_bs,))
+    p = per_client(tx_power_mw, n_bs)
     cols = np.arange(n_ue)
     signal = p[s] * g[s, cols]
     if transmitting is None:
@@ -161,11 +161,14 @@ def downlink_sinr_db(gain_db, tx_power_dbm, serving, noise_dbm, transmitting=Non
         serving: (n_ue,) int.  noise_dbm: scalar or (n_ue,), dBm.
         transmitting: None, (n_bs,) bool or [n_bs, n_ue] bool (see the linear version).
     """
-    return linear_to_db(downlink_sinr_linear(db_to_linear(gain_db), db_to_linear(tx_power_dbm),
-                                             serving, db_to_linear(noise_dbm), transmitting))
+    return linear_to_db(
+        downlink_sinr_linear(
+            db_to_linear(gain_db), db_to_linear(tx_power_dbm), serving, db_to_linear(noise_dbm), transmitting
+        )
+    )
 
 
-def sinr_db(rx_power_dbm, serving, interferer_mask=None, noise_dbm=-100.0) -> np.ndarray:
+def sinr_db(rx_power_dbm, serving, interferer_mask, noise_dbm) -> np.ndarray:
     """SINR in dB, (n_ue,), from received powers.
 
     Args:
@@ -175,12 +178,14 @@ def sinr_db(rx_power_dbm, serving, interferer_mask=None, noise_dbm=-100.0) -> np
             transmitting) or [n_bs, n_ue] bool (per link).
         noise_dbm: scalar or (n_ue,), dBm.
     """
-    return linear_to_db(downlink_sinr_linear(db_to_linear(rx_power_dbm), 1.0, serving,
-                                             db_to_linear(noise_dbm), interferer_mask))
+    return linear_to_db(
+        downlink_sinr_linear(db_to_linear(rx_power_dbm), 1.0, serving, db_to_linear(noise_dbm), interferer_mask)
+    )
 
 
-def uplink_sinr_linear(gain_linear, tx_power_mw, serving, transmitting, noise_mw,
-                       interference_weight=None) -> np.ndarray:
+def uplink_sinr_linear(
+    gain_linear, tx_power_mw, serving, transmitting, noise_mw, interference_weight=None
+) -> np.ndarray:
     """Uplink SINR at each client's serving BS, linear, (n_ue,) float64.
 
     SINR_u = P_u g[s_u, u] / (Σ_{v transmitting, s_v ≠ s_u} w_v P_v g[s_u, v] + N_u).
@@ -208,7 +213,7 @@ def uplink_sinr_linear(gain_linear, tx_power_mw, serving, transmitting, noise_mw
         raise ValueError(
             f"The 'transmitting' parameter of {owner} must have shape ({n_ue},). Got shape {tx.shape} instead."
         )
-    p = np.broadcast_to(np.asarray(tx_power_mw, dtype=float), (n_ue,))
+    p = per_client(tx_power_mw, n_ue)
     cols = np.arange(n_ue)
     g_serv = g[s, cols]
     signal = p * g_serv
@@ -222,16 +227,23 @@ def uplink_sinr_linear(gain_linear, tx_power_mw, serving, transmitting, noise_mw
     return signal / (interference + noise_mw)
 
 
-def uplink_sinr_db(gain_db, tx_power_dbm, serving, transmitting, noise_dbm,
-                   interference_weight=None) -> np.ndarray:
+def uplink_sinr_db(gain_db, tx_power_dbm, serving, transmitting, noise_dbm, interference_weight=None) -> np.ndarray:
     """Uplink SINR in dB, (n_ue,): :func:`uplink_sinr_linear` with dB/dBm inputs.
 
     Args:
         gain_db: [n_bs, n_ue], dB.  tx_power_dbm: scalar or (n_ue,), dBm.
         serving: (n_ue,) int.  transmitting: (n_ue,) bool.  noise_dbm: scalar or (n_ue,), dBm.
     """
-    return linear_to_db(uplink_sinr_linear(db_to_linear(gain_db), db_to_linear(tx_power_dbm), serving,
-                                           transmitting, db_to_linear(noise_dbm), interference_weight))
+    return linear_to_db(
+        uplink_sinr_linear(
+            db_to_linear(gain_db),
+            db_to_linear(tx_power_dbm),
+            serving,
+            transmitting,
+            db_to_linear(noise_dbm),
+            interference_weight,
+        )
+    )
 
 
 # ----------------------------------------------------------------------------------------
@@ -327,20 +339,46 @@ class Association:
 #: (CQI Table 2, up to 256QAM): rows CQI 0..15 of (modulation order Qm, code rate × 1024,
 #: spectral efficiency in bit/s/Hz). CQI 0 is "out of range".
 CQI_TABLES: dict[str, np.ndarray] = {
-    "64qam": np.array([
-        [0, 0, 0.0],
-        [2, 78, 0.1523], [2, 120, 0.2344], [2, 193, 0.3770], [2, 308, 0.6016],
-        [2, 449, 0.8770], [2, 602, 1.1758], [4, 378, 1.4766], [4, 490, 1.9141],
-        [4, 616, 2.4063], [6, 466, 2.7305], [6, 567, 3.3223], [6, 666, 3.9023],
-        [6, 772, 4.5234], [6, 873, 5.1152], [6, 948, 5.5547],
-    ]),
-    "256qam": np.array([
-        [0, 0, 0.0],
-        [2, 78, 0.1523], [2, 193, 0.3770], [2, 449, 0.8770], [4, 378, 1.4766],
-        [4, 490, 1.9141], [4, 616, 2.4063], [6, 466, 2.7305], [6, 567, 3.3223],
-        [6, 666, 3.9023], [6, 772, 4.5234], [6, 873, 5.1152], [8, 711, 5.5547],
-        [8, 797, 6.2266], [8, 885, 6.9141], [8, 948, 7.4063],
-    ]),
+    "64qam": np.array(
+        [
+            [0, 0, 0.0],
+            [2, 78, 0.1523],
+            [2, 120, 0.2344],
+            [2, 193, 0.3770],
+            [2, 308, 0.6016],
+            [2, 449, 0.8770],
+            [2, 602, 1.1758],
+            [4, 378, 1.4766],
+            [4, 490, 1.9141],
+            [4, 616, 2.4063],
+            [6, 466, 2.7305],
+            [6, 567, 3.3223],
+            [6, 666, 3.9023],
+            [6, 772, 4.5234],
+            [6, 873, 5.1152],
+            [6, 948, 5.5547],
+        ]
+    ),
+    "256qam": np.array(
+        [
+            [0, 0, 0.0],
+            [2, 78, 0.1523],
+            [2, 193, 0.3770],
+            [2, 449, 0.8770],
+            [4, 378, 1.4766],
+            [4, 490, 1.9141],
+            [4, 616, 2.4063],
+            [6, 466, 2.7305],
+            [6, 567, 3.3223],
+            [6, 666, 3.9023],
+            [6, 772, 4.5234],
+            [6, 873, 5.1152],
+            [8, 711, 5.5547],
+            [8, 797, 6.2266],
+            [8, 885, 6.9141],
+            [8, 948, 7.4063],
+        ]
+    ),
 }
 for _t in CQI_TABLES.values():
     _t.flags.writeable = False
@@ -378,8 +416,7 @@ def cqi_from_sinr_db(sinr_db, table: str = "64qam", gap_db: float = 0.0) -> np.n
     return np.searchsorted(th, np.asarray(sinr_db, dtype=float), side="right").astype(np.int64)
 
 
-def cqi_rate_bps(sinr_db, bandwidth_hz, table: str = "64qam", overhead: float = 0.0,
-                 gap_db: float = 0.0) -> np.ndarray:
+def cqi_rate_bps(sinr_db, bandwidth_hz, table: str = "64qam", overhead: float = 0.0, gap_db: float = 0.0) -> np.ndarray:
     """Rate (1 − overhead)·B·η[CQI(SINR)], bit/s; 0 (outage) below CQI 1.
 
     Args:
@@ -488,7 +525,7 @@ class RateMapper:
             inv = 1.0 / a
             se = _exp_e1(inv)
             if self.max_se_bps_hz is not None:
-                xc = (2.0 ** self.max_se_bps_hz - 1.0) * inv
+                xc = (2.0**self.max_se_bps_hz - 1.0) * inv
                 se = se - np.exp(-xc) * _exp_e1(inv + xc)
             se = se / math.log(2.0)
         else:
@@ -500,8 +537,8 @@ class RateMapper:
         return np.asarray(bandwidth_hz, dtype=float) * (1.0 - self.overhead) * se
 
 
-#: Rate mappers by the name scenario YAML uses (``kind`` of :class:`RateMapper`).
-RATE_MAPPERS = {"shannon": "gap-Shannon with optional cap", "cqi": "TS 38.214 CQI table"}
+#: Rate mappings by the name scenario YAML uses (``kind`` of :class:`RateMapper`).
+RATE_MAPPERS = {"shannon": shannon_rate_bps, "cqi": cqi_rate_bps}
 
 
 def predict_capacity_bits(rate_bps, horizon_s, mean_rate_bps=None, correlation_time_s=None) -> np.ndarray:
@@ -527,6 +564,9 @@ def predict_capacity_bits(rate_bps, horizon_s, mean_rate_bps=None, correlation_t
     rm = np.asarray(mean_rate_bps, dtype=float)
     tau = np.asarray(correlation_time_s, dtype=float)
     with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
-        frac = np.where(np.isinf(tau), np.asarray(H, dtype=float),
-                        np.where(tau > 0, tau * -np.expm1(-np.asarray(H) / np.where(tau > 0, tau, 1.0)), 0.0))
+        frac = np.where(
+            np.isinf(tau),
+            np.asarray(H, dtype=float),
+            np.where(tau > 0, tau * -np.expm1(-np.asarray(H) / np.where(tau > 0, tau, 1.0)), 0.0),
+        )
     return rm * H + (r0 - rm) * frac

@@ -11,7 +11,9 @@ in a fixed draw order, and cached. Hence
   answers;
 - ``reset()`` replays the same trajectory (each model owns a child of the generator it is
   given, so the caller's generator is never rewound);
-- ``forget_before(t_s)`` drops history no longer needed (long runs, many clients).
+- ``forget_before(t_s)`` drops history no longer needed. Waypoints cost 24 bytes per
+  client each and are kept until dropped (Gauss–Markov makes one per ``step_s``): long
+  runs with many clients should call it, e.g. at every round start.
 
 Reflection at the area's border (random direction, Gauss–Markov) is exact and costs
 nothing: trajectories are generated in the unfolded plane and folded into ``bounds_m`` at
@@ -161,12 +163,12 @@ class _Waypoints(Mobility):
         self._start = check_xy(start_xy, "start_xy_m", owner).copy()
         _inside(self._start, self.bounds_m, owner, "start_xy_m")
         self.n_ue = self._start.shape[0]
-        self._seed = None if rng is None else child_rng(rng, owner)
+        self._seed = child_rng(rng, owner)  # raises a clear TypeError for rng=None
         self.reset()
 
     # -- storage -------------------------------------------------------------------------
     def reset(self) -> None:
-        self._rng = None if self._seed is None else make_child(self._seed)
+        self._rng = make_child(self._seed)
         n = self.n_ue
         self._t = np.zeros((n, 64))
         self._xy = np.zeros((n, 64, 2))
@@ -187,8 +189,8 @@ class _Waypoints(Mobility):
             t[:, : self._k] = self._t[:, : self._k]
             xy[:, : self._k] = self._xy[:, : self._k]
             self._t, self._xy = t, xy
-        self._t[:, self._k: need] = t_new
-        self._xy[:, self._k: need] = xy_new
+        self._t[:, self._k : need] = t_new
+        self._xy[:, self._k : need] = xy_new
         self._k = need
 
     def _extend(self, t: float) -> None:
@@ -268,8 +270,8 @@ class _Waypoints(Mobility):
         drop = int(j.min())
         if drop > 0:
             k = self._k - drop
-            self._t[:, :k] = self._t[:, drop: self._k]
-            self._xy[:, :k] = self._xy[:, drop: self._k]
+            self._t[:, :k] = self._t[:, drop : self._k]
+            self._xy[:, :k] = self._xy[:, drop : self._k]
             self._k = k
             self._cursor = self._cursor - drop
         self._t_kept = t
@@ -295,8 +297,9 @@ class RandomWaypoint(_Waypoints):
 
     _chunk = 8
 
-    def __init__(self, start_xy_m, bounds_m, speed_mps=(0.5, 1.5), pause_s=(0.0, 0.0), *,
-                 rng: np.random.Generator) -> None:
+    def __init__(
+        self, start_xy_m, bounds_m, speed_mps=(0.5, 1.5), pause_s=(0.0, 0.0), rng: np.random.Generator | None = None
+    ) -> None:
         owner = "RandomWaypoint"
         self.speed_mps = check_interval(speed_mps, "speed_mps", owner, lo=0.0, lo_open=True)
         self.pause_s = check_interval(pause_s, "pause_s", owner)
@@ -350,8 +353,16 @@ class RandomDirection(_Waypoints):
 
     _chunk = 8
 
-    def __init__(self, start_xy_m, bounds_m, speed_mps=(0.5, 1.5), travel_s=(10.0, 60.0),
-                 pause_s=(0.0, 0.0), mode: str = "reflect", *, rng: np.random.Generator) -> None:
+    def __init__(
+        self,
+        start_xy_m,
+        bounds_m,
+        speed_mps=(0.5, 1.5),
+        travel_s=(10.0, 60.0),
+        pause_s=(0.0, 0.0),
+        mode: str = "reflect",
+        rng: np.random.Generator | None = None,
+    ) -> None:
         owner = "RandomDirection"
         self.speed_mps = check_interval(speed_mps, "speed_mps", owner, lo=0.0, lo_open=True)
         self.travel_s = check_interval(travel_s, "travel_s", owner, lo=0.0, lo_open=True)
@@ -431,15 +442,26 @@ class GaussMarkov(_Waypoints):
 
     _chunk = 32
 
-    def __init__(self, start_xy_m, bounds_m, mean_speed_mps: float = 1.0, alpha: float = 0.75,
-                 step_s: float = 1.0, *, rng: np.random.Generator, speed_std_mps: float | None = None,
-                 direction_std_rad: float = math.pi / 4, mean_direction_rad=None) -> None:
+    def __init__(
+        self,
+        start_xy_m,
+        bounds_m,
+        mean_speed_mps: float = 1.0,
+        alpha: float = 0.75,
+        step_s: float = 1.0,
+        rng: np.random.Generator | None = None,
+        *,
+        speed_std_mps: float | None = None,
+        direction_std_rad: float = math.pi / 4,
+        mean_direction_rad=None,
+    ) -> None:
         owner = "GaussMarkov"
         self.mean_speed_mps = check_nonnegative(mean_speed_mps, "mean_speed_mps", owner)
         self.alpha = check_range(alpha, "alpha", owner, 0.0, 1.0)
         self.step_s = check_positive(step_s, "step_s", owner)
         self.speed_std_mps = check_nonnegative(
-            self.mean_speed_mps / 3.0 if speed_std_mps is None else speed_std_mps, "speed_std_mps", owner)
+            self.mean_speed_mps / 3.0 if speed_std_mps is None else speed_std_mps, "speed_std_mps", owner
+        )
         self.direction_std_rad = check_nonnegative(direction_std_rad, "direction_std_rad", owner)
         self._mean_dir = mean_direction_rad
         self._reflect = True
@@ -492,8 +514,17 @@ class ConstantVelocity(Mobility):
         bounds_m: optional area; default the roads' bounding box (1 m margin).
     """
 
-    def __init__(self, start_xy_m, end_xy_m, speed_mps, *, n_ue: int | None = None, mode: str = "bounce",
-                 offset_m=0.0, bounds_m=None) -> None:
+    def __init__(
+        self,
+        start_xy_m,
+        end_xy_m,
+        speed_mps,
+        *,
+        n_ue: int | None = None,
+        mode: str = "bounce",
+        offset_m=0.0,
+        bounds_m=None,
+    ) -> None:
         owner = "ConstantVelocity"
         a = np.atleast_2d(np.asarray(start_xy_m, dtype=float))
         b = np.atleast_2d(np.asarray(end_xy_m, dtype=float))
@@ -578,7 +609,9 @@ class TraceReplay(_Waypoints):
                     f"client {i}. Got {t.tolist()[:8]} instead."
                 )
             if t[0] < 0:
-                raise ValueError(f"The 'times_s' parameter of {owner} must be >= 0. Got {t[0]:g} for client {i} instead.")
+                raise ValueError(
+                    f"The 'times_s' parameter of {owner} must be >= 0. Got {t[0]:g} for client {i} instead."
+                )
         self.client_ids = list(range(len(ts))) if client_ids is None else list(client_ids)
         self.n_ue = len(ts)
         allp = np.concatenate(ps)
@@ -593,7 +626,7 @@ class TraceReplay(_Waypoints):
         for i, (t, p) in enumerate(zip(ts, ps)):
             self._T[i, : t.size] = t
             self._P[i, : t.size] = p
-            self._P[i, t.size:] = p[-1]
+            self._P[i, t.size :] = p[-1]
         self._seed = None
         self.reset()
 
@@ -690,7 +723,9 @@ def _read_trace_csv(path: Path):
                         f"{path}, line {line_no}: column {name!r} must be a number. Got {rec[i]!r} instead."
                     ) from None
                 if not math.isfinite(v):
-                    raise TraceFormatError(f"{path}, line {line_no}: column {name!r} must be finite. Got {rec[i]!r} instead.")
+                    raise TraceFormatError(
+                        f"{path}, line {line_no}: column {name!r} must be finite. Got {rec[i]!r} instead."
+                    )
                 vals.append(v)
             c = rec[ic].strip() if has_client else None
             if has_client and not c:

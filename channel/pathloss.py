@@ -54,7 +54,7 @@ from typing import ClassVar
 import numpy as np
 from scipy.special import ndtr
 
-from ._checks import check_positive, check_range, check_choice, child_rng, make_child
+from ._checks import check_positive, check_range, check_choice, child_rng, make_child, per_client
 
 __all__ = [
     "C_3GPP_MPS",
@@ -135,8 +135,12 @@ class PathlossPlan:
             [n_bs, n_ue] float64, dB.
         """
         d2d_sq = np.asarray(d2d_sq, dtype=float)
-        shape = self.link_shape(d2d_sq, los)
-        w = _work(work, shape)
+        key = (d2d_sq.shape, np.shape(los))
+        if work is not None and work.get("key") == key:
+            w = work  # buffers already fit (the per-block hot path)
+        else:
+            w = _work(work, self.link_shape(d2d_sq, los))
+            w["key"] = key
         d3_sq = w["f0"]
         np.maximum(d2d_sq, self.min_d2d_sq, out=d3_sq)
         d3_sq += self.dh_sq
@@ -180,7 +184,7 @@ class PathlossPlan:
     def shadow_std_db(self, d2d_sq, los) -> np.ndarray:
         """σ_SF per link, dB ([n_bs, n_ue] float64)."""
         if self.std_los_near_db == self.std_los_far_db or self.d_bp_sq is None:
-            los_std = self.std_los_near_db
+            los_std = self.std_los_near_db  # d2d_sq is not needed (may be None)
         else:
             los_std = np.where(np.asarray(d2d_sq) > self.d_bp_sq, self.std_los_far_db, self.std_los_near_db)
         return np.where(los, los_std, self.std_nlos_db).astype(float)
@@ -303,8 +307,17 @@ class UMa(PathlossModel):
     def validate(self, carrier_hz, h_bs_m, h_ut_m) -> None:
         self._check_carrier(carrier_hz)
         check_range(h_ut_m, "h_ut_m", "UMa", 1.5, 22.5)
-        check_range(h_bs_m, "h_bs_m", "UMa", self.h_e_m, np.inf, lo_open=True, hi_open=True,
-                    lo_text="h_e_m", fix="TR 38.901 uses hBS = 25 m for UMa.")
+        check_range(
+            h_bs_m,
+            "h_bs_m",
+            "UMa",
+            self.h_e_m,
+            np.inf,
+            lo_open=True,
+            hi_open=True,
+            lo_text="h_e_m",
+            fix="TR 38.901 uses hBS = 25 m for UMa.",
+        )
 
     def plan(self, carrier_hz, h_bs_m, h_ut_m) -> PathlossPlan:
         self.validate(carrier_hz, h_bs_m, h_ut_m)
@@ -314,10 +327,18 @@ class UMa(PathlossModel):
         dh_sq = (h_bs - h_ut) ** 2
         lf = 20.0 * math.log10(fc)
         return PathlossPlan(
-            a1=_arr(28.0 + lf), k1=_arr(22.0 * _HALF_LOG10), c1=None,
-            d_bp_sq=dbp_sq, a2=28.0 + lf - 9.0 * np.log10(dbp_sq + dh_sq), k2=_arr(40.0 * _HALF_LOG10),
-            a3=13.54 + lf - 0.6 * (h_ut - 1.5), k3=_arr(39.08 * _HALF_LOG10),
-            min_d2d_sq=self.min_d2d_m**2, min_d3d_sq=0.0, dh_sq=dh_sq, **_std_plan(4.0, 6.0),
+            a1=_arr(28.0 + lf),
+            k1=_arr(22.0 * _HALF_LOG10),
+            c1=None,
+            d_bp_sq=dbp_sq,
+            a2=28.0 + lf - 9.0 * np.log10(dbp_sq + dh_sq),
+            k2=_arr(40.0 * _HALF_LOG10),
+            a3=13.54 + lf - 0.6 * (h_ut - 1.5),
+            k3=_arr(39.08 * _HALF_LOG10),
+            min_d2d_sq=self.min_d2d_m**2,
+            min_d3d_sq=0.0,
+            dh_sq=dh_sq,
+            **_std_plan(4.0, 6.0),
         )
 
     def los_probability(self, d2d_m, h_ut_m=1.5) -> np.ndarray:
@@ -327,9 +348,7 @@ class UMa(PathlossModel):
         d = np.maximum(_arr(d2d_m), 1e-9)
         h = _arr(h_ut_m)
         c = np.where(h <= 13.0, 0.0, np.abs((h - 13.0) / 10.0) ** 1.5)
-        p = (18.0 / d + np.exp(-d / 63.0) * (1.0 - 18.0 / d)) * (
-            1.0 + c * 1.25 * (d / 100.0) ** 3 * np.exp(-d / 150.0)
-        )
+        p = (18.0 / d + np.exp(-d / 63.0) * (1.0 - 18.0 / d)) * (1.0 + c * 1.25 * (d / 100.0) ** 3 * np.exp(-d / 150.0))
         return np.clip(np.where(d <= 18.0, 1.0, p), 0.0, 1.0)
 
     def decorrelation_m(self, los) -> np.ndarray:
@@ -357,8 +376,16 @@ class UMiStreetCanyon(PathlossModel):
     def validate(self, carrier_hz, h_bs_m, h_ut_m) -> None:
         self._check_carrier(carrier_hz)
         check_range(h_ut_m, "h_ut_m", "UMiStreetCanyon", 1.5, 22.5)
-        check_range(h_bs_m, "h_bs_m", "UMiStreetCanyon", 1.0, np.inf, lo_open=True, hi_open=True,
-                    fix="TR 38.901 uses hBS = 10 m for UMi.")
+        check_range(
+            h_bs_m,
+            "h_bs_m",
+            "UMiStreetCanyon",
+            1.0,
+            np.inf,
+            lo_open=True,
+            hi_open=True,
+            fix="TR 38.901 uses hBS = 10 m for UMi.",
+        )
 
     def plan(self, carrier_hz, h_bs_m, h_ut_m) -> PathlossPlan:
         self.validate(carrier_hz, h_bs_m, h_ut_m)
@@ -368,10 +395,18 @@ class UMiStreetCanyon(PathlossModel):
         dh_sq = (h_bs - h_ut) ** 2
         lf = 20.0 * math.log10(fc)
         return PathlossPlan(
-            a1=_arr(32.4 + lf), k1=_arr(21.0 * _HALF_LOG10), c1=None,
-            d_bp_sq=dbp_sq, a2=32.4 + lf - 9.5 * np.log10(dbp_sq + dh_sq), k2=_arr(40.0 * _HALF_LOG10),
-            a3=22.4 + 21.3 * math.log10(fc) - 0.3 * (h_ut - 1.5), k3=_arr(35.3 * _HALF_LOG10),
-            min_d2d_sq=self.min_d2d_m**2, min_d3d_sq=0.0, dh_sq=dh_sq, **_std_plan(4.0, 7.82),
+            a1=_arr(32.4 + lf),
+            k1=_arr(21.0 * _HALF_LOG10),
+            c1=None,
+            d_bp_sq=dbp_sq,
+            a2=32.4 + lf - 9.5 * np.log10(dbp_sq + dh_sq),
+            k2=_arr(40.0 * _HALF_LOG10),
+            a3=22.4 + 21.3 * math.log10(fc) - 0.3 * (h_ut - 1.5),
+            k3=_arr(35.3 * _HALF_LOG10),
+            min_d2d_sq=self.min_d2d_m**2,
+            min_d3d_sq=0.0,
+            dh_sq=dh_sq,
+            **_std_plan(4.0, 7.82),
         )
 
     def los_probability(self, d2d_m, h_ut_m=1.5) -> np.ndarray:
@@ -421,9 +456,12 @@ class RMa(PathlossModel):
 
     def _pl1(self, fc_ghz, d3d):
         h = self.building_height_m
-        return (20.0 * np.log10(40.0 * np.pi * d3d * fc_ghz / 3.0)
-                + min(0.03 * h**1.72, 10.0) * np.log10(d3d)
-                - min(0.044 * h**1.72, 14.77) + 0.002 * math.log10(h) * d3d)
+        return (
+            20.0 * np.log10(40.0 * np.pi * d3d * fc_ghz / 3.0)
+            + min(0.03 * h**1.72, 10.0) * np.log10(d3d)
+            - min(0.044 * h**1.72, 14.77)
+            + 0.002 * math.log10(h) * d3d
+        )
 
     def _dbp(self, carrier_hz, h_bs, h_ut):
         return 2.0 * np.pi * h_bs * h_ut * carrier_hz / C_3GPP_MPS
@@ -438,14 +476,28 @@ class RMa(PathlossModel):
         b1 = 20.0 + min(0.03 * h**1.72, 10.0)
         a1 = 20.0 * math.log10(40.0 * math.pi * fc / 3.0) - min(0.044 * h**1.72, 14.77)
         b3 = 43.42 - 3.1 * np.log10(h_bs)
-        a3 = (161.04 - 7.1 * math.log10(W) + 7.5 * math.log10(h)
-              - (24.37 - 3.7 * (h / h_bs) ** 2) * np.log10(h_bs) - 3.0 * b3
-              + 20.0 * math.log10(fc) - (3.2 * np.log10(11.75 * h_ut) ** 2 - 4.97))
+        a3 = (
+            161.04
+            - 7.1 * math.log10(W)
+            + 7.5 * math.log10(h)
+            - (24.37 - 3.7 * (h / h_bs) ** 2) * np.log10(h_bs)
+            - 3.0 * b3
+            + 20.0 * math.log10(fc)
+            - (3.2 * np.log10(11.75 * h_ut) ** 2 - 4.97)
+        )
         return PathlossPlan(
-            a1=_arr(a1), k1=_arr(b1 * _HALF_LOG10), c1=_arr(0.002 * math.log10(h)),
-            d_bp_sq=dbp * dbp, a2=self._pl1(fc, dbp) - 40.0 * np.log10(dbp), k2=_arr(40.0 * _HALF_LOG10),
-            a3=a3, k3=b3 * _HALF_LOG10,
-            min_d2d_sq=self.min_d2d_m**2, min_d3d_sq=0.0, dh_sq=dh_sq, **_std_plan(4.0, 8.0, 6.0),
+            a1=_arr(a1),
+            k1=_arr(b1 * _HALF_LOG10),
+            c1=_arr(0.002 * math.log10(h)),
+            d_bp_sq=dbp * dbp,
+            a2=self._pl1(fc, dbp) - 40.0 * np.log10(dbp),
+            k2=_arr(40.0 * _HALF_LOG10),
+            a3=a3,
+            k3=b3 * _HALF_LOG10,
+            min_d2d_sq=self.min_d2d_m**2,
+            min_d3d_sq=0.0,
+            dh_sq=dh_sq,
+            **_std_plan(4.0, 8.0, 6.0),
         )
 
     def los_probability(self, d2d_m, h_ut_m=1.5) -> np.ndarray:
@@ -499,10 +551,18 @@ class InHOffice(PathlossModel):
         fc = carrier_hz / 1e9
         dh_sq = (_arr(h_bs_m) - _arr(h_ut_m)) ** 2
         return PathlossPlan(
-            a1=_arr(32.4 + 20.0 * math.log10(fc)), k1=_arr(17.3 * _HALF_LOG10), c1=None,
-            d_bp_sq=None, a2=None, k2=None,
-            a3=_arr(17.30 + 24.9 * math.log10(fc)), k3=_arr(38.3 * _HALF_LOG10),
-            min_d2d_sq=0.0, min_d3d_sq=self.min_d3d_m**2, dh_sq=dh_sq, **_std_plan(3.0, 8.03),
+            a1=_arr(32.4 + 20.0 * math.log10(fc)),
+            k1=_arr(17.3 * _HALF_LOG10),
+            c1=None,
+            d_bp_sq=None,
+            a2=None,
+            k2=None,
+            a3=_arr(17.30 + 24.9 * math.log10(fc)),
+            k3=_arr(38.3 * _HALF_LOG10),
+            min_d2d_sq=0.0,
+            min_d3d_sq=self.min_d3d_m**2,
+            dh_sq=dh_sq,
+            **_std_plan(3.0, 8.03),
         )
 
     def los_probability(self, d2d_m, h_ut_m=1.0) -> np.ndarray:
@@ -511,11 +571,11 @@ class InHOffice(PathlossModel):
         exp(−(d − 5)/70.8) (5 < d <= 49 m), 0.54·exp(−(d − 49)/211.7) (d > 49 m)."""
         d = _arr(d2d_m)
         if self.variant == "mixed":
-            p = np.where(d <= 1.2, 1.0,
-                         np.where(d < 6.5, np.exp(-(d - 1.2) / 4.7), 0.32 * np.exp(-(d - 6.5) / 32.6)))
+            p = np.where(d <= 1.2, 1.0, np.where(d < 6.5, np.exp(-(d - 1.2) / 4.7), 0.32 * np.exp(-(d - 6.5) / 32.6)))
         else:
-            p = np.where(d <= 5.0, 1.0,
-                         np.where(d <= 49.0, np.exp(-(d - 5.0) / 70.8), 0.54 * np.exp(-(d - 49.0) / 211.7)))
+            p = np.where(
+                d <= 5.0, 1.0, np.where(d <= 49.0, np.exp(-(d - 5.0) / 70.8), 0.54 * np.exp(-(d - 49.0) / 211.7))
+            )
         return np.broadcast_to(p, np.broadcast_shapes(p.shape, np.shape(h_ut_m))).astype(float)
 
     def decorrelation_m(self, los) -> np.ndarray:
@@ -557,9 +617,18 @@ class FreeSpace(PathlossModel):
         a1, b1 = self._a1_b1(float(carrier_hz))
         s = self.sigma_sf_db
         return PathlossPlan(
-            a1=_arr(a1), k1=_arr(b1 * _HALF_LOG10), c1=None, d_bp_sq=None, a2=None, k2=None,
-            a3=None, k3=None, min_d2d_sq=0.0, min_d3d_sq=self.min_distance_m**2,
-            dh_sq=(_arr(h_bs_m) - _arr(h_ut_m)) ** 2, **_std_plan(s, s),
+            a1=_arr(a1),
+            k1=_arr(b1 * _HALF_LOG10),
+            c1=None,
+            d_bp_sq=None,
+            a2=None,
+            k2=None,
+            a3=None,
+            k3=None,
+            min_d2d_sq=0.0,
+            min_d3d_sq=self.min_distance_m**2,
+            dh_sq=(_arr(h_bs_m) - _arr(h_ut_m)) ** 2,
+            **_std_plan(s, s),
         )
 
     def los_probability(self, d2d_m, h_ut_m=1.5) -> np.ndarray:
@@ -644,26 +713,43 @@ class LosState:
     travel).
 
     The latent is refreshed for a client once its accumulated travel since the last
-    refresh reaches ``update_m`` (default 1 m): since the exponential process is Markov,
-    refreshing with the accumulated distance has exactly the distribution of refreshing
-    at every step; the state is only held for at most ``update_m`` of travel.
+    refresh reaches ``update_m`` (default d_LOS/10: 5 m UMa/UMi, 6 m RMa, 1 m InH, where
+    the latent still correlates at e^{−0.1} = 0.90 with its held value): since the
+    exponential process is Markov, refreshing with the accumulated distance has exactly the
+    distribution of refreshing at every step; the state is only held for at most
+    ``update_m`` of travel (a LOS/NLOS switch is delayed by at most that much).
 
     Args:
         model: the path-loss model (gives P_LOS and d_LOS).
         n_bs, n_ue: link array shape (use n_site: LOS is per site–UE path).
         rng: generator; the state owns a child of it, and ``reset()`` replays.
         decorrelation_m: override d_LOS, m.
-        update_m: refresh threshold, m (>= 0).
+        update_m: refresh threshold, m (>= 0); None = d_LOS/10.
     """
 
-    def __init__(self, model: PathlossModel, n_bs: int, n_ue: int, rng: np.random.Generator,
-                 *, decorrelation_m: float | None = None, update_m: float = 1.0) -> None:
+    def __init__(
+        self,
+        model: PathlossModel,
+        n_bs: int,
+        n_ue: int,
+        rng: np.random.Generator,
+        *,
+        decorrelation_m: float | None = None,
+        update_m: float | None = None,
+    ) -> None:
         self.model = model
         self.n_bs, self.n_ue = int(n_bs), int(n_ue)
         self.decorrelation_m = check_positive(
-            model.los_decorrelation_m if decorrelation_m is None else decorrelation_m,
-            "decorrelation_m", "LosState")
-        self.update_m = check_range(update_m, "update_m", "LosState", 0.0, np.inf, hi_open=True)
+            model.los_decorrelation_m if decorrelation_m is None else decorrelation_m, "decorrelation_m", "LosState"
+        )
+        self.update_m = check_range(
+            self.decorrelation_m / 10.0 if update_m is None else update_m,
+            "update_m",
+            "LosState",
+            0.0,
+            np.inf,
+            hi_open=True,
+        )
         self._seed = child_rng(rng, "LosState")
         self.reset()
 
@@ -695,7 +781,7 @@ class LosState:
             [n_bs, n_ue] bool (read-only view). ``self.last_updated`` holds the indices of
             the clients whose state was refreshed.
         """
-        disp = np.broadcast_to(np.asarray(displacement_m, dtype=float), (self.n_ue,))
+        disp = per_client(displacement_m, self.n_ue)
         if self._g is None:
             idx = np.arange(self.n_ue)
         else:
@@ -706,7 +792,7 @@ class LosState:
             return self._los_view
         h = np.asarray(h_ut_m, dtype=float)
         cols = idx if idx.size < self.n_ue else slice(None)
-        h_cols = h if h.ndim == 0 else np.broadcast_to(h, (self.n_ue,))[cols]
+        h_cols = h if h.ndim == 0 else per_client(h, self.n_ue)[cols]
         d_cols = np.asarray(d2d_m, dtype=float)[:, cols]
         if squared:
             d_cols = np.sqrt(d_cols)

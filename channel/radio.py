@@ -29,7 +29,7 @@ from typing import Mapping
 
 import numpy as np
 
-from ._checks import check_choice, check_nonnegative, check_positive
+from ._checks import check_choice, check_nonnegative, check_positive, per_client
 from .fading import BlockFading, coherence_time_s
 from .geometry import Layout, sector_antenna_gain_db
 from .link import downlink_sinr_linear, uplink_sinr_linear
@@ -73,7 +73,8 @@ class RadioChannel:
             :data:`DEFAULT_BLOCK_S`).
         downtilt_deg: electrical downtilt for the vertical antenna pattern (None: horizontal
             pattern only).
-        los_update_m: travel after which a client's LOS state is refreshed, m.
+        los_update_m: travel after which a client's LOS state is refreshed, m (None: a tenth
+            of the model's LOS correlation distance, see :class:`channel.pathloss.LosState`).
         los_mode: ``"random"`` (TR 38.901 LOS probability, spatially consistent),
             ``"los"`` or ``"nlos"`` (force every link).
     """
@@ -92,7 +93,7 @@ class RadioChannel:
         rngs: Mapping[str, np.random.Generator],
         block_s: float | None = None,
         downtilt_deg: float | None = None,
-        los_update_m: float = 1.0,
+        los_update_m: float | None = None,
         los_mode: str = "random",
     ) -> None:
         owner = "RadioChannel"
@@ -143,9 +144,10 @@ class RadioChannel:
                 f"The 'block_s' parameter of {owner} is given twice with different values "
                 f"({block_s!r} and fading['block_s']={fb!r}). Give it once."
             )
-        self.block_s = check_positive(block_s if block_s is not None else (fb if fb is not None else DEFAULT_BLOCK_S),
-                                      "block_s", owner)
-        self.los_update_m = check_nonnegative(los_update_m, "los_update_m", owner)
+        self.block_s = check_positive(
+            block_s if block_s is not None else (fb if fb is not None else DEFAULT_BLOCK_S), "block_s", owner
+        )
+        self.los_update_m = None if los_update_m is None else check_nonnegative(los_update_m, "los_update_m", owner)
 
         has_nlos = self.plan.a3 is not None
         need = []
@@ -156,27 +158,44 @@ class RadioChannel:
             need.append("shadowing")
         if fading is not None:
             need.append("fading")
+        if not isinstance(rngs, Mapping):
+            raise TypeError(
+                f"The 'rngs' parameter of {owner} must be a mapping of named generators. Got "
+                f"{type(rngs).__name__} instead. Pass e.g. {{'los': g1, 'shadowing': g2, 'fading': g3}}."
+            )
         missing = [k for k in need if k not in rngs]
         if missing:
             raise ValueError(
                 f"The 'rngs' parameter of {owner} must have keys {need} for this configuration. "
                 f"Got keys {sorted(rngs)} instead (missing {missing})."
             )
-        self._los_state = LosState(self.pathloss, self.n_site, n, rngs["los"], update_m=self.los_update_m) if "los" in need else None
+        self._los_state = (
+            LosState(self.pathloss, self.n_site, n, rngs["los"], update_m=self.los_update_m) if "los" in need else None
+        )
         self._shadow = None
         if sf_on:
             self._shadow = CorrelatedShadowing(1.0, 1.0, self.n_site, n, rngs["shadowing"])
         self._fading = None
         self._rician_los = False
         if fading is not None:
-            kind = check_choice(fading.get("kind", "rayleigh"), "fading['kind']", owner, ("rayleigh", "rician", "rician_los"))
+            kind = check_choice(
+                fading.get("kind", "rayleigh"), "fading['kind']", owner, ("rayleigh", "rician", "rician_los")
+            )
+            if kind == "rayleigh" and "k_factor_db" in fading:
+                warnings.warn("RadioChannel: fading['k_factor_db'] is ignored for kind='rayleigh'.", stacklevel=2)
             k_db = fading.get("k_factor_db", DEFAULT_K_FACTOR_DB.get(self.pathloss.name, 9.0))
             self._rician_los = kind == "rician_los"
             self._k_db = float(k_db)
             self._fading = BlockFading(
-                self.n_bs, n, "rayleigh" if kind == "rayleigh" else "rician",
-                k_factor_db=k_db, block_s=self.block_s, carrier_hz=self.carrier_hz, rng=rngs["fading"],
-                iid=bool(fading.get("iid", False)), los_phase=fading.get("los_phase", "random"),
+                self.n_bs,
+                n,
+                "rayleigh" if kind == "rayleigh" else "rician",
+                k_factor_db=k_db,
+                block_s=self.block_s,
+                carrier_hz=self.carrier_hz,
+                rng=rngs["fading"],
+                iid=bool(fading.get("iid", False)),
+                los_phase=fading.get("los_phase", "random"),
                 min_speed_mps=fading.get("min_speed_mps", 0.0),
             )
         self.fading_kind = None if fading is None else fading.get("kind", "rayleigh")
@@ -250,10 +269,12 @@ class RadioChannel:
         n = self.n_ue
         xy = np.asarray(ue_xy_m, dtype=float)
         if xy.shape != (n, 2):
-            raise ValueError(f"The 'ue_xy_m' parameter of RadioChannel must have shape ({n}, 2). Got shape {xy.shape} instead.")
+            raise ValueError(
+                f"The 'ue_xy_m' parameter of RadioChannel must have shape ({n}, 2). Got shape {xy.shape} instead."
+            )
         if not np.isfinite(xy).all():
             raise ValueError("The 'ue_xy_m' parameter of RadioChannel must be finite. Got NaN or inf instead.")
-        speed = np.broadcast_to(np.asarray(ue_speed_mps, dtype=float), (n,))
+        speed = per_client(ue_speed_mps, n)
         first = self._xy is None
         if first:
             disp = np.zeros(n)
@@ -279,36 +300,43 @@ class RadioChannel:
         np.subtract(uy, self._site_y, out=tmp)
         np.square(tmp, out=tmp)
         d2 += tmp  # d2D², m²
-        los_changed = first
+        # clients whose LOS state was refreshed: their σ_SF, d_corr (and K) follow it
+        upd = np.arange(self.n_ue) if first else np.arange(0)
         if self._los_state is not None:
             los = self._los_state.update(d2, self.ue_height_m, disp, squared=True)
             upd = self._los_state.last_updated
-            if upd.size:
-                los_changed = True
-                if upd.size == self.n_ue:
-                    np.copyto(self._los, los)
-                    np.logical_not(los, out=self._nlos)
-                else:
-                    self._los[:, upd] = los[:, upd]
-                    self._nlos[:, upd] = ~los[:, upd]
+            if upd.size == self.n_ue:
+                np.copyto(self._los, los)
+                np.logical_not(los, out=self._nlos)
+            elif upd.size:
+                self._los[:, upd] = los[:, upd]
+                self._nlos[:, upd] = ~los[:, upd]
+        cols = None if upd.size == self.n_ue else upd
         if self._shadow is not None:
-            # σ_SF depends on the LOS state (and, for RMa LOS, on the breakpoint)
-            if los_changed or self.plan.std_los_near_db != self.plan.std_los_far_db:
+            if self.plan.std_los_near_db != self.plan.std_los_far_db:
+                # σ_SF moves with the breakpoint (RMa LOS): every client, every time
                 self._shadow.set_std_db(self.plan.shadow_std_db(d2, self._los))
-            if los_changed:
-                self._shadow.set_decorrelation_m(self.pathloss.decorrelation_m(self._los))
-        if los_changed and self._rician_los:
-            k = np.where(self._los, self._k_db, -np.inf)
-            self._fading.set_k_factor_db(k if not self._sectorised else np.take(k, self._site_of_bs, axis=0))
+            elif upd.size:
+                self._shadow.set_std_db(self.plan.shadow_std_db(None, self._los[:, upd]), cols)
+            if upd.size:
+                self._shadow.set_decorrelation_m(self.pathloss.decorrelation_m(self._los[:, upd]), cols)
+        if upd.size and self._rician_los:
+            k = np.where(self._los[:, upd], self._k_db, -np.inf)
+            self._fading.set_k_factor_db(np.take(k, self._site_of_bs, axis=0) if self._sectorised else k, cols)
         pl = self.plan.evaluate(d2, self._los, out=self._pl, nlos=self._nlos, work=self._work)
         if self._shadow is not None:
             self._shadow.advance(disp)
-            np.multiply(self._shadow.unit_state, self._shadow.std_db, out=tmp)
+            np.multiply(self._shadow._u, self._shadow.std_db, out=tmp)
             pl += tmp  # path loss + shadowing, dB
         if self._sectorised:
             g = sector_antenna_gain_db(
-                self.layout.bs_azimuth_deg, self.layout.bs_xy_m, xy, self.antenna_max_gain_dbi,
-                downtilt_deg=self.downtilt_deg, bs_height_m=self.layout.bs_height_m, ue_height_m=self.ue_height_m,
+                self.layout.bs_azimuth_deg,
+                self.layout.bs_xy_m,
+                xy,
+                self.antenna_max_gain_dbi,
+                downtilt_deg=self.downtilt_deg,
+                bs_height_m=self.layout.bs_height_m,
+                ue_height_m=self.ue_height_m,
             )
             np.subtract(g, np.take(pl, self._site_of_bs, axis=0), out=self._ls)
 
@@ -419,8 +447,9 @@ class RadioChannel:
         g = self.gain_linear(t_s, ue_xy_m, ue_speed_mps)
         return downlink_sinr_linear(g, tx_power_mw, serving, noise_mw, transmitting)
 
-    def uplink_sinr_linear(self, t_s, ue_xy_m, ue_speed_mps, tx_power_mw, serving, transmitting, noise_mw,
-                           interference_weight=None):
+    def uplink_sinr_linear(
+        self, t_s, ue_xy_m, ue_speed_mps, tx_power_mw, serving, transmitting, noise_mw, interference_weight=None
+    ):
         """Uplink SINR (linear, (n_ue,)) for the block containing ``t_s``
         (:func:`channel.link.uplink_sinr_linear` on :meth:`gain_linear`)."""
         g = self.gain_linear(t_s, ue_xy_m, ue_speed_mps)

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ._checks import check_nonnegative, check_positive, child_rng, make_child
+from ._checks import check_nonnegative, check_positive, child_rng, make_child, per_client
 
 __all__ = ["CorrelatedShadowing"]
 
@@ -27,7 +27,7 @@ class CorrelatedShadowing:
 
     Args:
         std_db: σ, dB; scalar or broadcastable to [n_bs, n_ue] (e.g. per-link LOS/NLOS σ_SF
-            of TR 38.901 Table 7.4.1-1).
+            of TR 38.901 Table 7.4.1-1). Stored as a [n_bs, n_ue] array ``std_db``.
         decorrelation_m: d_corr, m; scalar or broadcastable to [n_bs, n_ue] (TR 38.901
             Table 7.5-6 Part-1: UMa 37/50, UMi 10/13, RMa 37/120, InH 10/6 m LOS/NLOS).
         n_bs, n_ue: link array shape.
@@ -42,26 +42,43 @@ class CorrelatedShadowing:
         self._seed = child_rng(rng, "CorrelatedShadowing")
         self.set_std_db(std_db)
         self.set_decorrelation_m(decorrelation_m)
+        self._bufs: dict = {}
         self.reset()
 
     # -- parameters --------------------------------------------------------------------
-    def set_std_db(self, std_db) -> None:
-        """Set σ (dB), scalar or broadcastable to [n_bs, n_ue]."""
+    def set_std_db(self, std_db, cols=None) -> None:
+        """Set σ (dB): scalar or broadcastable to [n_bs, n_ue]; with ``cols`` (client
+        indices) only those columns change and ``std_db`` is [n_bs, len(cols)]."""
         s = check_nonnegative(std_db, "std_db", "CorrelatedShadowing")
-        np.broadcast_shapes(np.shape(s), (self.n_bs, self.n_ue))
-        self.std_db = s
+        if cols is None:
+            self.std_db = np.array(np.broadcast_to(s, (self.n_bs, self.n_ue)), dtype=float)
+        else:
+            self.std_db[:, cols] = s
 
-    def set_decorrelation_m(self, decorrelation_m) -> None:
-        """Set d_corr (m), scalar or broadcastable to [n_bs, n_ue]."""
+    def set_decorrelation_m(self, decorrelation_m, cols=None) -> None:
+        """Set d_corr (m): scalar or broadcastable to [n_bs, n_ue]; with ``cols`` only those
+        client columns change (``decorrelation_m`` is then [n_bs, len(cols)])."""
         d = check_positive(decorrelation_m, "decorrelation_m", "CorrelatedShadowing")
-        np.broadcast_shapes(np.shape(d), (self.n_bs, self.n_ue))
-        self.decorrelation_m = d
-        self._inv_dc = 1.0 / np.asarray(d, dtype=float)
+        if cols is None:
+            if np.ndim(d) == 0:
+                self._inv_dc = 1.0 / float(d)
+            else:
+                self._inv_dc = 1.0 / np.array(np.broadcast_to(d, (self.n_bs, self.n_ue)), dtype=float)
+            return
+        if np.ndim(self._inv_dc) == 0:
+            self._inv_dc = np.full((self.n_bs, self.n_ue), self._inv_dc)
+        self._inv_dc[:, cols] = 1.0 / np.asarray(d, dtype=float)
+
+    @property
+    def decorrelation_m(self):
+        """d_corr, m: a float or a [n_bs, n_ue] array."""
+        return 1.0 / self._inv_dc
 
     # -- state -------------------------------------------------------------------------
     def reset(self) -> None:
         """Back to the initial state; the same draws follow."""
         self._rng = make_child(self._seed)
+        self._bufs: dict = {}
         self._u = self._rng.standard_normal((self.n_bs, self.n_ue))  # unit-variance state
 
     @property
@@ -76,7 +93,7 @@ class CorrelatedShadowing:
 
         Clients that did not move keep their value (ρ = 1) and consume no random numbers.
         """
-        disp = np.broadcast_to(np.asarray(displacement_m, dtype=float), (self.n_ue,))
+        disp = per_client(displacement_m, self.n_ue)
         moved = disp > 0.0
         n_moved = int(np.count_nonzero(moved))
         if n_moved == 0:
@@ -94,19 +111,26 @@ class CorrelatedShadowing:
 
     def _update(self, u, disp, inv_dc) -> None:
         # u <- rho u + sqrt(1 - rho²) z, in place. rho per client (scalar d_corr) or per link.
-        z = self._rng.standard_normal(u.shape)
+        z = self._scratch("z", u.shape)
+        self._rng.standard_normal(out=z)
         if np.ndim(inv_dc) == 0:
             rho = np.exp(-disp * float(inv_dc))  # (k,)
             z *= np.sqrt(1.0 - rho * rho)
         else:
-            rho = np.multiply(inv_dc, -disp)  # [n_bs, k]
+            rho = np.multiply(inv_dc, -disp, out=self._scratch("rho", u.shape))  # [n_bs, k]
             np.exp(rho, out=rho)
-            scale = np.multiply(rho, rho)
-            np.subtract(1.0, scale, out=scale)
-            np.sqrt(scale, out=scale)
-            z *= scale
+            c = np.multiply(rho, rho, out=self._scratch("c", u.shape))
+            np.subtract(1.0, c, out=c)
+            np.sqrt(c, out=c)
+            z *= c
         u *= rho
         u += z
+
+    def _scratch(self, key, shape) -> np.ndarray:
+        buf = self._bufs.get(key)
+        if buf is None or buf.shape != shape:
+            buf = self._bufs[key] = np.empty(shape)
+        return buf
 
     def value_db(self, displacement_m=0.0) -> np.ndarray:
         """Advance by ``displacement_m`` (see :meth:`advance`) and return the shadowing.

@@ -122,7 +122,9 @@ def test_coherence_time_and_doppler_values():
 
 
 def test_parameter_errors():
-    with pytest.raises(ValueError, match=r"'kind' parameter of BlockFading must be one of 'rayleigh', 'rician'. Got 'nakagami'"):
+    with pytest.raises(
+        ValueError, match=r"'kind' parameter of BlockFading must be one of 'rayleigh', 'rician'. Got 'nakagami'"
+    ):
         make("nakagami")
     with pytest.raises(ValueError, match=r"'block_s' parameter of BlockFading must be > 0. Got -1 instead"):
         make(block_s=-1.0)

@@ -72,8 +72,7 @@ def test_layout_validation_errors():
 
 
 def test_distances():
-    d2, d3 = distances_m(np.array([[0.0, 0.0], [100.0, 0.0]]), np.array([25.0, 10.0]),
-                         np.array([[30.0, 40.0]]), 1.5)
+    d2, d3 = distances_m(np.array([[0.0, 0.0], [100.0, 0.0]]), np.array([25.0, 10.0]), np.array([[30.0, 40.0]]), 1.5)
     assert d2[:, 0] == pytest.approx([50.0, math.hypot(70, 40)])
     assert d3[:, 0] == pytest.approx([math.hypot(50, 23.5), math.sqrt(70**2 + 40**2 + 8.5**2)])
 
@@ -90,11 +89,25 @@ def test_sector_antenna_pattern_table_7_3_1():
     # vertical pattern: a UE seen 10° below the horizon with a 10° downtilt gets no vertical loss
     h_bs, d = 25.0, 100.0
     h_ut = h_bs - d * math.tan(math.radians(10.0))
-    gv = sector_antenna_gain_db(az[:1], bs[:1], np.array([[d * math.cos(math.radians(30)), d * math.sin(math.radians(30))]]),
-                                8.0, downtilt_deg=10.0, bs_height_m=h_bs, ue_height_m=h_ut)
+    gv = sector_antenna_gain_db(
+        az[:1],
+        bs[:1],
+        np.array([[d * math.cos(math.radians(30)), d * math.sin(math.radians(30))]]),
+        8.0,
+        downtilt_deg=10.0,
+        bs_height_m=h_bs,
+        ue_height_m=h_ut,
+    )
     assert gv[0, 0] == pytest.approx(8.0)
-    gv0 = sector_antenna_gain_db(az[:1], bs[:1], np.array([[d * math.cos(math.radians(30)), d * math.sin(math.radians(30))]]),
-                                 8.0, downtilt_deg=0.0, bs_height_m=h_bs, ue_height_m=h_ut)
+    gv0 = sector_antenna_gain_db(
+        az[:1],
+        bs[:1],
+        np.array([[d * math.cos(math.radians(30)), d * math.sin(math.radians(30))]]),
+        8.0,
+        downtilt_deg=0.0,
+        bs_height_m=h_bs,
+        ue_height_m=h_ut,
+    )
     assert gv0[0, 0] == pytest.approx(8.0 - 12 * (10 / 65) ** 2)
 
 
@@ -105,13 +118,17 @@ def test_drop_in_cells_inside_union_and_min_distance():
     d = np.hypot(*(xy[None] - lay.site_xy_m[:, None]).transpose(2, 0, 1))  # [n_site, n]
     nearest = d.argmin(axis=0)
     assert d.min(axis=0).min() >= 35.0
-    inside = np.array([in_hexagon(xy[i:i + 1], lay.site_xy_m[nearest[i]], lay.cell_radius_m)[0] for i in range(len(xy))])
+    inside = np.array(
+        [in_hexagon(xy[i : i + 1], lay.site_xy_m[nearest[i]], lay.cell_radius_m)[0] for i in range(len(xy))]
+    )
     assert inside.all()
     counts = np.bincount(nearest, minlength=7)
     assert np.all(np.abs(counts - 1000) < 150)  # equal areas → equal shares
     x0, x1, y0, y1 = lay.bounds_m
     assert xy[:, 0].min() >= x0 and xy[:, 0].max() <= x1 and xy[:, 1].min() >= y0 and xy[:, 1].max() <= y1
-    with pytest.raises(ValueError, match=r"'min_distance_m' parameter of drop_uniform_in_cells must be in \[0, the cell inradius"):
+    with pytest.raises(
+        ValueError, match=r"'min_distance_m' parameter of drop_uniform_in_cells must be in \[0, the cell inradius"
+    ):
         drop_uniform_in_cells(rng, lay, 5, min_distance_m=400.0)
 
 
@@ -128,5 +145,7 @@ def test_drop_disc_rectangle_hotspots():
     near0 = np.hypot(hs[:, 0], hs[:, 1]) <= 50.0
     near1 = np.hypot(hs[:, 0] - 1000, hs[:, 1]) <= 10.0
     assert np.all(near0 | near1) and near0.mean() == pytest.approx(2 / 3, abs=0.02)
-    assert drop_uniform_disc(np.random.default_rng(5), 3, (0, 0), 10).tolist() == \
+    assert (
         drop_uniform_disc(np.random.default_rng(5), 3, (0, 0), 10).tolist()
+        == drop_uniform_disc(np.random.default_rng(5), 3, (0, 0), 10).tolist()
+    )

@@ -61,8 +61,9 @@ def test_downlink_sinr_matches_loop_oracle(mask_kind):
     gain = rng.uniform(-130, -70, (n_bs, n_ue))
     p_bs = rng.uniform(30, 46, n_bs)
     serving = rng.integers(0, n_bs, n_ue)
-    active = {"all": np.ones(n_bs, bool), "per_bs": rng.random(n_bs) < 0.5,
-              "per_link": rng.random((n_bs, n_ue)) < 0.5}[mask_kind]
+    active = {"all": np.ones(n_bs, bool), "per_bs": rng.random(n_bs) < 0.5, "per_link": rng.random((n_bs, n_ue)) < 0.5}[
+        mask_kind
+    ]
     want = dl_oracle(gain + p_bs[:, None], serving, active, -95.0)
     got = downlink_sinr_db(gain, p_bs, serving, -95.0, None if mask_kind == "all" else active)
     assert got == pytest.approx(want, abs=1e-9)
@@ -94,9 +95,13 @@ def test_uplink_sinr_matches_loop_oracle():
 
 def test_sinr_input_errors():
     g = np.zeros((3, 4))
-    with pytest.raises(ValueError, match=r"'serving' parameter of downlink_sinr_linear must hold BS indices in \[0, 2\]. Got 3"):
+    with pytest.raises(
+        ValueError, match=r"'serving' parameter of downlink_sinr_linear must hold BS indices in \[0, 2\]. Got 3"
+    ):
         downlink_sinr_linear(g, 1.0, np.array([0, 1, 2, 3]), 1.0)
-    with pytest.raises(ValueError, match=r"'transmitting' parameter of downlink_sinr_linear must have shape \(3,\) or \(3, 4\)"):
+    with pytest.raises(
+        ValueError, match=r"'transmitting' parameter of downlink_sinr_linear must have shape \(3,\) or \(3, 4\)"
+    ):
         downlink_sinr_linear(g, 1.0, np.zeros(4, int), 1.0, np.ones(5, bool))
 
 
@@ -139,10 +144,40 @@ def test_association_time_to_trigger():
 
 
 # TS 38.214 Table 5.2.2.1-2 and 5.2.2.1-3, copied from the specification.
-SPEC_64QAM = [0.1523, 0.2344, 0.3770, 0.6016, 0.8770, 1.1758, 1.4766, 1.9141, 2.4063,
-              2.7305, 3.3223, 3.9023, 4.5234, 5.1152, 5.5547]
-SPEC_256QAM = [0.1523, 0.3770, 0.8770, 1.4766, 1.9141, 2.4063, 2.7305, 3.3223, 3.9023,
-               4.5234, 5.1152, 5.5547, 6.2266, 6.9141, 7.4063]
+SPEC_64QAM = [
+    0.1523,
+    0.2344,
+    0.3770,
+    0.6016,
+    0.8770,
+    1.1758,
+    1.4766,
+    1.9141,
+    2.4063,
+    2.7305,
+    3.3223,
+    3.9023,
+    4.5234,
+    5.1152,
+    5.5547,
+]
+SPEC_256QAM = [
+    0.1523,
+    0.3770,
+    0.8770,
+    1.4766,
+    1.9141,
+    2.4063,
+    2.7305,
+    3.3223,
+    3.9023,
+    4.5234,
+    5.1152,
+    5.5547,
+    6.2266,
+    6.9141,
+    7.4063,
+]
 
 
 def test_cqi_tables_are_the_spec():
@@ -185,8 +220,14 @@ def test_shannon_gap_and_cap():
     assert float(shannon_rate_bps(60.0, 1.0, max_se_bps_hz=7.4063)) == pytest.approx(7.4063)
 
 
-@pytest.mark.parametrize("mapper", [RateMapper("shannon"), RateMapper("shannon", gap_db=2.0, max_se_bps_hz=6.0),
-                                    RateMapper("cqi", table="64qam", overhead=0.1)])
+@pytest.mark.parametrize(
+    "mapper",
+    [
+        RateMapper("shannon"),
+        RateMapper("shannon", gap_db=2.0, max_se_bps_hz=6.0),
+        RateMapper("cqi", table="64qam", overhead=0.1),
+    ],
+)
 def test_rate_mapper_paths_and_rayleigh_mean(mapper):
     s_db = np.array([-5.0, 5.0, 15.0, 25.0])
     assert mapper.rate_from_linear_bps(db_to_linear(s_db), 10e6) == pytest.approx(mapper.rate_bps(s_db, 10e6))

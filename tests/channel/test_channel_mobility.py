@@ -33,10 +33,16 @@ def trace_model():
 
 FACTORIES = {
     "static": lambda seed: Static(start(), BOUNDS),
-    "random_waypoint": lambda seed: RandomWaypoint(start(), BOUNDS, (1.0, 3.0), (0.0, 4.0), rng=np.random.default_rng(seed)),
-    "random_direction": lambda seed: RandomDirection(start(), BOUNDS, (1.0, 3.0), (5.0, 20.0), (0.0, 2.0), rng=np.random.default_rng(seed)),
+    "random_waypoint": lambda seed: RandomWaypoint(
+        start(), BOUNDS, (1.0, 3.0), (0.0, 4.0), rng=np.random.default_rng(seed)
+    ),
+    "random_direction": lambda seed: RandomDirection(
+        start(), BOUNDS, (1.0, 3.0), (5.0, 20.0), (0.0, 2.0), rng=np.random.default_rng(seed)
+    ),
     "gauss_markov": lambda seed: GaussMarkov(start(), BOUNDS, 5.0, 0.8, 0.5, rng=np.random.default_rng(seed)),
-    "constant_velocity": lambda seed: ConstantVelocity([-90, -40], [90, 40], np.linspace(1, 30, N), offset_m=np.linspace(0, 50, N), bounds_m=BOUNDS),
+    "constant_velocity": lambda seed: ConstantVelocity(
+        [-90, -40], [90, 40], np.linspace(1, 30, N), offset_m=np.linspace(0, 50, N), bounds_m=BOUNDS
+    ),
     "trace": lambda seed: trace_model(),
 }
 RANDOM = {"random_waypoint", "random_direction", "gauss_markov"}
@@ -96,14 +102,28 @@ def test_random_direction_modes():
     assert s[s > 0].min() >= 1.0 - 1e-9 and s.max() <= 3.0 + 1e-9
     b = RandomDirection(start(), BOUNDS, (2.0, 2.0), pause_s=(1.0, 1.0), mode="border", rng=np.random.default_rng(5))
     b.positions_m(400.0)
-    ends = b._xy[:, 1: b.n_waypoints: 2]  # arrival points are on the border
-    on = np.isclose(ends[..., 0], -100) | np.isclose(ends[..., 0], 100) | np.isclose(ends[..., 1], -50) | np.isclose(ends[..., 1], 50)
+    ends = b._xy[:, 1 : b.n_waypoints : 2]  # arrival points are on the border
+    on = (
+        np.isclose(ends[..., 0], -100)
+        | np.isclose(ends[..., 0], 100)
+        | np.isclose(ends[..., 1], -50)
+        | np.isclose(ends[..., 1], 50)
+    )
     assert on.all()
 
 
 def test_gauss_markov_constant_velocity_limit_and_reflection():
-    m = GaussMarkov(np.zeros((1, 2)), BOUNDS, 10.0, 1.0, 1.0, rng=np.random.default_rng(0),
-                    speed_std_mps=0.0, direction_std_rad=0.0, mean_direction_rad=0.0)
+    m = GaussMarkov(
+        np.zeros((1, 2)),
+        BOUNDS,
+        10.0,
+        1.0,
+        1.0,
+        rng=np.random.default_rng(0),
+        speed_std_mps=0.0,
+        direction_std_rad=0.0,
+        mean_direction_rad=0.0,
+    )
     assert m.positions_m(5.0).tolist() == [[50.0, 0.0]]
     assert m.positions_m(12.0).tolist() == [[80.0, 0.0]]  # 120 m reflects off x = 100
     assert m.velocities_mps(12.0).tolist() == [[-10.0, 0.0]]
@@ -131,7 +151,9 @@ def test_forget_before_keeps_answers_and_rejects_the_past():
 
 
 def test_parameter_errors():
-    with pytest.raises(ValueError, match=r"'speed_mps' parameter of RandomWaypoint must be a \(low, high\) pair with high >= low > 0"):
+    with pytest.raises(
+        ValueError, match=r"'speed_mps' parameter of RandomWaypoint must be a \(low, high\) pair with high >= low > 0"
+    ):
         RandomWaypoint(start(), BOUNDS, (0.0, 1.0), rng=np.random.default_rng(0))
     with pytest.raises(ValueError, match=r"'start_xy_m' parameter of GaussMarkov must lie inside bounds_m"):
         GaussMarkov(start() + 1000, BOUNDS, rng=np.random.default_rng(0))
@@ -191,3 +213,13 @@ def test_trace_malformed_files(tmp_path, text, match):
 def test_trace_missing_file(tmp_path):
     with pytest.raises(TraceFormatError, match=r"no such trace file"):
         TraceReplay.from_csv(tmp_path / "nope.csv")
+
+
+def test_random_models_need_a_generator():
+    with pytest.raises(
+        TypeError, match=r"'rng' parameter of RandomWaypoint must be a numpy.random.Generator. Got NoneType"
+    ):
+        RandomWaypoint(start(), BOUNDS, (1.0, 2.0))
+    # rng may be passed in the documented position
+    m = GaussMarkov(start(), BOUNDS, 1.0, 0.5, 1.0, np.random.default_rng(0))
+    assert m.positions_m(3.0).shape == (N, 2)

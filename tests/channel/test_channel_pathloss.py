@@ -93,7 +93,9 @@ def test_free_space_and_log_distance_reference():
     # FSPL = 20 log10(4π·100·2.4e9/299792458) = 80.0520 dB
     assert float(FreeSpace().pathloss_db(100.0, 100.0, 2.4e9, 10.0, 10.0)) == pytest.approx(80.052008, abs=1e-5)
     # PL0 = FSPL(1 m, 2.4 GHz) = 40.0520; n = 3.5: 40.0520 + 35·log10(100) = 110.0520
-    assert float(LogDistance(exponent=3.5).pathloss_db(100.0, 100.0, 2.4e9, 1, 1)) == pytest.approx(110.052008, abs=1e-5)
+    assert float(LogDistance(exponent=3.5).pathloss_db(100.0, 100.0, 2.4e9, 1, 1)) == pytest.approx(
+        110.052008, abs=1e-5
+    )
     # 60 + 30 log10(1000/10) = 120
     m = LogDistance(exponent=3.0, ref_distance_m=10.0, ref_loss_db=60.0)
     assert float(m.pathloss_db(1000.0, 1000.0, 2.4e9, 1, 1)) == pytest.approx(120.0, abs=1e-9)
@@ -133,17 +135,32 @@ def test_contract_monotone_and_nlos_at_least_los(name):
 @pytest.mark.parametrize(
     "model, kwargs, match",
     [
-        (UMa(), dict(carrier_hz=2e12, h_bs_m=25.0, h_ut_m=1.5),
-         r"The 'carrier_hz' parameter of UMa must be in \[0.5e9, 100e9\]. Got 2e\+12 instead."),
-        (UMa(), dict(carrier_hz=3.5e9, h_bs_m=25.0, h_ut_m=30.0),
-         r"The 'h_ut_m' parameter of UMa must be in \[1.5, 22.5\]. Got 30 instead."),
-        (UMiStreetCanyon(), dict(carrier_hz=0.2e9, h_bs_m=10.0, h_ut_m=1.5),
-         r"'carrier_hz' parameter of UMiStreetCanyon must be in \[0.5e9, 100e9\]"),
-        (RMa(), dict(carrier_hz=40e9, h_bs_m=35.0, h_ut_m=1.5),
-         r"'carrier_hz' parameter of RMa must be in \[0.5e9, 30e9\]. Got 4e\+10 instead."),
+        (
+            UMa(),
+            dict(carrier_hz=2e12, h_bs_m=25.0, h_ut_m=1.5),
+            r"The 'carrier_hz' parameter of UMa must be in \[0.5e9, 100e9\]. Got 2e\+12 instead.",
+        ),
+        (
+            UMa(),
+            dict(carrier_hz=3.5e9, h_bs_m=25.0, h_ut_m=30.0),
+            r"The 'h_ut_m' parameter of UMa must be in \[1.5, 22.5\]. Got 30 instead.",
+        ),
+        (
+            UMiStreetCanyon(),
+            dict(carrier_hz=0.2e9, h_bs_m=10.0, h_ut_m=1.5),
+            r"'carrier_hz' parameter of UMiStreetCanyon must be in \[0.5e9, 100e9\]",
+        ),
+        (
+            RMa(),
+            dict(carrier_hz=40e9, h_bs_m=35.0, h_ut_m=1.5),
+            r"'carrier_hz' parameter of RMa must be in \[0.5e9, 30e9\]. Got 4e\+10 instead.",
+        ),
         (RMa(), dict(carrier_hz=3.5e9, h_bs_m=5.0, h_ut_m=1.5), r"'h_bs_m' parameter of RMa must be in \[10, 150\]"),
-        (RMa(), dict(carrier_hz=3.5e9, h_bs_m=35.0, h_ut_m=np.array([1.5, 12.0])),
-         r"'h_ut_m' parameter of RMa must be in \[1, 10\]. Got 12 at index 1 instead."),
+        (
+            RMa(),
+            dict(carrier_hz=3.5e9, h_bs_m=35.0, h_ut_m=np.array([1.5, 12.0])),
+            r"'h_ut_m' parameter of RMa must be in \[1, 10\]. Got 12 at index 1 instead.",
+        ),
         (InHOffice(), dict(carrier_hz=120e9, h_bs_m=3.0, h_ut_m=1.0), r"'carrier_hz' parameter of InHOffice"),
     ],
 )
@@ -215,7 +232,11 @@ def test_rma_shadow_std_depends_on_breakpoint():
     with pytest.raises(ValueError, match=r"'d2d_m' parameter of RMa.shadow_std_db must be given"):
         m.shadow_std_db(np.array([True]))
     plan = m.plan(3.5e9, 35.0, 1.5)
-    assert plan.shadow_std_db(np.array([1000.0, 5000.0, 1000.0]) ** 2, np.array([True, True, False])).tolist() == [4.0, 6.0, 8.0]
+    assert plan.shadow_std_db(np.array([1000.0, 5000.0, 1000.0]) ** 2, np.array([True, True, False])).tolist() == [
+        4.0,
+        6.0,
+        8.0,
+    ]
 
 
 def test_draw_los_frequency():

@@ -52,7 +52,9 @@ def test_piecewise_constant_within_a_block_and_new_block_changes():
     assert rc.gain_db(0.0099999, xy, 3.0) is g0
     g1 = rc.gain_db(0.01, xy, 3.0)
     assert rc.block == 1 and not np.array_equal(g0, g1)
-    with pytest.raises(ValueError, match=r"asked for block 0 \(t_s=0.005\) after block 1: blocks must be requested in non-decreasing"):
+    with pytest.raises(
+        ValueError, match=r"asked for block 0 \(t_s=0.005\) after block 1: blocks must be requested in non-decreasing"
+    ):
         rc.gain_db(0.005, xy, 3.0)
 
 
@@ -78,7 +80,8 @@ def test_gain_equals_antenna_minus_pathloss_without_random_parts(n_sectors):
         g = rc.gain_db(0.0, xy, 0.0)
         d2, d3 = distances_m(lay.bs_xy_m, lay.bs_height_m, xy, 1.5)
         want = sector_antenna_gain_db(lay.bs_azimuth_deg, lay.bs_xy_m, xy, 8.0) - UMa().pathloss_db(
-            d2, d3, 3.5e9, lay.bs_height_m[:, None], 1.5, mode == "los")
+            d2, d3, 3.5e9, lay.bs_height_m[:, None], 1.5, mode == "los"
+        )
         assert g == pytest.approx(want, abs=1e-9)
 
 
@@ -104,11 +107,20 @@ def test_rician_on_los_links_only():
     xy = np.stack([np.linspace(20, 250, 20000), np.zeros(20000)], axis=1)
     var = {}
     for mode in ("los", "nlos"):
-        rc = RadioChannel(lay, UMa(), 3.5e9, 1.5, 20000, fading={"kind": "rician_los", "k_factor_db": 9.0},
-                          shadowing=False, rngs=rngs(6), los_mode=mode)
+        rc = RadioChannel(
+            lay,
+            UMa(),
+            3.5e9,
+            1.5,
+            20000,
+            fading={"kind": "rician_los", "k_factor_db": 9.0},
+            shadowing=False,
+            rngs=rngs(6),
+            los_mode=mode,
+        )
         rc.gain_db(0.0, xy, 1.0)
         var[mode] = rc.fading_power.var()
-    k = 10 ** 0.9
+    k = 10**0.9
     assert var["los"] == pytest.approx((2 * k + 1) / (k + 1) ** 2, rel=0.1)
     assert var["nlos"] == pytest.approx(1.0, rel=0.1)
 
@@ -132,7 +144,9 @@ def test_mobility_convenience_uses_block_start():
 
 def test_configuration_errors_and_range_warning():
     lay = hex_grid(1, 500.0)
-    with pytest.raises(ValueError, match=r"'rngs' parameter of RadioChannel must have keys \['los', 'shadowing', 'fading'\]"):
+    with pytest.raises(
+        ValueError, match=r"'rngs' parameter of RadioChannel must have keys \['los', 'shadowing', 'fading'\]"
+    ):
         RadioChannel(lay, "uma", 3.5e9, 1.5, 10, fading={"kind": "rayleigh"}, rngs={"los": np.random.default_rng()})
     with pytest.raises(ValueError, match=r"'fading' parameter of RadioChannel has unknown keys \['doppler'\]"):
         RadioChannel(lay, "uma", 3.5e9, 1.5, 10, fading={"doppler": 1}, rngs=rngs())
@@ -142,6 +156,10 @@ def test_configuration_errors_and_range_warning():
         RadioChannel(hex_grid(1, 1732.0, height_m=35.0), "rma", 60e9, 1.5, 10, rngs=rngs())
     with pytest.raises(ValueError, match=r"'ue_xy_m' parameter of RadioChannel must have shape \(10, 2\)"):
         RadioChannel(lay, "uma", 3.5e9, 1.5, 10, rngs=rngs()).gain_db(0.0, np.zeros((3, 2)), 0.0)
+    with pytest.raises(TypeError, match=r"'rngs' parameter of RadioChannel must be a mapping of named generators"):
+        RadioChannel(lay, "uma", 3.5e9, 1.5, 10, rngs=np.random.default_rng())
+    with pytest.warns(UserWarning, match=r"fading\['k_factor_db'\] is ignored for kind='rayleigh'"):
+        RadioChannel(lay, "uma", 3.5e9, 1.5, 10, fading={"kind": "rayleigh", "k_factor_db": 6.0}, rngs=rngs())
     with pytest.warns(UserWarning, match=r"beyond the 5000 m validity of UMa"):
         RadioChannel(single_cell(8000.0), "uma", 3.5e9, 1.5, 10, rngs=rngs())
     with warnings.catch_warnings():

@@ -70,7 +70,9 @@ def test_reset_replays_and_seeds_differ():
 
 
 def test_parameter_errors():
-    with pytest.raises(ValueError, match=r"'decorrelation_m' parameter of CorrelatedShadowing must be > 0. Got 0 instead"):
+    with pytest.raises(
+        ValueError, match=r"'decorrelation_m' parameter of CorrelatedShadowing must be > 0. Got 0 instead"
+    ):
         CorrelatedShadowing(6.0, 0.0, 1, 1, np.random.default_rng(0))
     with pytest.raises(TypeError, match=r"'rng' parameter of CorrelatedShadowing must be a numpy.random.Generator"):
         CorrelatedShadowing(6.0, 10.0, 1, 1, 42)
