@@ -47,6 +47,7 @@ from .link import (
     sinr_db,
     thermal_noise_dbm,
     uplink_sinr_db,
+    uplink_interference_mw,
     uplink_sinr_linear,
     watt_to_dbm,
 )
@@ -134,6 +135,7 @@ __all__ = [
     "downlink_sinr_db",
     "downlink_sinr_linear",
     "uplink_sinr_db",
+    "uplink_interference_mw",
     "uplink_sinr_linear",
     "Association",
     "CQI_TABLES",

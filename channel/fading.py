@@ -22,6 +22,12 @@ between them is then J0² of the true lag, as Jakes predicts, whereas ρ₁ⁿ d
 monotonically and misses J0's oscillation. For consecutive blocks both rules agree. The
 consequence (documented, tested) is that a realisation depends on which blocks were
 requested — deterministic for a given seed and query sequence, as in the simulator.
+
+Clients are independent: each keeps its own block index, and :meth:`BlockFading.advance_to`
+and :meth:`BlockFading.power_into` accept ``cols`` (client indices) to advance or read only
+those clients. Random numbers are counter-based (:mod:`channel._keyed`): the innovation of
+client u on the jump to block k is a fixed function of (seed, u, k, BS), so a client's
+fading is the same whichever other clients are advanced with it, or not at all.
 """
 
 from __future__ import annotations
@@ -29,7 +35,8 @@ from __future__ import annotations
 import numpy as np
 from scipy.special import j0
 
-from ._checks import check_choice, check_nonnegative, check_positive, check_range, child_rng, make_child, per_client
+from ._checks import check_choice, check_nonnegative, check_positive, check_range, child_rng, per_client
+from ._keyed import KeyedStream
 
 __all__ = ["BlockFading", "doppler_hz", "coherence_time_s", "SPEED_OF_LIGHT_MPS"]
 
@@ -69,7 +76,8 @@ class BlockFading:
         min_speed_mps: speeds below this are raised to it (a floor on the Doppler shift,
             so that the fading of a parked client still evolves; 0 keeps it frozen).
 
-    State: the scattered part s, [2, n_bs, n_ue] float64 (real and imaginary planes).
+    State: the scattered part s, [2, n_bs, n_ue] float64 (real and imaginary planes), and
+    the block each client is at.
     """
 
     def __init__(
@@ -141,15 +149,16 @@ class BlockFading:
     # -- state -------------------------------------------------------------------------
     def reset(self) -> None:
         """Back to the initial state (no block drawn yet); the same draws follow."""
-        self._rng = make_child(self._seed)
-        self._s = np.empty((2, self.n_bs, self.n_ue))
-        self._z = None  # scratch for innovations, allocated on first use
+        self._init = KeyedStream(self._seed, self.n_bs, purpose=0)  # initial state
+        self._innov = KeyedStream(self._seed, self.n_bs, purpose=1)  # jump innovations
+        self._s = np.zeros((2, self.n_bs, self.n_ue))
+        self._at = np.full(self.n_ue, -1, dtype=np.int64)  # block of each client (−1: none)
         self._block = None
-        self._power = np.empty((self.n_bs, self.n_ue))
         self._cos = self._sin = None
         if self.kind == "rician":
             if self.los_phase == "random":
-                phi = self._rng.random((self.n_bs, self.n_ue)) * (2.0 * np.pi)
+                u = KeyedStream(self._seed, self.n_bs, purpose=2).uniform(np.arange(self.n_ue), 0)
+                phi = u * (2.0 * np.pi)  # [n_bs, n_ue]
                 self._cos, self._sin = np.cos(phi), np.sin(phi)
             else:
                 self._cos, self._sin = 1.0, 0.0
@@ -157,64 +166,95 @@ class BlockFading:
 
     @property
     def block(self) -> int | None:
-        """Index of the block the state is at (None before the first call)."""
+        """Latest block any client was advanced to (None before the first call)."""
         return self._block
 
-    def rho(self, n_blocks: int, speeds_mps) -> np.ndarray:
-        """Correlation ρ = J0(2π f_D n·block_s) applied for a jump of ``n_blocks``, (n_ue,)."""
-        v = np.maximum(per_client(speeds_mps, self.n_ue), self.min_speed_mps)
+    @property
+    def client_block(self) -> np.ndarray:
+        """(n_ue,) int64: the block each client's state is at (−1: not drawn yet). Read-only."""
+        v = self._at.view()
+        v.flags.writeable = False
+        return v
+
+    def rho(self, n_blocks, speeds_mps) -> np.ndarray:
+        """Correlation ρ = J0(2π f_D n·block_s) applied for a jump of ``n_blocks`` blocks.
+
+        ``n_blocks`` and ``speeds_mps`` (m/s) broadcast: per-client arrays give one ρ per
+        client of theirs; two scalars give (n_ue,)."""
+        shape = np.broadcast_shapes(np.shape(n_blocks), np.shape(speeds_mps)) or (self.n_ue,)
+        v = np.asarray(speeds_mps, dtype=float)
+        if v.shape != shape:
+            v = np.broadcast_to(v, shape)
+        v = np.maximum(v, self.min_speed_mps)
         if self.iid:
-            return np.zeros(self.n_ue)
-        return j0(2.0 * np.pi * doppler_hz(v, self.carrier_hz) * (n_blocks * self.block_s))
+            return np.zeros(shape)
+        return j0(2.0 * np.pi * doppler_hz(v, self.carrier_hz) * (np.asarray(n_blocks) * self.block_s))
 
-    def advance_to(self, block_index: int, speeds_mps) -> bool:
-        """Move the scattered state to ``block_index``; returns whether it changed.
+    def advance_to(self, block_index: int, speeds_mps, cols=None) -> bool:
+        """Move the scattered state of clients ``cols`` (default: all) to ``block_index``;
+        returns whether any value changed.
 
-        Raises ValueError for a block before the current one.
+        Args:
+            block_index: int >= 0, not before any of these clients' current block.
+            speeds_mps: scalar or one speed per client of ``cols``, m/s.
+            cols: None (every client) or (m,) distinct client indices.
+
+        A client not drawn yet starts from its stationary draw; a client already at the
+        block is left alone; the others jump with ρ = J0(2π f_D Δn·block_s) over their own
+        Δn (clients with ρ = 1, i.e. static ones, keep their state).
         """
         k = int(block_index)
         if k < 0:
             raise ValueError(f"The 'block_index' parameter of BlockFading must be >= 0. Got {k} instead.")
-        if self._block is None:
-            self._rng.standard_normal(out=self._s)
-            self._s *= np.sqrt(0.5)
-            self._block = k
-            return True
-        if k == self._block:
-            return False
-        if k < self._block:
+        every = cols is None
+        ids = None if every else np.asarray(cols, dtype=np.int64)
+        at = self._at if every else self._at[ids]
+        if at.size and int(at.max()) > k:
             raise ValueError(
                 f"The 'block_index' parameter of BlockFading must not go back in time: the state is at "
-                f"block {self._block}. Got {k} instead. Call reset() to start over."
+                f"block {int(at.max())}. Got {k} instead. Call reset() to start over."
             )
-        rho = self.rho(k - self._block, speeds_mps)  # (n_ue,)
-        self._block = k
-        changed = rho != 1.0
-        n_changed = int(np.count_nonzero(changed))
-        if n_changed == 0:
-            return False
-        if n_changed == self.n_ue:
-            if self._z is None:
-                self._z = np.empty_like(self._s)
-            z = self._z
-            self._rng.standard_normal(out=z)
-            z *= np.sqrt(0.5 * (1.0 - rho * rho))  # innovation std per plane, broadcast over n_ue
-            if self.iid:
-                self._s, self._z = z, self._s  # ρ = 0: the innovation is the new state
-            else:
-                self._s *= rho
-                self._s += z
+        self._block = k if self._block is None else max(self._block, k)
+        speeds = per_client(speeds_mps, at.size)
+        changed = False
+        fresh = at < 0
+        if fresh.any():  # stationary initial draw
+            f = (np.arange(self.n_ue) if every else ids)[fresh]
+            self._s[0][:, f], self._s[1][:, f] = self._init.complex_normal(f, 0)  # CN(0, 1)
+            changed = True
+        jump = (at >= 0) & (at < k)
+        if jump.any():
+            rho = self.rho(k - at[jump], speeds[jump])
+            move = rho != 1.0
+            if move.any():
+                pos = np.flatnonzero(jump)[move]
+                who = pos if every else ids[pos]
+                r = rho[move]
+                re, im = self._innov.complex_normal(who, k + 1)  # CN(0, 1) innovations
+                sd = np.sqrt(1.0 - r * r)
+                if every and who.size == self.n_ue:  # all clients: in place, no gathers
+                    self._s *= r
+                    re *= sd
+                    im *= sd
+                    self._s[0] += re
+                    self._s[1] += im
+                else:
+                    self._s[0][:, who] = self._s[0][:, who] * r + re * sd
+                    self._s[1][:, who] = self._s[1][:, who] * r + im * sd
+                changed = True
+        if every:
+            self._at[:] = k
         else:
-            idx = np.flatnonzero(changed)
-            r = rho[idx]
-            z = self._rng.standard_normal((2, self.n_bs, idx.size))
-            z *= np.sqrt(0.5 * (1.0 - r * r))
-            self._s[:, :, idx] = self._s[:, :, idx] * r + z
-        return True
+            self._at[ids] = k
+        return changed
 
-    def power_into(self, out: np.ndarray, tmp: np.ndarray | None = None) -> np.ndarray:
-        """Write |h|² of the current block into ``out`` ([n_bs, n_ue] float64)."""
-        re, im = self._s[0], self._s[1]
+    def power_into(self, out: np.ndarray, tmp: np.ndarray | None = None, cols=None) -> np.ndarray:
+        """Write |h|² of the clients' current blocks into ``out`` ([n_bs, n_ue], or
+        [n_bs, m] for ``cols`` of m clients) and return it."""
+        if cols is None:
+            re, im = self._s[0], self._s[1]
+        else:
+            re, im = self._s[0][:, cols], self._s[1][:, cols]
         if tmp is None:
             tmp = np.empty_like(out)
         if self.kind == "rayleigh":
@@ -223,12 +263,14 @@ class BlockFading:
             out += tmp
             return out
         # Rician: x = a·e^{jφ} + b·s
-        b = self._diff_amp
+        b, lr, li = self._diff_amp, self._los_re, self._los_im
+        if cols is not None:
+            b, lr, li = (x if np.ndim(x) == 0 else x[:, cols] for x in (b, lr, li))
         np.multiply(re, b, out=out)
-        out += self._los_re
+        out += lr
         np.square(out, out=out)
         np.multiply(im, b, out=tmp)
-        tmp += self._los_im
+        tmp += li
         np.square(tmp, out=tmp)
         out += tmp
         return out
@@ -247,9 +289,13 @@ class BlockFading:
         self.advance_to(block_index, speeds_mps)
         return self.power_into(np.empty((self.n_bs, self.n_ue)))
 
-    def coefficients(self) -> np.ndarray:
-        """Complex gains h of the current block, [n_bs, n_ue] complex128 (a new array)."""
-        s = self._s[0] + 1j * self._s[1]
+    def coefficients(self, cols=None) -> np.ndarray:
+        """Complex gains h of the clients' current blocks, [n_bs, n_ue] (or [n_bs, m] for
+        ``cols``) complex128 (a new array)."""
+        sel = slice(None) if cols is None else cols
+        s = self._s[0][:, sel] + 1j * self._s[1][:, sel]
         if self.kind == "rayleigh":
             return s
-        return self._los_amp * (self._cos + 1j * self._sin) + self._diff_amp * s
+        a, b, c, si = (x if np.ndim(x) == 0 else x[:, sel]
+                       for x in (self._los_amp, self._diff_amp, self._cos, self._sin))
+        return a * (c + 1j * si) + b * s

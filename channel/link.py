@@ -221,10 +221,33 @@ def uplink_sinr_linear(
     if interference_weight is not None:
         w = w * check_nonnegative(np.broadcast_to(interference_weight, (n_ue,)), "interference_weight", owner)
     idx = np.flatnonzero(w > 0.0)
-    total_at_bs = g[:, idx] @ w[idx]  # (n_bs,): power from all transmitters at each BS
-    own_at_bs = np.bincount(s[idx], weights=g_serv[idx] * w[idx], minlength=n_bs)
-    interference = np.maximum(total_at_bs - own_at_bs, 0.0)[s]
+    interference = uplink_interference_mw(g[:, idx], w[idx], s[idx])[s]
     return signal / (interference + noise_mw)
+
+
+def uplink_interference_mw(gain_linear, tx_power_mw, serving) -> np.ndarray:
+    """Uplink co-channel interference at each BS, mW, (n_bs,) float64.
+
+    I_b = Σ_{v: s_v ≠ b} P_v g[b, v] over the transmitting clients v given (clients of a
+    cell are orthogonal, OFDMA, so a cell's own transmitters do not count at its BS). A
+    client served by b then has SINR P_u g[b, u] / (I_b + N): this is the part of
+    :func:`uplink_sinr_linear` that depends on the transmitters only, for callers that
+    evaluate clients in batches against one set of transmitters.
+
+    Args:
+        gain_linear: [n_bs, n_tx] float64, linear gains of the transmitters.
+        tx_power_mw: (n_tx,) mW (interference weights included).
+        serving: (n_tx,) int, their serving BSs.
+    """
+    g = np.asarray(gain_linear, dtype=float)
+    n_bs, n_tx = g.shape
+    if n_tx == 0:
+        return np.zeros(n_bs)
+    w = np.asarray(tx_power_mw, dtype=float)
+    s = np.asarray(serving, dtype=np.int64)
+    total_at_bs = g @ w  # (n_bs,): power from all transmitters at each BS
+    own_at_bs = np.bincount(s, weights=g[s, np.arange(n_tx)] * w, minlength=n_bs)
+    return np.maximum(total_at_bs - own_at_bs, 0.0)
 
 
 def uplink_sinr_db(gain_db, tx_power_dbm, serving, transmitting, noise_dbm, interference_weight=None) -> np.ndarray:
@@ -260,14 +283,21 @@ class Association:
     ``time_to_trigger_s``. With TTT = 0 the handover happens at the first update that
     meets the condition. Inside the hysteresis band nothing changes (no ping-pong).
 
+    Clients are independent: :meth:`update` with ``cols`` updates only those clients (a
+    client first seen attaches to its strongest BS); the rule then counts that client's
+    own updates.
+
     Args:
         hysteresis_db: >= 0, dB.
         time_to_trigger_s: >= 0, s.
+        n_ue: number of clients; needed only for :meth:`update` with ``cols`` (otherwise
+            the first call's RSRP gives it).
     """
 
-    def __init__(self, hysteresis_db: float = 3.0, time_to_trigger_s: float = 0.0) -> None:
+    def __init__(self, hysteresis_db: float = 3.0, time_to_trigger_s: float = 0.0, n_ue: int | None = None) -> None:
         self.hysteresis_db = check_nonnegative(hysteresis_db, "hysteresis_db", "Association")
         self.time_to_trigger_s = check_nonnegative(time_to_trigger_s, "time_to_trigger_s", "Association")
+        self.n_ue = None if n_ue is None else int(n_ue)
         self.reset()
 
     def reset(self) -> None:
@@ -278,8 +308,14 @@ class Association:
 
     @property
     def serving(self) -> np.ndarray | None:
-        """(n_ue,) int64, current serving BS (a copy), or None before :meth:`initial`."""
+        """(n_ue,) int64, current serving BS (a copy; −1 for clients not attached yet), or
+        None before the first call."""
         return None if self._serving is None else self._serving.copy()
+
+    def _allocate(self, n_ue: int) -> None:
+        self._serving = np.full(n_ue, -1, dtype=np.int64)
+        self._candidate = np.full(n_ue, -1, dtype=np.int64)
+        self._since = np.zeros(n_ue)
 
     def initial(self, rsrp_dbm) -> np.ndarray:
         """Attach every client to its strongest BS (ties: lowest index). Returns (n_ue,) int64."""
@@ -288,30 +324,39 @@ class Association:
             raise ValueError(
                 f"The 'rsrp_dbm' parameter of Association must have shape (n_bs, n_ue). Got shape {r.shape} instead."
             )
-        self._serving = np.argmax(r, axis=0).astype(np.int64)
-        self._candidate = np.full(r.shape[1], -1, dtype=np.int64)
-        self._since = np.zeros(r.shape[1])
+        self._allocate(r.shape[1])
+        self._serving[:] = np.argmax(r, axis=0)
         return self._serving.copy()
 
-    def update(self, t_s: float, rsrp_dbm) -> tuple[np.ndarray, np.ndarray]:
+    def update(self, t_s: float, rsrp_dbm, cols=None) -> tuple[np.ndarray, np.ndarray]:
         """Apply the handover rule at time ``t_s`` (non-decreasing across calls).
 
         Args:
             t_s: simulated time, s.
-            rsrp_dbm: [n_bs, n_ue], dBm.
+            rsrp_dbm: [n_bs, n_ue], dBm; with ``cols``, [n_bs, m] for those clients.
+            cols: None (every client) or (m,) distinct client indices.
 
         Returns:
-            (serving (n_ue,) int64, handover (n_ue,) bool — True where the serving BS changed).
-            The first call without :meth:`initial` attaches by :meth:`initial` (no handovers).
+            (serving (n,) int64, handover (n,) bool — True where the serving BS changed),
+            n = n_ue or m. The first call without :meth:`initial` attaches by :meth:`initial`
+            (no handovers); with ``cols``, clients seen for the first time attach likewise.
         """
         r = np.asarray(rsrp_dbm, dtype=float)
-        if self._serving is None:
+        if cols is None and self._serving is None:
             self._t = float(t_s)
             s = self.initial(r)
             return s, np.zeros(s.shape, dtype=bool)
-        if r.shape[1] != self._serving.shape[0]:
+        if cols is not None and self._serving is None:
+            if self.n_ue is None:
+                raise ValueError(
+                    "Association.update with 'cols' needs the number of clients: pass n_ue to "
+                    "Association(...) or call initial() first."
+                )
+            self._allocate(self.n_ue)
+        n_cols = self._serving.shape[0] if cols is None else len(cols)
+        if r.ndim != 2 or r.shape[1] != n_cols:
             raise ValueError(
-                f"The 'rsrp_dbm' parameter of Association.update must have {self._serving.shape[0]} "
+                f"The 'rsrp_dbm' parameter of Association.update must have {n_cols} "
                 f"columns (clients). Got shape {r.shape} instead."
             )
         if t_s < self._t:
@@ -319,16 +364,22 @@ class Association:
                 f"The 't_s' parameter of Association.update must not decrease. Got {t_s:g} after {self._t:g} instead."
             )
         self._t = float(t_s)
-        cols = np.arange(r.shape[1])
+        ids = slice(None) if cols is None else np.asarray(cols, dtype=np.int64)
+        serving, cand, since = self._serving[ids], self._candidate[ids], self._since[ids]
+        idx = np.arange(n_cols)
         best = np.argmax(r, axis=0)
-        better = r[best, cols] > r[self._serving, cols] + self.hysteresis_db
-        new_cand = better & (best != self._candidate)
-        self._since[new_cand] = t_s
-        self._candidate = np.where(better, best, -1)
-        fire = better & (t_s - self._since >= self.time_to_trigger_s)
-        self._serving = np.where(fire, best, self._serving)
-        self._candidate[fire] = -1
-        return self._serving.copy(), fire
+        new = serving < 0  # first seen: attach, no handover
+        if new.any():
+            serving = np.where(new, best, serving)
+        better = r[best, idx] > r[serving, idx] + self.hysteresis_db
+        new_cand = better & (best != cand)
+        since = np.where(new_cand, t_s, since)
+        cand = np.where(better, best, -1)
+        fire = better & (t_s - since >= self.time_to_trigger_s)
+        serving = np.where(fire, best, serving)
+        cand[fire] = -1
+        self._serving[ids], self._candidate[ids], self._since[ids] = serving, cand, since
+        return serving.copy(), fire
 
 
 # ----------------------------------------------------------------------------------------

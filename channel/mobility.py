@@ -87,6 +87,13 @@ class Mobility(ABC):
     def reset(self) -> None:
         """Return to the initial state; the same trajectory follows."""
 
+    def state_of(self, t_s: float, ue_index) -> tuple[np.ndarray, np.ndarray]:
+        """(positions (m, 2) m, velocities (m, 2) m/s) of clients ``ue_index`` ((m,) ints) at
+        ``t_s`` — the rows of :meth:`state`, computed for those clients only where the model
+        allows (the generated trajectories are the same whichever clients are queried)."""
+        pos, vel = self.state(t_s)
+        return pos[ue_index], vel[ue_index]
+
     def positions_m(self, t_s: float) -> np.ndarray:
         """(n_ue, 2) float64, m."""
         return self.state(t_s)[0]
@@ -142,6 +149,11 @@ class Static(Mobility):
         self._time(t_s)
         return self._xy.copy(), np.zeros_like(self._xy)
 
+    def state_of(self, t_s, ue_index):
+        self._time(t_s)
+        xy = self._xy[ue_index]
+        return xy, np.zeros_like(xy)
+
     def reset(self) -> None:
         pass
 
@@ -177,6 +189,8 @@ class _Waypoints(Mobility):
         self._k = 1
         self._cursor = np.zeros(n, dtype=np.int64)
         self._t_kept = 0.0
+        self._t_end = -np.inf  # min over clients of the last waypoint time (generation bound)
+        self._rows = np.arange(n)
         self._init_generation()
 
     def _append(self, t_new: np.ndarray, xy_new: np.ndarray) -> None:
@@ -194,11 +208,14 @@ class _Waypoints(Mobility):
         self._k = need
 
     def _extend(self, t: float) -> None:
+        if t < self._t_end:  # every client's trajectory already covers t
+            return
         while self._t[:, self._k - 1].min() <= t:
             k0 = self._k
             self._append(*self._generate())
             if self._t[:, self._k - 1].min() <= self._t[:, k0 - 1].min():
                 raise RuntimeError(f"{type(self).__name__} generated no progress in time")  # pragma: no cover
+        self._t_end = float(self._t[:, self._k - 1].min())
 
     def _init_generation(self) -> None:
         """Set the generation state (after reset)."""
@@ -207,21 +224,26 @@ class _Waypoints(Mobility):
         raise NotImplementedError
 
     # -- queries -------------------------------------------------------------------------
-    def _locate(self, t_row: np.ndarray) -> np.ndarray:
-        """Leg index j per client with T[j] <= t < T[j+1] (cursor, next leg, then bisection)."""
+    def _locate(self, t_row: np.ndarray, rows: np.ndarray | None = None) -> np.ndarray:
+        """Leg index j per client of ``rows`` (default all) with T[j] <= t < T[j+1]
+        (cursor, next leg, then bisection)."""
         T = self._t
-        rows = np.arange(self.n_ue)
-        c = self._cursor
+        every = rows is None
+        if every:
+            rows = self._rows
+        c = self._cursor if every else self._cursor[rows]
         ok = (T[rows, c] <= t_row) & (t_row < T[rows, c + 1])
         if ok.all():
             return c
         bad = np.flatnonzero(~ok)
+        rb = rows[bad]
         c2 = np.minimum(c[bad] + 1, self._k - 2)
-        ok2 = (T[bad, c2] <= t_row[bad]) & (t_row[bad] < T[bad, c2 + 1])
+        ok2 = (T[rb, c2] <= t_row[bad]) & (t_row[bad] < T[rb, c2 + 1])
         c = c.copy()
         c[bad[ok2]] = c2[ok2]
         bad = bad[~ok2]
         if bad.size:
+            rb = rows[bad]
             tb = t_row[bad]
             lo = np.zeros(bad.size, dtype=np.int64)
             hi = np.full(bad.size, self._k - 1, dtype=np.int64)  # T[hi] > t is guaranteed
@@ -230,20 +252,30 @@ class _Waypoints(Mobility):
                 if not active.any():
                     break
                 mid = (lo + hi) // 2
-                le = T[bad, mid] <= tb
+                le = T[rb, mid] <= tb
                 lo = np.where(active & le, mid, lo)
                 hi = np.where(active & ~le, mid, hi)
             c[bad] = lo
-        self._cursor = c
+        if every:
+            self._cursor = c
+        else:
+            self._cursor[rows] = c
         return c
 
     def state(self, t_s):
+        return self._state_rows(t_s, None)
+
+    def state_of(self, t_s, ue_index):
+        return self._state_rows(t_s, np.asarray(ue_index, dtype=np.int64))
+
+    def _state_rows(self, t_s, rows):
         t = self._time(t_s, self._t_kept)
         self._extend(t)
-        rows = np.arange(self.n_ue)
-        t0_row = self._t[:, 0]
+        if rows is None:
+            rows = self._rows
+        t0_row = self._t[rows, 0]
         t_row = np.maximum(t, t0_row)  # before a client's first sample: hold it (traces)
-        j = self._locate(t_row)
+        j = self._locate(t_row, None if rows is self._rows else rows)
         T0, T1 = self._t[rows, j], self._t[rows, j + 1]
         P0, P1 = self._xy[rows, j], self._xy[rows, j + 1]
         dt = T1 - T0
@@ -555,14 +587,21 @@ class ConstantVelocity(Mobility):
         _inside(np.concatenate([self._a, self._b]), self.bounds_m, owner, "start_xy_m/end_xy_m")
 
     def state(self, t_s):
+        return self._state_rows(t_s, slice(None))
+
+    def state_of(self, t_s, ue_index):
+        return self._state_rows(t_s, np.asarray(ue_index, dtype=np.int64))
+
+    def _state_rows(self, t_s, rows):
         t = self._time(t_s)
-        s = self._offset + self._speed * t
+        speed, length, direction = self._speed[rows], self._len[rows], self._dir[rows]
+        s = self._offset[rows] + speed * t
         if self.mode == "wrap":
-            u, sign = np.mod(s, self._len), np.ones(self.n_ue)
+            u, sign = np.mod(s, length), np.ones(s.shape)
         else:
-            u, sign = _fold(s, 0.0, self._len)
-        pos = self._a + u[:, None] * self._dir
-        vel = (self._speed * sign)[:, None] * self._dir
+            u, sign = _fold(s, 0.0, length)
+        pos = self._a[rows] + u[:, None] * direction
+        vel = (speed * sign)[:, None] * direction
         return pos, vel
 
     def reset(self) -> None:
@@ -635,6 +674,8 @@ class TraceReplay(_Waypoints):
         self._k = self._T.shape[1]
         self._cursor = np.zeros(self.n_ue, dtype=np.int64)
         self._t_kept = 0.0
+        self._t_end = np.inf
+        self._rows = np.arange(self.n_ue)
 
     def _extend(self, t: float) -> None:
         pass  # every row ends with an infinite time

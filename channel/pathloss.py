@@ -54,7 +54,8 @@ from typing import ClassVar
 import numpy as np
 from scipy.special import ndtr
 
-from ._checks import check_positive, check_range, check_choice, child_rng, make_child, per_client
+from ._checks import check_positive, check_range, check_choice, child_rng, per_client
+from ._keyed import KeyedStream
 
 __all__ = [
     "C_3GPP_MPS",
@@ -755,8 +756,9 @@ class LosState:
 
     def reset(self) -> None:
         """Forget the state; the next :meth:`update` draws it afresh (same draws as before)."""
-        self._rng = make_child(self._seed)
-        self._g = None
+        self._draw = KeyedStream(self._seed, self.n_bs)
+        self._g = np.zeros((self.n_bs, self.n_ue))
+        self._n = np.full(self.n_ue, -1, dtype=np.int64)  # refreshes per client (−1: none yet)
         self._los = np.zeros((self.n_bs, self.n_ue), dtype=bool)
         self._los_view = self._los.view()
         self._los_view.flags.writeable = False
@@ -768,60 +770,63 @@ class LosState:
         """[n_bs, n_ue] bool, read-only view of the current state."""
         return self._los_view
 
-    def update(self, d2d_m, h_ut_m, displacement_m, *, squared: bool = False) -> np.ndarray:
+    def update(self, d2d_m, h_ut_m, displacement_m, *, squared: bool = False, cols=None) -> np.ndarray:
         """Advance by each client's displacement and return the LOS state.
 
         Args:
             d2d_m: [n_bs, n_ue] float64, m. Current horizontal distances (squared, m², when
-                ``squared=True``: only the refreshed columns are then square-rooted).
-            h_ut_m: scalar or (n_ue,), m.
-            displacement_m: scalar or (n_ue,), m. Travel since the previous call.
+                ``squared=True``: only the refreshed columns are then square-rooted); with
+                ``cols``, [n_bs, m] for those clients.
+            h_ut_m: scalar or (n_ue,), m (all clients, also with ``cols``).
+            displacement_m: scalar, (n_ue,), or (m,) with ``cols``. Travel since the
+                client's previous update.
+            cols: None (every client) or (m,) distinct client indices: only those move.
 
         Returns:
             [n_bs, n_ue] bool (read-only view). ``self.last_updated`` holds the indices of
-            the clients whose state was refreshed.
+            the clients whose state was refreshed (ascending when ``cols`` is).
+
+        A client's first update draws its state; later ones refresh it once its travel
+        since its last refresh reaches ``update_m``. Random numbers are counter-based
+        (:mod:`channel._keyed`): client u's j-th refresh uses the same draws whichever
+        other clients are updated with it.
         """
-        disp = per_client(displacement_m, self.n_ue)
-        if self._g is None:
-            idx = np.arange(self.n_ue)
+        every = cols is None
+        ids = np.arange(self.n_ue) if every else np.asarray(cols, dtype=np.int64)
+        disp = per_client(displacement_m, ids.size)
+        n = self._n if every else self._n[ids]
+        fresh = n < 0
+        acc = self._acc_m if every else self._acc_m[ids]
+        acc = np.where(fresh, 0.0, acc + disp)
+        due = fresh | ((acc >= self.update_m) & (acc > 0.0))
+        sel = np.flatnonzero(due)
+        if every:
+            self._acc_m = acc
         else:
-            self._acc_m += disp
-            idx = np.flatnonzero((self._acc_m >= self.update_m) & (self._acc_m > 0.0))
-        if idx.size == 0:
-            self.last_updated = idx
+            self._acc_m[ids] = acc
+        self.last_updated = ids[sel]
+        if sel.size == 0:
             return self._los_view
+        whole = sel.size == ids.size
+        idx = self.last_updated
         h = np.asarray(h_ut_m, dtype=float)
-        cols = idx if idx.size < self.n_ue else slice(None)
-        h_cols = h if h.ndim == 0 else per_client(h, self.n_ue)[cols]
-        d_cols = np.asarray(d2d_m, dtype=float)[:, cols]
+        h_cols = h if h.ndim == 0 else per_client(h, self.n_ue)[idx]
+        d_cols = np.asarray(d2d_m, dtype=float)
+        if not whole:
+            d_cols = d_cols[:, sel]
         if squared:
             d_cols = np.sqrt(d_cols)
-        self._refresh(idx, cols, d_cols, h_cols)
+        self._refresh(idx, fresh[sel], acc[sel], d_cols, h_cols)
         return self._los_view
 
-    def _refresh(self, idx, cols, d2d_cols, h_cols) -> None:
-        """Refresh the latent and the state of clients ``idx`` (``cols`` indexes them)."""
-        self.last_updated = idx
-        if idx.size == 0:
-            return
-        if self._g is None:
-            self._g = self._rng.standard_normal((self.n_bs, self.n_ue))
-            g = self._g
-        else:
-            rho = np.exp(-self._acc_m[idx] / self.decorrelation_m)  # (k,)
-            z = self._rng.standard_normal((self.n_bs, idx.size))
-            z *= np.sqrt(1.0 - rho * rho)
-            if isinstance(cols, slice):
-                self._g *= rho
-                self._g += z
-                g = self._g
-            else:
-                g = self._g[:, idx] * rho + z
-                self._g[:, idx] = g
+    def _refresh(self, idx, fresh, acc, d2d_cols, h_cols) -> None:
+        """Refresh the latent and the LOS state of clients ``idx``."""
+        self._n[idx] += 1
+        z = self._draw.normal(idx, self._n[idx])  # [n_bs, k]: the stationary draw when fresh
+        rho = np.where(fresh, 0.0, np.exp(-acc / self.decorrelation_m))  # (k,)
+        z *= np.sqrt(1.0 - rho * rho)
+        g = self._g[:, idx] * rho + z
+        self._g[:, idx] = g
         p = self.model.los_probability(d2d_cols, h_cols)
-        new = ndtr(g) < p
-        if isinstance(cols, slice):
-            self._los[...] = new
-        else:
-            self._los[:, idx] = new
+        self._los[:, idx] = ndtr(g) < p
         self._acc_m[idx] = 0.0

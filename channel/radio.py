@@ -11,9 +11,21 @@ block's start, :meth:`RadioChannel.block_start_s`, or use
 :meth:`RadioChannel.gain_db_for_mobility`); further calls for the same block return the
 same array. Blocks must be requested in non-decreasing order.
 
-Per-block work, all vectorised over links with preallocated buffers:
+Client subsets: every output method takes ``ue_index`` (client indices) to compute and
+return only those clients' columns. Each client keeps its own state (the block it is at,
+its last position, LOS, shadowing, fading), and all random numbers are counter-based
+(:mod:`channel._keyed`), so a client's channel evolves identically whether or not other
+clients are computed: for the same calls of a client, a subset call returns exactly the
+columns the full call returns. A client not requested in some blocks is advanced lazily
+when next requested: the fading jumps with the exact multi-block correlation
+J0(2π f_D Δt) (see :mod:`channel.fading`), and shadowing and LOS move by the straight-line
+displacement since its last evaluation (both are Markov in the distance travelled, so this
+is their exact law between the two evaluated positions). Hence a client's realisation
+depends on the blocks at which *it* was evaluated, never on other clients.
 
-- positions unchanged for every client → path loss, LOS and shadowing are reused;
+Per-block work, vectorised over the requested links:
+
+- clients whose position did not change → path loss, LOS and shadowing are reused;
 - shadowing and fading draw random numbers only for clients that moved (ρ ≠ 1);
 - the LOS state is refreshed per client after ``los_update_m`` of travel (see
   :class:`channel.pathloss.LosState`);
@@ -23,6 +35,7 @@ Per-block work, all vectorised over links with preallocated buffers:
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import warnings
 from typing import Mapping
@@ -237,8 +250,9 @@ class RadioChannel:
         self._los[...] = self.los_mode != "nlos"  # "random": overwritten by the first block
         np.logical_not(self._los, out=self._nlos)
         self._block = None
-        self._xy = None
-        self._out_db = None
+        self._at = np.full(self.n_ue, -1, dtype=np.int64)  # block of each client (−1: none)
+        self._xy = np.zeros((self.n_ue, 2))  # position of each client at its last evaluation
+        self._out_db = None  # full outputs, valid until a client advances
         self._out_lin = None
 
     # -- time ----------------------------------------------------------------------------
@@ -261,12 +275,42 @@ class RadioChannel:
 
     @property
     def block(self) -> int | None:
-        """Index of the block computed last (None before the first call)."""
+        """Index of the latest block computed (None before the first call)."""
         return self._block
 
+    @property
+    def client_block(self) -> np.ndarray:
+        """(n_ue,) int64: the block each client's values belong to (−1: never computed)."""
+        v = self._at.view()
+        v.flags.writeable = False
+        return v
+
     # -- the per-block update --------------------------------------------------------------
-    def _advance(self, k: int, ue_xy_m, ue_speed_mps) -> None:
-        n = self.n_ue
+    def _index(self, ue_index) -> np.ndarray:
+        idx = np.asarray(ue_index)
+        if idx.ndim != 1 or not (idx.size == 0 or np.issubdtype(idx.dtype, np.integer)):
+            raise ValueError(
+                f"The 'ue_index' parameter of RadioChannel must be a 1-D array of client indices. "
+                f"Got {idx.dtype} array of shape {idx.shape} instead."
+            )
+        idx = idx.astype(np.int64, copy=False)
+        if idx.size and (idx.min() < 0 or idx.max() >= self.n_ue):
+            bad = idx[(idx < 0) | (idx >= self.n_ue)][0]
+            raise ValueError(
+                f"The 'ue_index' parameter of RadioChannel must hold indices in [0, {self.n_ue - 1}]. Got {bad} instead."
+            )
+        if idx.size > 1 and np.unique(idx).size != idx.size:
+            raise ValueError("The 'ue_index' parameter of RadioChannel must not repeat a client. Got duplicates.")
+        return idx
+
+    def _advance(self, k: int, ue_xy_m, ue_speed_mps, idx) -> None:
+        """Bring clients ``idx`` (None: all) to block ``k``; ``ue_xy_m``/``ue_speed_mps`` are theirs."""
+        n = self.n_ue if idx is None else idx.size
+        at = self._at if idx is None else self._at[idx]
+        self._block = k if self._block is None else max(self._block, k)
+        todo = at < k
+        if not todo.any():
+            return
         xy = np.asarray(ue_xy_m, dtype=float)
         if xy.shape != (n, 2):
             raise ValueError(
@@ -275,60 +319,103 @@ class RadioChannel:
         if not np.isfinite(xy).all():
             raise ValueError("The 'ue_xy_m' parameter of RadioChannel must be finite. Got NaN or inf instead.")
         speed = per_client(ue_speed_mps, n)
-        first = self._xy is None
-        if first:
-            disp = np.zeros(n)
-            moved = True
+        if idx is None and todo.all():
+            ids = None  # every client: whole arrays, no gathers
         else:
-            disp = np.hypot(xy[:, 0] - self._xy[:, 0], xy[:, 1] - self._xy[:, 1])
-            moved = bool(disp.any())
-        if moved:
-            self._large_scale(xy, disp, first)
-            self._xy = xy.copy()
+            sel = np.flatnonzero(todo)
+            ids = sel if idx is None else idx[sel]
+            xy, speed, at = xy[sel], speed[sel], at[sel]
+        first = at < 0
+        prev = self._xy if ids is None else self._xy[ids]
+        disp = np.hypot(xy[:, 0] - prev[:, 0], xy[:, 1] - prev[:, 1])
+        disp[first] = 0.0
+        moved = first | (disp > 0.0)
+        if moved.all():
+            self._large_scale(ids, xy, disp, first)
+        elif moved.any():
+            m = np.flatnonzero(moved)
+            self._large_scale(m if ids is None else ids[m], xy[m], disp[m], first[m])
         if self._fading is not None:
-            self._fading.advance_to(k, speed)
-            self._fading.power_into(self._p, self._ptmp)
-        self._block = k
+            self._fading.advance_to(k, speed, cols=ids)
+            if ids is None:
+                self._fading.power_into(self._p, self._ptmp)
+            else:
+                self._p[:, ids] = self._fading.power_into(np.empty((self.n_bs, ids.size)), cols=ids)
+        if ids is None:
+            self._at[:] = k
+            self._xy[...] = xy
+        else:
+            self._at[ids] = k
+            self._xy[ids] = xy
         self._out_db = None
         self._out_lin = None
 
-    def _large_scale(self, xy, disp, first) -> None:
-        d2, tmp = self._d2, self._tmp
+    def _plan_of(self, ids):
+        """The path-loss plan restricted to clients ``ids`` (per-client heights)."""
+        if ids is None or self.ue_height_m.ndim == 0 or self.n_ue == 1:
+            return self.plan
+        cols = {}
+        for f in dataclasses.fields(self.plan):
+            v = getattr(self.plan, f.name)
+            if isinstance(v, np.ndarray) and v.ndim == 2 and v.shape[1] == self.n_ue:
+                cols[f.name] = v[:, ids]
+        return dataclasses.replace(self.plan, **cols)
+
+    def _large_scale(self, ids, xy, disp, first) -> None:
+        """Path loss, LOS, shadowing and antenna gains of clients ``ids`` (None: all) that
+        moved (or are new) to ``xy``, ``disp`` metres from their last evaluation."""
+        every = ids is None
+        cols = slice(None) if every else ids
+        c = self.n_ue if every else ids.size
         ux, uy = xy[:, 0], xy[:, 1]
-        np.subtract(ux, self._site_x, out=d2)  # [n_site, n_ue]
+        d2 = self._d2 if every else np.empty((self.n_site, c))
+        tmp = self._tmp if every else np.empty((self.n_site, c))
+        np.subtract(ux, self._site_x, out=d2)  # [n_site, c]
         np.square(d2, out=d2)
         np.subtract(uy, self._site_y, out=tmp)
         np.square(tmp, out=tmp)
         d2 += tmp  # d2D², m²
         # clients whose LOS state was refreshed: their σ_SF, d_corr (and K) follow it
-        upd = np.arange(self.n_ue) if first else np.arange(0)
         if self._los_state is not None:
-            los = self._los_state.update(d2, self.ue_height_m, disp, squared=True)
+            self._los_state.update(d2, self.ue_height_m, disp, squared=True, cols=ids)
             upd = self._los_state.last_updated
             if upd.size == self.n_ue:
-                np.copyto(self._los, los)
-                np.logical_not(los, out=self._nlos)
+                np.copyto(self._los, self._los_state.los)
+                np.logical_not(self._los, out=self._nlos)
             elif upd.size:
-                self._los[:, upd] = los[:, upd]
-                self._nlos[:, upd] = ~los[:, upd]
-        cols = None if upd.size == self.n_ue else upd
+                los = self._los_state.los[:, upd]
+                self._los[:, upd] = los
+                self._nlos[:, upd] = ~los
+        else:
+            upd = (np.arange(self.n_ue) if every else ids)[first]
+        upd_cols = None if upd.size == self.n_ue else upd
+        plan = self._plan_of(ids)
+        los, nlos = (self._los, self._nlos) if every else (self._los[:, ids], self._nlos[:, ids])
         if self._shadow is not None:
-            if self.plan.std_los_near_db != self.plan.std_los_far_db:
-                # σ_SF moves with the breakpoint (RMa LOS): every client, every time
-                self._shadow.set_std_db(self.plan.shadow_std_db(d2, self._los))
+            if plan.std_los_near_db != plan.std_los_far_db:
+                # σ_SF moves with the breakpoint (RMa LOS): every client that moved, every time
+                self._shadow.set_std_db(plan.shadow_std_db(d2, los), ids)
             elif upd.size:
-                self._shadow.set_std_db(self.plan.shadow_std_db(None, self._los[:, upd]), cols)
+                self._shadow.set_std_db(plan.shadow_std_db(None, self._los[:, upd]), upd_cols)
             if upd.size:
-                self._shadow.set_decorrelation_m(self.pathloss.decorrelation_m(self._los[:, upd]), cols)
+                self._shadow.set_decorrelation_m(self.pathloss.decorrelation_m(self._los[:, upd]), upd_cols)
         if upd.size and self._rician_los:
             k = np.where(self._los[:, upd], self._k_db, -np.inf)
-            self._fading.set_k_factor_db(np.take(k, self._site_of_bs, axis=0) if self._sectorised else k, cols)
-        pl = self.plan.evaluate(d2, self._los, out=self._pl, nlos=self._nlos, work=self._work)
+            self._fading.set_k_factor_db(np.take(k, self._site_of_bs, axis=0) if self._sectorised else k, upd_cols)
+        pl = plan.evaluate(d2, los, out=self._pl if every else None, nlos=nlos, work=self._work)
         if self._shadow is not None:
-            self._shadow.advance(disp)
-            np.multiply(self._shadow._u, self._shadow.std_db, out=tmp)
+            self._shadow.advance(disp, cols=ids)
+            u = self._shadow.unit_state
+            std = self._shadow.std_db
+            if every:
+                np.multiply(u, std, out=tmp)
+            else:
+                np.multiply(u[:, ids], std[:, ids], out=tmp)
             pl += tmp  # path loss + shadowing, dB
+        if not every:
+            self._pl[:, ids] = pl
         if self._sectorised:
+            h = self.ue_height_m if self.ue_height_m.ndim == 0 else self.ue_height_m[cols]
             g = sector_antenna_gain_db(
                 self.layout.bs_azimuth_deg,
                 self.layout.bs_xy_m,
@@ -336,9 +423,12 @@ class RadioChannel:
                 self.antenna_max_gain_dbi,
                 downtilt_deg=self.downtilt_deg,
                 bs_height_m=self.layout.bs_height_m,
-                ue_height_m=self.ue_height_m,
+                ue_height_m=h,
             )
-            np.subtract(g, np.take(pl, self._site_of_bs, axis=0), out=self._ls)
+            if every:
+                np.subtract(g, np.take(pl, self._site_of_bs, axis=0), out=self._ls)
+            else:
+                self._ls[:, ids] = g - np.take(pl, self._site_of_bs, axis=0)
 
     # -- outputs -------------------------------------------------------------------------
     def _check_block(self, t_s) -> int:
@@ -350,68 +440,85 @@ class RadioChannel:
             )
         return k
 
-    def _large_scale_db_into(self, out) -> np.ndarray:
+    def _large_scale_db(self, cols) -> np.ndarray:
+        """[n_bs, m] large-scale gain (antenna − path loss − shadowing) of columns ``cols``, dB."""
         if self._sectorised:
-            np.copyto(out, self._ls)
+            return self._ls[:, cols] if not isinstance(cols, slice) else self._ls.copy()
+        return np.negative(self._pl[:, cols])
+
+    def _db(self, cols) -> np.ndarray:
+        if self._fading is None:
+            return self._large_scale_db(cols)
+        p = self._p if isinstance(cols, slice) else self._p[:, cols]
+        out = np.log(p)
+        out *= _DB
+        if self._sectorised:
+            out += self._ls if isinstance(cols, slice) else self._ls[:, cols]
         else:
-            np.negative(self._pl, out=out)
+            out -= self._pl if isinstance(cols, slice) else self._pl[:, cols]
         return out
 
-    def gain_db(self, t_s: float, ue_xy_m, ue_speed_mps) -> np.ndarray:
-        """Channel gain of every link for the block containing ``t_s``, dB.
+    def _linear(self, cols) -> np.ndarray:
+        if self._sectorised:
+            out = np.multiply(self._ls if isinstance(cols, slice) else self._ls[:, cols], _INV_DB)
+        else:
+            out = np.multiply(self._pl if isinstance(cols, slice) else self._pl[:, cols], -_INV_DB)
+        np.exp(out, out=out)
+        if self._fading is not None:
+            out *= self._p if isinstance(cols, slice) else self._p[:, cols]
+        return out
+
+    def gain_db(self, t_s: float, ue_xy_m, ue_speed_mps, ue_index=None) -> np.ndarray:
+        """Channel gain of every link (or of clients ``ue_index``) for the block containing ``t_s``, dB.
 
         Args:
-            t_s: simulated time, s.
-            ue_xy_m: (n_ue, 2), m — client positions (used on the block's first call).
-            ue_speed_mps: scalar or (n_ue,), m/s — client speeds (drive the fading).
+            t_s: simulated time, s (not before the latest block computed).
+            ue_xy_m: (n_ue, 2), m — client positions (used for clients not yet at this
+                block); with ``ue_index``, (m, 2) positions of those clients.
+            ue_speed_mps: scalar, (n_ue,) or (m,), m/s — client speeds (drive the fading).
+            ue_index: None (every client) or (m,) distinct client indices.
 
         Returns:
             [n_bs, n_ue] float64, dB, read-only; a new array per block, the same array for
-            repeated calls within a block.
+            repeated calls within a block. With ``ue_index``: a new [n_bs, m] array, equal
+            to those columns of the full output for the same history of these clients.
         """
         k = self._check_block(t_s)
-        if k != self._block:
-            self._advance(k, ue_xy_m, ue_speed_mps)
+        if ue_index is not None:
+            idx = self._index(ue_index)
+            self._advance(k, ue_xy_m, ue_speed_mps, idx)
+            return self._db(idx)
+        self._advance(k, ue_xy_m, ue_speed_mps, None)
         if self._out_db is None:
-            out = np.empty((self.n_bs, self.n_ue))
-            if self._fading is None:
-                self._large_scale_db_into(out)
-            else:
-                np.log(self._p, out=out)
-                out *= _DB
-                if self._sectorised:
-                    out += self._ls
-                else:
-                    out -= self._pl
+            out = self._db(slice(None))
             out.flags.writeable = False
             self._out_db = out
         return self._out_db
 
-    def gain_linear(self, t_s: float, ue_xy_m, ue_speed_mps) -> np.ndarray:
-        """Channel gain of every link for the block containing ``t_s``, linear (see :meth:`gain_db`)."""
+    def gain_linear(self, t_s: float, ue_xy_m, ue_speed_mps, ue_index=None) -> np.ndarray:
+        """Channel gain of every link (or of clients ``ue_index``), linear (see :meth:`gain_db`)."""
         k = self._check_block(t_s)
-        if k != self._block:
-            self._advance(k, ue_xy_m, ue_speed_mps)
+        if ue_index is not None:
+            idx = self._index(ue_index)
+            self._advance(k, ue_xy_m, ue_speed_mps, idx)
+            return self._linear(idx)
+        self._advance(k, ue_xy_m, ue_speed_mps, None)
         if self._out_lin is None:
-            out = np.empty((self.n_bs, self.n_ue))
-            if self._sectorised:
-                np.multiply(self._ls, _INV_DB, out=out)
-            else:
-                np.multiply(self._pl, -_INV_DB, out=out)
-            np.exp(out, out=out)
-            if self._fading is not None:
-                out *= self._p
+            out = self._linear(slice(None))
             out.flags.writeable = False
             self._out_lin = out
         return self._out_lin
 
-    def gain_db_for_mobility(self, t_s: float, mobility) -> np.ndarray:
+    def gain_db_for_mobility(self, t_s: float, mobility, ue_index=None) -> np.ndarray:
         """:meth:`gain_db` with positions and speeds taken from ``mobility`` at the block start."""
         k = self._check_block(t_s)
-        if k == self._block:
-            return self.gain_db(t_s, None, None)
-        pos, vel = mobility.state(self.block_start_s(k))
-        return self.gain_db(t_s, pos, np.hypot(vel[:, 0], vel[:, 1]))
+        if ue_index is None:
+            if k == self._block and bool((self._at == k).all()):
+                return self.gain_db(t_s, None, None)
+            pos, vel = mobility.state(self.block_start_s(k))
+        else:
+            pos, vel = mobility.state_of(self.block_start_s(k), ue_index)
+        return self.gain_db(t_s, pos, np.hypot(vel[:, 0], vel[:, 1]), ue_index)
 
     # -- state of the last block -----------------------------------------------------------
     def _require_block(self) -> None:
@@ -420,19 +527,24 @@ class RadioChannel:
 
     @property
     def large_scale_gain_db(self) -> np.ndarray:
-        """[n_bs, n_ue] dB of the last block without fading (antenna − path loss − shadowing)."""
+        """[n_bs, n_ue] dB of each client's last block without fading (antenna − path loss − shadowing)."""
         self._require_block()
-        return self._large_scale_db_into(np.empty((self.n_bs, self.n_ue)))
+        return self._large_scale_db(slice(None))
+
+    def large_scale_gain_db_of(self, ue_index) -> np.ndarray:
+        """[n_bs, m] dB of clients ``ue_index`` at their last block, without fading."""
+        self._require_block()
+        return self._large_scale_db(self._index(ue_index))
 
     @property
     def fading_power(self) -> np.ndarray:
-        """[n_bs, n_ue] linear |h|² of the last block (ones without fading)."""
+        """[n_bs, n_ue] linear |h|² of each client's last block (ones without fading)."""
         self._require_block()
         return self._p.copy() if self._fading is not None else np.ones((self.n_bs, self.n_ue))
 
     @property
     def los(self) -> np.ndarray:
-        """[n_bs, n_ue] bool LOS state of the last block."""
+        """[n_bs, n_ue] bool LOS state of each client's last block."""
         self._require_block()
         return np.take(self._los, self._site_of_bs, axis=0) if self._sectorised else self._los.copy()
 

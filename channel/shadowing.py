@@ -11,13 +11,19 @@ exp(−|Δd| / d_corr). The state is kept in units of σ (a unit-variance proces
 s = σ·u), so σ may change per link over time (e.g. a LOS/NLOS switch swaps the table's
 σ_SF) without breaking stationarity. Links of different BSs (sites) are independent; the
 inter-site correlation of TR 38.901 is not modelled.
+
+Clients are independent: :meth:`CorrelatedShadowing.advance` accepts ``cols`` (client
+indices) to move only those clients, and the random numbers are counter-based
+(:mod:`channel._keyed`): the innovation of client u at its j-th move is a fixed function of
+(seed, u, j, BS), whichever other clients move with it.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-from ._checks import check_nonnegative, check_positive, child_rng, make_child, per_client
+from ._checks import check_nonnegative, check_positive, child_rng, per_client
+from ._keyed import KeyedStream
 
 __all__ = ["CorrelatedShadowing"]
 
@@ -77,9 +83,10 @@ class CorrelatedShadowing:
     # -- state -------------------------------------------------------------------------
     def reset(self) -> None:
         """Back to the initial state; the same draws follow."""
-        self._rng = make_child(self._seed)
+        self._draw = KeyedStream(self._seed, self.n_bs)
         self._bufs: dict = {}
-        self._u = self._rng.standard_normal((self.n_bs, self.n_ue))  # unit-variance state
+        self._moves = np.zeros(self.n_ue, dtype=np.int64)  # moves of each client so far
+        self._u = self._draw.normal(np.arange(self.n_ue), 0)  # unit-variance state [n_bs, n_ue]
 
     @property
     def unit_state(self) -> np.ndarray:
@@ -88,31 +95,39 @@ class CorrelatedShadowing:
         v.flags.writeable = False
         return v
 
-    def advance(self, displacement_m) -> None:
-        """Move each client by ``displacement_m`` (scalar or (n_ue,), m; >= 0).
+    def advance(self, displacement_m, cols=None) -> None:
+        """Move each client by ``displacement_m`` (scalar or per client, m; >= 0).
 
-        Clients that did not move keep their value (ρ = 1) and consume no random numbers.
+        Args:
+            displacement_m: scalar, (n_ue,), or (m,) with ``cols``.
+            cols: None (every client) or (m,) distinct client indices.
+
+        Clients that did not move keep their value (ρ = 1).
         """
-        disp = per_client(displacement_m, self.n_ue)
+        every = cols is None
+        n = self.n_ue if every else len(cols)
+        disp = per_client(displacement_m, n)
         moved = disp > 0.0
         n_moved = int(np.count_nonzero(moved))
         if n_moved == 0:
             return
-        if n_moved == self.n_ue:
-            self._update(self._u, disp, self._inv_dc)
+        if every and n_moved == self.n_ue:
+            self._moves += 1
+            self._update(self._u, disp, self._inv_dc, np.arange(self.n_ue), self._moves)
             return
-        idx = np.flatnonzero(moved)
+        pos = np.flatnonzero(moved)
+        idx = pos if every else np.asarray(cols, dtype=np.int64)[pos]
         inv = self._inv_dc
         if np.ndim(inv) == 2 and inv.shape[1] == self.n_ue:
             inv = inv[:, idx]
+        self._moves[idx] += 1
         u = self._u[:, idx]
-        self._update(u, disp[idx], inv)
+        self._update(u, disp[pos], inv, idx, self._moves[idx])
         self._u[:, idx] = u
 
-    def _update(self, u, disp, inv_dc) -> None:
+    def _update(self, u, disp, inv_dc, clients, counters) -> None:
         # u <- rho u + sqrt(1 - rho²) z, in place. rho per client (scalar d_corr) or per link.
-        z = self._scratch("z", u.shape)
-        self._rng.standard_normal(out=z)
+        z = self._draw.normal(clients, counters)
         if np.ndim(inv_dc) == 0:
             rho = np.exp(-disp * float(inv_dc))  # (k,)
             z *= np.sqrt(1.0 - rho * rho)

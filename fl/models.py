@@ -187,7 +187,7 @@ def _load_gguf_dense(gguf: Path, cache_dir: str | os.PathLike | None):
         tmp.chmod(0o755)
         model.save_pretrained(tmp)
         _publish(tmp, cached)
-        del model
+        return model
     return AutoModelForCausalLM.from_pretrained(str(cached), dtype=torch.float32, local_files_only=True)
 
 

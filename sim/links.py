@@ -5,6 +5,12 @@ The network (:mod:`sim.network`) never talks to radio models directly; it asks a
 bandwidth. Rates are piecewise constant: a link model may change them only at multiples of
 ``block_s`` (its fading block), which is where the network re-evaluates active links.
 
+Two forms of every query: vectorised over clients (``rate_bps``, ``sinr_db``: selection,
+predictions for many clients) and scalar (``rate_of``, ``sinr_db_of``: the transfer
+engine's per-event path, where a MAC share touches 1–10 flows and numpy's per-call cost
+exceeds the arithmetic). Both must agree; the defaults derive the scalar form from the
+vectorised one.
+
 Two implementations live here, small and deterministic, for kernel tests and teaching:
 
 - :class:`TableLink`: rates (and serving cells) given per block by a table — a constant
@@ -44,14 +50,14 @@ class LinkModel(ABC):
 
     @abstractmethod
     def refresh(
-        self, t_s: float, clients: np.ndarray, transmitting_up: np.ndarray,
+        self, t_s: float, clients, transmitting_up: np.ndarray,
         transmitting_down: np.ndarray,
     ) -> list[tuple[int, int, int]]:
         """Bring ``clients`` to the block containing ``t_s``; return handovers.
 
         Args:
             t_s: simulated time, s (non-decreasing across calls).
-            clients: (m,) int64 client ids that matter now.
+            clients: (m,) int64 array or list of ints, client ids that matter now.
             transmitting_up: (n_clients,) bool, clients with an active uplink flow
                 (co-channel uplink interferers).
             transmitting_down: (n_cells,) bool, cells with an active downlink flow.
@@ -77,13 +83,36 @@ class LinkModel(ABC):
         """
 
 
-    def full_rate_bps(self, clients: np.ndarray, direction: str, cell_bandwidth_hz: float) -> np.ndarray:
-        """(m,) rate (bit/s) of ``clients`` alone on the whole band ``cell_bandwidth_hz``.
-
-        The default calls :meth:`rate_bps`; link models may cache it per block.
-        """
-        bw = np.full(len(clients), float(cell_bandwidth_hz))
+    def full_rate_bps(self, clients: np.ndarray, direction: str, cell_bandwidth_hz) -> np.ndarray:
+        """(m,) rate (bit/s) of ``clients`` alone on the whole band ``cell_bandwidth_hz``
+        (scalar or (m,), Hz). The default calls :meth:`rate_bps`."""
+        bw = np.broadcast_to(np.asarray(cell_bandwidth_hz, dtype=np.float64), (len(clients),))
         return self.rate_bps(clients, direction, bw, bw)
+
+    def block_index(self, t_s: float) -> int:
+        """The block containing ``t_s`` (0 for a link that never changes)."""
+        if math.isinf(self.block_s):
+            return 0
+        return int(math.floor(t_s / self.block_s + 1e-9))
+
+    def rate_of(self, client: int, direction: str, bandwidth_hz: float,
+                cell_bandwidth_hz: float) -> float:
+        """Scalar :meth:`rate_bps` of one client (bit/s), for the per-event path."""
+        return float(self.rate_bps(np.array([client]), direction, np.array([bandwidth_hz]),
+                                   np.array([cell_bandwidth_hz]))[0])
+
+    def rates_of(self, clients: list[int], direction: str, fractions: list[float] | None,
+                 cell_bandwidth_hz: float) -> list[float]:
+        """:meth:`rate_of` of each client using ``fraction · cell_bandwidth_hz`` of its
+        cell's band (``fractions`` None: the whole band), as Python floats."""
+        b = cell_bandwidth_hz
+        if fractions is None:
+            return [self.rate_of(c, direction, b, b) for c in clients]
+        return [self.rate_of(c, direction, f * b, b) for c, f in zip(clients, fractions)]
+
+    def sinr_db_of(self, client: int, direction: str) -> float:
+        """Scalar :meth:`sinr_db` of one client (dB)."""
+        return float(self.sinr_db(np.array([client]), direction)[0])
 
 
 class TableLink(LinkModel):
@@ -143,3 +172,11 @@ class TableLink(LinkModel):
         full = self._row(table, self._block[clients], clients)
         return full * (np.asarray(bandwidth_hz, dtype=np.float64)
                        / np.asarray(cell_bandwidth_hz, dtype=np.float64))
+
+    def rate_of(self, client, direction, bandwidth_hz, cell_bandwidth_hz):
+        table = self._up if direction == UP else self._down
+        full = float(table[min(int(self._block[client]), table.shape[0] - 1), client])
+        return full * (bandwidth_hz / cell_bandwidth_hz)
+
+    def sinr_db_of(self, client, direction):
+        return float(self._sinr[min(int(self._block[client]), self._sinr.shape[0] - 1), client])

@@ -8,11 +8,18 @@ MAC policy (:mod:`sim.mac`). A flow's rate is constant between *change points*:
 - a handover (the flow moves to the new cell's pool),
 - outage (rate 0 → ``outage_start``; back above → ``outage_end``).
 
-No per-tick processes: each pool keeps *one* pending wake-up, at its earliest exact
-completion time ``t + remaining_bits / rate`` (a plain SimPy timeout with a callback; a
-generation counter voids wake-ups made stale by a later change). Block boundaries are
-scheduled only while some flow is active, and all active links are refreshed in one
-vectorised call per boundary. Idle clients cost nothing.
+No per-tick processes: each pool keeps at most *one* pending wake-up, at its earliest
+exact completion time ``t + remaining_bits / rate`` (a plain SimPy timeout with a callback;
+a generation counter voids wake-ups made stale by a later change). A completion at or after
+the next block boundary needs no wake-up: the boundary re-plans every active pool anyway.
+Block boundaries are scheduled only while some flow is active, and all active links are
+refreshed in one vectorised call per boundary. Idle clients cost nothing.
+
+The per-event path (start, completion, re-share) works on plain Python floats: a cell has
+1–10 active flows, where numpy's per-call cost exceeds the arithmetic. The link model's
+scalar queries (``LinkModel.rate_of``) serve it; the two stateless MAC policies (equal
+share, round robin) have a float twin here (:func:`_shares`, the same arithmetic, checked
+against the policy by a test); the others are called with numpy arrays as before.
 
 Accounting is exact: at every change point each flow is *settled* (``sent += rate · Δt``,
 ``airtime += time_frac · Δt``). For every flow, ``bits = delivered + lost`` where a flow
@@ -29,7 +36,7 @@ import numpy as np
 import simpy
 
 from sim.links import DOWN, UP, LinkModel
-from sim.mac import MacPolicy, ProportionalFair, make_mac
+from sim.mac import EqualShare, MacPolicy, ProportionalFair, RoundRobin, make_mac
 from sim.trace import Tracer
 
 __all__ = ["Flow", "Network"]
@@ -83,16 +90,39 @@ class Flow:
         return self.bits - self.sent
 
 
+def _shares(mac: MacPolicy, keys: list[int], full: list[float]) -> tuple[list[float], list[float]]:
+    """``mac.shares`` on Python floats: (bw_frac, time_frac) lists.
+
+    Equal share and round robin are computed here with the policies' own arithmetic (they
+    are stateless; numpy would cost more than the work on a handful of flows); every other
+    policy is called as documented, with numpy arrays.
+    """
+    kind = type(mac)
+    if kind is EqualShare or kind is RoundRobin:
+        n = 0
+        for r in full:
+            if r > 0:
+                n += 1
+        share = 1.0 / max(n, 1)
+        one = [1.0 if r > 0 else 0.0 for r in full]
+        part = [share if r > 0 else 0.0 for r in full]
+        return (part, one) if kind is EqualShare else (one, part)
+    bw, tf = mac.shares(keys, np.array(full, dtype=np.float64))
+    return bw.tolist(), tf.tolist()
+
+
 class _Pool:
     """The active flows of one cell in one direction, and their MAC policy."""
 
-    __slots__ = ("cell", "direction", "bandwidth_hz", "mac", "flows", "gen", "t_last")
+    __slots__ = ("cell", "direction", "bandwidth_hz", "mac", "observes", "flows", "gen",
+                 "t_last")
 
     def __init__(self, cell: int, direction: str, bandwidth_hz: float, mac: MacPolicy) -> None:
         self.cell = cell
         self.direction = direction
         self.bandwidth_hz = bandwidth_hz
         self.mac = mac
+        self.observes = type(mac).observe is not MacPolicy.observe  # keeps state (PF)
         self.flows: dict[int, Flow] = {}  # insertion order = start order (deterministic)
         self.gen = 0
         self.t_last = 0.0
@@ -129,17 +159,24 @@ class Network:
             (c, d): _Pool(c, d, float(bw[d][c]), make_mac(mac, mac_options))
             for c in range(n) for d in _DIRS
         }
+        self._bandwidth = {d: np.array(bw[d], dtype=np.float64) for d in _DIRS}  # (n_cells,)
         self._client_flows: dict[int, list[Flow]] = {}
         self._tx_up = np.zeros(link.n_clients, dtype=bool)
         self._tx_down = np.zeros(n, dtype=bool)  # cells with an active downlink flow
         self._n_active = 0
         self._next_fid = 0
         self._block_pending = False
+        self._block_at = math.inf  # time of the pending block-boundary event
+        self._held: dict[int, int] = {}  # clients evaluated at every block (hold count)
+        self._last_block = -1  # the block of the latest link refresh
         # Totals for the accounting invariant (bits offered = delivered + lost + in flight).
         self.bits_offered = 0.0
         self.bits_delivered = 0.0  # bits that crossed the air (complete and partial)
         self.bits_lost = 0.0       # bits of failed flows that never crossed
         self.on_handover: Callable[[int, int, int], None] | None = None
+        # Kernel events this network scheduled, by kind (for benchmarks and tests).
+        self.n_block_events = 0
+        self.n_wakeups = 0
 
     # ------------------------------------------------------------------ public API
     @property
@@ -151,15 +188,29 @@ class Network:
         """Active flows of ``cell`` in ``direction`` (start order)."""
         return list(self._pools[(cell, direction)].flows.values())
 
+    def hold(self, client: int) -> None:
+        """Keep ``client``'s link state current: from now on it is evaluated at every fading
+        block the network steps through, in one batch with the transferring clients (the
+        round drivers hold a round's participants, so that a transfer starting mid-block
+        finds its link already evaluated). Calls nest; :meth:`release` undoes one."""
+        self._held[client] = self._held.get(client, 0) + 1
+
+    def release(self, client: int) -> None:
+        """Undo one :meth:`hold` of ``client``."""
+        n = self._held.get(client, 0) - 1
+        if n > 0:
+            self._held[client] = n
+        else:
+            self._held.pop(client, None)
+
     def serving_cell(self, client: int) -> int:
         """The client's serving cell (refreshed to now)."""
         self.refresh([client])
         return int(self.link.serving[client])
 
     def refresh(self, clients) -> None:
-        """Bring the link state of ``clients`` to now (handovers are traced and applied)."""
-        dirty = self._refresh(np.asarray(clients, dtype=np.int64))
-        for pool in dirty:
+        """Bring the link state of ``clients`` (ints) to now (handovers are traced and applied)."""
+        for pool in self._refresh(clients):
             self._reshare(pool)
             self._schedule(pool)
 
@@ -167,13 +218,12 @@ class Network:
         """(m,) rate each client would have alone on its cell's whole band, now."""
         clients = np.asarray(clients, dtype=np.int64)
         self.refresh(clients)
-        bw = np.array([self._pools[(int(c), direction)].bandwidth_hz
-                       for c in self.link.serving[clients]])
-        return self.link.rate_bps(clients, direction, bw, bw)
+        bw = self._bandwidth[direction][self.link.serving[clients]]
+        return self.link.full_rate_bps(clients, direction, bw)
 
     def sinr_db(self, client: int, direction: str) -> float:
         """Current full-band SINR (dB) of ``client`` in ``direction``."""
-        return float(self.link.sinr_db(np.array([client]), direction)[0])
+        return self.link.sinr_db_of(client, direction)
 
     def predict_rate(self, client: int, direction: str) -> float:
         """Rate (bit/s) a new flow of ``client`` would get now, sharing its cell with the
@@ -182,9 +232,9 @@ class Network:
         pool = self._pools[(int(self.link.serving[client]), direction)]
         self._settle(pool)
         flows = list(pool.flows.values())
-        clients = np.array([f.client for f in flows] + [client], dtype=np.int64)
+        clients = [f.client for f in flows] + [client]
         keys = [f.fid for f in flows] + [-1]
-        return float(self._rates(pool, clients, keys)[0][-1])
+        return self._rates(pool, clients, keys)[0][-1]
 
     def start(self, client: int, direction: str, bits: int, power_w: float = 0.0,
               rnd: int | None = None, label: str = "", capacity_bits: float | None = None,
@@ -208,18 +258,23 @@ class Network:
             return flow
         self._settle(pool)
         pool.flows[flow.fid] = flow
-        self._client_flows.setdefault(client, []).append(flow)
+        flows = self._client_flows.get(client)
+        if flows is None:
+            self._client_flows[client] = [flow]
+        else:
+            flows.append(flow)
         if direction == UP:
             self._tx_up[client] = True
         else:
             self._tx_down[cell] = True
         self._n_active += 1
         if isinstance(pool.mac, ProportionalFair):
-            pool.mac.first_seen(flow.fid, float(self._rates(pool, np.array([client]), [flow.fid])[1][0]))
+            bw = pool.bandwidth_hz
+            pool.mac.first_seen(flow.fid, self.link.rates_of([client], direction, None, bw)[0])
+        self._ensure_block_timer()  # first: the pool's wake-up looks at the next boundary
         self._reshare(pool)
         self._trace_start(flow)
         self._schedule(pool)
-        self._ensure_block_timer()
         return flow
 
     def cancel(self, flow: Flow, reason: str) -> None:
@@ -234,17 +289,19 @@ class Network:
         self._schedule(pool)
 
     # ------------------------------------------------------------------ internals
-    def _rates(self, pool: _Pool, clients: np.ndarray, keys: list[int]):
-        """(rate, full_rate, time_frac) arrays of ``clients`` sharing ``pool``."""
-        full = self.link.full_rate_bps(clients, pool.direction, pool.bandwidth_hz)  # (n,)
-        bw_frac, time_frac = pool.mac.shares(keys, full)
-        partial = (bw_frac > 0) & (bw_frac < 1)
-        rate = full.copy()
-        if partial.any():
-            bw_cell = np.full(int(partial.sum()), pool.bandwidth_hz)
-            rate[partial] = self.link.rate_bps(clients[partial], pool.direction,
-                                               bw_frac[partial] * pool.bandwidth_hz, bw_cell)
-        rate = np.where(bw_frac > 0, rate * time_frac, 0.0)
+    def _rates(self, pool: _Pool, clients: list[int], keys: list[int]):
+        """(rate, full_rate, time_frac) lists of ``clients`` sharing ``pool`` (Python floats)."""
+        d = pool.direction
+        bw = pool.bandwidth_hz
+        full = self.link.rates_of(clients, d, None, bw)
+        bw_frac, time_frac = _shares(pool.mac, keys, full)
+        # a sub-band share: the link decides its rate (uplink power concentration)
+        sub = [i for i, b in enumerate(bw_frac) if 0.0 < b < 1.0]
+        sub_rate = self.link.rates_of([clients[i] for i in sub], d, [bw_frac[i] for i in sub],
+                                      bw) if sub else ()
+        rate = [fr * tf if b > 0.0 else 0.0 for fr, b, tf in zip(full, bw_frac, time_frac)]
+        for i, r in zip(sub, sub_rate):
+            rate[i] = r * time_frac[i]
         return rate, full, time_frac
 
     def _settle(self, pool: _Pool) -> None:
@@ -257,32 +314,36 @@ class Network:
                 air = f.time_frac * dt
                 f.airtime_s += air
                 f.energy_j += f.power_w * air
-            pool.mac.observe([f.fid for f in flows], np.array([f.rate for f in flows]), dt)
+            if pool.observes:
+                pool.mac.observe([f.fid for f in flows], np.array([f.rate for f in flows]), dt)
         pool.t_last = now
 
     def _reshare(self, pool: _Pool) -> None:
         if not pool.flows:
             return
         flows = list(pool.flows.values())
-        clients = np.array([f.client for f in flows], dtype=np.int64)
-        rate, full, time_frac = self._rates(pool, clients, [f.fid for f in flows])
+        rate, full, time_frac = self._rates(pool, [f.client for f in flows],
+                                            [f.fid for f in flows])
         now = self.env.now
-        for f, r, fr, tf in zip(flows, rate.tolist(), full.tolist(), time_frac.tolist()):
+        for f, r, fr, tf in zip(flows, rate, full, time_frac):
             f.rate = r
             f.full_rate = fr
             f.time_frac = tf if r > 0 else 0.0
             if fr <= 0 and not f.in_outage:
                 f.in_outage = True
                 f.outage_since = now
-                self.tracer.record(now, "outage_start", f.round, f.client, f.cell, f.direction,
-                                   snr_db=self.sinr_db(f.client, f.direction), rate_bps=0.0)
+                if self.tracer.enabled:
+                    self.tracer.record(now, "outage_start", f.round, f.client, f.cell,
+                                       f.direction, snr_db=self.sinr_db(f.client, f.direction),
+                                       rate_bps=0.0)
                 if self.outage_timeout_s is not None:
                     ev = self.env.timeout(self.outage_timeout_s, value=(f, now))
                     ev.callbacks.append(self._on_outage_timer)
             elif fr > 0 and f.in_outage:
                 f.in_outage = False
-                self.tracer.record(now, "outage_end", f.round, f.client, f.cell, f.direction,
-                                   snr_db=self.sinr_db(f.client, f.direction), rate_bps=fr)
+                if self.tracer.enabled:
+                    self.tracer.record(now, "outage_end", f.round, f.client, f.cell, f.direction,
+                                       snr_db=self.sinr_db(f.client, f.direction), rate_bps=fr)
 
     def _schedule(self, pool: _Pool) -> None:
         pool.gen += 1
@@ -293,8 +354,11 @@ class Network:
                 if dt < best:
                     best = dt
         if best < math.inf:
-            ev = self.env.timeout(max(best, 0.0), value=(pool, pool.gen))
-            ev.callbacks.append(self._on_pool_wake)
+            delay = max(best, 0.0)
+            if self.env.now + delay < self._block_at:  # else the boundary re-plans first
+                self.n_wakeups += 1
+                ev = self.env.timeout(delay, value=(pool, pool.gen))
+                ev.callbacks.append(self._on_pool_wake)
 
     def _on_pool_wake(self, ev) -> None:
         pool, gen = ev._value
@@ -336,26 +400,42 @@ class Network:
             flow.sent = float(flow.bits)
         self.bits_delivered += flow.sent
         self.bits_lost += flow.bits - flow.sent
-        duration = now - flow.t_start
-        mean_rate = flow.sent / duration if duration > 0 else None
-        self.tracer.record(now, "send_end" if ok else "send_failed", flow.round, flow.client,
-                           flow.cell, flow.direction, bits=flow.bits, bits_delivered=flow.sent,
-                           snr_db=self.sinr_db(flow.client, flow.direction), rate_bps=mean_rate,
-                           energy_j=flow.energy_j, detail=flow.label if ok else reason)
+        if self.tracer.enabled:
+            duration = now - flow.t_start
+            mean_rate = flow.sent / duration if duration > 0 else None
+            self.tracer.record(now, "send_end" if ok else "send_failed", flow.round,
+                               flow.client, flow.cell, flow.direction, bits=flow.bits,
+                               bits_delivered=flow.sent,
+                               snr_db=self.sinr_db(flow.client, flow.direction),
+                               rate_bps=mean_rate, energy_j=flow.energy_j,
+                               detail=flow.label if ok else reason)
         if not flow.done.triggered:
             flow.done.succeed(flow)
 
     def _trace_start(self, flow: Flow) -> None:
-        self.tracer.record(self.env.now, "send_start", flow.round, flow.client, flow.cell,
-                           flow.direction, bits=flow.bits,
-                           snr_db=self.sinr_db(flow.client, flow.direction), rate_bps=flow.rate,
-                           capacity_bits=flow.capacity_bits, k=flow.k, detail=flow.label)
+        if self.tracer.enabled:
+            self.tracer.record(self.env.now, "send_start", flow.round, flow.client, flow.cell,
+                               flow.direction, bits=flow.bits,
+                               snr_db=self.sinr_db(flow.client, flow.direction),
+                               rate_bps=flow.rate, capacity_bits=flow.capacity_bits, k=flow.k,
+                               detail=flow.label)
 
-    def _refresh(self, clients: np.ndarray) -> list[_Pool]:
-        """Refresh link state; apply handovers; return pools that need re-sharing."""
+    def _refresh(self, clients) -> list[_Pool]:
+        """Refresh link state; apply handovers; return pools that need re-sharing.
+
+        The first refresh in a fading block also evaluates the held clients (one batch)."""
         if len(clients) == 0:
             return []
-        handovers = self.link.refresh(self.env.now, clients, self._tx_up, self._tx_down)
+        now = self.env.now
+        k = self.link.block_index(now)
+        if k != self._last_block:
+            self._last_block = k
+            if self._held:
+                clients = sorted(set(self._held).union(
+                    clients.tolist() if isinstance(clients, np.ndarray) else clients))
+        handovers = self.link.refresh(now, clients, self._tx_up, self._tx_down)
+        if not handovers:
+            return []
         dirty: list[_Pool] = []
         for client, old, new in handovers:
             self.tracer.record(self.env.now, "handover", None, client, new,
@@ -387,23 +467,25 @@ class Network:
         k = math.floor(now / bs + 1e-9) + 1
         self._block_pending = True
         ev = self.env.timeout(max(k * bs - now, 0.0))
+        self._block_at = now + max(k * bs - now, 0.0)  # the event's time, as SimPy computes it
+        self.n_block_events += 1
         ev.callbacks.append(self._on_block)
 
     def _on_block(self, ev) -> None:
         self._block_pending = False
+        self._block_at = math.inf
         if self._n_active == 0:
             return
+        self._ensure_block_timer()  # first: the pools re-planned below look at it
         active = [p for p in self._pools.values() if p.flows]
         for pool in active:
             self._settle(pool)
-        clients = np.fromiter(sorted(self._client_flows), dtype=np.int64)
-        for pool in self._refresh(clients):
+        for pool in self._refresh(sorted(set(self._client_flows).union(self._held))):
             if pool not in active:
                 active.append(pool)
         for pool in active:
             self._reshare(pool)
             self._schedule(pool)
-        self._ensure_block_timer()
 
     def check_accounting(self) -> None:
         """Assert bits offered = delivered + lost + still in flight."""

@@ -4,16 +4,26 @@
 :class:`RadioLink`: layout, client drops, mobility per group, path loss, shadowing, block
 fading (``channel.radio.RadioChannel``), association with hysteresis, and the rate mapping.
 
-Link state is computed lazily, once per fading block, for all clients at once (one
-vectorised ``gain_db`` call): only when a transfer is active in that block or the driver
-asks (selection, capacity prediction, transfer start). Idle blocks cost nothing.
+Link state is computed lazily, per fading block and per client: in a block, only the
+clients that matter are evaluated — those with an active transfer (at the block boundary)
+and those the driver asks about (selection, capacity prediction, transfer start) — in one
+vectorised call for the clients of that moment (``RadioChannel.gain_linear(...,
+ue_index=...)``). Idle clients and idle blocks cost nothing; the cost of a block grows with
+the active clients, not with the population. A client's channel does not depend on which
+other clients were evaluated (``channel.radio``): an idle client's fading is advanced
+lazily, with the exact multi-block correlation, when it is next evaluated.
 
 SINR: uplink interference comes from clients of other cells with an active uplink flow at
 the block's first evaluation; downlink interference from cells with an active downlink
-flow. Power concentration: a client given a fraction b/B of its cell's uplink band puts its
+flow at that moment. Clients evaluated later in the block see the same interferers.
+Power concentration: a client given a fraction b/B of its cell's uplink band puts its
 whole power there, so its SINR on that sub-band is the full-band SINR + 10·log10(B/b)
 (noise and average interference scale with the band); downlink power is spread over the
 band, so the downlink SINR does not depend on the share.
+
+Association (serving cell, handover) is evaluated with the same laziness: a client's
+handover is detected — and traced — at the first evaluation of that client after its
+strongest cell changed, i.e. while it transfers or when the driver asks about it.
 """
 
 from __future__ import annotations
@@ -23,7 +33,8 @@ from typing import Any
 
 import numpy as np
 
-from sim.links import UP, LinkModel
+from channel import link as L
+from sim.links import DOWN, UP, LinkModel
 
 __all__ = ["RadioLink", "build_radio", "channel_registries", "MOBILITY_PROVIDED",
            "DROP_PROVIDED", "PATHLOSS_PROVIDED", "RATE_PROVIDED"]
@@ -58,96 +69,160 @@ def channel_registries() -> dict[str, dict[str, Any]]:
 
 
 class RadioLink(LinkModel):
-    """Link state of all clients from the channel models, one evaluation per fading block.
+    """Link state of the clients that matter, from the channel models, per fading block.
 
     Args:
-        channel: a ``channel.radio.RadioChannel`` (``gain_db(t, xy, speed) -> [n_bs, n_ue]``).
-        state: ``t -> (positions (n_clients, 2) m, speeds (n_clients,) m/s)``.
+        channel: a ``channel.radio.RadioChannel``
+            (``gain_linear(t, xy, speed, ue_index=ids) -> [n_bs, m]``).
+        state_of: ``(t, ids) -> (positions (m, 2) m, speeds (m,) m/s)`` of clients ``ids``.
         tx_power_dbm: (n_clients,) UE power, dBm; bs_tx_power_dbm: BS power, dBm.
         noise_up_dbm, noise_down_dbm: noise over the whole cell band (uplink at the BS,
             downlink at the UE), dBm.
-        association: ``channel.link.Association``; rate_mapper: ``channel.link.RateMapper``.
+        association: ``channel.link.Association`` (built with ``n_ue``);
+            rate_mapper: ``channel.link.RateMapper``.
     """
 
-    def __init__(self, channel, state, tx_power_dbm, bs_tx_power_dbm: float,
+    def __init__(self, channel, state_of, tx_power_dbm, bs_tx_power_dbm: float,
                  noise_up_dbm: float, noise_down_dbm: float, association, rate_mapper,
                  n_cells: int) -> None:
-        from channel import link as L
-
-        self._L = L
         self.channel = channel
         self.block_s = float(channel.block_s)
-        self._positions = state
+        self._state_of = state_of
         self.tx_power_dbm = np.asarray(tx_power_dbm, dtype=np.float64)
-        self.n_clients = len(self.tx_power_dbm)
+        self.n_clients = n = len(self.tx_power_dbm)
         self.n_cells = n_cells
         self.bs_tx_power_dbm = bs_tx_power_dbm
         self.noise_up_dbm = noise_up_dbm
         self.noise_down_dbm = noise_down_dbm
+        self._p_ue_mw = 10.0 ** (self.tx_power_dbm / 10.0)  # (n,)
+        self._p_bs_mw = 10.0 ** (bs_tx_power_dbm / 10.0)
+        self._n_up_mw = 10.0 ** (noise_up_dbm / 10.0)
+        self._n_down_mw = 10.0 ** (noise_down_dbm / 10.0)
         self.association = association
         self.mapper = rate_mapper
-        self._block = -1
-        self._sinr = {UP: np.zeros(self.n_clients), "down": np.zeros(self.n_clients)}
-        self._full: dict[tuple[str, float], np.ndarray] = {}  # per-block full-band rates
         m = rate_mapper
         self._shannon = m.kind == "shannon"  # fast path: no dB round trip, no checks
         self._inv_gap = 10.0 ** (-m.gap_db / 10.0)
         self._cap = math.inf if m.max_se_bps_hz is None else m.max_se_bps_hz
         self._eff = 1.0 - m.overhead
-        self.serving = np.zeros(self.n_clients, dtype=np.int64)
-        self._evaluate(0, np.zeros(self.n_clients, bool), np.zeros(n_cells, bool))
+        self.serving = np.zeros(n, dtype=np.int64)
+        self._sinr = {UP: np.zeros(n), DOWN: np.zeros(n)}  # linear, at each client's block
+        self._sinr_f = {UP: [0.0] * n, DOWN: [0.0] * n}  # the same as Python floats
+        self._at = [-1] * n  # block each client was last evaluated at
+        self._block = -1  # the current block (its interferers are fixed at its first evaluation)
+        self._i_up_mw = np.zeros(n_cells)  # uplink interference at each cell, this block
+        self._tx_down = np.zeros(n_cells, dtype=bool)  # cells transmitting downlink, this block
+        self.n_evaluated = 0  # client-blocks evaluated (a cost counter for benchmarks)
 
-    def _evaluate(self, block: int, tx_up, tx_down) -> np.ndarray:
-        L = self._L
-        t_b = block * self.block_s
-        xy, speed = self._positions(t_b)
-        gain = self.channel.gain_db(t_b, xy, speed)  # [n_bs, n_ue], dB
-        # RSRP is layer-3 filtered in practice: associate on the large-scale gain (path
-        # loss, shadowing, antenna), not on each block's fast fading (no ping-pong on fades).
-        large = getattr(self.channel, "large_scale_gain_db", None)
-        rsrp = (gain if large is None else large) + self.bs_tx_power_dbm
-        serving, _ = self.association.update(t_b, rsrp)
-        self._sinr[UP] = L.uplink_sinr_db(gain, self.tx_power_dbm, serving, tx_up,
-                                          self.noise_up_dbm)
-        self._sinr["down"] = L.downlink_sinr_db(gain, self.bs_tx_power_dbm, serving,
-                                                self.noise_down_dbm, transmitting=tx_down)
-        self._sinr_lin = {d: 10.0 ** (s / 10.0) for d, s in self._sinr.items()}
-        self._full.clear()
-        self._block = block
-        return np.asarray(serving, dtype=np.int64)
+    def block_index(self, t_s: float) -> int:
+        """The fading block containing ``t_s`` (the channel's own rule)."""
+        return self.channel.block_index(t_s)
 
     def refresh(self, t_s, clients, transmitting_up, transmitting_down):
-        block = int(math.floor(t_s / self.block_s + 1e-9))
-        if block == self._block:
-            return []
-        old = self.serving
-        new = self._evaluate(block, transmitting_up, transmitting_down)
-        self.serving = new
-        moved = np.flatnonzero(new != old)
-        return [(int(c), int(old[c]), int(new[c])) for c in moved]
+        k = self.channel.block_index(t_s)
+        at = self._at
+        if k == self._block:
+            need = sorted({c for c in (clients.tolist() if isinstance(clients, np.ndarray) else clients)
+                           if at[c] != k})
+            if not need:
+                return []
+            return self._evaluate(k, np.array(need, dtype=np.int64), None)
+        # the block's first evaluation: the uplink transmitters are evaluated with it, since
+        # their interference holds for the whole block
+        self._block = k
+        tx = np.flatnonzero(transmitting_up)
+        need = np.union1d(np.asarray(clients, dtype=np.int64), tx)
+        self._tx_down = np.array(transmitting_down, dtype=bool)
+        return self._evaluate(k, need, tx)
 
+    def _evaluate(self, k: int, need: np.ndarray, tx) -> list[tuple[int, int, int]]:
+        """Channel, association and SINR of clients ``need`` (ascending) at block ``k``;
+        ``tx`` (a subset of ``need``): this block's uplink transmitters, or None when the
+        block's interference is already set."""
+        t_b = self.channel.block_start_s(k)
+        xy, speed = self._state_of(t_b, need)
+        g = self.channel.gain_linear(t_b, xy, speed, ue_index=need)  # [n_bs, m], linear
+        # RSRP is layer-3 filtered in practice: associate on the large-scale gain (path
+        # loss, shadowing, antenna), not on each block's fast fading (no ping-pong on fades).
+        rsrp = self.channel.large_scale_gain_db_of(need)  # [n_bs, m], dB
+        rsrp += self.bs_tx_power_dbm
+        old = self.serving[need]
+        serving, fire = self.association.update(t_b, rsrp, cols=need)
+        self.serving[need] = serving
+        g_serv = g[serving, np.arange(need.size)]  # (m,)
+        if tx is not None:
+            pos = np.searchsorted(need, tx)
+            self._i_up_mw = L.uplink_interference_mw(g[:, pos], self._p_ue_mw[tx], serving[pos])
+        sinr_up = self._p_ue_mw[need] * g_serv / (self._i_up_mw[serving] + self._n_up_mw)
+        mask = self._tx_down
+        signal = self._p_bs_mw * g_serv
+        total = self._p_bs_mw * (mask @ g) if mask.any() else np.zeros(need.size)
+        interference = np.maximum(total - signal * mask[serving], 0.0)
+        sinr_down = signal / (interference + self._n_down_mw)
+        self._sinr[UP][need] = sinr_up
+        self._sinr[DOWN][need] = sinr_down
+        fu, fd, at = self._sinr_f[UP], self._sinr_f[DOWN], self._at
+        for c, su, sd in zip(need.tolist(), sinr_up.tolist(), sinr_down.tolist()):
+            fu[c] = su
+            fd[c] = sd
+            at[c] = k
+        self.n_evaluated += need.size
+        moved = np.flatnonzero(fire)
+        return [(int(need[i]), int(old[i]), int(serving[i])) for i in moved]
+
+    # -- vectorised queries (selection, predictions) --------------------------------------
     def sinr_db(self, clients, direction):
-        return self._sinr[direction][np.asarray(clients, dtype=np.int64)]
+        with np.errstate(divide="ignore"):
+            return 10.0 * np.log10(self._sinr[direction][np.asarray(clients, dtype=np.int64)])
 
     def full_rate_bps(self, clients, direction, cell_bandwidth_hz):
-        key = (direction, float(cell_bandwidth_hz))
-        full = self._full.get(key)
-        if full is None:  # once per block, for all clients
-            full = self._full[key] = self._rate(self._sinr_lin[direction], cell_bandwidth_hz)
-        return full[clients]
+        s = self._sinr[direction][np.asarray(clients, dtype=np.int64)]
+        return self._rate(s, np.asarray(cell_bandwidth_hz, dtype=np.float64))
 
     def _rate(self, sinr_lin, bw):
         if self._shannon:
             se = np.minimum(np.log2(1.0 + sinr_lin * self._inv_gap), self._cap)
             return bw * self._eff * se
-        return self.mapper.rate_bps(10.0 * np.log10(sinr_lin), bw)
+        with np.errstate(divide="ignore"):
+            return self.mapper.rate_bps(10.0 * np.log10(sinr_lin), bw)
 
     def rate_bps(self, clients, direction, bandwidth_hz, cell_bandwidth_hz):
-        s = self._sinr_lin[direction][np.asarray(clients, dtype=np.int64)]
+        s = self._sinr[direction][np.asarray(clients, dtype=np.int64)]
         bw = np.asarray(bandwidth_hz, dtype=np.float64)
         if direction == UP:  # the UE's power concentrates on its sub-band
             s = s * (np.asarray(cell_bandwidth_hz, dtype=np.float64) / bw)
         return self._rate(s, bw)
+
+    # -- scalar queries (the transfer engine's per-event path) ------------------------------
+    def rate_of(self, client, direction, bandwidth_hz, cell_bandwidth_hz):
+        s = self._sinr_f[direction][client]
+        if direction == UP and bandwidth_hz != cell_bandwidth_hz:
+            s = s * (cell_bandwidth_hz / bandwidth_hz)
+        if self._shannon:  # the same operations as _rate, on floats
+            return bandwidth_hz * self._eff * min(math.log2(1.0 + s * self._inv_gap), self._cap)
+        return float(self._rate(np.array([s]), np.array([bandwidth_hz]))[0])
+
+    def rates_of(self, clients, direction, fractions, cell_bandwidth_hz):
+        if not self._shannon:
+            return super().rates_of(clients, direction, fractions, cell_bandwidth_hz)
+        sinr = self._sinr_f[direction]
+        eff, inv_gap, cap, log2 = self._eff, self._inv_gap, self._cap, math.log2
+        b = cell_bandwidth_hz
+        if fractions is None:
+            return [b * eff * min(log2(1.0 + sinr[c] * inv_gap), cap) for c in clients]
+        out = []
+        up = direction == UP
+        for c, f in zip(clients, fractions):
+            bw = f * b
+            s = sinr[c]
+            if up and bw != b:
+                s = s * (b / bw)
+            out.append(bw * eff * min(log2(1.0 + s * inv_gap), cap))
+        return out
+
+    def sinr_db_of(self, client, direction):
+        s = self._sinr_f[direction][client]
+        return 10.0 * math.log10(s) if s > 0.0 else -math.inf
 
 
 class Radio:
@@ -157,7 +232,7 @@ class Radio:
         self.link = link
         self.layout = layout
         self.cell_site = cell_site
-        self._mobilities = mobilities  # [(slice, Mobility)]
+        self._mobilities = mobilities  # [(slice, Mobility)], contiguous, in client order
 
     def state(self, t_s: float) -> tuple[np.ndarray, np.ndarray]:
         """(positions (n, 2) m, speeds (n,) m/s) of all clients at ``t_s``."""
@@ -166,8 +241,44 @@ class Radio:
         v = np.concatenate([p[1] for p in parts], axis=0)
         return xy, np.hypot(v[:, 0], v[:, 1])
 
-    def positions_m(self, t_s: float) -> np.ndarray:
-        return self.state(t_s)[0]
+    def state_of(self, t_s: float, clients: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(positions (m, 2) m, speeds (m,) m/s) of ``clients`` at ``t_s`` (only theirs)."""
+        clients = np.asarray(clients, dtype=np.int64)
+        if len(self._mobilities) == 1:
+            (sl, mob), = self._mobilities
+            xy, v = mob.state_of(t_s, clients - sl.start)
+            return xy, np.hypot(v[:, 0], v[:, 1])
+        xy = np.empty((clients.size, 2))
+        v = np.empty((clients.size, 2))
+        for sl, mob in self._mobilities:
+            mine = np.flatnonzero((clients >= sl.start) & (clients < sl.stop))
+            if mine.size:
+                xy[mine], v[mine] = mob.state_of(t_s, clients[mine] - sl.start)
+        return xy, np.hypot(v[:, 0], v[:, 1])
+
+    def positions_m(self, t_s: float, clients=None) -> np.ndarray:
+        """(n, 2) positions at ``t_s`` (of ``clients`` only, (m, 2), when given), m."""
+        return self.state(t_s)[0] if clients is None else self.state_of(t_s, clients)[0]
+
+    def forget_before(self, t_s: float) -> None:
+        """Let the mobility models drop trajectory history before ``t_s`` (memory of long
+        runs); later queries must not go before it."""
+        for _, mob in self._mobilities:
+            forget = getattr(mob, "forget_before", None)
+            if forget is not None:
+                forget(t_s)
+
+    def replay_positions_m(self, times_s, clients) -> np.ndarray:
+        """(n_t, m, 2) positions of ``clients`` at ascending ``times_s``, replayed from the
+        start of the trajectories (they are functions of the seed only); call it after the
+        run: it rewinds the mobility models."""
+        for _, mob in self._mobilities:
+            mob.reset()
+        out = []
+        for t in times_s:
+            out.append(self.positions_m(float(t), clients))
+            self.forget_before(float(t))
+        return np.stack(out)
 
 
 def _layout(spec):
@@ -280,10 +391,10 @@ def build_radio(scn, rng) -> Radio:
     mapper = L.RateMapper(kind=net.rate.kind, **net.rate.options)
     radio = Radio(None, layout, np.asarray(layout.site_of_bs, dtype=np.int64), mobilities)
     radio.link = RadioLink(
-        channel, radio.state, tx_power, net.bs_tx_power_dbm,
+        channel, radio.state_of, tx_power, net.bs_tx_power_dbm,
         float(L.thermal_noise_dbm(net.uplink_bandwidth_hz, net.noise_figure_db)),
         float(L.thermal_noise_dbm(net.downlink_bandwidth_hz, net.ue_noise_figure_db)),
-        L.Association(net.association.hysteresis_db, net.association.time_to_trigger_s),
+        L.Association(net.association.hysteresis_db, net.association.time_to_trigger_s, n_ue=n),
         mapper, layout.n_bs)
     return radio
 

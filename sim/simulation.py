@@ -244,6 +244,13 @@ class Simulation:
     def _aggregator_for(self, task: _Task) -> str:
         return task.edge if task.edge is not None else self.server.node
 
+    def _forget_history(self) -> None:
+        """Let the mobility models drop trajectory history before the current fading block
+        (memory of long runs; the channel only ever asks about the current block or later)."""
+        if self.radio is not None:
+            link = self.radio.link
+            self.radio.forget_before(link.channel.block_start_s(link.block_index(self.env.now)))
+
     def _budget_s(self, task: _Task) -> float:
         b = self.scenario.fl.capacity_budget_s
         if b is not None:
@@ -259,6 +266,7 @@ class Simulation:
         client = self.clients[cid]
         gen = self.algorithm.client_round(task.rnd, cid)
         value = None
+        self.network.hold(cid)  # a participant: its link is evaluated with each block's batch
         try:
             while True:
                 try:
@@ -285,10 +293,12 @@ class Simulation:
                 self._account_flow(task.flow, client)
                 task.bits_delivered = task.flow.sent
             gen.close()
+            self.network.release(cid)
             self._trace("client_failed", round=task.rnd, client=cid,
                         bits_delivered=task.bits_delivered, detail=f"{reason}:{task.stage}")
             self.n_failures += 1
             return Failure(cid, str(reason), task.stage, float(task.bits_delivered))
+        self.network.release(cid)
         self._trace("client_done", round=task.rnd, client=cid)
         self.n_results += 1
         return ClientResult(cid, update, self.algorithm.n_samples(cid), task.base_version)
@@ -499,12 +509,14 @@ class Simulation:
         all_ids = np.arange(n, dtype=np.int64)
         for rnd in range(fl.rounds):
             self._acct = _Acct(env.now)
+            self._forget_history()
             self._trace("round_start", round=rnd)
             selected = self._select(rnd, all_ids, fl.clients_per_round)
             self._acct.n_selected = len(selected)
             deadline_abs = env.now + fl.deadline_s if fl.deadline_s is not None else math.inf
             self._edge_dl: dict = {}
             tasks = []
+            self.network.refresh(selected)  # their serving cells, now (one batched evaluation)
             for cid in selected.tolist():
                 self.clients[cid].last_selected = rnd
                 self._trace("selected", round=rnd, client=cid,
@@ -596,7 +608,9 @@ class Simulation:
             idle = np.array([c.id for c in self.clients if not c.busy], dtype=np.int64)
             if len(idle) == 0 or k <= 0:
                 return
-            for cid in self._select(version, idle, k).tolist():
+            chosen = self._select(version, idle, k)
+            self.network.refresh(chosen)  # their serving cells, now (one batched evaluation)
+            for cid in chosen.tolist():
                 c = self.clients[cid]
                 c.busy = True
                 c.last_selected = version
@@ -640,6 +654,7 @@ class Simulation:
                 self._round_row(version, len(results), len(fails), metrics, evaluated)
                 version += 1
                 self._acct = _Acct(env.now)
+                self._forget_history()
                 if version < fl.rounds:
                     self._trace("round_start", round=version)
             if version < fl.rounds:
@@ -699,7 +714,8 @@ class Simulation:
         t = np.linspace(0.0, max(float(self.env.now), 1e-9), n_t)
         n = len(self.clients)
         ids = np.unique(np.linspace(0, n - 1, min(n_max, n)).astype(np.int64))  # all groups
-        xy = np.stack([self.radio.positions_m(float(ti))[ids] for ti in t])  # (n_t, m, 2)
+        # the run dropped old history (_forget_history): replay it (seed-determined)
+        xy = self.radio.replay_positions_m(t, ids)  # (n_t, m, 2)
         return {"t_s": t, "clients": ids, "xy_m": xy, "layout": self.radio.layout}
 
 

@@ -1,12 +1,30 @@
 """Shared fixtures for fl/ tests: the SmolLM2 tokenizer (converted once, then cached on disk
 and per process), tiny models, a small encoded fortune task, and a small FedAvgLoRA config."""
 
+import ctypes
+import ctypes.util
 import os
 
 import pytest
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+
+def _keep_freed_memory():
+    """The run-time equivalent of GLIBC_TUNABLES=glibc.malloc.mmap_max=0:
+    glibc.malloc.trim_threshold=...: glibc otherwise returns big buffers to the OS after every
+    step and tiny-model steps get ~10x slower from page faults (DESIGN.md, measured facts)."""
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c"))
+        M_TRIM_THRESHOLD, M_MMAP_MAX = -1, -4
+        libc.mallopt(M_MMAP_MAX, 0)
+        libc.mallopt(M_TRIM_THRESHOLD, 2**30)
+    except (OSError, AttributeError):  # not glibc: nothing to tune
+        pass
+
+
+_keep_freed_memory()
 
 
 @pytest.fixture(scope="session")

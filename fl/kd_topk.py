@@ -1,0 +1,611 @@
+"""kd_topk — KD-FedLLM with communication-aware top-k logits (ALGORITHMS.md; [P1], [P3]).
+
+Clients hold a copy of the server's language model that keeps only some of its decoder
+layers (``client_keep_layers``; same tokenizer, same width); the server holds the full
+model. Both train LoRA adapters; no parameters travel, only logits on a public batch.
+
+Round t (the public batch of round t is ``public_batch_size`` examples of the public split,
+drawn from stream ``("public", t)``; every party uses the same one):
+
+1. ``Receive`` (if ``mutual``): the server's top-``k_down`` logits on this round's public
+   batch (and its hidden projections), computed by the server after its last distillation.
+2. ``Compute``: ``local_steps`` LoRA steps, each on L = CE(private batch) + α·τ²·KL(server
+   teacher ‖ client) on the public batch + β·‖P(h_client) − P(h_server)‖², then one forward
+   pass on the public batch. The FLOPs are exact for the batches the client will use.
+3. ``Send``: when the upload starts, the sizer turns the capacity the kernel hands it into k
+   (below) and the exact payload size; only when the upload completes does the real work
+   run (training, public forward, top-k, encoding), so a failed upload costs no compute.
+   The message: per counted position, the top-k values (raw logits, or log-probabilities
+   with ``values: logprobs``) and their vocabulary indices, plus r projection numbers per
+   position if ``projection.rank`` > 0 (:mod:`fl.topk_payload` gives the bits).
+4. Server (``ServerCompute``, timed by server FLOPs): aggregate the messages
+   (:mod:`fl.distill`: ``zero_pad``, ``adaptive`` or ``prob_tail``; weights ∝ samples or ∝ k)
+   into a teacher, run ``server_steps`` LoRA steps of α·τ²·KL + β·projection on the public
+   batch, then compute its own top-``k_down`` logits on the next round's public batch (the
+   downlink of step 1).
+
+Positions that count (``positions``): ``answer`` — the positions whose next token is an
+answer token (label word + end of turn; 2–4 per example with SmolLM2's tokenizer), the
+part of the distribution the task is about; ``all`` — every real (non-padding) position of
+prompt and answer. T, the bits and the head's FLOPs follow. Public examples are fed as
+prompt + true answer (teacher forcing); their labels are never a loss target.
+
+k selection (``k``), with C the capacity (bits), b_v value bits, b_i = ceil(log2 V):
+
+- an integer: fixed k (FedMKT uses 128); ``full``: k = V, sent dense (T·V·b_v bits);
+- ``adaptive`` [P1]: k = clip(floor((C − overhead) / (T·(b_v + b_i))), k_min, k_max), with
+  overhead = header + int8 scales + projection bits; if k_max = V and the dense message fits
+  (C − overhead ≥ T·V·b_v) then k = V. Infinite capacity (no radio) gives k_max.
+- ``adaptive_mass``: per position the smallest k_t whose probability mass reaches
+  ``mass_target``, capped by the ``adaptive`` k (and at least k_min). The size must be fixed
+  when the upload starts, before the client's own logits exist in the contract, so the
+  mass is measured on the distribution the client already holds for this public batch:
+  the server's downlink teacher (exact mass with ``values: logprobs``; relative to the
+  server's k_down entries with ``logits``). Positions where that mass never reaches the
+  target use the cap. Without a downlink teacher it behaves as ``adaptive``. The counts
+  travel (ceil(log2(k_max + 1)) bits each); the trace's ``k`` is the rounded mean k_t.
+
+A client keeps its own adapter between rounds (KD shares no parameters); a client whose
+upload fails keeps the adapter it had (its work never ran). One model instance serves all
+clients (their adapters are swapped in and out), so results do not depend on run order.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from dataclasses import dataclass
+from typing import Literal, Mapping, Sequence, Union
+
+import numpy as np
+import torch
+from pydantic import Field, model_validator
+
+from fl.actions import ClientResult, Compute, Failure, Receive, Send, SendPlan, ServerCompute
+from fl.algorithm import Algorithm, AlgorithmConfig, AlgorithmContext, register_algorithm
+from fl.data import Batch, batch_shape, collate, encode_task, load_dataset
+from fl.distill import (SparseLogits, Teacher, build_teacher, kd_loss, mass_k, message_probs,
+                        projection_loss, projection_matrix, top_k)
+from fl.flops import profile
+from fl.models import add_lora, bytes_resident, count_parameters, keep_layers, load_model, lora_state, \
+    set_lora_state
+from fl.partition import DirichletPartition, PartitionSpec, holdout_split, label_histogram, partition
+from fl.payload import DTYPE_BITS, SCALE_BITS
+from fl.seeding import int_seed, numpy_stream
+from fl.specs import AnyModelSpec, DataSpec, LoraSpec, ModelSpec, WireDtype
+from fl.topk_payload import TopKPayload, count_bits, index_bits, topk_bits
+from fl.train import answer_loss, causal_lm, draw_batches, evaluate
+
+__all__ = ["ProjectionSpec", "KDTopKConfig", "KDTopK", "KDUpdate", "choose_k", "PublicSelection"]
+
+
+class ProjectionSpec(AlgorithmConfig):
+    """The LoRA-style hidden projection [P1] (off while ``rank`` is 0).
+
+    rank: r numbers per position sent with the logits (A is r × d: Kaiming-uniform like
+        LoRA's A, drawn once from the run's seed and shared by every party, frozen).
+    client_layer, server_layer: index into each model's hidden states (0: embeddings, i:
+        after decoder layer i of that model, −1: the last, after the final norm).
+    normalise: MSE on unit-normalised projections (default) or on raw ones.
+    """
+
+    rank: int = Field(0, ge=0)
+    client_layer: int = -1
+    server_layer: int = -1
+    normalise: bool = True
+
+
+class KDTopKConfig(AlgorithmConfig):
+    """Options of ``kd_topk`` (``fl.options`` in a scenario); see the module docstring.
+
+    model: the server model (a :class:`~fl.specs.ModelSpec`, e.g. ``smollm2``, or ``{kind:
+        tiny}``). client_keep_layers: the server model's decoder layers the clients keep
+        (increasing indices), or None for the whole model.
+    lora, data, partition: as in fedavg_lora (``data.n_public`` ≥ ``public_batch_size``).
+    local_steps, batch_size, lr, weight_decay: client training per round (AdamW, fresh each round).
+    server_steps, server_lr: the server's distillation steps per round.
+    public_batch_size: public examples per round. positions: ``answer`` or ``all``.
+    k: an int, ``full``, ``adaptive`` or ``adaptive_mass``; k_min, k_max (None: V) clip it;
+        mass_target: the probability mass of ``adaptive_mass``.
+    k_down: entries per position the server sends back (an int or ``full``).
+    values: ``logits`` (raw) or ``logprobs`` (log_softmax over V; needed by ``prob_tail``).
+    value_dtype: fp32, fp16, bf16 or int8 (absmax per position) for values and projections.
+    aggregation: ``adaptive`` [P1], ``zero_pad`` (baseline) or ``prob_tail``.
+    weight_by: ``samples`` (client sample counts) or ``k`` (entries per position).
+    temperature, alpha, beta: the loss L = CE + α·τ²·KL + β·projection term.
+    mutual: the server sends its logits back and clients distil from them.
+    header_bits: modelled header bits of every message.
+    eval_every, eval_batch_size: server-model evaluation; eval_clients: also evaluate the
+        client models (mean/min accuracy of the clients trained so far; slower).
+    data_seed, seed_offset, cache_dir: as in fedavg_lora.
+    """
+
+    model: AnyModelSpec = ModelSpec()
+    client_keep_layers: tuple[int, ...] | None = None
+    lora: LoraSpec = LoraSpec()
+    data: DataSpec = DataSpec(n_public=64)
+    partition: PartitionSpec = DirichletPartition()
+    local_steps: int = Field(5, ge=1)
+    batch_size: int = Field(8, ge=1)
+    lr: float = Field(2e-3, gt=0)
+    weight_decay: float = Field(0.0, ge=0)
+    server_steps: int = Field(5, ge=0)
+    server_lr: float = Field(2e-3, gt=0)
+    public_batch_size: int = Field(8, ge=1)
+    positions: Literal["answer", "all"] = "answer"
+    k: Union[int, Literal["full", "adaptive", "adaptive_mass"]] = "adaptive"
+    k_min: int = Field(1, ge=1)
+    k_max: int | None = Field(None, ge=1)
+    mass_target: float = Field(0.95, gt=0, le=1)
+    k_down: Union[int, Literal["full"]] = 64
+    values: Literal["logits", "logprobs"] = "logits"
+    value_dtype: WireDtype = "fp16"
+    aggregation: Literal["adaptive", "zero_pad", "prob_tail"] = "adaptive"
+    weight_by: Literal["samples", "k"] = "samples"
+    temperature: float = Field(1.0, gt=0)
+    alpha: float = Field(1.0, ge=0)
+    beta: float = Field(1.0, ge=0)
+    projection: ProjectionSpec = ProjectionSpec()
+    mutual: bool = True
+    header_bits: int = Field(0, ge=0)
+    eval_every: int = Field(1, ge=1)
+    eval_batch_size: int = Field(16, ge=1)
+    eval_clients: bool = False
+    data_seed: int | None = Field(None, ge=0)
+    seed_offset: int = Field(0, ge=0)
+    cache_dir: str | None = None
+
+    @model_validator(mode="after")
+    def _consistent(self) -> "KDTopKConfig":
+        if isinstance(self.k, int) and self.k < 1:
+            raise ValueError(f"k must be >= 1, 'full', 'adaptive' or 'adaptive_mass'. Got {self.k} instead.")
+        if isinstance(self.k_down, int) and self.k_down < 1:
+            raise ValueError(f"k_down must be >= 1 or 'full'. Got {self.k_down} instead.")
+        if self.k_max is not None and self.k_max < self.k_min:
+            raise ValueError(f"k_max ({self.k_max}) must be >= k_min ({self.k_min}).")
+        if self.aggregation == "prob_tail" and self.values != "logprobs":
+            raise ValueError("aggregation 'prob_tail' needs values: logprobs (the tail mass 1 − Σp needs "
+                             "the full-vocabulary normaliser); set values: logprobs.")
+        if self.data.n_public < self.public_batch_size:
+            raise ValueError(f"data.n_public ({self.data.n_public}) must be >= public_batch_size "
+                             f"({self.public_batch_size}); raise data.n_public.")
+        return self
+
+
+def choose_k(capacity_bits: float, n_tokens: int, vocab_size: int, dtype: str, k_min: int, k_max: int,
+             overhead_bits: int, allow_dense: bool = True) -> int:
+    """The adaptive k [P1]: clip(floor((C − overhead) / (T·(b_v + b_i))), k_min, k_max).
+
+    With ``allow_dense`` and k_max = V, k = V as soon as the dense message (T·V·b_v) fits.
+    An infinite capacity gives k_max. Monotone non-decreasing in ``capacity_bits``.
+    """
+    if not 1 <= k_min <= k_max <= vocab_size:
+        raise ValueError(f"choose_k needs 1 <= k_min <= k_max <= V. Got k_min={k_min}, k_max={k_max}, V={vocab_size}.")
+    if math.isnan(capacity_bits):
+        raise ValueError("choose_k: capacity_bits is NaN.")
+    if math.isinf(capacity_bits) and capacity_bits > 0:
+        return k_max
+    b_v, b_i = DTYPE_BITS[dtype], index_bits(vocab_size)
+    budget = capacity_bits - overhead_bits
+    if allow_dense and k_max == vocab_size and budget >= n_tokens * vocab_size * b_v:
+        return vocab_size
+    k = math.floor(budget / (n_tokens * (b_v + b_i))) if budget > 0 else 0
+    return int(min(max(k, k_min), k_max))
+
+
+@dataclass(frozen=True)
+class PublicSelection:
+    """The counted positions of a public batch: rows (T,), cols (T,) absolute positions, and
+    ``keep`` (the head runs on the last ``keep`` positions of every sequence)."""
+
+    rows: torch.Tensor
+    cols: torch.Tensor
+    keep: int
+
+    @property
+    def n_tokens(self) -> int:
+        return int(self.rows.numel())
+
+
+@dataclass(frozen=True)
+class KDUpdate:
+    """What a client's round hands to aggregation: the payload the server received, the
+    round whose public batch it describes, its k and bits, and the mean local loss."""
+
+    payload: TopKPayload
+    public_round: int
+    k: int
+    bits: int
+    train_loss: float
+
+
+def _positions(mask: torch.Tensor) -> torch.Tensor:
+    # positions count real tokens only, so left padding does not shift them (as fl.train)
+    return (mask.cumsum(-1) - 1).clamp(min=0)
+
+
+@register_algorithm
+class KDTopK(Algorithm):
+    """Federated distillation with top-k logits sized by the channel; see the module docstring."""
+
+    name = "kd_topk"
+    Config = KDTopKConfig
+
+    def __init__(self, config: KDTopKConfig, context: AlgorithmContext) -> None:
+        super().__init__(config, context)
+        if context.n_clients < 1:
+            raise ValueError(f"kd_topk needs n_clients >= 1. Got {context.n_clients} instead.")
+        cfg = config
+        self.train_root = context.seed + cfg.seed_offset
+        data_root = context.seed if cfg.data_seed is None else cfg.data_seed
+
+        base, self.tokenizer = load_model(cfg.model, cfg.cache_dir)
+        client_base = copy.deepcopy(base)
+        if cfg.client_keep_layers is not None:
+            keep_layers(client_base, cfg.client_keep_layers)
+        self.server_model = add_lora(base, cfg.lora, seed=int_seed(self.train_root, "lora_init", "server"))
+        self.client_model = add_lora(client_base, cfg.lora, seed=int_seed(self.train_root, "lora_init", "client"))
+        self.vocab_size = int(causal_lm(self.server_model).get_output_embeddings().out_features)
+        self.k_max = self.vocab_size if cfg.k_max is None else cfg.k_max
+        for name, value in (("k", cfg.k), ("k_down", cfg.k_down), ("k_max", self.k_max), ("k_min", cfg.k_min)):
+            if isinstance(value, int) and value > self.vocab_size:
+                raise ValueError(f"{name} ({value}) must be <= the vocabulary size V = {self.vocab_size}.")
+        self.k_down = self.vocab_size if cfg.k_down == "full" else int(cfg.k_down)
+        self.counts_bits = count_bits(self.k_max)
+        self.server_profile = profile(self.server_model)
+        self.client_profile = profile(self.client_model)
+        self.hidden = int(causal_lm(self.server_model).config.hidden_size)
+        r = cfg.projection.rank
+        self.proj_A = projection_matrix(r, self.hidden, int_seed(self.train_root, "projection")) if r else None
+        if r:
+            for who, model, layer in (("client", self.client_model, cfg.projection.client_layer),
+                                      ("server", self.server_model, cfg.projection.server_layer)):
+                n = int(causal_lm(model).config.num_hidden_layers) + 1
+                if not -n <= layer < n:
+                    raise ValueError(f"projection.{who}_layer must index the {who} model's {n} hidden "
+                                     f"states (-{n}..{n - 1}). Got {layer} instead.")
+
+        self.dataset = load_dataset(cfg.data)
+        self.task = encode_task(self.dataset, self.tokenizer, cfg.data.max_len)
+        labels = self.dataset.labels
+        self.train_idx, self.public_idx, self.test_idx = holdout_split(
+            labels, cfg.data.n_test, cfg.data.n_public, numpy_stream(data_root, "holdout"))
+        self.parts = partition(cfg.partition, labels[self.train_idx], context.n_clients,
+                               numpy_stream(data_root, "partition"))
+        self.client_idx = [self.train_idx[p] for p in self.parts]
+
+        self.client_init = lora_state(self.client_model)
+        self.client_states: dict[int, Mapping[str, torch.Tensor]] = {}
+        self._downlink: dict[int, TopKPayload] = {}
+        self.version = 0
+
+    # --- the contract -----------------------------------------------------------------------
+
+    def n_samples(self, client: int) -> int:
+        return int(len(self.client_idx[client]))
+
+    def client_round(self, rnd: int, client: int):
+        cfg = self.config
+        down: TopKPayload | None = None
+        if cfg.mutual:
+            down = yield Receive(self.download_payload(rnd), label="teacher")
+        gen = torch.Generator().manual_seed(int_seed(self.train_root, "train", client, rnd))
+        plan = draw_batches(self.client_idx[client], cfg.batch_size, cfg.local_steps, gen)
+        public = self.public_indices(rnd)
+        n_tokens = self.selection(collate(self.task, public)).n_tokens
+        yield Compute(flops=self.client_flops(plan, public, distil=down is not None), label="train")
+        chosen: dict[str, torch.Tensor] = {}
+        losses: list[float] = []
+
+        def sizer(capacity_bits: float) -> SendPlan:
+            send_plan, counts = self.plan_upload(capacity_bits, n_tokens, down)
+            if counts is not None:
+                chosen["counts"] = counts
+            return send_plan
+
+        def work(send_plan: SendPlan) -> TopKPayload:
+            model = self.client_model
+            set_lora_state(model, self.client_states.get(client, self.client_init))
+            batch = collate(self.task, public)
+            sel = self.selection(batch)
+            teacher, target = self._teacher_from(down) if down is not None else (None, None)
+            private = [collate(self.task, idx) for idx in plan]
+            losses.extend(self.train(model, cfg.local_steps, cfg.lr, gen, private, batch, sel, teacher, target,
+                                     cfg.projection.client_layer))
+            self.client_states[client] = lora_state(model)
+            logits, hidden = self.public_outputs(model, batch, sel, cfg.projection.client_layer)
+            return self.encode_message(logits, hidden, send_plan.k, chosen.get("counts"))
+
+        payload = yield Send(sizer=sizer, work=work, label="logits")
+        return KDUpdate(payload, rnd, payload.k, payload.bits, float(np.mean(losses)) if losses else math.nan)
+
+    def server_round(self, rnd: int, results: Sequence[ClientResult], failures: Sequence[Failure]):
+        """Aggregation and distillation as one ``ServerCompute`` (timed by its FLOPs)."""
+        metrics = yield ServerCompute(flops=self.server_flops(rnd, results),
+                                      work=lambda: self.aggregate(rnd, results, failures), label="distil")
+        return dict(metrics)
+
+    def aggregate(self, rnd: int, results: Sequence[ClientResult], failures: Sequence[Failure]) -> Mapping[str, float]:
+        """Aggregate the messages per public batch, distil into the server model, and compute
+        the next downlink; return the round's extra columns."""
+        cfg = self.config
+        kd_losses: list[float] = []
+        support: list[float] = []
+        for public_round in sorted({r.update.public_round for r in results}):
+            group = [r for r in results if r.update.public_round == public_round]
+            teacher, target = self.aggregate_messages(group)
+            support.append(float(teacher.support.sum(1).double().mean()))
+            batch = collate(self.task, self.public_indices(public_round))
+            sel = self.selection(batch)
+            gen = torch.Generator().manual_seed(int_seed(self.train_root, "server", public_round))
+            kd_losses.extend(self.train(self.server_model, cfg.server_steps, cfg.server_lr, gen, [], batch, sel,
+                                        teacher, target, cfg.projection.server_layer))
+        if results:
+            self.version += 1
+        nxt = rnd + 1
+        if cfg.mutual:
+            self._downlink = {r: p for r, p in self._downlink.items() if r > rnd}
+            self._downlink[nxt] = self._server_message(nxt)
+        ks = [r.update.k for r in results]
+        bits = [r.update.bits for r in results]
+        losses = [r.update.train_loss for r in results]
+        nan = math.nan
+        return {
+            "n_aggregated": float(len(results)),
+            "n_failed": float(len(failures)),
+            "k_mean": float(np.mean(ks)) if ks else nan,
+            "k_min": float(np.min(ks)) if ks else nan,
+            "k_max": float(np.max(ks)) if ks else nan,
+            "bits_up_mean": float(np.mean(bits)) if bits else nan,
+            "teacher_support": float(np.mean(support)) if support else nan,
+            "train_loss": float(np.mean(losses)) if losses else nan,
+            "server_kd_loss": float(np.mean(kd_losses)) if kd_losses else nan,
+        }
+
+    def evaluate(self, rnd: int) -> Mapping[str, float]:
+        """Server-model accuracy and loss after round ``rnd`` (every ``eval_every`` rounds;
+        rnd = −1, the initial model, always), plus client-model accuracy if ``eval_clients``."""
+        if (rnd + 1) % self.config.eval_every:
+            return {}
+        m = evaluate(self.server_model, self.task, self.test_idx, self.config.eval_batch_size)
+        out = {"accuracy": m["accuracy"], "loss": m["loss"]}
+        if self.config.eval_clients:
+            accs = []
+            for c in sorted(self.client_states) or [None]:
+                set_lora_state(self.client_model, self.client_init if c is None else self.client_states[c])
+                accs.append(evaluate(self.client_model, self.task, self.test_idx, self.config.eval_batch_size)["accuracy"])
+            out["client_accuracy"] = float(np.mean(accs))
+            out["client_accuracy_min"] = float(np.min(accs))
+        return out
+
+    # --- sizes -----------------------------------------------------------------------------
+
+    def overhead_bits(self, n_tokens: int, variable: bool = False) -> int:
+        """Bits of a message besides its entries: header, int8 scales, projections, counts."""
+        cfg = self.config
+        scale = SCALE_BITS if cfg.value_dtype == "int8" else 0
+        r = cfg.projection.rank
+        bits = cfg.header_bits + n_tokens * scale
+        if r:
+            bits += n_tokens * (r * DTYPE_BITS[cfg.value_dtype] + scale)
+        if variable:
+            bits += n_tokens * self.counts_bits
+        return int(bits)
+
+    def plan_upload(self, capacity_bits: float, n_tokens: int, down: TopKPayload | None = None
+                    ) -> tuple[SendPlan, torch.Tensor | None]:
+        """The sizer's decision: (SendPlan with exact bits and k, per-position counts or None)."""
+        cfg = self.config
+        r, dtype, V = cfg.projection.rank, cfg.value_dtype, self.vocab_size
+        info = {"n_tokens": n_tokens, "mode": str(cfg.k)}
+        if cfg.k == "full" or isinstance(cfg.k, int):
+            k = V if cfg.k == "full" else int(cfg.k)
+        elif cfg.k == "adaptive_mass" and down is not None:
+            cap = choose_k(capacity_bits, n_tokens, V, dtype, cfg.k_min, self.k_max,
+                           self.overhead_bits(n_tokens, variable=True), allow_dense=False)
+            msg, _ = down.decode()
+            need = mass_k(message_probs(msg, cfg.values), cfg.mass_target)  # (T,), 0 = not reached
+            counts = torch.where(need > 0, need, torch.full_like(need, cap)).clamp(min=cfg.k_min, max=cap)
+            bits = topk_bits(n_tokens, None, V, dtype, r, cfg.header_bits,
+                             counts_total=int(counts.sum()), counts_bits=self.counts_bits)
+            k_mean = int(round(float(counts.double().mean())))
+            return SendPlan(bits=bits, k=k_mean, info={**info, "k_cap": cap}), counts
+        else:
+            k = choose_k(capacity_bits, n_tokens, V, dtype, cfg.k_min, self.k_max, self.overhead_bits(n_tokens))
+        return SendPlan(bits=topk_bits(n_tokens, k, V, dtype, r, cfg.header_bits), k=k, info=info), None
+
+    def size_hints(self) -> dict[str, float]:
+        """Rough sizes before any round ran (deadline-aware selection): k = k_min uploads."""
+        T = self.config.public_batch_size * 2
+        k = self.k_min_upload
+        return {"upload_bits": float(topk_bits(T, k, self.vocab_size, self.config.value_dtype,
+                                               self.config.projection.rank, self.config.header_bits)),
+                "download_bits": float(topk_bits(T, self.k_down, self.vocab_size, self.config.value_dtype,
+                                                 self.config.projection.rank, self.config.header_bits))
+                if self.config.mutual else 0.0}
+
+    @property
+    def k_min_upload(self) -> int:
+        k = self.config.k
+        return self.vocab_size if k == "full" else (int(k) if isinstance(k, int) else self.config.k_min)
+
+    # --- the public batch ------------------------------------------------------------------
+
+    def public_indices(self, rnd: int) -> list[int]:
+        """Dataset indices of round ``rnd``'s public batch (stream ``("public", rnd)``)."""
+        rng = numpy_stream(self.train_root, "public", rnd)
+        pick = rng.choice(len(self.public_idx), size=self.config.public_batch_size, replace=False)
+        return sorted(int(i) for i in self.public_idx[pick])
+
+    def selection(self, batch: Batch) -> PublicSelection:
+        """The counted positions of a (left-padded) public batch."""
+        S = batch.input_ids.shape[1]
+        if self.config.positions == "answer":
+            rows, a = batch.target_mask.nonzero(as_tuple=True)
+            cols = batch.target_pos[rows, a]
+            return PublicSelection(rows, cols, S - int(cols.min()))
+        rows, cols = batch.attention_mask.nonzero(as_tuple=True)
+        return PublicSelection(rows, cols, S)
+
+    def public_outputs(self, model, batch: Batch, sel: PublicSelection, layer: int | None
+                       ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """(logits (T, V), projections (T, r) or None) of ``model`` at the counted positions."""
+        want_hidden = self.proj_A is not None and layer is not None
+        S = batch.input_ids.shape[1]
+        out = causal_lm(model)(
+            input_ids=batch.input_ids, attention_mask=batch.attention_mask,
+            position_ids=_positions(batch.attention_mask), use_cache=False, logits_to_keep=sel.keep,
+            output_hidden_states=want_hidden,
+        )
+        logits = out.logits[sel.rows, sel.cols - (S - sel.keep)]  # (T, V)
+        proj = None
+        if want_hidden:
+            h = out.hidden_states[layer][sel.rows, sel.cols]  # (T, d)
+            proj = h.float() @ self.proj_A.T  # (T, r)
+        return logits, proj
+
+    # --- training --------------------------------------------------------------------------
+
+    def _distils(self, has_teacher: bool) -> bool:
+        cfg = self.config
+        return has_teacher and (cfg.alpha > 0 or (cfg.beta > 0 and self.proj_A is not None))
+
+    def train(self, model, steps: int, lr: float, generator: torch.Generator, private: Sequence[Batch],
+              public: Batch, sel: PublicSelection, teacher: Teacher | None, proj_target: torch.Tensor | None,
+              layer: int) -> list[float]:
+        """``steps`` AdamW steps on L = CE(private[s]) + α·τ²·KL(teacher ‖ model) + β·projection
+        on the public batch (terms without data are left out); returns the step losses."""
+        cfg = self.config
+        distil = self._distils(teacher is not None)
+        if steps == 0 or (not private and not distil):
+            return []
+        params = [p for p in model.parameters() if p.requires_grad]
+        opt = torch.optim.AdamW(params, lr=lr, weight_decay=cfg.weight_decay)
+        tau = cfg.temperature
+        losses = []
+        model.train()
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(int(torch.randint(0, 2**62, (1,), generator=generator)))
+            for s in range(steps):
+                loss = answer_loss(model, private[s]) if private else torch.zeros(())
+                if distil:
+                    logits, proj = self.public_outputs(model, public, sel, layer if proj_target is not None else None)
+                    if cfg.alpha > 0:
+                        loss = loss + cfg.alpha * tau ** 2 * kd_loss(logits, teacher, tau).mean()
+                    if proj is not None and cfg.beta > 0:
+                        loss = loss + cfg.beta * projection_loss(proj, proj_target, cfg.projection.normalise).mean()
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+                losses.append(loss.item())
+        model.eval()
+        return losses
+
+    # --- messages --------------------------------------------------------------------------
+
+    def encode_message(self, logits: torch.Tensor, proj: torch.Tensor | None, k: int,
+                       counts: torch.Tensor | None = None) -> TopKPayload:
+        """Top-k (or per-position counts) of ``logits`` (T, V) as the configured values/dtype."""
+        cfg = self.config
+        with torch.no_grad():
+            scores = logits.float()
+            if cfg.values == "logprobs":
+                scores = torch.log_softmax(scores, dim=-1)
+            msg = top_k(scores, counts if counts is not None else int(k))
+            return TopKPayload.encode(msg, self.vocab_size, cfg.value_dtype, variable=counts is not None,
+                                      counts_bits=self.counts_bits if counts is not None else 0,
+                                      proj=None if proj is None else proj.detach(), header_bits=cfg.header_bits)
+
+    def aggregate_messages(self, results: Sequence[ClientResult]) -> tuple[Teacher, torch.Tensor | None]:
+        """The teacher (and the mean projection target) from the clients' decoded messages."""
+        cfg = self.config
+        msgs, projs, weights = [], [], []
+        for r in results:
+            msg, proj = r.update.payload.decode()
+            msgs.append(msg)
+            projs.append(proj)
+            weights.append(float(r.n_samples) if cfg.weight_by == "samples" else msg.k_per_token.double())
+        teacher = build_teacher(cfg.aggregation, msgs, weights, self.vocab_size, cfg.temperature)
+        target = None
+        if self.proj_A is not None:
+            T = msgs[0].n_tokens
+            w = torch.stack([torch.as_tensor(x, dtype=torch.float64).expand(T) for x in weights])  # (n, T)
+            p = torch.stack([x.double() for x in projs])  # (n, T, r)
+            target = ((w[..., None] * p).sum(0) / w.sum(0)[:, None]).float()
+        return teacher, target
+
+    def _teacher_from(self, down: TopKPayload) -> tuple[Teacher, torch.Tensor | None]:
+        msg, proj = down.decode()
+        return build_teacher(self.config.aggregation, [msg], [1.0], self.vocab_size, self.config.temperature), proj
+
+    @torch.no_grad()
+    def _server_message(self, rnd: int) -> TopKPayload:
+        batch = collate(self.task, self.public_indices(rnd))
+        sel = self.selection(batch)
+        logits, proj = self.public_outputs(self.server_model, batch, sel, self.config.projection.server_layer)
+        return self.encode_message(logits, proj, self.k_down)
+
+    def download_payload(self, rnd: int) -> TopKPayload:
+        """The server's top-k_down message on round ``rnd``'s public batch (computed once; for
+        round 0, or after a round without aggregation, from the current server model)."""
+        if rnd not in self._downlink:
+            self._downlink[rnd] = self._server_message(rnd)
+        return self._downlink[rnd]
+
+    # --- FLOPs -----------------------------------------------------------------------------
+
+    def _public_shape(self, public: Sequence[int]) -> tuple[int, int, int, int]:
+        """(B, S, keep, T) of a public batch."""
+        sel = self.selection(collate(self.task, public))
+        B, S, _ = batch_shape(self.task, public)
+        return B, S, sel.keep, sel.n_tokens
+
+    def client_flops(self, plan: Sequence[Sequence[int]], public: Sequence[int], distil: bool) -> float:
+        """Matmul FLOPs of a client's work: local steps (+ distillation on the public batch)
+        and the forward pass that produces the uploaded logits."""
+        prof, r = self.client_profile, self.config.projection.rank
+        B, S, keep, T = self._public_shape(public)
+        proj_fwd = 2 * T * self.hidden * r
+        total = 0
+        for idx in plan:
+            b, s, a = batch_shape(self.task, idx)
+            total += prof.train_step(b, s, head_tokens=a + 1)
+            if self._distils(distil):
+                total += prof.train_step(B, S, head_tokens=keep) + 2 * proj_fwd
+        total += prof.forward(B, S, head_tokens=keep) + proj_fwd
+        return float(total)
+
+    def server_flops(self, rnd: int, results: Sequence[ClientResult]) -> float:
+        """Matmul FLOPs of the server's round: distillation steps per public batch received,
+        and the forward pass for the next downlink."""
+        prof, r = self.server_profile, self.config.projection.rank
+        total = 0
+        distil = self._distils(True)
+        for public_round in sorted({res.update.public_round for res in results}):
+            B, S, keep, T = self._public_shape(self.public_indices(public_round))
+            if distil:
+                total += self.config.server_steps * (prof.train_step(B, S, head_tokens=keep) + 4 * T * self.hidden * r)
+        if self.config.mutual:
+            B, S, keep, T = self._public_shape(self.public_indices(rnd + 1))
+            total += prof.forward(B, S, head_tokens=keep) + 2 * T * self.hidden * r
+        return float(total)
+
+    # --- reporting -------------------------------------------------------------------------
+
+    def label_histogram(self) -> list[dict]:
+        return label_histogram(self.parts, self.dataset.labels[self.train_idx], self.dataset.label_names)
+
+    def info(self) -> dict[str, float | int | str]:
+        """Static facts for a run summary."""
+        return {
+            "model": getattr(self.config.model, "name_or_path", "tiny"),
+            "vocab_size": self.vocab_size,
+            "client_layers": int(causal_lm(self.client_model).config.num_hidden_layers),
+            "server_layers": int(causal_lm(self.server_model).config.num_hidden_layers),
+            "n_params_client": count_parameters(self.client_model),
+            "n_params_server": count_parameters(self.server_model),
+            "client_storage_bytes": bytes_resident(self.client_model),
+            "n_train": int(len(self.train_idx)),
+            "n_public": int(len(self.public_idx)),
+            "n_test": int(len(self.test_idx)),
+        }

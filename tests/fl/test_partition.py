@@ -1,0 +1,104 @@
+import numpy as np
+import pytest
+
+from fl.partition import (
+    ByCategoryPartition, DirichletPartition, IIDPartition, ShardsPartition, holdout_split, label_histogram,
+    partition, partitioner_names,
+)
+
+LABELS = np.repeat(np.arange(6), [300, 250, 200, 60, 150, 40])  # imbalanced, like the fortunes
+
+SPECS = [IIDPartition(), DirichletPartition(alpha=0.3), DirichletPartition(alpha=100.0),
+         ShardsPartition(n_shards_per_client=2), ByCategoryPartition()]
+
+
+def test_every_partitioner_is_tested():
+    assert sorted({s.kind for s in SPECS}) == partitioner_names()
+
+
+@pytest.mark.parametrize("spec", SPECS, ids=lambda s: s.kind)
+@pytest.mark.parametrize("n_clients", [1, 4, 6, 13])
+def test_each_sample_exactly_once_and_no_empty_client(spec, n_clients):
+    parts = partition(spec, LABELS, n_clients, np.random.default_rng(0))
+    assert len(parts) == n_clients
+    flat = np.concatenate(parts)
+    assert np.array_equal(np.sort(flat), np.arange(len(LABELS)))  # every sample, exactly once
+    assert min(len(p) for p in parts) >= 1
+
+
+@pytest.mark.parametrize("spec", SPECS, ids=lambda s: s.kind)
+def test_same_generator_seed_same_partition(spec):
+    n = 12  # by_category: two clients per label, so the split within a label is random
+    a = partition(spec, LABELS, n, np.random.default_rng(7))
+    b = partition(spec, LABELS, n, np.random.default_rng(7))
+    c = partition(spec, LABELS, n, np.random.default_rng(8))
+    assert all(np.array_equal(x, y) for x, y in zip(a, b))
+    assert any(not np.array_equal(x, y) for x, y in zip(a, c))
+
+
+def _skew(parts):
+    """Mean total-variation distance between client label distributions and the global one."""
+    glob = np.bincount(LABELS, minlength=6) / len(LABELS)
+    tv = [0.5 * np.abs(np.bincount(LABELS[p], minlength=6) / len(p) - glob).sum() for p in parts]
+    return float(np.mean(tv))
+
+
+def test_dirichlet_skew_grows_as_alpha_shrinks():
+    skews = []
+    for alpha in [100.0, 1.0, 0.1]:
+        s = [_skew(partition(DirichletPartition(alpha=alpha), LABELS, 8, np.random.default_rng(seed)))
+             for seed in range(5)]
+        skews.append(np.mean(s))
+    assert skews[0] < skews[1] < skews[2], skews
+    assert skews[0] < 0.1 and skews[2] > 0.4
+
+
+def test_by_category_gives_one_label_per_client_when_there_are_enough_clients():
+    parts = partition(ByCategoryPartition(), LABELS, 12, np.random.default_rng(0))
+    assert all(len(np.unique(LABELS[p])) == 1 for p in parts)
+
+
+def test_shards_limit_labels_per_client():
+    parts = partition(ShardsPartition(n_shards_per_client=2), LABELS, 10, np.random.default_rng(0))
+    assert max(len(np.unique(LABELS[p])) for p in parts) <= 4  # two contiguous label-sorted shards
+
+
+@pytest.mark.parametrize("spec, n_clients, match", [
+    (IIDPartition(), 2000, "cannot give each of 2000 clients"),
+    (ShardsPartition(n_shards_per_client=3), 400, r"1200 shards"),
+    (DirichletPartition(alpha=0.01, min_samples=100, max_tries=5), 9, "no draw in 5 tries"),
+    (ByCategoryPartition(), 300, "label 5 has 40 samples for 50 clients"),
+])
+def test_impossible_partitions_say_why(spec, n_clients, match):
+    with pytest.raises(ValueError, match=match):
+        partition(spec, LABELS, n_clients, np.random.default_rng(0))
+
+
+def test_partition_config_errors_name_the_key():
+    with pytest.raises(ValueError, match="alpha"):
+        DirichletPartition(alpha=0)
+
+
+def test_holdout_split_is_disjoint_and_balanced():
+    train, public, test = holdout_split(LABELS, n_test=60, n_public=100, rng=np.random.default_rng(0))
+    allidx = np.concatenate([train, public, test])
+    assert np.array_equal(np.sort(allidx), np.arange(len(LABELS)))
+    assert len(test) == 60 and len(public) == 100
+    assert np.bincount(LABELS[test], minlength=6).tolist() == [10] * 6
+    with pytest.raises(ValueError, match="must leave training data"):
+        holdout_split(LABELS, n_test=900, n_public=100, rng=np.random.default_rng(0))
+
+
+def test_holdout_balances_as_far_as_small_labels_allow():
+    labels = np.repeat(np.arange(3), [100, 100, 2])
+    _, _, test = holdout_split(labels, n_test=30, n_public=0, rng=np.random.default_rng(0))
+    assert sorted(np.bincount(labels[test]).tolist()) == [2, 14, 14]
+
+
+def test_label_histogram_table():
+    parts = partition(DirichletPartition(alpha=0.5), LABELS, 4, np.random.default_rng(1))
+    names = ["a", "b", "c", "d", "e", "f"]
+    rows = label_histogram(parts, LABELS, names)
+    assert [r["client"] for r in rows] == [0, 1, 2, 3]
+    assert all(r["n_samples"] == sum(r[n] for n in names) for r in rows)
+    assert [sum(r[n] for r in rows) for n in names] == np.bincount(LABELS).tolist()
