@@ -217,19 +217,30 @@ class BlockFading:
         self._block = k if self._block is None else max(self._block, k)
         speeds = per_client(speeds_mps, at.size)
         changed = False
-        fresh = at < 0
-        if fresh.any():  # stationary initial draw
+        if at.size and int(at.min()) >= 0:  # the usual case: every client jumps
+            fresh = None
+            jump = np.ones(at.size, dtype=bool) if int(at.max()) < k else at < k
+        else:
+            fresh = at < 0
+            jump = (at >= 0) & (at < k)
+        if fresh is not None and fresh.any():  # stationary initial draw
             f = (np.arange(self.n_ue) if every else ids)[fresh]
             self._s[0][:, f], self._s[1][:, f] = self._init.complex_normal(f, 0)  # CN(0, 1)
             changed = True
-        jump = (at >= 0) & (at < k)
         if jump.any():
-            rho = self.rho(k - at[jump], speeds[jump])
+            whole = jump.all()
+            rho = self.rho(k - at, speeds) if whole else self.rho(k - at[jump], speeds[jump])
             move = rho != 1.0
-            if move.any():
-                pos = np.flatnonzero(jump)[move]
+            if whole and move.all():  # the usual case: every client moves
+                who = np.arange(self.n_ue) if every else ids
+                r = rho
+            elif move.any():
+                pos = np.flatnonzero(move) if whole else np.flatnonzero(jump)[move]
                 who = pos if every else ids[pos]
                 r = rho[move]
+            else:
+                who = None
+            if who is not None:
                 re, im = self._innov.complex_normal(who, k + 1)  # CN(0, 1) innovations
                 sd = np.sqrt(1.0 - r * r)
                 if every and who.size == self.n_ue:  # all clients: in place, no gathers

@@ -795,10 +795,16 @@ class LosState:
         ids = np.arange(self.n_ue) if every else np.asarray(cols, dtype=np.int64)
         disp = per_client(displacement_m, ids.size)
         n = self._n if every else self._n[ids]
-        fresh = n < 0
-        acc = self._acc_m if every else self._acc_m[ids]
-        acc = np.where(fresh, 0.0, acc + disp)
-        due = fresh | ((acc >= self.update_m) & (acc > 0.0))
+        acc = (self._acc_m if every else self._acc_m[ids]) + disp
+        if ids.size and int(n.min()) >= 0:  # the usual case: no new client
+            fresh = np.zeros(ids.size, dtype=bool)
+            due = acc >= self.update_m
+            if self.update_m <= 0.0:
+                due &= acc > 0.0
+        else:
+            fresh = n < 0
+            acc[fresh] = 0.0
+            due = fresh | ((acc >= self.update_m) & (acc > 0.0))
         sel = np.flatnonzero(due)
         if every:
             self._acc_m = acc

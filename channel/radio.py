@@ -294,13 +294,17 @@ class RadioChannel:
                 f"Got {idx.dtype} array of shape {idx.shape} instead."
             )
         idx = idx.astype(np.int64, copy=False)
-        if idx.size and (idx.min() < 0 or idx.max() >= self.n_ue):
+        if idx.size > 1 and not (idx[1:] > idx[:-1]).all():  # not ascending: check it all
+            if np.unique(idx).size != idx.size:
+                raise ValueError("The 'ue_index' parameter of RadioChannel must not repeat a client. Got duplicates.")
+            lo, hi = int(idx.min()), int(idx.max())
+        else:
+            lo, hi = (int(idx[0]), int(idx[-1])) if idx.size else (0, 0)
+        if lo < 0 or hi >= self.n_ue:
             bad = idx[(idx < 0) | (idx >= self.n_ue)][0]
             raise ValueError(
                 f"The 'ue_index' parameter of RadioChannel must hold indices in [0, {self.n_ue - 1}]. Got {bad} instead."
             )
-        if idx.size > 1 and np.unique(idx).size != idx.size:
-            raise ValueError("The 'ue_index' parameter of RadioChannel must not repeat a client. Got duplicates.")
         return idx
 
     def _advance(self, k: int, ue_xy_m, ue_speed_mps, idx) -> None:
@@ -508,6 +512,15 @@ class RadioChannel:
             out.flags.writeable = False
             self._out_lin = out
         return self._out_lin
+
+    def gains(self, t_s: float, ue_xy_m, ue_speed_mps, ue_index) -> tuple[np.ndarray, np.ndarray]:
+        """Both forms a link layer needs, in one call: (:meth:`gain_linear`, and the
+        large-scale gain in dB without fading, :meth:`large_scale_gain_db_of`) of clients
+        ``ue_index`` for the block containing ``t_s`` — two new [n_bs, m] float64 arrays."""
+        k = self._check_block(t_s)
+        idx = self._index(ue_index)
+        self._advance(k, ue_xy_m, ue_speed_mps, idx)
+        return self._linear(idx), self._large_scale_db(idx)
 
     def gain_db_for_mobility(self, t_s: float, mobility, ue_index=None) -> np.ndarray:
         """:meth:`gain_db` with positions and speeds taken from ``mobility`` at the block start."""

@@ -115,14 +115,19 @@ class CorrelatedShadowing:
             self._moves += 1
             self._update(self._u, disp, self._inv_dc, np.arange(self.n_ue), self._moves)
             return
-        pos = np.flatnonzero(moved)
-        idx = pos if every else np.asarray(cols, dtype=np.int64)[pos]
+        if n_moved == n:  # every client of cols moved
+            pos = slice(None)
+            idx = np.asarray(cols, dtype=np.int64)
+        else:
+            pos = np.flatnonzero(moved)
+            idx = pos if every else np.asarray(cols, dtype=np.int64)[pos]
         inv = self._inv_dc
         if np.ndim(inv) == 2 and inv.shape[1] == self.n_ue:
             inv = inv[:, idx]
-        self._moves[idx] += 1
+        moves = self._moves[idx] + 1
+        self._moves[idx] = moves
         u = self._u[:, idx]
-        self._update(u, disp[pos], inv, idx, self._moves[idx])
+        self._update(u, disp[pos], inv, idx, moves)
         self._u[:, idx] = u
 
     def _update(self, u, disp, inv_dc, clients, counters) -> None:

@@ -145,11 +145,11 @@ def message_probs(msg: SparseLogits, values: str) -> torch.Tensor:
 
 
 def mass_k(probs: torch.Tensor, target: float) -> torch.Tensor:
-    """(T,) int64: per row of (T, K) probabilities sorted in decreasing order, the smallest
-    number of entries whose mass reaches ``target``; 0 where the row never reaches it."""
+    """(T,) int64: per row of (T, K) probabilities (any order), the smallest number of
+    entries whose mass reaches ``target``; 0 where the row never reaches it."""
     if not 0 < target <= 1:
         raise ValueError(f"mass target must be in (0, 1]. Got {target!r} instead.")
-    cum = probs.double().cumsum(-1)  # (T, K)
+    cum = probs.double().sort(-1, descending=True).values.cumsum(-1)  # (T, K), largest first
     reached = cum >= target - 1e-12
     first = reached.to(torch.int64).argmax(-1) + 1  # (T,) position of the first True, 1-based
     return torch.where(reached.any(-1), first, torch.zeros_like(first))

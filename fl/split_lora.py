@@ -130,16 +130,18 @@ class SplitUpdate:
 
     state: the client-side adapter the server received (decoded). bits: its upload size.
     steps_completed / steps_planned: local steps finished / intended this round.
-    train_loss: mean loss of the steps the server computed for this client.
-    partial: True for a client cut off mid-round (built by :meth:`SplitLoRA.aggregate`).
+    losses: loss of each step the server computed for this client, in order.
     """
 
     state: Mapping[str, torch.Tensor]
     bits: int
     steps_completed: int
     steps_planned: int
-    train_loss: float
-    partial: bool = False
+    losses: tuple[float, ...]
+
+    @property
+    def train_loss(self) -> float:
+        return _mean(self.losses)
 
 
 @dataclass(frozen=True)
@@ -271,7 +273,7 @@ class SplitLoRA(Algorithm):
         payload = yield Send(sizer=self.size_update, work=upload, label="update")
         del self._progress[client]
         return SplitUpdate(payload.decode(), payload.bits, prog.steps_completed, prog.steps_planned,
-                           _mean(prog.losses))
+                           tuple(prog.losses))
 
     def server_step(self, msg: CutActivations, client: int, rnd: int, step: int) -> CutGradients:
         """The server's half of one step, from the received message only: decode the

@@ -99,13 +99,10 @@ def _shares(mac: MacPolicy, keys: list[int], full: list[float]) -> tuple[list[fl
     """
     kind = type(mac)
     if kind is EqualShare or kind is RoundRobin:
-        n = 0
-        for r in full:
-            if r > 0:
-                n += 1
-        share = 1.0 / max(n, 1)
-        one = [1.0 if r > 0 else 0.0 for r in full]
-        part = [share if r > 0 else 0.0 for r in full]
+        live = [r > 0 for r in full]
+        share = 1.0 / max(sum(live), 1)
+        one = [1.0 if x else 0.0 for x in live]
+        part = [share if x else 0.0 for x in live]
         return (part, one) if kind is EqualShare else (one, part)
     bw, tf = mac.shares(keys, np.array(full, dtype=np.float64))
     return bw.tolist(), tf.tolist()
@@ -169,6 +166,8 @@ class Network:
         self._block_at = math.inf  # time of the pending block-boundary event
         self._held: dict[int, int] = {}  # clients evaluated at every block (hold count)
         self._last_block = -1  # the block of the latest link refresh
+        self._last_now = -1.0  # cache: the block of this time
+        self._now_block = -1
         # Totals for the accounting invariant (bits offered = delivered + lost + in flight).
         self.bits_offered = 0.0
         self.bits_delivered = 0.0  # bits that crossed the air (complete and partial)
@@ -295,13 +294,14 @@ class Network:
         bw = pool.bandwidth_hz
         full = self.link.rates_of(clients, d, None, bw)
         bw_frac, time_frac = _shares(pool.mac, keys, full)
+        rate = [fr * tf if b > 0.0 else 0.0 for fr, b, tf in zip(full, bw_frac, time_frac)]
         # a sub-band share: the link decides its rate (uplink power concentration)
         sub = [i for i, b in enumerate(bw_frac) if 0.0 < b < 1.0]
-        sub_rate = self.link.rates_of([clients[i] for i in sub], d, [bw_frac[i] for i in sub],
-                                      bw) if sub else ()
-        rate = [fr * tf if b > 0.0 else 0.0 for fr, b, tf in zip(full, bw_frac, time_frac)]
-        for i, r in zip(sub, sub_rate):
-            rate[i] = r * time_frac[i]
+        if sub:
+            sub_rate = self.link.rates_of([clients[i] for i in sub], d,
+                                          [bw_frac[i] for i in sub], bw)
+            for i, r in zip(sub, sub_rate):
+                rate[i] = r * time_frac[i]
         return rate, full, time_frac
 
     def _settle(self, pool: _Pool) -> None:
@@ -322,8 +322,19 @@ class Network:
         if not pool.flows:
             return
         flows = list(pool.flows.values())
-        rate, full, time_frac = self._rates(pool, [f.client for f in flows],
-                                            [f.fid for f in flows])
+        clients = [f.client for f in flows]
+        if type(pool.mac) is EqualShare:  # the common case, without the generic detour
+            d, bw = pool.direction, pool.bandwidth_hz
+            full = self.link.rates_of(clients, d, None, bw)
+            n = len(flows)
+            if n == 1 and full[0] > 0:  # alone: the whole band
+                rate, time_frac = full, [1.0]
+            elif all(r > 0 for r in full):  # 1/n of the band each (same arithmetic as _rates)
+                rate, time_frac = self.link.rates_of(clients, d, [1.0 / n] * n, bw), [1.0] * n
+            else:
+                rate, full, time_frac = self._rates(pool, clients, [f.fid for f in flows])
+        else:
+            rate, full, time_frac = self._rates(pool, clients, [f.fid for f in flows])
         now = self.env.now
         for f, r, fr, tf in zip(flows, rate, full, time_frac):
             f.rate = r
@@ -402,23 +413,21 @@ class Network:
         self.bits_lost += flow.bits - flow.sent
         if self.tracer.enabled:
             duration = now - flow.t_start
-            mean_rate = flow.sent / duration if duration > 0 else None
-            self.tracer.record(now, "send_end" if ok else "send_failed", flow.round,
-                               flow.client, flow.cell, flow.direction, bits=flow.bits,
-                               bits_delivered=flow.sent,
-                               snr_db=self.sinr_db(flow.client, flow.direction),
-                               rate_bps=mean_rate, energy_j=flow.energy_j,
-                               detail=flow.label if ok else reason)
+            self.tracer.record(  # t_s, event, round, client, cell, direction, bits, delivered,
+                now, "send_end" if ok else "send_failed", flow.round, flow.client, flow.cell,
+                flow.direction, flow.bits, flow.sent,
+                self.link.sinr_db_of(flow.client, flow.direction),  # snr_db
+                flow.sent / duration if duration > 0 else None,  # rate_bps (mean)
+                None, None, flow.energy_j, flow.label if ok else reason)  # capacity, k, energy, detail
         if not flow.done.triggered:
             flow.done.succeed(flow)
 
     def _trace_start(self, flow: Flow) -> None:
         if self.tracer.enabled:
-            self.tracer.record(self.env.now, "send_start", flow.round, flow.client, flow.cell,
-                               flow.direction, bits=flow.bits,
-                               snr_db=self.sinr_db(flow.client, flow.direction),
-                               rate_bps=flow.rate, capacity_bits=flow.capacity_bits, k=flow.k,
-                               detail=flow.label)
+            self.tracer.record(  # t_s, event, round, client, cell, direction, bits, delivered,
+                self.env.now, "send_start", flow.round, flow.client, flow.cell, flow.direction,
+                flow.bits, None, self.link.sinr_db_of(flow.client, flow.direction),  # snr_db
+                flow.rate, flow.capacity_bits, flow.k, None, flow.label)  # rate .. detail
 
     def _refresh(self, clients) -> list[_Pool]:
         """Refresh link state; apply handovers; return pools that need re-sharing.
@@ -427,7 +436,10 @@ class Network:
         if len(clients) == 0:
             return []
         now = self.env.now
-        k = self.link.block_index(now)
+        if now != self._last_now:
+            self._last_now = now
+            self._now_block = self.link.block_index(now)
+        k = self._now_block
         if k != self._last_block:
             self._last_block = k
             if self._held:

@@ -73,7 +73,7 @@ class RadioLink(LinkModel):
 
     Args:
         channel: a ``channel.radio.RadioChannel``
-            (``gain_linear(t, xy, speed, ue_index=ids) -> [n_bs, m]``).
+            (``gains(t, xy, speed, ids) -> ([n_bs, m] linear, [n_bs, m] large-scale dB)``).
         state_of: ``(t, ids) -> (positions (m, 2) m, speeds (m,) m/s)`` of clients ``ids``.
         tx_power_dbm: (n_clients,) UE power, dBm; bs_tx_power_dbm: BS power, dBm.
         noise_up_dbm, noise_down_dbm: noise over the whole cell band (uplink at the BS,
@@ -113,20 +113,29 @@ class RadioLink(LinkModel):
         self._i_up_mw = np.zeros(n_cells)  # uplink interference at each cell, this block
         self._tx_down = np.zeros(n_cells, dtype=bool)  # cells transmitting downlink, this block
         self.n_evaluated = 0  # client-blocks evaluated (a cost counter for benchmarks)
+        self._t_last = -1.0
+        self._k_last = -1
 
     def block_index(self, t_s: float) -> int:
         """The fading block containing ``t_s`` (the channel's own rule)."""
-        return self.channel.block_index(t_s)
+        if t_s != self._t_last:
+            self._t_last = t_s
+            self._k_last = self.channel.block_index(t_s)
+        return self._k_last
 
     def refresh(self, t_s, clients, transmitting_up, transmitting_down):
-        k = self.channel.block_index(t_s)
-        at = self._at
+        if t_s != self._t_last:  # cache: many refreshes share a time
+            self._t_last = t_s
+            self._k_last = self.channel.block_index(t_s)
+        k = self._k_last
         if k == self._block:
-            need = sorted({c for c in (clients.tolist() if isinstance(clients, np.ndarray) else clients)
-                           if at[c] != k})
+            at = self._at
+            if isinstance(clients, np.ndarray):
+                clients = clients.tolist()
+            need = [c for c in clients if at[c] != k]
             if not need:
                 return []
-            return self._evaluate(k, np.array(need, dtype=np.int64), None)
+            return self._evaluate(k, np.unique(np.array(need, dtype=np.int64)), None)
         # the block's first evaluation: the uplink transmitters are evaluated with it, since
         # their interference holds for the whole block
         self._block = k
@@ -141,11 +150,11 @@ class RadioLink(LinkModel):
         block's interference is already set."""
         t_b = self.channel.block_start_s(k)
         xy, speed = self._state_of(t_b, need)
-        g = self.channel.gain_linear(t_b, xy, speed, ue_index=need)  # [n_bs, m], linear
-        # RSRP is layer-3 filtered in practice: associate on the large-scale gain (path
-        # loss, shadowing, antenna), not on each block's fast fading (no ping-pong on fades).
-        rsrp = self.channel.large_scale_gain_db_of(need)  # [n_bs, m], dB
-        rsrp += self.bs_tx_power_dbm
+        # g: [n_bs, m] linear gains. RSRP is layer-3 filtered in practice: associate on the
+        # large-scale gain (path loss, shadowing, antenna), not on each block's fast fading
+        # (no ping-pong on fades).
+        g, rsrp = self.channel.gains(t_b, xy, speed, need)
+        rsrp += self.bs_tx_power_dbm  # [n_bs, m], dBm
         old = self.serving[need]
         serving, fire = self.association.update(t_b, rsrp, cols=need)
         self.serving[need] = serving

@@ -181,6 +181,7 @@ class Simulation:
         self.network = Network(self.env, link, net.uplink_bandwidth_hz, net.downlink_bandwidth_hz,
                                net.mac.kind, net.mac.options, self.tracer, net.outage_timeout_s)
         self.backhaul = _build_backhaul(scn, int(cell_site.max()) + 1)
+        self._cell_node = [site_node(c.site) for c in self.cells]  # backhaul node of each cell
         profiles = [DeviceProfile(d.name, d.flops, d.power_w, d.rx_power_w, d.spread_sigma,
                                   d.jitter_sigma, d.weight) for d in scn.clients.devices]
         self.compute = ComputeModel(profiles, n, self.rng.get("devices"),
@@ -239,7 +240,7 @@ class Simulation:
         self.tracer.record(self.env.now, event, **kw)
 
     def _site_of(self, client: int) -> str:
-        return site_node(self.cells[self.network.serving_cell(client)].site)
+        return self._cell_node[self.network.serving_cell(client)]
 
     def _aggregator_for(self, task: _Task) -> str:
         return task.edge if task.edge is not None else self.server.node
@@ -331,8 +332,9 @@ class Simulation:
         delay = self.backhaul.path(src, dst).delay_s(bits)
         if delay > 0:
             yield self.env.timeout(delay)
-        self._trace("wired_end", round=task.rnd, client=cid, direction=direction, bits=bits,
-                    detail=f"{src}->{dst}")
+        if self.tracer.enabled:
+            self._trace("wired_end", round=task.rnd, client=cid, direction=direction, bits=bits,
+                        detail=f"{src}->{dst}")
 
     def _receive(self, task: _Task, client: Client, action: Receive):
         bits = int(action.payload.bits)
@@ -369,7 +371,7 @@ class Simulation:
         plan = action.sizer(capacity)
         self._hist["up_bits"].append(plan.bits)
         flow = yield from self._radio(task, client, UP, plan.bits, capacity, plan.k)
-        site = site_node(self.cells[flow.cell].site)
+        site = self._cell_node[flow.cell]
         yield from self._wired(task, site, self._aggregator_for(task), plan.bits, UP, client.id)
         task.upload_bits = plan.bits
         return action.work(plan) if action.work is not None else None

@@ -1,0 +1,48 @@
+"""kd_topk driven by the simulator over exact links (sim.links.TableLink, as tests/sim/simkit.py):
+a fade that starts during the round, before the upload, gives a smaller k in the trace."""
+
+import math
+
+import pytest
+
+from sim.links import UP, TableLink
+from sim.scenario import Scenario
+from sim.simulation import Simulation
+
+from test_kd_topk import _algo
+
+BUDGET_S = 0.1
+BLOCK_S = 0.05
+
+
+def _scenario(**fl):
+    return Scenario.model_validate({
+        "name": "kd-fade", "seed": 0,
+        "network": {"layout": {"kind": "single_cell"}, "uplink_bandwidth_hz": 1e6, "downlink_bandwidth_hz": 1e6},
+        "clients": {"n_clients": 2, "devices": [{"name": "d", "flops": 1e9, "power_w": 1.0, "rx_power_w": 0.0}]},
+        "backhaul": {"site_edge_latency_s": 0.0, "edge_cloud_latency_s": 0.0},
+        "fl": {"rounds": 1, "clients_per_round": 2, "selection": "all", "capacity_budget_s": BUDGET_S, **fl},
+    })
+
+
+def test_a_fade_during_the_round_gives_a_smaller_k_in_the_trace():
+    """Each client alone in its cell at 1 Mbit/s. From 50 ms on — after the teacher's
+    downlink (~10 kbit, ~10 ms), before the upload (local training takes ~1 s at 1 GFLOP/s) —
+    client 1 fades to 10 kbit/s. Its sizer sees 10 kbit/s × 0.1 s = 1 kbit instead of 100 kbit."""
+    algo = _algo(n_clients=2)
+    link = TableLink([[1e6, 1e6], [1e6, 1e4]], cells=[0, 1], block_s=BLOCK_S)
+    sim = Simulation(_scenario(), algorithm=algo, link=link)
+    result = sim.run()
+    ev = result.tracer.to_frame()
+    up = ev[(ev.event == "send_start") & (ev.direction == UP)].set_index("client")
+    assert (up.t_s > BLOCK_S).all()  # the uploads start inside the fade
+    assert up.loc[0, "capacity_bits"] == pytest.approx(1e6 * BUDGET_S)
+    assert up.loc[1, "capacity_bits"] == pytest.approx(1e4 * BUDGET_S)
+    assert up.loc[1, "snr_db"] < up.loc[0, "snr_db"]
+    k0, k1 = int(up.loc[0, "k"]), int(up.loc[1, "k"])
+    assert 2 <= k1 < k0 <= 512
+    row = result.rounds.iloc[0]
+    assert row.n_completed == 2 and row.k_min == k1 and row.k_max == k0 and not math.isnan(row.accuracy)
+    ends = ev[(ev.event == "send_end") & (ev.direction == UP)].set_index("client")
+    assert list(ends.bits.loc[[0, 1]]) == list(up.bits.loc[[0, 1]])  # what was sized is what travelled
+    assert "server_compute_end" in set(ev.event)  # the server's distillation is timed

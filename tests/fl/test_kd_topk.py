@@ -1,0 +1,202 @@
+"""kd_topk on tiny models: the contract (k decided at send start, real work only on
+completion), k against capacity, exact sizes, FLOPs, determinism, run_plain."""
+
+import functools
+import math
+
+import numpy as np
+import pytest
+import torch
+from pydantic import ValidationError
+from torch.utils.flop_counter import FlopCounterMode
+
+from fl.actions import ClientResult, Compute, Failure, Receive, Send, ServerCompute
+import fl.kd_topk as kd_module
+from fl.algorithm import AlgorithmContext, get_algorithm
+from fl.kd_topk import KDTopK, KDTopKConfig, choose_k
+from fl.models import lora_state
+from fl.runner import drive, run_plain
+from fl.topk_payload import topk_bits
+
+V = 49152  # SmolLM2's vocabulary (the tiny models share the tokenizer)
+
+
+def _options(**over):
+    options = dict(
+        model={"kind": "tiny"},
+        client_keep_layers=[0],
+        lora={"rank": 4, "alpha": 8},
+        data={"max_per_class": 30, "n_test": 6, "max_len": 96, "n_public": 6},
+        partition={"kind": "iid"},
+        local_steps=1, batch_size=2, lr=1e-2, public_batch_size=2, server_steps=1,
+        k="adaptive", k_min=2, k_max=512,
+    )
+    options.update(over)
+    return options
+
+
+_load_dataset = functools.cache(kd_module.load_dataset)  # parsing the fortune files takes ~1 s
+
+
+def _algo(seed=0, n_clients=3, **over):
+    cls = get_algorithm("kd_topk")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(kd_module, "load_dataset", _load_dataset)
+        return cls(cls.Config(**_options(**over)), AlgorithmContext(n_clients=n_clients, seed=seed))
+
+
+@pytest.fixture(scope="module")
+def algo():
+    return _algo(projection={"rank": 3})
+
+
+def _equal(a, b):
+    return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def _to_send(algo, rnd, client):
+    """Step a client's generator to its Send; returns (generator, compute, send)."""
+    gen = algo.client_round(rnd, client)
+    receive = next(gen)
+    assert isinstance(receive, Receive) and receive.label == "teacher"
+    compute = gen.send(receive.payload)
+    assert isinstance(compute, Compute) and compute.flops > 0 and compute.work is None
+    send = gen.send(None)
+    assert isinstance(send, Send) and send.label == "logits"
+    return gen, compute, send
+
+
+def test_registered_with_its_config():
+    assert get_algorithm("kd_topk") is KDTopK and KDTopK.Config is KDTopKConfig
+
+
+@pytest.mark.parametrize("options, match", [
+    ({"aggregation": "prob_tail"}, r"prob_tail' needs values: logprobs"),
+    ({"data": {"n_public": 2}, "public_batch_size": 4}, r"data.n_public \(2\) must be >= public_batch_size \(4\)"),
+    ({"k_min": 8, "k_max": 4}, r"k_max \(4\) must be >= k_min \(8\)"),
+    ({"k": 0}, r"k must be >= 1"),
+    ({"k": "adaptve"}, r"k\.literal"),
+    ({"value_dtype": "fp8"}, r"value_dtype\n.*'fp32', 'fp16', 'bf16' or 'int8'"),
+    ({"projection": {"rank": -1}}, r"projection\.rank\n.*greater than or equal to 0"),
+])
+def test_config_errors_name_the_key(options, match):
+    with pytest.raises(ValidationError, match=match):
+        KDTopKConfig(**options)
+
+
+def test_k_monotone_in_capacity_and_clipped():
+    """T = 10 positions, fp16 values + 16-bit indices = 32 bits per entry, overhead 100."""
+    T, over = 10, 100
+    caps = np.concatenate([[0.0, 50.0], np.geomspace(1e2, 1e9, 300), [math.inf]])
+    ks = [choose_k(c, T, V, "fp16", 4, 300, over) for c in caps]
+    assert all(4 <= k <= 300 for k in ks) and ks[0] == 4 and ks[-1] == 300
+    assert all(a <= b for a, b in zip(ks, ks[1:]))
+    assert choose_k(over + T * 32 * 7 + 5, T, V, "fp16", 1, 300, over) == 7  # floor((C − o)/(T·32))
+    assert choose_k(over + T * 32 * 7 - 1, T, V, "fp16", 1, 300, over) == 6
+    assert choose_k(over + T * 24 * 7, T, V, "int8", 1, 300, over) == 7  # int8: 8 + 16 bits per entry
+    # with k_max = V the dense message (T·V·16 bits) is chosen as soon as it fits
+    dense = over + T * V * 16
+    assert choose_k(dense, T, V, "fp16", 1, V, over) == V
+    assert choose_k(dense - 1, T, V, "fp16", 1, V, over) == (dense - 1 - over) // (T * 32)
+    with pytest.raises(ValueError, match="k_min <= k_max <= V"):
+        choose_k(1e6, T, V, "fp16", 10, 5, over)
+
+
+def test_a_deep_fade_gives_a_smaller_k(algo):
+    """Capacity = Shannon rate × airtime budget on 1 MHz for 50 ms: 15 dB constant link vs
+    the same link in a 20 dB fade. The sizer sees only the capacity."""
+    _, _, send = _to_send(algo, 0, 0)
+    cap = lambda snr_db: 1e6 * math.log2(1 + 10 ** (snr_db / 10)) * 0.05  # noqa: E731
+    steady, faded = send.sizer(cap(15.0)), send.sizer(cap(-5.0))
+    assert 2 <= faded.k < steady.k <= 512
+    T = steady.info["n_tokens"]
+    for plan in (steady, faded):
+        assert plan.bits == topk_bits(T, plan.k, V, "fp16", proj_rank=3)
+    assert steady.bits <= cap(15.0) and faded.bits <= cap(-5.0)
+    assert topk_bits(T, faded.k + 1, V, "fp16", proj_rank=3) > cap(-5.0)  # the largest k that fits
+
+
+def test_failed_upload_does_no_real_work(algo, monkeypatch):
+    calls = []
+    monkeypatch.setattr(algo, "train", lambda *a, **k: calls.append(1) or [])
+    before = lora_state(algo.client_model)
+    states = dict(algo.client_states)
+    gen, _, send = _to_send(algo, 0, 1)
+    send.sizer(1e5)  # the transfer starts ...
+    gen.close()  # ... and fails: the driver closes the generator
+    assert calls == [] and algo.client_states == states and _equal(lora_state(algo.client_model), before)
+
+
+def test_upload_is_what_the_sizer_announced_and_trains_the_client(algo):
+    gen, _, send = _to_send(algo, 0, 2)
+    plan = send.sizer(2e5)
+    assert 2 not in algo.client_states
+    payload = send.work(plan)
+    assert payload.bits == plan.bits and payload.k == plan.k and payload.proj.shape == (plan.info["n_tokens"], 3)
+    assert 2 in algo.client_states and not _equal(algo.client_states[2], algo.client_init)
+    with pytest.raises(StopIteration) as stop:
+        gen.send(payload)
+    update = stop.value.value
+    assert update.k == plan.k and update.bits == plan.bits and math.isfinite(update.train_loss)
+
+
+def test_adaptive_mass_counts_follow_the_teacher_and_the_cap():
+    # the tiny random model is nearly uniform over V: a 0.2 % mass needs some 100 entries
+    algo = _algo(k="adaptive_mass", values="logprobs", aggregation="prob_tail", mass_target=0.002,
+                 k_down="full", n_clients=2)
+    gen, _, send = _to_send(algo, 0, 0)
+    down = algo.download_payload(0)
+    plan = send.sizer(math.inf)  # cap = k_max = 512
+    payload = send.work(plan)
+    counts = payload.counts
+    T = len(counts)
+    msg, _ = down.decode()
+    p = msg.values.exp()  # the server's full distribution (k_down = V): exact mass
+    need = (p.sort(-1, descending=True).values.cumsum(-1) < 0.002).sum(-1) + 1
+    assert counts.tolist() == need.clamp(2, 512).tolist() and len(set(counts.tolist())) > 1
+    assert payload.bits == plan.bits == topk_bits(T, None, V, "fp16", counts_total=int(counts.sum()), counts_bits=10)
+    tight = send.sizer(2000.0)  # the budget caps every position: (2000 − T·10) // (T·32)
+    assert tight.info["k_cap"] == (2000 - T * 10) // (T * 32) < int(need.min())
+    assert tight.k == tight.info["k_cap"] and tight.bits <= 2000
+
+
+def test_compute_flops_are_what_the_work_multiplies():
+    algo = _algo(n_clients=2, local_steps=2, projection={"rank": 2})
+    algo.client_model.get_base_model().set_attn_implementation("eager")  # so FlopCounterMode sees attention
+    _, compute, send = _to_send(algo, 0, 1)
+    counter = FlopCounterMode(display=False)
+    with counter:
+        send.work(send.sizer(math.inf))
+    assert compute.flops == counter.get_total_flops()
+
+
+def test_server_round_is_one_timed_server_compute_and_reports_k(algo):
+    results = []
+    for c, cap in ((0, 5e4), (1, 5e5)):
+        update, _ = drive(algo.client_round(1, c), capacity_bits=cap)
+        results.append(ClientResult(c, update, algo.n_samples(c), 1))
+    gen = algo.server_round(1, results, [Failure(2, "deadline", "logits", 10.0)])
+    action = next(gen)
+    assert isinstance(action, ServerCompute) and action.flops > 0 and action.label == "distil"
+    assert 2 not in algo._downlink  # the next downlink is computed by the server's work
+    with pytest.raises(StopIteration) as stop:
+        gen.send(action.work())
+    m = stop.value.value
+    ks = [r.update.k for r in results]
+    assert ks[0] < ks[1] and m["k_mean"] == np.mean(ks) and m["k_min"] == ks[0] and m["k_max"] == ks[1]
+    assert m["n_aggregated"] == 2 and m["n_failed"] == 1 and m["teacher_support"] >= ks[1]
+    assert 2 in algo._downlink and algo._downlink[2].k == 64
+
+
+def test_run_plain_two_rounds_same_seed_identical():
+    rows, states = [], []
+    for seed, rounds in ((0, 2), (0, 2), (1, 1)):
+        a = _algo(seed=seed, n_clients=2, eval_clients=True)
+        rows.append(run_plain(a, rounds=rounds, seed=seed))
+        states.append(lora_state(a.server_model))
+    assert [r["round"] for r in rows[0]] == [0, 1]
+    for r in rows[0]:
+        assert r["n_completed"] == 2 and r["k_mean"] == 512 and 0 <= r["accuracy"] <= 1
+        assert r["bits_up"] == 2 * r["bits_up_mean"] and r["bits_down"] > 0 and "client_accuracy" in r
+    assert rows[0] == rows[1] and _equal(states[0], states[1])
+    assert rows[2][0] != rows[0][0]  # another seed: other public batch, other training
