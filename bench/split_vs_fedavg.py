@@ -168,9 +168,11 @@ def figure(path: Path, steps, rows, title: str) -> None:
     import matplotlib.pyplot as plt
 
     fig, (a, b) = plt.subplots(1, 2, figsize=(10, 4))
+    for k, client in enumerate(np.unique(steps[:, 1]) if len(steps) else []):
+        mine = steps[steps[:, 1] == client]
+        a.scatter(mine[:, 3], mine[:, 2], s=22, color=f"C{k % 10}", label=f"client {int(client)}")
     if len(steps):
-        sc = a.scatter(steps[:, 3], steps[:, 2], c=steps[:, 0], cmap="viridis", s=22)
-        fig.colorbar(sc, ax=a, label="round")
+        a.legend(fontsize=8)
     a.set_xlabel("SNR of the step's activation upload (dB)")
     a.set_ylabel("time per local step (s)")
     a.set_title("split_lora: every step is a round trip on the link")

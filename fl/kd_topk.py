@@ -489,7 +489,8 @@ class KDTopK(Algorithm):
             for s in range(steps):
                 loss = answer_loss(model, private[s]) if private else torch.zeros(())
                 if distil:
-                    logits, proj = self.public_outputs(model, public, sel, layer if proj_target is not None else None)
+                    use_proj = proj_target is not None and cfg.beta > 0
+                    logits, proj = self.public_outputs(model, public, sel, layer if use_proj else None)
                     if cfg.alpha > 0:
                         loss = loss + cfg.alpha * tau ** 2 * kd_loss(logits, teacher, tau).mean()
                     if proj is not None and cfg.beta > 0:
@@ -562,16 +563,18 @@ class KDTopK(Algorithm):
 
     def client_flops(self, plan: Sequence[Sequence[int]], public: Sequence[int], distil: bool) -> float:
         """Matmul FLOPs of a client's work: local steps (+ distillation on the public batch)
-        and the forward pass that produces the uploaded logits."""
+        and the forward pass that produces the uploaded logits (exact for α > 0; with α = 0
+        the head's backward on the public batch, which then does not run, is still counted)."""
         prof, r = self.client_profile, self.config.projection.rank
         B, S, keep, T = self._public_shape(public)
-        proj_fwd = 2 * T * self.hidden * r
+        proj_fwd = 2 * T * self.hidden * r  # h (T, d) @ Aᵀ (d, r)
+        proj_train = 2 * proj_fwd if self.config.beta > 0 else 0  # forward + dh (A is frozen)
         total = 0
         for idx in plan:
             b, s, a = batch_shape(self.task, idx)
             total += prof.train_step(b, s, head_tokens=a + 1)
             if self._distils(distil):
-                total += prof.train_step(B, S, head_tokens=keep) + 2 * proj_fwd
+                total += prof.train_step(B, S, head_tokens=keep) + proj_train
         total += prof.forward(B, S, head_tokens=keep) + proj_fwd
         return float(total)
 
@@ -584,7 +587,8 @@ class KDTopK(Algorithm):
         for public_round in sorted({res.update.public_round for res in results}):
             B, S, keep, T = self._public_shape(self.public_indices(public_round))
             if distil:
-                total += self.config.server_steps * (prof.train_step(B, S, head_tokens=keep) + 4 * T * self.hidden * r)
+                proj_train = 4 * T * self.hidden * r if self.config.beta > 0 else 0
+                total += self.config.server_steps * (prof.train_step(B, S, head_tokens=keep) + proj_train)
         if self.config.mutual:
             B, S, keep, T = self._public_shape(self.public_indices(rnd + 1))
             total += prof.forward(B, S, head_tokens=keep) + 2 * T * self.hidden * r

@@ -4,7 +4,8 @@ Loss: cross-entropy on the answer tokens only (label word + end-of-turn), averag
 the answer tokens of the batch. Batches are left-padded, so every answer ends at the last
 position and the output head runs only on the last few positions (``logits_to_keep``),
 not on the whole sequence: with a 49k vocabulary the head is a fifth of SmolLM2-135M's
-matmuls per token and nearly all of a tiny test model's. Evaluation scores each label's answer given the prompt and takes the argmax.
+matmuls per token and nearly all of a tiny test model's. Evaluation scores each label's
+answer given the prompt and takes the argmax.
 """
 
 from __future__ import annotations

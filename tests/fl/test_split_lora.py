@@ -19,10 +19,13 @@ from fl.split_lora import SplitLoRA, SplitLoRAConfig, SplitUpdate, StepRecord
 from fl.train import answer_loss, local_train
 
 FP32 = dict(activation_dtype="fp32", upload_dtype="fp32", download_dtype="fp32")
+SMALL = dict(model={"kind": "tiny", "n_layers": 2, "hidden": 32, "intermediate": 64},
+             data={"max_per_class": 12, "n_test": 6, "max_len": 80}, batch_size=2, cut_layer=1)
 
 
 def _algo(small_options, seed=0, n_clients=1, **over):
-    over.setdefault("cut_layer", 1)
+    """A fast split_lora: tiny 2-layer model (hidden 32) cut after layer 0, 2 examples per step."""
+    over = {**SMALL, **over}
     cls = get_algorithm("split_lora")
     return cls(cls.Config(**small_options(**over)), AlgorithmContext(n_clients=n_clients, seed=seed))
 
@@ -53,7 +56,8 @@ def test_split_equals_unsplit_fp32(small_options, cut):
     """The proof that the split is right: one client, fp32 on the wire, the same batches —
     the per-step losses and the trained adapters (both sides) equal plain local_train on
     the unsplit model."""
-    algo = _algo(small_options, model={"kind": "tiny", "n_layers": 3}, cut_layer=cut, local_steps=4, **FP32)
+    algo = _algo(small_options, model={"kind": "tiny", "n_layers": 3}, cut_layer=cut, local_steps=4, batch_size=4,
+                 **FP32)
     init = lora_state(algo.model)
     plan = algo.batch_plan(0, 0)
     update, traffic = drive(algo.client_round(0, 0))

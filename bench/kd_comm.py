@@ -1,0 +1,250 @@
+"""Communication-aware distillation: what adaptive top-k saves, and what it costs.
+
+Runs the embedded benchmark scenario (scenarios/kd_adaptive.yaml: one cell, a narrow 2 MHz
+uplink, Rayleigh fading on walking users, SmolLM2-135M on the server, 6-of-30-layer
+clients) with five kd_topk variants, each a set of ``--set``-style overrides:
+
+    full logits (k = V)          k: full (dense, T·V·16 bits)
+    fixed k = 128                k: 128 (FedMKT's value)
+    adaptive k + zero_pad        k: adaptive, aggregation: zero_pad
+    adaptive k + adaptive agg.   k: adaptive, aggregation: adaptive        [P1]
+    adaptive + hidden proj.      ... and projection.rank: 8                [P1]
+
+and prints ONE table: final (server-model) accuracy, uplink and downlink bits per round,
+mean k, failed uploads, simulated time to a target accuracy, simulated and wall time. The
+target is ``--target-accuracy``, by default the full-logit run's final accuracy minus one
+point (ALGORITHMS.md: "at ≤ 1 point lower accuracy"). It also writes a plot of the k each
+client chose against the SNR of its uplink at that moment (from events.parquet) to
+``--plot``.
+
+    python bench/kd_comm.py                 # the real run (~10 min per variant on 2 free cores)
+    python bench/kd_comm.py --quick         # tiny random model, 3 rounds: a smoke run (~2 min)
+    python bench/kd_comm.py --set fl.rounds=4 --only adaptive_adaptive,full
+
+Same seed → the same channel for every variant up to the timing of the uploads (which
+depends on each variant's payload sizes and compute).
+"""
+
+from __future__ import annotations
+
+import argparse
+import ctypes
+import ctypes.util
+import json
+import math
+import os
+import sys
+import time
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+SCENARIO = ROOT / "scenarios" / "kd_adaptive.yaml"
+
+# (key, label, overrides)
+CONFIGS: list[tuple[str, str, list[str]]] = [
+    ("full", "full logits (k = V)", ["fl.options.k=full"]),
+    ("fixed", "fixed k = 128", ["fl.options.k=128"]),
+    ("adaptive_zero_pad", "adaptive k + zero_pad", ["fl.options.k=adaptive", "fl.options.aggregation=zero_pad"]),
+    ("adaptive_adaptive", "adaptive k + adaptive agg.", ["fl.options.k=adaptive", "fl.options.aggregation=adaptive"]),
+    ("adaptive_proj", "adaptive + hidden proj. r=8",
+     ["fl.options.k=adaptive", "fl.options.aggregation=adaptive", "fl.options.projection.rank=8"]),
+]
+PLOT_CONFIG = "adaptive_adaptive"
+
+# --quick: the tiny random 2-layer Llama (SmolLM2's tokenizer, V = 49152) for the server, a
+# 1-layer copy for the clients, 3 rounds: exercises every path in a couple of minutes; its
+# accuracies are those of an untrained random model and mean nothing.
+QUICK = [
+    "fl.options.model={kind: tiny}", "fl.options.client_keep_layers=[0]", "fl.rounds=3",
+    "fl.options.data={max_chars: 140, max_per_class: 60, max_len: 96, n_test: 24, n_public: 16}",
+    "fl.options.local_steps=2", "fl.options.server_steps=2", "fl.options.lr=1.0e-2",
+]
+
+
+def _keep_freed_memory() -> None:
+    """glibc.malloc.mmap_max=0 / trim_threshold at run time (DESIGN.md, measured facts)."""
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c"))
+        libc.mallopt(-4, 0)  # M_MMAP_MAX
+        libc.mallopt(-1, 2**30)  # M_TRIM_THRESHOLD
+    except (OSError, AttributeError):
+        pass
+
+
+def run_config(key: str, overrides: list[str], runs: Path) -> dict:
+    """Run one variant into ``runs/key``; return its rounds, events and summary."""
+    import pandas as pd
+
+    from sim.runner import run_scenario
+
+    out = runs / key
+    t0 = time.perf_counter()
+    run_dir, summary = run_scenario(SCENARIO, overrides=overrides, out=out, plots=False)
+    wall = time.perf_counter() - t0
+    return {
+        "rounds": pd.read_csv(run_dir / "rounds.csv"),
+        "events": pd.read_parquet(run_dir / "events.parquet"),
+        "summary": summary,
+        "wall_s": wall,
+        "run_dir": str(run_dir),
+    }
+
+
+def time_to(rounds, target: float) -> float:
+    """Simulated time (s) at the end of the first round whose accuracy reaches ``target``."""
+    hit = rounds[rounds["accuracy"] >= target - 1e-12]
+    return float(hit["t_end_s"].iloc[0]) if len(hit) else math.nan
+
+
+def table_rows(results: dict, target: float) -> list[dict]:
+    rows = []
+    for key, label, _ in CONFIGS:
+        if key not in results:
+            continue
+        r = results[key]
+        df = r["rounds"]
+        acc = df["accuracy"].dropna()
+        up = r["events"]
+        up = up[(up.event == "send_start") & (up.direction == "up")]
+        rows.append({
+            "variant": label,
+            "final_acc": float(acc.iloc[-1]) if len(acc) else math.nan,
+            "best_acc": float(acc.max()) if len(acc) else math.nan,
+            "up_bits_per_round": float(df["bits_up"].mean()),
+            "down_bits_per_round": float(df["bits_down"].mean()),
+            "k_mean": float(up["k"].mean()) if len(up) else math.nan,
+            "failed": int(df["n_failed"].sum()),
+            "uploads": int(len(up)),
+            "t_target_s": time_to(df, target),
+            "sim_time_s": float(df["t_end_s"].iloc[-1]),
+            "wall_s": r["wall_s"],
+        })
+    return rows
+
+
+def _fmt_bits(b: float) -> str:
+    if math.isnan(b):
+        return "—"
+    for unit, scale in (("Gbit", 1e9), ("Mbit", 1e6), ("kbit", 1e3)):
+        if b >= scale:
+            return f"{b / scale:.3g} {unit}"
+    return f"{b:.0f} bit"
+
+
+def format_table(rows: list[dict], target: float, base_up: float | None) -> str:
+    head = ["variant", "final acc", "best acc", "uplink/round", "vs full", "downlink/round", "mean k",
+            "failed/uploads", f"t(acc≥{target:.3f})", "sim time", "wall"]
+    lines = []
+    for r in rows:
+        rel = "—" if not base_up else f"{100 * (r['up_bits_per_round'] / base_up - 1):+.1f} %"
+        lines.append([
+            r["variant"], f"{r['final_acc']:.3f}", f"{r['best_acc']:.3f}", _fmt_bits(r["up_bits_per_round"]), rel,
+            _fmt_bits(r["down_bits_per_round"]), f"{r['k_mean']:.0f}" if not math.isnan(r["k_mean"]) else "—",
+            f"{r['failed']}/{r['uploads']}",
+            "not reached" if math.isnan(r["t_target_s"]) else f"{r['t_target_s']:.1f} s",
+            f"{r['sim_time_s']:.1f} s", f"{r['wall_s']:.0f} s",
+        ])
+    widths = [max(len(h), *(len(l[i]) for l in lines)) for i, h in enumerate(head)]
+    fmt = lambda cells: "  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(cells, widths)))  # noqa: E731
+    out = [fmt(head), "  ".join("-" * w for w in widths)]
+    out += [fmt(l) for l in lines]
+    return "\n".join(out)
+
+
+def plot_k_vs_snr(results: dict, path: Path) -> Path | None:
+    """k against the uplink SNR per client and round (send_start rows of an adaptive run),
+    against the capacity the sizer was handed, and per round."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
+
+    keys = [k for k, _, _ in CONFIGS if k in results and k.startswith("adaptive")]
+    if not keys:
+        return None
+    main = PLOT_CONFIG if PLOT_CONFIG in keys else keys[0]
+    ev = results[main]["events"]
+    up = ev[(ev.event == "send_start") & (ev.direction == "up")].copy()
+    fig, (ax1, ax2, ax3) = plt.subplots(1, 3, figsize=(15, 4.4))
+    cmap = plt.get_cmap("tab10")
+    for i, (client, g) in enumerate(up.groupby("client")):
+        c = cmap(i % 10)
+        ax1.scatter(g["snr_db"], g["k"], color=c, label=f"client {int(client)}", s=28)
+        for _, row in g.iterrows():
+            ax1.annotate(str(int(row["round"])), (row["snr_db"], row["k"]), fontsize=7,
+                         xytext=(3, 2), textcoords="offset points", color=c)
+        ax2.scatter(g["capacity_bits"], g["k"], color=c, s=28)
+        ax3.plot(g["round"], g["k"], "o-", color=c, ms=4)
+    label = dict((k, l) for k, l, _ in CONFIGS)[main]
+    ax1.set(xlabel="uplink SINR at send start (dB)", ylabel="k chosen (entries per position)", yscale="log",
+            title=f"k vs SNR — {label} (labels: round)")
+    ax1.legend(fontsize=7, ncol=2)
+    ax2.set(xlabel="capacity handed to the sizer (bits) = predicted rate × budget", ylabel="k chosen",
+            xscale="log", yscale="log", title="k vs capacity (the clip law)")
+    ax3.set(xlabel="round", ylabel="k chosen", yscale="log", title="k per client and round")
+    ax3.xaxis.set_major_locator(MaxNLocator(integer=True))
+    for ax in (ax1, ax2, ax3):
+        ax.grid(alpha=0.3)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--quick", action="store_true", help="tiny random model, 3 rounds (smoke run)")
+    ap.add_argument("--plot", type=Path, default=None, help="where to write the k-vs-SNR PNG "
+                    "(default: <runs>/k_vs_snr.png)")
+    ap.add_argument("--runs", type=Path, default=None, help="parent directory of the run directories "
+                    "(default: runs/kd_comm[-quick])")
+    ap.add_argument("--target-accuracy", type=float, default=None,
+                    help="accuracy for the time-to-target column (default: full run's final − 0.01)")
+    ap.add_argument("--set", dest="sets", action="append", default=[], help="extra override for every variant")
+    ap.add_argument("--only", default=None, help="comma-separated variant keys: " +
+                    ", ".join(k for k, _, _ in CONFIGS))
+    args = ap.parse_args(argv)
+    _keep_freed_memory()
+
+    runs = args.runs or (ROOT / "runs" / ("kd_comm-quick" if args.quick else "kd_comm"))
+    runs.mkdir(parents=True, exist_ok=True)
+    only = set(args.only.split(",")) if args.only else None
+    base = (QUICK if args.quick else []) + list(args.sets)
+    results: dict = {}
+    for key, label, overrides in CONFIGS:
+        if only is not None and key not in only:
+            continue
+        print(f"[kd_comm] {label} ...", file=sys.stderr, flush=True)
+        results[key] = run_config(key, base + overrides, runs)
+        print(f"[kd_comm]   done in {results[key]['wall_s']:.0f} s", file=sys.stderr, flush=True)
+
+    if args.target_accuracy is not None:
+        target = args.target_accuracy
+    elif "full" in results:
+        target = float(results["full"]["rounds"]["accuracy"].dropna().iloc[-1]) - 0.01
+    else:
+        target = max(float(r["rounds"]["accuracy"].dropna().iloc[-1]) for r in results.values()) - 0.01
+    rows = table_rows(results, target)
+    base_up = next((r["up_bits_per_round"] for r in rows if r["variant"].startswith("full")), None)
+    title = ("kd_topk on scenarios/kd_adaptive.yaml" + (" — QUICK (tiny random model; accuracies mean nothing)"
+                                                         if args.quick else " — SmolLM2-135M server, 6-layer clients"))
+    print(title)
+    print(format_table(rows, target, base_up))
+    print(f"target accuracy {target:.3f} ({'given' if args.target_accuracy is not None else 'full-logit final − 0.01'});"
+          f" accuracy = server model, rank classification on the test split")
+    plot = plot_k_vs_snr(results, args.plot or runs / "k_vs_snr.png")
+    if plot is not None:
+        print(f"k-vs-SNR plot: {plot}")
+    (runs / "table.json").write_text(json.dumps({"target": target, "rows": rows, "overrides": base}, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

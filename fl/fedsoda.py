@@ -1,0 +1,467 @@
+"""fedsoda — similarity group pruning + orchestrated distillation alignment + QLoRA (ALGORITHMS.md; [P2]).
+
+Set-up (server, before round 0):
+
+1. SGP (:mod:`fl.sgp`): the full model runs on ``sgp_calibration`` public examples; the
+   middle layers are grouped by the similarity of consecutive layers' outputs and one layer
+   per group is kept (first and last always). The map kept → original indices is saved to
+   ``<run_dir>/sgp_map.json`` with a plot of the similarity matrix.
+2. The sub-model (kept layers) gets LoRA adapters; its frozen linear weights inside the
+   decoder layers become NF4 (:mod:`fl.nf4`, block 64, one absmax per block); embeddings,
+   norms and the (tied) head are held at 16 bits (their values are rounded through fp16 so
+   the simulation computes with exactly what a client stores).
+3. Optionally (``oda_initial_steps``) an initial ODA pass heals the pruned model.
+
+Round t, for each selected client i:
+
+1. At the client's first participation only: ``Receive`` of the sub-model (label
+   ``submodel``): exactly 4 bits per quantised weight (packed bytes) + the absmax values +
+   16 bits per embedding/norm value + ``header_bits``.
+2. ``Receive`` of the global adapter, ``Compute`` of local LoRA training on the sub-model,
+   ``Send`` of the adapter — exactly as :mod:`fl.fedavg_lora`, on the sub-model.
+
+Server, after averaging (:func:`fl.aggregation.fedavg`):
+
+- divergence (logged every round, column ``divergence``): on a fixed probe batch of public
+  examples, the gradients of the answer loss w.r.t. the LoRA tensors are computed in the
+  sub-model (global adapters) and in the full model (the same adapters plugged into the
+  original layers ``kept[i]``; the other layers' adapters have B = 0, so they change
+  nothing). Only the kept layers' adapters exist in both; for those,
+  ``divergence = ‖g_S − g_F‖₂ / ‖g_F‖₂`` over all their tensors concatenated (A and B
+  matrices, names matched layer by layer).
+- ODA when ``(t + 1) % oda_every == 0`` (``oda_every`` = τ > 0) or ``divergence >
+  oda_threshold`` (δ): ``oda_steps`` AdamW steps on the sub-model's adapters over public
+  batches with L = λ_lm·CE + λ_h·Σ_groups mean((h_F − h_S)/rms(h_F))² + λ_kl·KL(p_F ‖ p_S).
+  h_S is the output of sub-model layer i, h_F the output of the full model at the last
+  layer of the group layer i stands for (the last entry is after the final norm in both);
+  the mean runs over real tokens and hidden dimensions and rms(h_F) is per token; CE and KL
+  are over the answer tokens (teacher: the full model with the current global adapters,
+  no gradient). The aligned adapters become the global adapters. Its FLOPs (and those of
+  the divergence probe) are yielded as ``ServerCompute`` (label ``oda``).
+
+Evaluation: ``accuracy``/``loss`` of the adapters in the sub-model (what clients run), and
+``accuracy_full``/``loss_full`` with the adapters mapped back into the full model.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import re
+from collections import OrderedDict
+from dataclasses import dataclass
+from typing import Literal, Mapping, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from pydantic import Field, model_validator
+
+from fl.actions import ClientResult, Compute, Failure, Receive, Send, SendPlan, ServerCompute
+from fl.aggregation import fedavg
+from fl.algorithm import Algorithm, AlgorithmConfig, AlgorithmContext, register_algorithm
+from fl.data import Batch, batch_shape, collate, encode_task, load_dataset
+from fl.fedavg_lora import LoraUpdate
+from fl.flops import profile
+from fl.models import add_lora, count_parameters, count_trainable, keep_layers, load_model, lora_shapes, \
+    lora_state, set_lora_state
+from fl.nf4 import AbsmaxDtype, NF4Linear, quantize_model
+from fl.partition import DirichletPartition, PartitionSpec, holdout_split, label_histogram, partition
+from fl.payload import LoraPayload, payload_bits
+from fl.seeding import int_seed, numpy_stream
+from fl.sgp import SGPResult, SimilarityMetric, similarity_group_pruning
+from fl.specs import AnyModelSpec, DataSpec, LoraSpec, ModelSpec, WireDtype
+from fl.train import _positions, answer_loss, causal_lm, draw_batches, evaluate, local_train
+
+__all__ = ["FedSODAConfig", "FedSODA", "SubModelPayload"]
+
+_LAYER = re.compile(r"(\.layers\.)(\d+)(\.)")
+
+
+class FedSODAConfig(AlgorithmConfig):
+    """Options of ``fedsoda`` (``fl.options``); the shared ones as in ``fedavg_lora``.
+
+    data: must have ``n_public >= 1`` (calibration, divergence probe and ODA use the public
+        split; default 32).
+    sgp_keep: layers the sub-model keeps (first and last included), or None with
+        ``sgp_threshold``: cut between consecutive middle layers whose outputs' similarity
+        is below it. sgp_metric: ``cosine`` or ``cka``. sgp_calibration: public examples
+        SGP runs on.
+    nf4_block_size, nf4_absmax_dtype: NF4 blocks (64) and how absmax values are stored.
+    oda_every: τ, align after rounds t with (t + 1) % τ == 0 (0: never on schedule).
+    oda_threshold: δ, also align when the divergence exceeds it (None: never by divergence).
+    oda_steps, oda_batch_size, oda_lr: the server's alignment steps on public batches.
+    oda_initial_steps: alignment steps before round 0 (heals the pruned model; 0: none).
+    lambda_lm, lambda_h, lambda_kl: weights of the alignment loss terms.
+    probe_batch_size: public examples of the divergence probe batch.
+    eval_full: also evaluate the adapters plugged into the full model.
+    """
+
+    model: AnyModelSpec = ModelSpec()
+    lora: LoraSpec = LoraSpec()
+    data: DataSpec = DataSpec(n_public=32)
+    partition: PartitionSpec = DirichletPartition()
+    local_steps: int = Field(5, ge=1)
+    batch_size: int = Field(8, ge=1)
+    lr: float = Field(2e-3, gt=0)
+    weight_decay: float = Field(0.0, ge=0)
+    upload_dtype: WireDtype = "fp16"
+    download_dtype: WireDtype = "fp16"
+    header_bits: int = Field(0, ge=0)
+    eval_every: int = Field(1, ge=1)
+    eval_batch_size: int = Field(16, ge=1)
+    data_seed: int | None = Field(None, ge=0)
+    seed_offset: int = Field(0, ge=0)
+    cache_dir: str | None = None
+    sgp_keep: int | None = Field(8, ge=2)
+    sgp_threshold: float | None = None
+    sgp_metric: SimilarityMetric = "cosine"
+    sgp_calibration: int = Field(16, ge=1)
+    nf4_block_size: int = Field(64, ge=2)
+    nf4_absmax_dtype: AbsmaxDtype = "fp32"
+    oda_every: int = Field(2, ge=0)
+    oda_threshold: float | None = Field(None, ge=0)
+    oda_steps: int = Field(4, ge=1)
+    oda_batch_size: int = Field(8, ge=1)
+    oda_lr: float = Field(2e-3, gt=0)
+    oda_initial_steps: int = Field(10, ge=0)
+    lambda_lm: float = Field(1.0, ge=0)
+    lambda_h: float = Field(1.0, ge=0)
+    lambda_kl: float = Field(1.0, ge=0)
+    probe_batch_size: int = Field(8, ge=1)
+    eval_full: bool = True
+
+    @model_validator(mode="after")
+    def _consistent(self) -> "FedSODAConfig":
+        if (self.sgp_keep is None) == (self.sgp_threshold is None):
+            raise ValueError(
+                "fedsoda needs exactly one of sgp_keep and sgp_threshold. Got sgp_keep="
+                f"{self.sgp_keep}, sgp_threshold={self.sgp_threshold}; to use a threshold set sgp_keep: null."
+            )
+        if self.data.n_public < 1:
+            raise ValueError(
+                f"fedsoda needs public data (SGP calibration, divergence probe, ODA). Got data.n_public="
+                f"{self.data.n_public}; set data.n_public >= 1 (e.g. 32)."
+            )
+        if self.nf4_block_size % 2:
+            raise ValueError(f"nf4_block_size must be even. Got {self.nf4_block_size} instead.")
+        return self
+
+
+@dataclass(frozen=True)
+class SubModelPayload:
+    """The pruned 4-bit sub-model as it travels (once per client): sizes only, exact bits.
+
+    nf4_bytes: packed 4-bit codes + absmax values of the quantised weights. fp16_values:
+    embedding, norm (and untied head) values sent at 16 bits. kept: original layer indices.
+    """
+
+    nf4_bytes: int
+    fp16_values: int
+    kept: tuple[int, ...]
+    header_bits: int = 0
+
+    @property
+    def bits(self) -> int:
+        return 8 * self.nf4_bytes + 16 * self.fp16_values + int(self.header_bits)
+
+
+def _to_original(name: str, kept: Sequence[int]) -> str:
+    """Sub-model adapter name -> the full model's name (layer i -> layer kept[i])."""
+    return _LAYER.sub(lambda m: f"{m.group(1)}{kept[int(m.group(2))]}{m.group(3)}", name, count=1)
+
+
+@register_algorithm
+class FedSODA(Algorithm):
+    """FedAvg-LoRA on an SGP-pruned, NF4-quantised sub-model with ODA; see the module docstring."""
+
+    name = "fedsoda"
+    Config = FedSODAConfig
+
+    def __init__(self, config: FedSODAConfig, context: AlgorithmContext) -> None:
+        super().__init__(config, context)
+        if context.n_clients < 1:
+            raise ValueError(f"fedsoda needs n_clients >= 1. Got {context.n_clients} instead.")
+        cfg = config
+        self.train_root = context.seed + cfg.seed_offset
+        data_root = context.seed if cfg.data_seed is None else cfg.data_seed
+
+        base, self.tokenizer = load_model(cfg.model, cfg.cache_dir)
+        self.dataset = load_dataset(cfg.data)
+        self.task = encode_task(self.dataset, self.tokenizer, cfg.data.max_len)
+        labels = self.dataset.labels
+        self.train_idx, self.public_idx, self.test_idx = holdout_split(
+            labels, cfg.data.n_test, cfg.data.n_public, numpy_stream(data_root, "holdout")
+        )
+        self.parts = partition(cfg.partition, labels[self.train_idx], context.n_clients,
+                               numpy_stream(data_root, "partition"))
+        self.client_idx = [self.train_idx[p] for p in self.parts]
+        self.probe_idx = list(self.public_idx[:cfg.probe_batch_size])
+
+        # 1. SGP on the full base model
+        n_layers = len(causal_lm(base).get_decoder().layers)
+        if cfg.sgp_keep is not None and cfg.sgp_keep > n_layers:
+            raise ValueError(f"fedsoda sgp_keep must be <= the model's {n_layers} layers. Got {cfg.sgp_keep} instead.")
+        self.sgp: SGPResult = similarity_group_pruning(
+            base, self.task, list(self.public_idx[:cfg.sgp_calibration]), n_keep=cfg.sgp_keep,
+            threshold=cfg.sgp_threshold, metric=cfg.sgp_metric)
+        self.kept = self.sgp.kept
+        if context.run_dir is not None:
+            self.sgp.save(context.run_dir)
+
+        # 2. the sub-model: kept layers, 16-bit embeddings/norms, LoRA, NF4 base weights
+        sub_base = keep_layers(copy.deepcopy(base), self.kept)
+        with torch.no_grad():
+            for p in sub_base.parameters():
+                p.copy_(p.half().to(p.dtype))  # what a client stores: 16-bit values
+        lora_seed = int_seed(self.train_root, "lora_init")
+        self.sub = add_lora(sub_base, cfg.lora, seed=lora_seed)
+        self.sub_profile = profile(self.sub)  # before NF4: same matmuls, nn.Linear hooks
+        self.quantized = quantize_model(self.sub, lambda name, lin: ".layers." in name,
+                                        cfg.nf4_block_size, cfg.nf4_absmax_dtype)
+        self.full = add_lora(base, cfg.lora, seed=lora_seed)
+        self.full_profile = profile(self.full)
+        self.full_init_state = lora_state(self.full)
+        self.shapes = lora_shapes(self.sub)
+        self.name_map = OrderedDict((n, _to_original(n, self.kept)) for n in self.shapes)
+        missing = [o for o in self.name_map.values() if o not in self.full_init_state]
+        if missing:
+            raise RuntimeError(f"fedsoda: sub-model adapters {missing[:2]} have no counterpart in the full model.")
+        self.submodel_payload = self._submodel_payload()
+
+        self.global_state = lora_state(self.sub)
+        self.version = 0
+        self._download: tuple[int, LoraPayload] | None = None
+        self._holders: set[int] = set()  # clients that hold the sub-model
+        self._server_flops = 0.0
+        self.oda_initial_loss = math.nan
+        self.oda_initial_flops = 0.0
+        if cfg.oda_initial_steps:
+            self.oda_initial_loss, self.oda_initial_flops = self.align(cfg.oda_initial_steps, ("oda_initial",))
+
+    # --- the contract -----------------------------------------------------------------------
+
+    def n_samples(self, client: int) -> int:
+        return int(len(self.client_idx[client]))
+
+    def client_round(self, rnd: int, client: int):
+        cfg = self.config
+        if client not in self._holders:
+            yield Receive(self.submodel_payload, label="submodel")
+            self._holders.add(client)  # only once the download completed
+        received = yield Receive(self.download_payload(), label="model")
+        gen = torch.Generator().manual_seed(int_seed(self.train_root, "train", client, rnd))
+        plan = draw_batches(self.client_idx[client], cfg.batch_size, cfg.local_steps, gen)
+        yield Compute(flops=self.train_flops(plan), label="train")
+        losses: list[float] = []
+
+        def work(send_plan: SendPlan) -> LoraPayload:
+            set_lora_state(self.sub, received.decode())
+            batches = (collate(self.task, idx) for idx in plan)
+            losses.extend(local_train(self.sub, batches, cfg.local_steps, cfg.lr, gen, cfg.weight_decay))
+            return LoraPayload.encode(lora_state(self.sub), cfg.upload_dtype, cfg.header_bits)
+
+        payload = yield Send(sizer=self.size_update, work=work, label="update")
+        return LoraUpdate(payload.decode(), "adapter", payload.bits, float(np.mean(losses)))
+
+    def size_update(self, capacity_bits: float) -> SendPlan:
+        return SendPlan(bits=self.upload_bits, info={"dtype": self.config.upload_dtype})
+
+    def server_round(self, rnd: int, results: Sequence[ClientResult], failures: Sequence[Failure]):
+        metrics = dict(self.aggregate(rnd, results, failures))
+        if self._server_flops > 0:
+            yield ServerCompute(flops=self._server_flops, label="oda")
+        return metrics
+
+    def aggregate(self, rnd: int, results: Sequence[ClientResult], failures: Sequence[Failure]) -> Mapping[str, float]:
+        cfg = self.config
+        if results:
+            self.global_state = fedavg([r.update.state for r in results], [r.n_samples for r in results])
+            self.version += 1
+        self._server_flops = 2.0 * self._probe_flops()
+        div = self.divergence()
+        scheduled = cfg.oda_every > 0 and (rnd + 1) % cfg.oda_every == 0
+        triggered = cfg.oda_threshold is not None and div > cfg.oda_threshold
+        row = {
+            "n_aggregated": float(len(results)),
+            "n_failed": float(len(failures)),
+            "train_loss": float(np.mean([r.update.train_loss for r in results])) if results else math.nan,
+            "divergence": div,
+            "oda": float(scheduled or triggered),
+            "oda_loss": math.nan,
+            "divergence_after": math.nan,
+        }
+        if scheduled or triggered:
+            row["oda_loss"], flops = self.align(cfg.oda_steps, ("oda", rnd))
+            self._server_flops += flops + self._probe_flops()
+            row["divergence_after"] = self.divergence()
+        return row
+
+    def evaluate(self, rnd: int) -> Mapping[str, float]:
+        if (rnd + 1) % self.config.eval_every:
+            return {}
+        return self.evaluate_global()
+
+    # --- SODA's server side --------------------------------------------------------------------
+
+    def full_state(self, state: Mapping[str, torch.Tensor] | None = None) -> "OrderedDict[str, torch.Tensor]":
+        """The full model's adapter state with ``state`` (default: the global adapters) in the
+        kept layers (original indices) and the initial adapters (B = 0: no effect) elsewhere."""
+        state = self.global_state if state is None else state
+        out = OrderedDict((n, t.clone()) for n, t in self.full_init_state.items())
+        for n, t in state.items():
+            out[self.name_map[n]] = t.clone()
+        return out
+
+    def _grads(self, model, batch: Batch) -> dict[str, torch.Tensor]:
+        params = {n: p for n, p in model.named_parameters() if p.requires_grad}
+        model.zero_grad(set_to_none=True)
+        with torch.enable_grad():
+            answer_loss(model, batch).backward()
+        out = {n: p.grad.detach().clone() for n, p in params.items()}
+        model.zero_grad(set_to_none=True)
+        return out
+
+    def divergence(self) -> float:
+        """‖g_S − g_F‖₂ / ‖g_F‖₂ over the kept layers' LoRA gradients on the probe batch."""
+        batch = collate(self.task, self.probe_idx)
+        set_lora_state(self.sub, self.global_state)
+        g_s = self._grads(self.sub, batch)
+        set_lora_state(self.full, self.full_state())
+        g_f = self._grads(self.full, batch)
+        diff = sum(float((g_s[n] - g_f[o]).double().pow(2).sum()) for n, o in self.name_map.items())
+        ref = sum(float(g_f[o].double().pow(2).sum()) for o in self.name_map.values())
+        return math.sqrt(diff) / max(math.sqrt(ref), 1e-30)
+
+    def _probe_flops(self) -> float:
+        B, T, A = batch_shape(self.task, self.probe_idx)
+        return float(self.sub_profile.train_step(B, T, head_tokens=A + 1)
+                     + self.full_profile.train_step(B, T, head_tokens=A + 1))
+
+    def _forward(self, model, batch: Batch):
+        """(hidden states tuple, answer-position logits (n_answer_tokens, V))."""
+        T = batch.input_ids.shape[1]
+        keep = T - int(batch.target_pos[batch.target_mask].min())
+        out = causal_lm(model)(input_ids=batch.input_ids, attention_mask=batch.attention_mask,
+                               position_ids=_positions(batch.attention_mask), use_cache=False,
+                               output_hidden_states=True, logits_to_keep=keep)
+        rel = batch.target_pos - (T - keep)
+        logits = out.logits.gather(1, rel.clamp(min=0).unsqueeze(-1).expand(-1, -1, out.logits.shape[-1]))
+        return out.hidden_states, logits[batch.target_mask].float()  # (n_ans, V)
+
+    def alignment_loss(self, batch: Batch) -> tuple[torch.Tensor, dict[str, float]]:
+        """L = λ_lm·CE + λ_h·Σ_groups mean((h_F − h_S)/rms(h_F))² + λ_kl·KL(p_F ‖ p_S) on ``batch``
+        (the full model, with its adapter state as set, is the teacher; no gradient through it)."""
+        cfg = self.config
+        with torch.no_grad():
+            h_f, z_f = self._forward(self.full, batch)
+        h_s, z_s = self._forward(self.sub, batch)
+        real = batch.attention_mask.bool()  # (B, T)
+        hidden = z_s.new_zeros(())
+        for i, end in enumerate(self.sgp.group_ends):
+            hf, hs = h_f[end + 1][real].float(), h_s[i + 1][real].float()  # (n_real, d)
+            rms = hf.pow(2).mean(-1, keepdim=True).sqrt().clamp(min=1e-6)
+            hidden = hidden + ((hf - hs) / rms).pow(2).mean()
+        ce = F.cross_entropy(z_s, batch.target_ids[batch.target_mask])
+        log_pf, log_ps = z_f.log_softmax(-1), z_s.log_softmax(-1)
+        kl = (log_pf.exp() * (log_pf - log_ps)).sum(-1).mean()
+        loss = cfg.lambda_lm * ce + cfg.lambda_h * hidden + cfg.lambda_kl * kl
+        return loss, {"ce": ce.item(), "hidden": hidden.item(), "kl": kl.item()}
+
+    def align(self, steps: int, stream: tuple) -> tuple[float, float]:
+        """ODA: ``steps`` AdamW steps of the sub-model's adapters (from the global ones) on
+        public batches; the result becomes the global adapter. Returns (mean loss, FLOPs)."""
+        cfg = self.config
+        gen = torch.Generator().manual_seed(int_seed(self.train_root, *stream))
+        plan = draw_batches(self.public_idx, cfg.oda_batch_size, steps, gen)
+        set_lora_state(self.full, self.full_state())
+        set_lora_state(self.sub, self.global_state)
+        params = [p for p in self.sub.parameters() if p.requires_grad]
+        opt = torch.optim.AdamW(params, lr=cfg.oda_lr)
+        losses, flops = [], 0.0
+        for idx in plan:
+            batch = collate(self.task, idx)
+            loss, _ = self.alignment_loss(batch)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            losses.append(loss.item())
+            B, T, A = batch_shape(self.task, idx)
+            flops += self.full_profile.forward(B, T) + self.sub_profile.train_step(B, T)
+        self.global_state = lora_state(self.sub)
+        self._download = None
+        return float(np.mean(losses)), float(flops)
+
+    # --- helpers the host may use ----------------------------------------------------------
+
+    def evaluate_global(self) -> dict[str, float]:
+        """The global adapters in the sub-model (accuracy, loss) and in the full model (_full)."""
+        set_lora_state(self.sub, self.global_state)
+        m = evaluate(self.sub, self.task, self.test_idx, self.config.eval_batch_size)
+        out = {"accuracy": m["accuracy"], "loss": m["loss"]}
+        if self.config.eval_full:
+            set_lora_state(self.full, self.full_state())
+            f = evaluate(self.full, self.task, self.test_idx, self.config.eval_batch_size)
+            out.update(accuracy_full=f["accuracy"], loss_full=f["loss"])
+        return out
+
+    def download_payload(self) -> LoraPayload:
+        if self._download is None or self._download[0] != self.version:
+            payload = LoraPayload.encode(self.global_state, self.config.download_dtype, self.config.header_bits)
+            self._download = (self.version, payload)
+        return self._download[1]
+
+    def _submodel_payload(self) -> SubModelPayload:
+        nf4 = sum(m.packed.numel() + m.absmax.numel() * m.absmax.element_size()
+                  for m in self.sub.modules() if isinstance(m, NF4Linear))
+        fp16 = count_parameters(self.sub) - count_trainable(self.sub)  # frozen, not quantised (tied once)
+        return SubModelPayload(nf4, fp16, self.kept, self.config.header_bits)
+
+    @property
+    def upload_bits(self) -> int:
+        return payload_bits(self.shapes, self.config.upload_dtype, self.config.header_bits)
+
+    @property
+    def download_bits(self) -> int:
+        return payload_bits(self.shapes, self.config.download_dtype, self.config.header_bits)
+
+    def storage(self) -> dict[str, int]:
+        """Bytes a client holds vs the full-model fp16 baseline (adapters at 4 bytes: trained fp32)."""
+        adapters = 4 * count_trainable(self.sub)
+        sub = self.submodel_payload.nf4_bytes + 2 * self.submodel_payload.fp16_values + adapters
+        full_base = count_parameters(self.full) - count_trainable(self.full)
+        full = 2 * full_base + 4 * count_trainable(self.full)
+        return {"client_storage_bytes": sub, "client_nf4_bytes": self.submodel_payload.nf4_bytes,
+                "client_fp16_bytes": 2 * self.submodel_payload.fp16_values, "client_adapter_bytes": adapters,
+                "full_fp16_storage_bytes": full}
+
+    def train_flops(self, plan: Sequence[Sequence[int]]) -> float:
+        total = 0
+        for idx in plan:
+            B, T, A = batch_shape(self.task, idx)
+            total += self.sub_profile.train_step(B, T, head_tokens=A + 1)
+        return float(total)
+
+    def label_histogram(self) -> list[dict]:
+        return label_histogram(self.parts, self.dataset.labels[self.train_idx], self.dataset.label_names)
+
+    def info(self) -> dict[str, float | int | str]:
+        st = self.storage()
+        return {
+            "model": getattr(self.config.model, "name_or_path", "tiny"),
+            "n_layers_full": self.sgp.n_layers,
+            "kept_layers": " ".join(map(str, self.kept)),
+            "n_params": count_parameters(self.sub),
+            "n_params_full": count_parameters(self.full) - count_trainable(self.full),
+            "n_trainable": count_trainable(self.sub),
+            **st,
+            "storage_saving": 1.0 - st["client_storage_bytes"] / st["full_fp16_storage_bytes"],
+            "bits_up": self.upload_bits,
+            "bits_down": self.download_bits,
+            "bits_submodel": self.submodel_payload.bits,
+            "oda_initial_loss": self.oda_initial_loss,
+            "oda_initial_flops": self.oda_initial_flops,
+            "n_train": int(len(self.train_idx)),
+            "n_test": int(len(self.test_idx)),
+            "n_public": int(len(self.public_idx)),
+        }
