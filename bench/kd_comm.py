@@ -84,7 +84,11 @@ def run_config(key: str, overrides: list[str], runs: Path) -> dict:
 
     out = runs / key
     t0 = time.perf_counter()
-    run_dir, summary = run_scenario(SCENARIO, overrides=overrides, out=out, plots=False)
+
+    def progress(done: int, total: int) -> None:
+        print(f"[kd_comm]   round {done}/{total} ({time.perf_counter() - t0:.0f} s)", file=sys.stderr, flush=True)
+
+    run_dir, summary = run_scenario(SCENARIO, overrides=overrides, out=out, plots=False, progress=progress)
     wall = time.perf_counter() - t0
     return {
         "rounds": pd.read_csv(run_dir / "rounds.csv"),

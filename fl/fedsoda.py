@@ -387,7 +387,8 @@ class FedSODA(Algorithm):
             opt.step()
             losses.append(loss.item())
             B, T, A = batch_shape(self.task, idx)
-            flops += self.full_profile.forward(B, T) + self.sub_profile.train_step(B, T)
+            flops += (self.full_profile.forward(B, T, head_tokens=A + 1)  # teacher: no backward
+                      + self.sub_profile.train_step(B, T, head_tokens=A + 1))
         self.global_state = lora_state(self.sub)
         self._download = None
         return float(np.mean(losses)), float(flops)

@@ -291,10 +291,6 @@ class SplitModel:
         trainable = [name for name, p in model.named_parameters() if p.requires_grad]
         self.client_names = [n_ for n_ in trainable if n_ in self._client_key]
         self.server_names = [n_ for n_ in trainable if n_ not in self._client_key]
-        for name in self.server_names:
-            layer = layer_of(name)
-            if layer is not None and layer < cut_layer:
-                raise RuntimeError(f"split: trainable tensor {name!r} of client layer {layer} was not found in the client part.")
         self._params = dict(model.named_parameters())
 
     # -- parameters ---------------------------------------------------------------------------

@@ -210,8 +210,7 @@ class Network:
     def refresh(self, clients) -> None:
         """Bring the link state of ``clients`` (ints) to now (handovers are traced and applied)."""
         for pool in self._refresh(clients):
-            self._reshare(pool)
-            self._schedule(pool)
+            self._replan(pool)
 
     def full_rate_bps(self, clients, direction: str) -> np.ndarray:
         """(m,) rate each client would have alone on its cell's whole band, now."""
@@ -233,7 +232,7 @@ class Network:
         flows = list(pool.flows.values())
         clients = [f.client for f in flows] + [client]
         keys = [f.fid for f in flows] + [-1]
-        return self._rates(pool, clients, keys)[0][-1]
+        return self._pool_rates(pool, clients, keys)[0][-1]
 
     def start(self, client: int, direction: str, bits: int, power_w: float = 0.0,
               rnd: int | None = None, label: str = "", capacity_bits: float | None = None,
@@ -271,9 +270,8 @@ class Network:
             bw = pool.bandwidth_hz
             pool.mac.first_seen(flow.fid, self.link.rates_of([client], direction, None, bw)[0])
         self._ensure_block_timer()  # first: the pool's wake-up looks at the next boundary
-        self._reshare(pool)
+        self._replan(pool)
         self._trace_start(flow)
-        self._schedule(pool)
         return flow
 
     def cancel(self, flow: Flow, reason: str) -> None:
@@ -284,8 +282,7 @@ class Network:
         self._settle(pool)
         self._remove(pool, flow)
         self._finish(flow, ok=False, reason=reason)
-        self._reshare(pool)
-        self._schedule(pool)
+        self._replan(pool)
 
     # ------------------------------------------------------------------ internals
     def _rates(self, pool: _Pool, clients: list[int], keys: list[int]):
@@ -318,58 +315,63 @@ class Network:
                 pool.mac.observe([f.fid for f in flows], np.array([f.rate for f in flows]), dt)
         pool.t_last = now
 
-    def _reshare(self, pool: _Pool) -> None:
+    def _pool_rates(self, pool: _Pool, clients: list[int], keys: list[int]):
+        """:meth:`_rates`, with equal share's common cases (nobody in outage) done directly
+        — the same arithmetic, without the generic detour."""
+        if type(pool.mac) is EqualShare:
+            d, bw = pool.direction, pool.bandwidth_hz
+            full = self.link.rates_of(clients, d, None, bw)
+            n = len(clients)
+            if n == 1 and full[0] > 0:  # alone: the whole band
+                return full, full, [1.0]
+            if all(r > 0 for r in full):  # 1/n of the band each
+                return self.link.rates_of(clients, d, [1.0 / n] * n, bw), full, [1.0] * n
+        return self._rates(pool, clients, keys)
+
+    def _replan(self, pool: _Pool) -> None:
+        """A change point of ``pool`` (settled): new rates from the MAC share, outage
+        transitions, and the wake-up at the earliest exact completion."""
+        pool.gen += 1
         if not pool.flows:
             return
         flows = list(pool.flows.values())
-        clients = [f.client for f in flows]
-        if type(pool.mac) is EqualShare:  # the common case, without the generic detour
-            d, bw = pool.direction, pool.bandwidth_hz
-            full = self.link.rates_of(clients, d, None, bw)
-            n = len(flows)
-            if n == 1 and full[0] > 0:  # alone: the whole band
-                rate, time_frac = full, [1.0]
-            elif all(r > 0 for r in full):  # 1/n of the band each (same arithmetic as _rates)
-                rate, time_frac = self.link.rates_of(clients, d, [1.0 / n] * n, bw), [1.0] * n
-            else:
-                rate, full, time_frac = self._rates(pool, clients, [f.fid for f in flows])
-        else:
-            rate, full, time_frac = self._rates(pool, clients, [f.fid for f in flows])
-        now = self.env.now
+        rate, full, time_frac = self._pool_rates(pool, [f.client for f in flows],
+                                                 [f.fid for f in flows])
+        best = math.inf
         for f, r, fr, tf in zip(flows, rate, full, time_frac):
             f.rate = r
             f.full_rate = fr
-            f.time_frac = tf if r > 0 else 0.0
-            if fr <= 0 and not f.in_outage:
-                f.in_outage = True
-                f.outage_since = now
-                if self.tracer.enabled:
-                    self.tracer.record(now, "outage_start", f.round, f.client, f.cell,
-                                       f.direction, snr_db=self.sinr_db(f.client, f.direction),
-                                       rate_bps=0.0)
-                if self.outage_timeout_s is not None:
-                    ev = self.env.timeout(self.outage_timeout_s, value=(f, now))
-                    ev.callbacks.append(self._on_outage_timer)
-            elif fr > 0 and f.in_outage:
-                f.in_outage = False
-                if self.tracer.enabled:
-                    self.tracer.record(now, "outage_end", f.round, f.client, f.cell, f.direction,
-                                       snr_db=self.sinr_db(f.client, f.direction), rate_bps=fr)
-
-    def _schedule(self, pool: _Pool) -> None:
-        pool.gen += 1
-        best = math.inf
-        for f in pool.flows.values():
-            if f.rate > 0:
-                dt = (f.bits - f.sent) / f.rate
+            if r > 0:
+                f.time_frac = tf
+                dt = (f.bits - f.sent) / r
                 if dt < best:
                     best = dt
+            else:
+                f.time_frac = 0.0
+            if fr <= 0:
+                if not f.in_outage:
+                    self._outage(f, True)
+            elif f.in_outage:
+                self._outage(f, False)
         if best < math.inf:
             delay = max(best, 0.0)
             if self.env.now + delay < self._block_at:  # else the boundary re-plans first
                 self.n_wakeups += 1
                 ev = self.env.timeout(delay, value=(pool, pool.gen))
                 ev.callbacks.append(self._on_pool_wake)
+
+    def _outage(self, f: Flow, start: bool) -> None:
+        now = self.env.now
+        f.in_outage = start
+        if start:
+            f.outage_since = now
+        if self.tracer.enabled:
+            self.tracer.record(now, "outage_start" if start else "outage_end", f.round, f.client,
+                               f.cell, f.direction, snr_db=self.sinr_db(f.client, f.direction),
+                               rate_bps=0.0 if start else f.full_rate)
+        if start and self.outage_timeout_s is not None:
+            ev = self.env.timeout(self.outage_timeout_s, value=(f, now))
+            ev.callbacks.append(self._on_outage_timer)
 
     def _on_pool_wake(self, ev) -> None:
         pool, gen = ev._value
@@ -381,8 +383,7 @@ class Network:
         for f in done:
             self._remove(pool, f)
             self._finish(f, ok=True)
-        self._reshare(pool)
-        self._schedule(pool)
+        self._replan(pool)
 
     def _on_outage_timer(self, ev) -> None:
         flow, since = ev._value
@@ -496,8 +497,7 @@ class Network:
             if pool not in active:
                 active.append(pool)
         for pool in active:
-            self._reshare(pool)
-            self._schedule(pool)
+            self._replan(pool)
 
     def check_accounting(self) -> None:
         """Assert bits offered = delivered + lost + still in flight."""

@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 import pandas as pd
+import yaml
 import pytest
 from typer.testing import CliRunner
 
@@ -16,6 +17,12 @@ from sim.trace import EVENT_COLUMNS, EVENT_KINDS
 
 ROOT = Path(__file__).resolve().parents[2]
 SCENARIOS = sorted((ROOT / "scenarios").glob("*.yaml"))
+SURROGATE = [p for p in SCENARIOS if yaml.safe_load(p.read_text())["fl"]["algorithm"] == "surrogate"]
+REAL = [p for p in SCENARIOS if p not in SURROGATE]
+# Overrides that shrink a real-learning scenario to the tiny random model (seconds, not minutes).
+TINY = {
+    "quickstart": ["fl.options.model={kind: tiny}", "fl.rounds=2"],
+}
 runner = CliRunner()
 
 
@@ -27,15 +34,15 @@ def _run(path, out, *extra):
 
 def test_scenario_library_is_complete():
     names = {p.stem for p in SCENARIOS}
-    assert {"quickstart", "single_cell_pedestrians", "hex7_uma_mixed", "umi_street_canyon",
+    assert {"quickstart", "surrogate_quickstart", "single_cell_pedestrians", "hex7_uma_mixed", "umi_street_canyon",
             "indoor_office"} <= names
 
 
-@pytest.mark.parametrize("path", SCENARIOS, ids=lambda p: p.stem)
+@pytest.mark.parametrize("path", SURROGATE, ids=lambda p: p.stem)
 def test_scenario_runs_end_to_end(path, tmp_path):
     r = runner.invoke(app, ["validate", str(path)])
     assert r.exit_code == 0, r.output
-    out = _run(path, tmp_path / "run", *([] if path.stem == "quickstart" else ["--no-plots"]))
+    out = _run(path, tmp_path / "run", *([] if path.stem == "surrogate_quickstart" else ["--no-plots"]))
     for f in ("scenario.resolved.yaml", "versions.json", "rounds.csv", "events.parquet",
               "summary.json"):
         assert (out / f).is_file(), f
@@ -54,7 +61,7 @@ def test_scenario_runs_end_to_end(path, tmp_path):
     assert tot["bits_offered"] >= tot["bits_over_the_air"] + tot["bits_lost"] - 1e-3
     versions = json.loads((out / "versions.json").read_text())
     assert {"python", "numpy", "simpy"} <= set(versions)
-    if path.stem == "quickstart":
+    if path.stem == "surrogate_quickstart":
         for png in ("snr_rate", "cell_map", "rounds", "accuracy"):
             assert (out / "plots" / f"{png}.png").stat().st_size > 1000
         r = runner.invoke(app, ["report", str(out)])
@@ -62,7 +69,7 @@ def test_scenario_runs_end_to_end(path, tmp_path):
 
 
 def test_same_seed_identical_outputs_different_seed_differs(tmp_path):
-    q = ROOT / "scenarios" / "quickstart.yaml"
+    q = ROOT / "scenarios" / "surrogate_quickstart.yaml"
     a = _run(q, tmp_path / "a", "--no-plots", "--set", "fl.rounds=3")
     b = _run(q, tmp_path / "b", "--no-plots", "--set", "fl.rounds=3")
     c = _run(q, tmp_path / "c", "--no-plots", "--set", "fl.rounds=3", "--set", "seed=8")
@@ -74,7 +81,7 @@ def test_same_seed_identical_outputs_different_seed_differs(tmp_path):
 
 
 def test_failed_run_leaves_error_and_summary(tmp_path):
-    q = ROOT / "scenarios" / "quickstart.yaml"
+    q = ROOT / "scenarios" / "surrogate_quickstart.yaml"
     out = tmp_path / "bad"
     r = runner.invoke(app, ["run", str(q), "--out", str(out), "--quiet", "--set",
                             "clients.drop={kind: explicit, xy_m: [[0, 0]]}"])
@@ -86,8 +93,21 @@ def test_failed_run_leaves_error_and_summary(tmp_path):
 
 
 def test_compare_prints_one_table(tmp_path):
-    q = ROOT / "scenarios" / "quickstart.yaml"
+    q = ROOT / "scenarios" / "surrogate_quickstart.yaml"
     r = runner.invoke(app, ["compare", str(q), "--algorithms", "surrogate", "--out",
                             str(tmp_path), "--set", "fl.rounds=2"], env={"COLUMNS": "200"})
     assert r.exit_code == 0, r.output
     assert "surrogate" in r.output and "compare" in r.output
+
+
+@pytest.mark.parametrize("path", REAL, ids=lambda p: p.stem)
+def test_real_scenario_runs_with_tiny_model(path, tmp_path):
+    """Each real-learning scenario runs end to end through the CLI on the tiny model."""
+    assert path.stem in TINY, f"add tiny-model overrides for {path.name} to TINY"
+    sets = [a for kv in TINY[path.stem] for a in ("--set", kv)]
+    out = _run(path, tmp_path / "run", "--no-plots", *sets)
+    rounds = pd.read_csv(out / "rounds.csv")
+    assert list(rounds.columns[: len(ROUND_COLUMNS)]) == list(ROUND_COLUMNS)
+    assert rounds["n_completed"].sum() >= 1 and rounds["accuracy"].notna().any()
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["status"] == "ok" and summary["learner"] == "real"

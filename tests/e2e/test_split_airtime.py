@@ -40,6 +40,20 @@ OPTIONS = dict(
 )
 
 
+@pytest.fixture(autouse=True, scope="module")
+def _parse_fortunes_once():
+    """Every algorithm here loads the same small fortune set: parse the files once (the
+    datasets are immutable), not once per algorithm instance."""
+    import functools
+
+    import fl.split_lora
+
+    real = fl.split_lora.load_dataset
+    fl.split_lora.load_dataset = functools.lru_cache(maxsize=None)(real)
+    yield
+    fl.split_lora.load_dataset = real
+
+
 def _merge(a: dict, b: dict) -> dict:
     out = copy.deepcopy(a)
     for k, v in b.items():
@@ -132,6 +146,7 @@ def test_deadline_mid_round_keeps_only_completed_steps():
     applied. The global client adapter is the adapter after 2 steps (= a 2-step round), the
     server adapter includes the 3rd server update (= the server after a 3-step round)."""
     algo = _algo(local_steps=4)
+    init = lora_state(algo.model)
     flat = _timeline(algo)
     grads2_start, grads2_end = flat[1 + 2 * 5 + 2][1], flat[1 + 2 * 5 + 3][1]
     deadline = 0.5 * (grads2_start + grads2_end)
@@ -150,7 +165,7 @@ def test_deadline_mid_round_keeps_only_completed_steps():
     drive(three.client_round(0, 0))  # the server after 3 steps (the 3rd used the 2-step client)
     for n in algo.split.client_names:
         assert torch.equal(algo.global_client_state[n], two.state[n])
-    got, ref, init = lora_state(algo.model), lora_state(three.model), lora_state(_algo().model)
+    got, ref = lora_state(algo.model), lora_state(three.model)
     for n in algo.split.server_names:
         assert torch.equal(got[n], ref[n])
     assert any(not torch.equal(got[n], init[n]) for n in algo.split.server_names)
@@ -181,7 +196,7 @@ def test_server_service_queues_or_overlaps_clients(service):
 
 def test_same_seed_identical_events_and_adapters():
     def run(seed):
-        algo = _algo(n_clients=2, seed=seed, local_steps=2, lora={"rank": 2, "alpha": 4, "dropout": 0.1})
+        algo = _algo(n_clients=2, seed=seed, local_steps=1, lora={"rank": 2, "alpha": 4, "dropout": 0.1})
         res, ev = _run(algo, TableLink([[R1, 2 * R1], [R2, R1]], block_s=0.3),
                        clients={"n_clients": 2}, fl={"clients_per_round": 2, "rounds": 2})
         return res.rounds, ev, lora_state(algo.model), algo.global_client_state
