@@ -43,7 +43,9 @@ compute_end          local computation ends (``energy_j``: compute energy)
 server_compute_start server-side computation starts (queued service excluded)
 server_compute_end   server-side computation ends
 handover             the client's serving cell changed (``cell``: new cell,
-                     ``detail``: ``from <old cell>``)
+                     ``detail``: ``from <old cell>``); seen when the client's link is
+                     evaluated: every fading block while it takes part in a round,
+                     otherwise when the driver asks about it (selection, a transfer)
 outage_start         a transfer's link rate dropped to zero (SINR below the lowest
                      rate-mapping threshold)
 outage_end           the link left outage
