@@ -190,7 +190,7 @@ class BlockFading:
             return np.zeros(shape)
         return j0(2.0 * np.pi * doppler_hz(v, self.carrier_hz) * (np.asarray(n_blocks) * self.block_s))
 
-    def advance_to(self, block_index: int, speeds_mps, cols=None) -> bool:
+    def advance_to(self, block_index: int, speeds_mps, cols=None, power_out=None) -> bool:
         """Move the scattered state of clients ``cols`` (default: all) to ``block_index``;
         returns whether any value changed.
 
@@ -198,6 +198,8 @@ class BlockFading:
             block_index: int >= 0, not before any of these clients' current block.
             speeds_mps: scalar or one speed per client of ``cols``, m/s.
             cols: None (every client) or (m,) distinct client indices.
+            power_out: optional [n_bs, m] float64 buffer (with ``cols``): receives |h|² of
+                these clients afterwards (as :meth:`power_into`, from the values in hand).
 
         A client not drawn yet starts from its stationary draw; a client already at the
         block is left alone; the others jump with ρ = J0(2π f_D Δn·block_s) over their own
@@ -217,6 +219,7 @@ class BlockFading:
         self._block = k if self._block is None else max(self._block, k)
         speeds = per_client(speeds_mps, at.size)
         changed = False
+        in_hand = None  # the new state of every client of cols, when all of them moved
         if at.size and int(at.min()) >= 0:  # the usual case: every client jumps
             fresh = None
             jump = np.ones(at.size, dtype=bool) if int(at.max()) < k else at < k
@@ -250,13 +253,26 @@ class BlockFading:
                     self._s[0] += re
                     self._s[1] += im
                 else:
-                    self._s[0][:, who] = self._s[0][:, who] * r + re * sd
-                    self._s[1][:, who] = self._s[1][:, who] * r + im * sd
+                    re *= sd
+                    im *= sd
+                    s0 = self._s[0][:, who] * r
+                    s0 += re
+                    s1 = self._s[1][:, who] * r
+                    s1 += im
+                    self._s[0][:, who] = s0
+                    self._s[1][:, who] = s1
+                    if who is ids:
+                        in_hand = (s0, s1)
                 changed = True
         if every:
             self._at[:] = k
         else:
             self._at[ids] = k
+        if power_out is not None:
+            if in_hand is None:
+                self.power_into(power_out, cols=ids)
+            else:
+                self._power(in_hand[0], in_hand[1], power_out, None, ids)
         return changed
 
     def power_into(self, out: np.ndarray, tmp: np.ndarray | None = None, cols=None) -> np.ndarray:
@@ -266,6 +282,10 @@ class BlockFading:
             re, im = self._s[0], self._s[1]
         else:
             re, im = self._s[0][:, cols], self._s[1][:, cols]
+        return self._power(re, im, out, tmp, cols)
+
+    def _power(self, re, im, out, tmp, cols) -> np.ndarray:
+        """|h|² from the scattered parts ``re``, ``im`` of clients ``cols`` (None: all)."""
         if tmp is None:
             tmp = np.empty_like(out)
         if self.kind == "rayleigh":

@@ -307,14 +307,18 @@ class RadioChannel:
             )
         return idx
 
-    def _advance(self, k: int, ue_xy_m, ue_speed_mps, idx) -> None:
-        """Bring clients ``idx`` (None: all) to block ``k``; ``ue_xy_m``/``ue_speed_mps`` are theirs."""
+    def _advance(self, k: int, ue_xy_m, ue_speed_mps, idx):
+        """Bring clients ``idx`` (None: all) to block ``k``; ``ue_xy_m``/``ue_speed_mps`` are theirs.
+
+        Returns ``(large-scale dB, fading power or None)`` of the clients ``idx``, [n_bs, m]
+        each, when this call computed all of them (the values in hand, the same as the
+        stored ones), else None."""
         n = self.n_ue if idx is None else idx.size
         at = self._at if idx is None else self._at[idx]
         self._block = k if self._block is None else max(self._block, k)
         todo = at < k
         if not todo.any():
-            return
+            return None
         xy = np.asarray(ue_xy_m, dtype=float)
         if xy.shape != (n, 2):
             raise ValueError(
@@ -334,17 +338,21 @@ class RadioChannel:
         disp = np.hypot(xy[:, 0] - prev[:, 0], xy[:, 1] - prev[:, 1])
         disp[first] = 0.0
         moved = first | (disp > 0.0)
+        ls = None
         if moved.all():
-            self._large_scale(ids, xy, disp, first)
+            ls = self._large_scale(ids, xy, disp, first)
         elif moved.any():
             m = np.flatnonzero(moved)
             self._large_scale(m if ids is None else ids[m], xy[m], disp[m], first[m])
+        p = None
         if self._fading is not None:
-            self._fading.advance_to(k, speed, cols=ids)
             if ids is None:
+                self._fading.advance_to(k, speed)
                 self._fading.power_into(self._p, self._ptmp)
             else:
-                self._p[:, ids] = self._fading.power_into(np.empty((self.n_bs, ids.size)), cols=ids)
+                p = np.empty((self.n_bs, ids.size))
+                self._fading.advance_to(k, speed, cols=ids, power_out=p)
+                self._p[:, ids] = p
         if ids is None:
             self._at[:] = k
             self._xy[...] = xy
@@ -353,6 +361,9 @@ class RadioChannel:
             self._xy[ids] = xy
         self._out_db = None
         self._out_lin = None
+        if ls is None or ids.size != n:
+            return None
+        return ls, p
 
     def _plan_of(self, ids):
         """The path-loss plan restricted to clients ``ids`` (per-client heights)."""
@@ -394,7 +405,11 @@ class RadioChannel:
             upd = (np.arange(self.n_ue) if every else ids)[first]
         upd_cols = None if upd.size == self.n_ue else upd
         plan = self._plan_of(ids)
-        los, nlos = (self._los, self._nlos) if every else (self._los[:, ids], self._nlos[:, ids])
+        if every:
+            los, nlos = self._los, self._nlos
+        else:
+            los = self._los[:, ids]
+            nlos = ~los
         if self._shadow is not None:
             if plan.std_los_near_db != plan.std_los_far_db:
                 # σ_SF moves with the breakpoint (RMa LOS): every client that moved, every time
@@ -408,14 +423,12 @@ class RadioChannel:
             self._fading.set_k_factor_db(np.take(k, self._site_of_bs, axis=0) if self._sectorised else k, upd_cols)
         pl = plan.evaluate(d2, los, out=self._pl if every else None, nlos=nlos, work=self._work)
         if self._shadow is not None:
-            self._shadow.advance(disp, cols=ids)
-            u = self._shadow.unit_state
-            std = self._shadow.std_db
             if every:
-                np.multiply(u, std, out=tmp)
+                self._shadow.advance(disp)
+                np.multiply(self._shadow.unit_state, self._shadow.std_db, out=tmp)
+                pl += tmp  # path loss + shadowing, dB
             else:
-                np.multiply(u[:, ids], std[:, ids], out=tmp)
-            pl += tmp  # path loss + shadowing, dB
+                pl += self._shadow.value_db(disp, cols=ids)
         if not every:
             self._pl[:, ids] = pl
         if self._sectorised:
@@ -431,8 +444,11 @@ class RadioChannel:
             )
             if every:
                 np.subtract(g, np.take(pl, self._site_of_bs, axis=0), out=self._ls)
-            else:
-                self._ls[:, ids] = g - np.take(pl, self._site_of_bs, axis=0)
+                return None
+            ls = g - np.take(pl, self._site_of_bs, axis=0)
+            self._ls[:, ids] = ls
+            return ls  # [n_bs, c] large-scale gain, dB
+        return None if every else np.negative(pl)
 
     # -- outputs -------------------------------------------------------------------------
     def _check_block(self, t_s) -> int:
@@ -450,7 +466,16 @@ class RadioChannel:
             return self._ls[:, cols] if not isinstance(cols, slice) else self._ls.copy()
         return np.negative(self._pl[:, cols])
 
-    def _db(self, cols) -> np.ndarray:
+    def _db(self, cols, hand=None) -> np.ndarray:
+        """dB gains of ``cols``; ``hand``: (large-scale dB, power) of them from _advance."""
+        if hand is not None:
+            ls, p = hand
+            if p is None:
+                return ls
+            out = np.log(p)
+            out *= _DB
+            out += ls  # (−pl for omni sites: x + (−y) is x − y exactly)
+            return out
         if self._fading is None:
             return self._large_scale_db(cols)
         p = self._p if isinstance(cols, slice) else self._p[:, cols]
@@ -462,14 +487,20 @@ class RadioChannel:
             out -= self._pl if isinstance(cols, slice) else self._pl[:, cols]
         return out
 
-    def _linear(self, cols) -> np.ndarray:
-        if self._sectorised:
+    def _linear(self, cols, hand=None) -> np.ndarray:
+        """Linear gains of ``cols``; ``hand`` as in :meth:`_db`."""
+        if hand is not None:
+            ls, p = hand
+            out = np.multiply(ls, _INV_DB)  # (−pl)·c equals pl·(−c) exactly
+        elif self._sectorised:
             out = np.multiply(self._ls if isinstance(cols, slice) else self._ls[:, cols], _INV_DB)
         else:
             out = np.multiply(self._pl if isinstance(cols, slice) else self._pl[:, cols], -_INV_DB)
         np.exp(out, out=out)
         if self._fading is not None:
-            out *= self._p if isinstance(cols, slice) else self._p[:, cols]
+            if hand is None:
+                p = self._p if isinstance(cols, slice) else self._p[:, cols]
+            out *= p
         return out
 
     def gain_db(self, t_s: float, ue_xy_m, ue_speed_mps, ue_index=None) -> np.ndarray:
@@ -490,8 +521,7 @@ class RadioChannel:
         k = self._check_block(t_s)
         if ue_index is not None:
             idx = self._index(ue_index)
-            self._advance(k, ue_xy_m, ue_speed_mps, idx)
-            return self._db(idx)
+            return self._db(idx, self._advance(k, ue_xy_m, ue_speed_mps, idx))
         self._advance(k, ue_xy_m, ue_speed_mps, None)
         if self._out_db is None:
             out = self._db(slice(None))
@@ -504,8 +534,7 @@ class RadioChannel:
         k = self._check_block(t_s)
         if ue_index is not None:
             idx = self._index(ue_index)
-            self._advance(k, ue_xy_m, ue_speed_mps, idx)
-            return self._linear(idx)
+            return self._linear(idx, self._advance(k, ue_xy_m, ue_speed_mps, idx))
         self._advance(k, ue_xy_m, ue_speed_mps, None)
         if self._out_lin is None:
             out = self._linear(slice(None))
@@ -519,8 +548,8 @@ class RadioChannel:
         ``ue_index`` for the block containing ``t_s`` — two new [n_bs, m] float64 arrays."""
         k = self._check_block(t_s)
         idx = self._index(ue_index)
-        self._advance(k, ue_xy_m, ue_speed_mps, idx)
-        return self._linear(idx), self._large_scale_db(idx)
+        hand = self._advance(k, ue_xy_m, ue_speed_mps, idx)
+        return self._linear(idx, hand), (self._large_scale_db(idx) if hand is None else hand[0])
 
     def gain_db_for_mobility(self, t_s: float, mobility, ue_index=None) -> np.ndarray:
         """:meth:`gain_db` with positions and speeds taken from ``mobility`` at the block start."""

@@ -104,17 +104,21 @@ class CorrelatedShadowing:
 
         Clients that did not move keep their value (ρ = 1).
         """
+        self._advance(displacement_m, cols)
+
+    def _advance(self, displacement_m, cols):
+        """:meth:`advance`; returns the new unit state of ``cols`` when all of them moved."""
         every = cols is None
         n = self.n_ue if every else len(cols)
         disp = per_client(displacement_m, n)
         moved = disp > 0.0
         n_moved = int(np.count_nonzero(moved))
         if n_moved == 0:
-            return
+            return None
         if every and n_moved == self.n_ue:
             self._moves += 1
             self._update(self._u, disp, self._inv_dc, np.arange(self.n_ue), self._moves)
-            return
+            return None
         if n_moved == n:  # every client of cols moved
             pos = slice(None)
             idx = np.asarray(cols, dtype=np.int64)
@@ -129,6 +133,7 @@ class CorrelatedShadowing:
         u = self._u[:, idx]
         self._update(u, disp[pos], inv, idx, moves)
         self._u[:, idx] = u
+        return u if n_moved == n else None
 
     def _update(self, u, disp, inv_dc, clients, counters) -> None:
         # u <- rho u + sqrt(1 - rho²) z, in place. rho per client (scalar d_corr) or per link.
@@ -152,11 +157,17 @@ class CorrelatedShadowing:
             buf = self._bufs[key] = np.empty(shape)
         return buf
 
-    def value_db(self, displacement_m=0.0) -> np.ndarray:
+    def value_db(self, displacement_m=0.0, cols=None) -> np.ndarray:
         """Advance by ``displacement_m`` (see :meth:`advance`) and return the shadowing.
 
         Returns:
-            [n_bs, n_ue] float64, dB (a new array; positive values are extra loss).
+            [n_bs, n_ue] float64, dB (a new array; positive values are extra loss); with
+            ``cols``, [n_bs, m] of those clients.
         """
-        self.advance(displacement_m)
-        return self._u * self.std_db
+        if cols is None:
+            self.advance(displacement_m)
+            return self._u * self.std_db
+        u = self._advance(displacement_m, cols)
+        if u is None:
+            u = self._u[:, cols]
+        return u * self.std_db[:, cols]

@@ -13,13 +13,16 @@ exact completion time ``t + remaining_bits / rate`` (a plain SimPy timeout with 
 a generation counter voids wake-ups made stale by a later change). A completion at or after
 the next block boundary needs no wake-up: the boundary re-plans every active pool anyway.
 Block boundaries are scheduled only while some flow is active, and all active links are
-refreshed in one vectorised call per boundary. Idle clients cost nothing.
+refreshed in one vectorised call per boundary. Idle clients cost nothing. Clients can be
+*held* (:meth:`Network.hold`; the drivers hold a round's participants): their links are
+evaluated in the same batch at every block, so a transfer that starts mid-block finds its
+link evaluated instead of paying a vectorised call of its own.
 
-The per-event path (start, completion, re-share) works on plain Python floats: a cell has
-1–10 active flows, where numpy's per-call cost exceeds the arithmetic. The link model's
-scalar queries (``LinkModel.rate_of``) serve it; the two stateless MAC policies (equal
-share, round robin) have a float twin here (:func:`_shares`, the same arithmetic, checked
-against the policy by a test); the others are called with numpy arrays as before.
+The per-event path (start, completion, re-plan) works on plain Python floats: a cell has
+a handful of active flows, where numpy's per-call cost exceeds the arithmetic. The link
+model's scalar queries (``LinkModel.rates_of``) serve it; the two stateless MAC policies
+(equal share, round robin) have a float twin here (:func:`_shares`, the same arithmetic,
+checked against the policies by a test); the others are called with numpy arrays.
 
 Accounting is exact: at every change point each flow is *settled* (``sent += rate · Δt``,
 ``airtime += time_frac · Δt``). For every flow, ``bits = delivered + lost`` where a flow

@@ -16,7 +16,7 @@ ROOT = Path(__file__).resolve().parents[2]
 SCENARIO = ROOT / "scenarios" / "kd_adaptive.yaml"
 TINY = [
     "--set", "fl.options.model={kind: tiny}", "--set", "fl.options.client_keep_layers=[0]",
-    "--set", "fl.rounds=2", "--set", "fl.clients_per_round=3",
+    "--set", "fl.rounds=1", "--set", "fl.clients_per_round=3",
     "--set", "fl.options.data={max_per_class: 30, max_len: 96, n_test: 6, n_public: 8}",
     "--set", "fl.options.local_steps=1", "--set", "fl.options.server_steps=1",
     "--set", "fl.options.public_batch_size=2",
@@ -32,12 +32,12 @@ def test_kd_adaptive_runs_with_real_distillation_and_adaptive_k(tmp_path):
     summary = json.loads((out / "summary.json").read_text())
     assert summary["status"] == "ok" and summary["learner"] == "real" and summary["algorithm"] == "kd_topk"
     rounds = pd.read_csv(out / "rounds.csv")
-    assert len(rounds) == 2 and rounds["accuracy"].notna().all()
+    assert len(rounds) == 1 and rounds["accuracy"].notna().all()
     for col in ("k_mean", "k_min", "k_max", "bits_up_mean", "teacher_support", "server_kd_loss"):
         assert col in rounds.columns and rounds[col].notna().all(), col
     assert (rounds["bits_down"] > 0).all()  # the server's logits went back down
     ev = pd.read_parquet(out / "events.parquet")
     up = ev[(ev.event == "send_start") & (ev.direction == "up")]
-    assert len(up) == 2 * 3 and up[["k", "capacity_bits", "snr_db"]].notna().all().all()
+    assert len(up) == 3 and up[["k", "capacity_bits", "snr_db"]].notna().all().all()
     assert ((up.k >= 8) & (up.k <= 256)).all()  # k_min, k_max of the scenario
     assert rounds["bits_up"].sum() == ev[(ev.event == "send_end") & (ev.direction == "up")].bits.sum()
