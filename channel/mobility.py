@@ -298,14 +298,16 @@ class _Waypoints(Mobility):
         """Drop waypoints only needed before ``t_s``; later queries must have t >= t_s."""
         t = self._time(t_s, self._t_kept)
         self._extend(t)
-        j = self._locate(np.maximum(t, self._t[:, 0]))
-        drop = int(j.min())
+        # every row's times increase, so the columns that start at or before t for *all*
+        # clients lead: their count is 1 + the smallest leg index any client is on
+        covered = (self._t[:, : self._k] <= t).all(axis=0)
+        drop = int(np.argmin(covered)) - 1 if not covered.all() else self._k - 2
         if drop > 0:
             k = self._k - drop
             self._t[:, :k] = self._t[:, drop : self._k]
             self._xy[:, :k] = self._xy[:, drop : self._k]
             self._k = k
-            self._cursor = self._cursor - drop
+            self._cursor = np.maximum(self._cursor - drop, 0)  # a hint; _locate checks it
         self._t_kept = t
 
     @property

@@ -191,6 +191,7 @@ class Simulation:
               for g in scn.clients.groups}
         self.clients = [Client(i, groups[i], self.compute.profile(i), tx[groups[i]], shard=i)
                         for i in range(n)]
+        self._last_selected = np.full(n, -1, dtype=np.int64)  # = [c.last_selected], kept in step
         self.server = _build_server(scn, self.backhaul, self.env)
         if algorithm is None:
             cls = get_algorithm(scn.fl.algorithm)
@@ -419,7 +420,7 @@ class Simulation:
         ctx = SelectionContext(
             round=rnd, candidates=candidates, k=k, rng=self.rng.get("selection"),
             deadline_s=deadline,
-            last_selected=np.array([c.last_selected for c in self.clients], dtype=np.int64),
+            last_selected=self._last_selected.copy(),
             predicted_rate_bps=lambda ids: self._predicted_rate(ids, UP, len(candidates), k),
             predicted_time_s=lambda ids: self._predicted_time(ids, len(candidates), k),
         )
@@ -521,6 +522,7 @@ class Simulation:
             self.network.refresh(selected)  # their serving cells, now (one batched evaluation)
             for cid in selected.tolist():
                 self.clients[cid].last_selected = rnd
+                self._last_selected[cid] = rnd
                 self._trace("selected", round=rnd, client=cid,
                             cell=int(self.link.serving[cid]))
                 edge = None
@@ -616,6 +618,7 @@ class Simulation:
                 c = self.clients[cid]
                 c.busy = True
                 c.last_selected = version
+                self._last_selected[cid] = version
                 self._acct.n_selected += 1
                 self._trace("selected", round=version, client=cid, cell=int(self.link.serving[cid]))
                 deadline = env.now + fl.deadline_s if fl.deadline_s is not None else math.inf
