@@ -22,6 +22,10 @@ REAL = [p for p in SCENARIOS if p not in SURROGATE]
 # Overrides that shrink a real-learning scenario to the tiny random model (seconds, not minutes).
 TINY = {
     "quickstart": ["fl.options.model={kind: tiny}", "fl.rounds=2"],
+    "kd_adaptive": ["fl.options.model={kind: tiny, n_layers: 3}", "fl.options.client_keep_layers=[0, 2]",
+                    "fl.rounds=2"],
+    "split_lora": ["fl.options.model={kind: tiny, n_layers: 3}", "fl.options.cut_layer=1", "fl.rounds=2"],
+    "fedsoda": ["fl.options.model={kind: tiny, n_layers: 6}", "fl.options.sgp_keep=4", "fl.rounds=2"],
 }
 runner = CliRunner()
 
