@@ -20,6 +20,7 @@ client chose against the SNR of its uplink at that moment (from events.parquet) 
     python bench/kd_comm.py                 # the real run (~10 min per variant on 2 free cores)
     python bench/kd_comm.py --quick         # tiny random model, 3 rounds: a smoke run (~2 min)
     python bench/kd_comm.py --set fl.rounds=4 --only adaptive_adaptive,full
+    python bench/kd_comm.py --resume        # reuse the variants already finished in --runs
 
 Same seed → the same channel for every variant up to the timing of the uploads (which
 depends on each variant's payload sizes and compute).
@@ -76,27 +77,44 @@ def _keep_freed_memory() -> None:
         pass
 
 
-def run_config(key: str, overrides: list[str], runs: Path) -> dict:
-    """Run one variant into ``runs/key``; return its rounds, events and summary."""
+def _load(run_dir: Path, wall_s: float) -> dict:
     import pandas as pd
 
+    return {
+        "rounds": pd.read_csv(run_dir / "rounds.csv"),
+        "events": pd.read_parquet(run_dir / "events.parquet"),
+        "summary": json.loads((run_dir / "summary.json").read_text()),
+        "wall_s": wall_s,
+        "run_dir": str(run_dir),
+    }
+
+
+def finished(run_dir: Path, overrides: list[str]) -> dict | None:
+    """A finished run of these overrides in ``run_dir`` (``--resume``), or None."""
+    try:
+        summary = json.loads((run_dir / "summary.json").read_text())
+        same = json.loads((run_dir / "bench_overrides.json").read_text()) == overrides
+    except (OSError, ValueError):
+        return None
+    if summary.get("status") != "ok" or not same:
+        return None
+    return _load(run_dir, float(summary["wall_time_s"]))
+
+
+def run_config(key: str, overrides: list[str], runs: Path) -> dict:
+    """Run one variant into ``runs/key``; return its rounds, events and summary."""
     from sim.runner import run_scenario
 
     out = runs / key
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "bench_overrides.json").write_text(json.dumps(overrides))
     t0 = time.perf_counter()
 
     def progress(done: int, total: int) -> None:
         print(f"[kd_comm]   round {done}/{total} ({time.perf_counter() - t0:.0f} s)", file=sys.stderr, flush=True)
 
-    run_dir, summary = run_scenario(SCENARIO, overrides=overrides, out=out, plots=False, progress=progress)
-    wall = time.perf_counter() - t0
-    return {
-        "rounds": pd.read_csv(run_dir / "rounds.csv"),
-        "events": pd.read_parquet(run_dir / "events.parquet"),
-        "summary": summary,
-        "wall_s": wall,
-        "run_dir": str(run_dir),
-    }
+    run_dir, _ = run_scenario(SCENARIO, overrides=overrides, out=out, plots=False, progress=progress)
+    return _load(run_dir, time.perf_counter() - t0)
 
 
 def time_to(rounds, target: float) -> float:
@@ -214,6 +232,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--set", dest="sets", action="append", default=[], help="extra override for every variant")
     ap.add_argument("--only", default=None, help="comma-separated variant keys: " +
                     ", ".join(k for k, _, _ in CONFIGS))
+    ap.add_argument("--resume", action="store_true",
+                    help="reuse variants already finished in --runs with the same overrides")
     args = ap.parse_args(argv)
     _keep_freed_memory()
 
@@ -224,6 +244,11 @@ def main(argv: list[str] | None = None) -> int:
     results: dict = {}
     for key, label, overrides in CONFIGS:
         if only is not None and key not in only:
+            continue
+        done = finished(runs / key, base + overrides) if args.resume else None
+        if done is not None:
+            print(f"[kd_comm] {label}: reusing {runs / key}", file=sys.stderr, flush=True)
+            results[key] = done
             continue
         print(f"[kd_comm] {label} ...", file=sys.stderr, flush=True)
         results[key] = run_config(key, base + overrides, runs)
