@@ -172,7 +172,9 @@ def format_table(rows: list[dict], target: float, base_up: float | None) -> str:
             f"{r['sim_time_s']:.1f} s", f"{r['wall_s']:.0f} s",
         ])
     widths = [max(len(h), *(len(l[i]) for l in lines)) for i, h in enumerate(head)]
-    fmt = lambda cells: "  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(cells, widths)))  # noqa: E731
+    def fmt(cells: list[str]) -> str:
+        return "  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(cells, widths)))
+
     out = [fmt(head), "  ".join("-" * w for w in widths)]
     out += [fmt(l) for l in lines]
     return "\n".join(out)
@@ -262,12 +264,12 @@ def main(argv: list[str] | None = None) -> int:
         target = max(float(r["rounds"]["accuracy"].dropna().iloc[-1]) for r in results.values()) - 0.01
     rows = table_rows(results, target)
     base_up = next((r["up_bits_per_round"] for r in rows if r["variant"].startswith("full")), None)
-    title = ("kd_topk on scenarios/kd_adaptive.yaml" + (" — QUICK (tiny random model; accuracies mean nothing)"
-                                                         if args.quick else " — SmolLM2-135M server, 6-layer clients"))
-    print(title)
+    what = (" — QUICK (tiny random model; accuracies mean nothing)" if args.quick
+            else " — SmolLM2-135M server, 6-layer clients")
+    print("kd_topk on scenarios/kd_adaptive.yaml" + what)
     print(format_table(rows, target, base_up))
-    print(f"target accuracy {target:.3f} ({'given' if args.target_accuracy is not None else 'full-logit final − 0.01'});"
-          f" accuracy = server model, rank classification on the test split")
+    how = "given" if args.target_accuracy is not None else "full-logit final − 0.01"
+    print(f"target accuracy {target:.3f} ({how}); accuracy = server model, rank classification on the test split")
     plot = plot_k_vs_snr(results, args.plot or runs / "k_vs_snr.png")
     if plot is not None:
         print(f"k-vs-SNR plot: {plot}")

@@ -64,7 +64,7 @@ from pydantic import Field, model_validator
 from fl.actions import ClientResult, Compute, Failure, Receive, Send, SendPlan, ServerCompute
 from fl.algorithm import Algorithm, AlgorithmConfig, AlgorithmContext, register_algorithm
 from fl.data import Batch, batch_shape, collate, encode_task, load_dataset
-from fl.distill import (SparseLogits, Teacher, build_teacher, kd_loss, mass_k, message_probs,
+from fl.distill import (Teacher, build_teacher, kd_loss, mass_k, message_probs,
                         projection_loss, projection_matrix, top_k)
 from fl.flops import profile
 from fl.models import add_lora, bytes_resident, count_parameters, keep_layers, load_model, lora_state, \
@@ -313,8 +313,9 @@ class KDTopK(Algorithm):
             losses.extend(self.train(model, cfg.local_steps, cfg.lr, gen, private, batch, sel, teacher, target,
                                      cfg.projection.client_layer))
             self.client_states[client] = lora_state(model)
-            logits, hidden = self.public_outputs(model, batch, sel, cfg.projection.client_layer)
-            return self.encode_message(logits, hidden, send_plan.k, chosen.get("counts"))
+            with torch.no_grad():
+                logits, proj = self.public_outputs(model, batch, sel, cfg.projection.client_layer)
+            return self.encode_message(logits, proj, send_plan.k, chosen.get("counts"))
 
         payload = yield Send(sizer=sizer, work=work, label="logits")
         return KDUpdate(payload, rnd, payload.k, payload.bits, float(np.mean(losses)) if losses else math.nan)
@@ -373,7 +374,8 @@ class KDTopK(Algorithm):
             accs = []
             for c in sorted(self.client_states) or [None]:
                 set_lora_state(self.client_model, self.client_init if c is None else self.client_states[c])
-                accs.append(evaluate(self.client_model, self.task, self.test_idx, self.config.eval_batch_size)["accuracy"])
+                m = evaluate(self.client_model, self.task, self.test_idx, self.config.eval_batch_size)
+                accs.append(m["accuracy"])
             out["client_accuracy"] = float(np.mean(accs))
             out["client_accuracy_min"] = float(np.min(accs))
         return out
@@ -415,19 +417,15 @@ class KDTopK(Algorithm):
         return SendPlan(bits=topk_bits(n_tokens, k, V, dtype, r, cfg.header_bits), k=k, info=info), None
 
     def size_hints(self) -> dict[str, float]:
-        """Rough sizes before any round ran (deadline-aware selection): k = k_min uploads."""
-        T = self.config.public_batch_size * 2
-        k = self.k_min_upload
-        return {"upload_bits": float(topk_bits(T, k, self.vocab_size, self.config.value_dtype,
-                                               self.config.projection.rank, self.config.header_bits)),
-                "download_bits": float(topk_bits(T, self.k_down, self.vocab_size, self.config.value_dtype,
-                                                 self.config.projection.rank, self.config.header_bits))
-                if self.config.mutual else 0.0}
-
-    @property
-    def k_min_upload(self) -> int:
-        k = self.config.k
-        return self.vocab_size if k == "full" else (int(k) if isinstance(k, int) else self.config.k_min)
+        """Rough sizes before any round ran (deadline-aware selection): two positions per
+        public example; adaptive variants at k_min."""
+        cfg = self.config
+        T = 2 * cfg.public_batch_size
+        k = self.vocab_size if cfg.k == "full" else (int(cfg.k) if isinstance(cfg.k, int) else cfg.k_min)
+        r, dtype = cfg.projection.rank, cfg.value_dtype
+        return {"upload_bits": float(topk_bits(T, k, self.vocab_size, dtype, r, cfg.header_bits)),
+                "download_bits": float(topk_bits(T, self.k_down, self.vocab_size, dtype, r, cfg.header_bits))
+                if cfg.mutual else 0.0}
 
     # --- the public batch ------------------------------------------------------------------
 

@@ -601,6 +601,7 @@ class Simulation:
         failures: list[Failure] = []
         self._acct = _Acct(env.now)
         self._trace("round_start", round=0)
+        busy = np.zeros(n, dtype=bool)  # the clients' busy flags, as an array
 
         def task_proc(task: _Task):
             out = yield from self._client_task(task)
@@ -609,7 +610,7 @@ class Simulation:
                 wake[0].succeed()
 
         def dispatch(k: int) -> None:
-            idle = np.array([c.id for c in self.clients if not c.busy], dtype=np.int64)
+            idle = np.flatnonzero(~busy)  # = [c.id for c in clients if not c.busy]
             if len(idle) == 0 or k <= 0:
                 return
             chosen = self._select(version, idle, k)
@@ -617,6 +618,7 @@ class Simulation:
             for cid in chosen.tolist():
                 c = self.clients[cid]
                 c.busy = True
+                busy[cid] = True
                 c.last_selected = version
                 self._last_selected[cid] = version
                 self._acct.n_selected += 1
@@ -636,6 +638,7 @@ class Simulation:
             arrived, inbox[:] = list(inbox), []
             for task, out in arrived:
                 self.clients[task.client].busy = False
+                busy[task.client] = False
                 if isinstance(out, Failure):
                     failures.append(out)
                 else:
