@@ -190,6 +190,14 @@ class BlockFading:
             return np.zeros(shape)
         return j0(2.0 * np.pi * doppler_hz(v, self.carrier_hz) * (np.asarray(n_blocks) * self.block_s))
 
+    def _rho(self, n_blocks: np.ndarray, speeds_mps: np.ndarray) -> np.ndarray:
+        """:meth:`rho` of (m,) int jumps and (m,) float speeds (the per-block path: the same
+        arithmetic, without the broadcasting)."""
+        v = np.maximum(speeds_mps, self.min_speed_mps)
+        if self.iid:
+            return np.zeros(v.shape)
+        return j0(2.0 * np.pi * doppler_hz(v, self.carrier_hz) * (n_blocks * self.block_s))
+
     def advance_to(self, block_index: int, speeds_mps, cols=None, power_out=None) -> bool:
         """Move the scattered state of clients ``cols`` (default: all) to ``block_index``;
         returns whether any value changed.
@@ -211,18 +219,21 @@ class BlockFading:
         every = cols is None
         ids = None if every else np.asarray(cols, dtype=np.int64)
         at = self._at if every else self._at[ids]
-        if at.size and int(at.max()) > k:
-            raise ValueError(
-                f"The 'block_index' parameter of BlockFading must not go back in time: the state is at "
-                f"block {int(at.max())}. Got {k} instead. Call reset() to start over."
-            )
+        a_min = a_max = -1
+        if at.size:
+            a_min, a_max = int(at.min()), int(at.max())
+            if a_max > k:
+                raise ValueError(
+                    f"The 'block_index' parameter of BlockFading must not go back in time: the state is at "
+                    f"block {a_max}. Got {k} instead. Call reset() to start over."
+                )
         self._block = k if self._block is None else max(self._block, k)
         speeds = per_client(speeds_mps, at.size)
         changed = False
         in_hand = None  # the new state of every client of cols, when all of them moved
-        if at.size and int(at.min()) >= 0:  # the usual case: every client jumps
+        if at.size and a_min >= 0:  # the usual case: every client jumps
             fresh = None
-            jump = np.ones(at.size, dtype=bool) if int(at.max()) < k else at < k
+            jump = None if a_max < k else at < k  # None: every client
         else:
             fresh = at < 0
             jump = (at >= 0) & (at < k)
@@ -230,9 +241,9 @@ class BlockFading:
             f = (np.arange(self.n_ue) if every else ids)[fresh]
             self._s[0][:, f], self._s[1][:, f] = self._init.complex_normal(f, 0)  # CN(0, 1)
             changed = True
-        if jump.any():
-            whole = jump.all()
-            rho = self.rho(k - at, speeds) if whole else self.rho(k - at[jump], speeds[jump])
+        if jump is None or jump.any():
+            whole = jump is None or bool(jump.all())
+            rho = self._rho(k - at, speeds) if whole else self._rho(k - at[jump], speeds[jump])
             move = rho != 1.0
             if whole and move.all():  # the usual case: every client moves
                 who = np.arange(self.n_ue) if every else ids

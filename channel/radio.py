@@ -327,8 +327,8 @@ class RadioChannel:
         if not np.isfinite(xy).all():
             raise ValueError("The 'ue_xy_m' parameter of RadioChannel must be finite. Got NaN or inf instead.")
         speed = per_client(ue_speed_mps, n)
-        if idx is None and todo.all():
-            ids = None  # every client: whole arrays, no gathers
+        if todo.all():
+            ids = idx  # every client asked for moves on: no gathers (None: whole arrays)
         else:
             sel = np.flatnonzero(todo)
             ids = sel if idx is None else idx[sel]

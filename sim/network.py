@@ -114,8 +114,8 @@ def _shares(mac: MacPolicy, keys: list[int], full: list[float]) -> tuple[list[fl
 class _Pool:
     """The active flows of one cell in one direction, and their MAC policy."""
 
-    __slots__ = ("cell", "direction", "bandwidth_hz", "mac", "observes", "flows", "gen",
-                 "t_last")
+    __slots__ = ("cell", "direction", "bandwidth_hz", "mac", "observes", "equal_share",
+                 "flows", "gen", "t_last")
 
     def __init__(self, cell: int, direction: str, bandwidth_hz: float, mac: MacPolicy) -> None:
         self.cell = cell
@@ -123,6 +123,7 @@ class _Pool:
         self.bandwidth_hz = bandwidth_hz
         self.mac = mac
         self.observes = type(mac).observe is not MacPolicy.observe  # keeps state (PF)
+        self.equal_share = type(mac) is EqualShare
         self.flows: dict[int, Flow] = {}  # insertion order = start order (deterministic)
         self.gen = 0
         self.t_last = 0.0
@@ -232,10 +233,8 @@ class Network:
         self.refresh([client])
         pool = self._pools[(int(self.link.serving[client]), direction)]
         self._settle(pool)
-        flows = list(pool.flows.values())
-        clients = [f.client for f in flows] + [client]
-        keys = [f.fid for f in flows] + [-1]
-        return self._pool_rates(pool, clients, keys)[0][-1]
+        probe = Flow(-1, client, direction, pool.cell, 0, 0.0, None, "", None, self.env.now)
+        return self._pool_rates(pool, [*pool.flows.values(), probe])[0][-1]
 
     def start(self, client: int, direction: str, bits: int, power_w: float = 0.0,
               rnd: int | None = None, label: str = "", capacity_bits: float | None = None,
@@ -318,18 +317,21 @@ class Network:
                 pool.mac.observe([f.fid for f in flows], np.array([f.rate for f in flows]), dt)
         pool.t_last = now
 
-    def _pool_rates(self, pool: _Pool, clients: list[int], keys: list[int]):
-        """:meth:`_rates`, with equal share's common cases (nobody in outage) done directly
-        — the same arithmetic, without the generic detour."""
-        if type(pool.mac) is EqualShare:
+    def _pool_rates(self, pool: _Pool, flows: list[Flow]):
+        """:meth:`_rates` of ``flows`` (of ``pool``), with equal share's common cases
+        (nobody in outage) done directly — the same arithmetic, without the generic detour."""
+        clients = [f.client for f in flows]
+        if pool.equal_share:
             d, bw = pool.direction, pool.bandwidth_hz
-            full = self.link.rates_of(clients, d, None, bw)
+            rates_of = self.link.rates_of
+            full = rates_of(clients, d, None, bw)
             n = len(clients)
-            if n == 1 and full[0] > 0:  # alone: the whole band
-                return full, full, [1.0]
-            if all(r > 0 for r in full):  # 1/n of the band each
-                return self.link.rates_of(clients, d, [1.0 / n] * n, bw), full, [1.0] * n
-        return self._rates(pool, clients, keys)
+            if n == 1:
+                if full[0] > 0:  # alone: the whole band
+                    return full, full, [1.0]
+            elif all(r > 0 for r in full):  # 1/n of the band each
+                return rates_of(clients, d, [1.0 / n] * n, bw), full, [1.0] * n
+        return self._rates(pool, clients, [f.fid for f in flows])
 
     def _replan(self, pool: _Pool) -> None:
         """A change point of ``pool`` (settled): new rates from the MAC share, outage
@@ -338,8 +340,7 @@ class Network:
         if not pool.flows:
             return
         flows = list(pool.flows.values())
-        rate, full, time_frac = self._pool_rates(pool, [f.client for f in flows],
-                                                 [f.fid for f in flows])
+        rate, full, time_frac = self._pool_rates(pool, flows)
         best = math.inf
         for f, r, fr, tf in zip(flows, rate, full, time_frac):
             f.rate = r

@@ -140,7 +140,9 @@ class RadioLink(LinkModel):
         # their interference holds for the whole block
         self._block = k
         tx = np.flatnonzero(transmitting_up)
-        need = np.union1d(np.asarray(clients, dtype=np.int64), tx)
+        if isinstance(clients, np.ndarray):
+            clients = clients.tolist()
+        need = np.array(sorted(set(clients).union(tx.tolist())), dtype=np.int64)  # ascending
         self._tx_down = np.array(transmitting_down, dtype=bool)
         return self._evaluate(k, need, tx)
 
