@@ -1,10 +1,11 @@
-"""The ``fedwave`` command line: validate, schema, run, plot, report, compare."""
+"""The ``fedwave`` command line: validate, schema, run, sweep, plot, report, compare."""
 
 from __future__ import annotations
 
 import json
 import math
 import sys
+from enum import Enum
 from pathlib import Path
 from typing import List, Optional
 
@@ -112,6 +113,151 @@ def run(file: Path = typer.Argument(..., help="Scenario YAML file."),
         _out.print(str(run_dir))
 
 
+class Backend(str, Enum):
+    process = "process"
+    ray = "ray"
+    inline = "inline"
+
+
+def _sweep_spec(file: Path, grid: list[str], seeds: str | None, sets: list[str]):
+    """The sweep spec of ``file`` (a scenario or a sweep file) with the CLI's additions."""
+    from sim.sweep import SweepSpec, is_sweep_file, load_sweep_file, parse_grid, parse_seeds
+
+    spec = load_sweep_file(file) if is_sweep_file(file) else SweepSpec(base=file)
+    merged = dict(spec.grid)
+    for item in grid:  # --grid replaces the file's values of the same key
+        key, values = parse_grid(item)
+        merged[key] = values
+    return SweepSpec(base=spec.base, grid=tuple(merged.items()),
+                     seeds=parse_seeds(seeds) if seeds else spec.seeds,
+                     sets=spec.sets + tuple(sets))
+
+
+def _mean_sd(values: list[float]) -> str:
+    vals = [v for v in values if v is not None]
+    if not vals:
+        return "—"
+    m = sum(vals) / len(vals)
+    if len(vals) == 1:
+        return _fmt(m)
+    sd = math.sqrt(sum((v - m) ** 2 for v in vals) / (len(vals) - 1))
+    return f"{m:.4g}±{sd:.2g}" if sd > 0 else _fmt(m)
+
+
+def _sweep_table(spec, rows: list[dict], title: str) -> Table:
+    """One line per grid point: seeds that ran, then means (± sample sd over seeds)."""
+    from sim.sweep import format_value
+
+    keys = [k for k, _ in spec.grid]
+    t = Table(title=title, caption="mean±sd over the seeds that ran")
+    for k in keys:  # the grid keys and values stay readable; the metrics give way
+        t.add_column(k.split(".")[-1], justify="right", min_width=len(k.split(".")[-1]))
+    for c in ("ok/runs", "sim s", "Mbit up", "energy J", "accuracy", "loss", "wall s"):
+        t.add_column(c, justify="right", overflow="fold")
+    points: dict[tuple, list[dict]] = {}
+    for r in rows:
+        points.setdefault(tuple(format_value(r[k]) for k in keys), []).append(r)
+    for point, rs in points.items():
+        ok = [r for r in rs if r["status"] == "ok"]
+
+        def col(name: str, scale: float = 1.0) -> list:
+            return [r[name] / scale if r[name] is not None else None for r in ok]
+
+        n_ok = f"{len(ok)}/{len(rs)}"
+        t.add_row(*point, n_ok if len(ok) == len(rs) else f"[red]{n_ok}[/red]",
+                  _mean_sd(col("simulated_time_s")), _mean_sd(col("bits_up", 1e6)),
+                  _mean_sd(col("energy_j")), _mean_sd(col("final_accuracy")),
+                  _mean_sd(col("final_loss")), _fmt(sum(r["wall_time_s"] for r in rs)))
+    return t
+
+
+@app.command()
+def sweep(file: Path = typer.Argument(..., help="Scenario YAML, or a sweep file (base, grid, "
+                                                 "seeds, set)."),
+          grid: Optional[List[str]] = typer.Option(
+              None, "--grid", help="Vary a key: --grid fl.clients_per_round=2,4,8 (repeatable; "
+                                   "values are YAML; 'key=[[1, 2], [3, 4]]' for list values)."),
+          seeds: Optional[str] = typer.Option(None, "--seeds",
+                                              help="Seeds of every grid point: 0,1,2 or 0-9."),
+          set_: Optional[List[str]] = SetOpt,
+          out: Optional[Path] = typer.Option(
+              None, "--out", help="Sweep directory (default runs/<name>-sweep-<time>)."),
+          workers: Optional[int] = typer.Option(
+              None, "--workers", min=1, help="Parallel variants (default: the CPU count)."),
+          backend: Backend = typer.Option(Backend.process, "--backend",
+                                          help="process pool, ray tasks, or inline."),
+          plots: bool = typer.Option(False, "--plots", help="Draw each variant's PNG plots."),
+          dry_run: bool = typer.Option(False, "--dry-run",
+                                       help="Validate and list the variants; run nothing."),
+          quiet: bool = typer.Option(False, "--quiet", help="No progress bar, no table.")) -> None:
+    """Run every grid × seeds variant of a scenario in parallel; write DIR/sweep.csv.
+
+    Each variant is a run directory DIR/<key=value,...,seed=N>. Every variant is validated
+    before any runs. A failed variant is recorded (status failed, its error) and the others
+    go on; the exit code is 1 if any failed.
+    """
+    from rich.markup import escape
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
+
+    from sim.outputs import make_run_dir
+    from sim.scenario import ScenarioError
+    from sim.sweep import failed, run_sweep, validate
+
+    try:
+        spec = _sweep_spec(file, list(grid or []), seeds, list(set_ or []))
+        checked = validate(spec)
+        if backend is Backend.ray:
+            from sim.sweep import _ray_available
+
+            if not _ray_available():
+                raise ScenarioError(["--backend ray: Ray is not installed. Fix: pip install "
+                                     "'fedwave[ray]' (or use --backend process)."])
+    except ScenarioError as exc:
+        _err.print(f"[red]{escape(str(exc))}[/red]", highlight=False, soft_wrap=True)
+        raise typer.Exit(2) from None
+    name = checked[0][1].name
+    if dry_run:
+        for v, _ in checked:
+            _out.print(v.name, highlight=False)
+        _out.print(f"{len(checked)} variants of {name}: all valid.", highlight=False)
+        return
+    out_dir = make_run_dir(f"{name}-sweep", out)
+    n = len(checked)
+    if quiet:
+        rows = run_sweep(spec, out_dir, backend=backend.value, workers=workers, plots=plots)
+    else:
+        with Progress("[progress.description]{task.description}", BarColumn(),
+                      MofNCompleteColumn(), TimeElapsedColumn(), console=_err,
+                      transient=True) as prog:
+            n_failed = 0
+            task = prog.add_task(f"{name} sweep", total=n)
+
+            def on_done(_i: int, row: dict) -> None:
+                nonlocal n_failed
+                n_failed += row["status"] != "ok"
+                prog.update(task, advance=1, description=f"{name} sweep"
+                            + (f" [red]{n_failed} failed[/red]" if n_failed else ""))
+
+            rows = run_sweep(spec, out_dir, backend=backend.value, workers=workers,
+                             plots=plots, on_done=on_done)
+    bad = failed(rows)
+    if not quiet:
+        learners = {r["learner"] for r in rows if r["learner"]}
+        title = (f"sweep: {name}, {n} runs"
+                 + (" (SURROGATE learner)" if learners == {"surrogate"} else ""))
+        # piped into a file or a log: no terminal width to respect, so nothing is folded
+        con = _out if _out.is_terminal else Console(width=200)
+        con.print(_sweep_table(spec, rows, title))
+        for r in bad:
+            _err.print(f"[red]failed: {escape(r['run_dir'])}: {escape(r['error'])}[/red]",
+                       highlight=False)
+    _out.print(str(out_dir / "sweep.csv"), highlight=False)
+    if bad:
+        _err.print(f"[red]{len(bad)} of {n} variants failed (see sweep.csv and each run "
+                   f"directory's error.txt).[/red]")
+        raise typer.Exit(1)
+
+
 @app.command()
 def plot(run_dir: Path = typer.Argument(..., help="A run directory.")) -> None:
     """(Re)draw the plots of a run directory."""
@@ -149,6 +295,39 @@ def report(run_dir: Path = typer.Argument(..., help="A run directory.")) -> None
     _out.print(t)
 
 
+def options_for(algorithm: str, options: dict) -> tuple[dict, list[str]]:
+    """Split ``fl.options`` into the keys ``algorithm``'s Config accepts and the others.
+
+    Returns (kept options, sorted names of the dropped keys). Raises KeyError for an
+    unknown algorithm (NotImplementedError when its dependencies are missing).
+    """
+    from fl.algorithm import get_algorithm
+
+    accepted = get_algorithm(algorithm).Config.model_fields
+    kept = {k: v for k, v in options.items() if k in accepted}
+    return kept, sorted(k for k in options if k not in accepted)
+
+
+def _raw_scenario(file: Path, sets: list[str]) -> dict:
+    """The scenario mapping of ``file`` with ``sets`` applied (not yet validated)."""
+    import yaml
+
+    from sim.scenario import ScenarioError, apply_overrides
+
+    try:
+        data = yaml.safe_load(file.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, yaml.YAMLError):
+        data = None
+    if not isinstance(data, dict):
+        _load(file, sets)  # names the problem with the file and exits
+        return {}
+    try:
+        return apply_overrides(data, sets)
+    except ScenarioError as exc:
+        _err.print(f"[red]{exc}[/red]", markup=True, highlight=False, soft_wrap=True)
+        raise typer.Exit(2) from None
+
+
 @app.command()
 def compare(file: Path = typer.Argument(..., help="Scenario YAML file."),
             algorithms: str = typer.Option(..., "--algorithms", help="Comma-separated names."),
@@ -156,17 +335,31 @@ def compare(file: Path = typer.Argument(..., help="Scenario YAML file."),
             out: Path = typer.Option(Path("runs"), "--out", help="Parent directory of the runs.")) -> None:
     """Run the same scenario once per algorithm and print one table.
 
-    Each algorithm runs with its own default options (``fl.options`` is cleared).
+    Each algorithm keeps the ``fl.options`` keys its own config accepts (model, data, lora,
+    lr, ... are shared by the real learners) and drops the others, saying which.
     """
     from sim.runner import run_scenario
+    from sim.sweep import yaml_inline
 
     names = [a.strip() for a in algorithms.split(",") if a.strip()]
+    sets = list(set_ or [])
+    options = (_raw_scenario(file, sets).get("fl") or {}).get("options") or {}
     t = Table(title=f"compare: {file.name}")
     for c in ("algorithm", "learner", "sim time (s)", "Mbit up", "Mbit down", "energy (J)",
               "updates", "failures", "accuracy"):
         t.add_column(c, justify="right")
-    for name in names:
-        scn = _load(file, list(set_ or []) + [f"fl.algorithm={name}", "fl.options={}"])
+    runs = []
+    for name in names:  # validate every algorithm's scenario before running any
+        try:
+            kept, dropped = options_for(name, options)
+        except (KeyError, NotImplementedError):
+            kept, dropped = {}, []  # _load below names the algorithm problem
+        scn = _load(file, sets + [f"fl.algorithm={name}", f"fl.options={yaml_inline(kept)}"])
+        runs.append((name, scn, dropped))
+    for name, scn, dropped in runs:
+        if dropped:
+            _err.print(f"{name}: dropped fl.options it does not accept: {', '.join(dropped)}",
+                       highlight=False, soft_wrap=True)
         run_dir, s = run_scenario(scn, out=out / f"{scn.name}-{name}", plots=False)
         tot = s["totals"]
         t.add_row(name, s["learner"], _fmt(s["simulated_time_s"]), _fmt(tot["bits_up"] / 1e6),
