@@ -224,17 +224,19 @@ class _Waypoints(Mobility):
         raise NotImplementedError
 
     # -- queries -------------------------------------------------------------------------
-    def _locate(self, t_row: np.ndarray, rows: np.ndarray | None = None) -> np.ndarray:
+    def _locate(self, t_row: np.ndarray, rows: np.ndarray | None = None):
         """Leg index j per client of ``rows`` (default all) with T[j] <= t < T[j+1]
-        (cursor, next leg, then bisection)."""
+        (cursor, next leg, then bisection), as ``(j, T[j], T[j+1])``; the two time arrays
+        are None unless the cursors held (they were gathered to check them)."""
         T = self._t
         every = rows is None
         if every:
             rows = self._rows
         c = self._cursor if every else self._cursor[rows]
-        ok = (T[rows, c] <= t_row) & (t_row < T[rows, c + 1])
+        T0, T1 = T[rows, c], T[rows, c + 1]
+        ok = (T0 <= t_row) & (t_row < T1)
         if ok.all():
-            return c
+            return c, T0, T1  # the cursor holds: its leg's times come along
         bad = np.flatnonzero(~ok)
         rb = rows[bad]
         c2 = np.minimum(c[bad] + 1, self._k - 2)
@@ -260,7 +262,7 @@ class _Waypoints(Mobility):
             self._cursor = c
         else:
             self._cursor[rows] = c
-        return c
+        return c, None, None
 
     def state(self, t_s):
         return self._state_rows(t_s, None)
@@ -275,15 +277,22 @@ class _Waypoints(Mobility):
             rows = self._rows
         t0_row = self._t[rows, 0]
         t_row = np.maximum(t, t0_row)  # before a client's first sample: hold it (traces)
-        j = self._locate(t_row, None if rows is self._rows else rows)
-        T0, T1 = self._t[rows, j], self._t[rows, j + 1]
-        P0, P1 = self._xy[rows, j], self._xy[rows, j + 1]
+        j, T0, T1 = self._locate(t_row, None if rows is self._rows else rows)
+        j1 = j + 1
+        if T0 is None:
+            T0, T1 = self._t[rows, j], self._t[rows, j1]
+        P0, P1 = self._xy[rows, j], self._xy[rows, j1]
         dt = T1 - T0
+        step = P1 - P0
         moving = np.isfinite(dt) & (dt > 0.0)
-        safe = np.where(moving, dt, 1.0)
-        vel = np.where(moving[:, None], (P1 - P0) / safe[:, None], 0.0)
-        frac = np.where(moving, (t_row - T0) / safe, 0.0)
-        pos = P0 + (P1 - P0) * frac[:, None]
+        if moving.all():  # the np.where below would select every first branch
+            vel = step / dt[:, None]
+            frac = (t_row - T0) / dt
+        else:
+            safe = np.where(moving, dt, 1.0)
+            vel = np.where(moving[:, None], step / safe[:, None], 0.0)
+            frac = np.where(moving, (t_row - T0) / safe, 0.0)
+        pos = P0 + step * frac[:, None]
         if self._hold_before_start:
             vel[t < t0_row] = 0.0
         if self._reflect:

@@ -115,7 +115,7 @@ class _Pool:
     """The active flows of one cell in one direction, and their MAC policy."""
 
     __slots__ = ("cell", "direction", "bandwidth_hz", "mac", "observes", "equal_share",
-                 "flows", "gen", "t_last")
+                 "solo_full", "flows", "gen", "t_last")
 
     def __init__(self, cell: int, direction: str, bandwidth_hz: float, mac: MacPolicy) -> None:
         self.cell = cell
@@ -124,6 +124,8 @@ class _Pool:
         self.mac = mac
         self.observes = type(mac).observe is not MacPolicy.observe  # keeps state (PF)
         self.equal_share = type(mac) is EqualShare
+        # a lone live flow gets the whole band all the time (rate = its full-band rate)
+        self.solo_full = type(mac) is EqualShare or type(mac) is RoundRobin
         self.flows: dict[int, Flow] = {}  # insertion order = start order (deterministic)
         self.gen = 0
         self.t_last = 0.0
@@ -339,6 +341,19 @@ class Network:
         pool.gen += 1
         if not pool.flows:
             return
+        if pool.solo_full and len(pool.flows) == 1:
+            # the common case: one flow alone gets the whole band all the time (what
+            # _pool_rates returns for it), unless it is in outage (the general path)
+            (f,) = pool.flows.values()
+            bw = pool.bandwidth_hz
+            fr = self.link.rate_of(f.client, pool.direction, bw, bw)
+            if fr > 0:
+                f.rate = f.full_rate = fr
+                f.time_frac = 1.0
+                if f.in_outage:
+                    self._outage(f, False)
+                self._wake(pool, (f.bits - f.sent) / fr)
+                return
         flows = list(pool.flows.values())
         rate, full, time_frac = self._pool_rates(pool, flows)
         best = math.inf
@@ -358,11 +373,15 @@ class Network:
             elif f.in_outage:
                 self._outage(f, False)
         if best < math.inf:
-            delay = max(best, 0.0)
-            if self.env.now + delay < self._block_at:  # else the boundary re-plans first
-                self.n_wakeups += 1
-                ev = self.env.timeout(delay, value=(pool, pool.gen))
-                ev.callbacks.append(self._on_pool_wake)
+            self._wake(pool, best)
+
+    def _wake(self, pool: _Pool, best: float) -> None:
+        """Schedule ``pool``'s wake-up ``best`` seconds from now (its earliest completion)."""
+        delay = max(best, 0.0)
+        if self.env.now + delay < self._block_at:  # else the boundary re-plans first
+            self.n_wakeups += 1
+            ev = self.env.timeout(delay, value=(pool, pool.gen))
+            ev.callbacks.append(self._on_pool_wake)
 
     def _outage(self, f: Flow, start: bool) -> None:
         now = self.env.now
