@@ -202,7 +202,9 @@ def main(argv=None) -> None:
     ap.add_argument("--figure", default=str(ROOT / "bench" / "figures" / "split_vs_fedavg.png"))
     args = ap.parse_args(argv)
 
-    scenario = load_scenario(args.scenario, (QUICK if args.quick else []) + args.overrides)
+    # no deadline by default: fedavg's local training alone outlasts split_lora's round
+    # deadline (a fedavg round would never aggregate); --set fl.deadline_s=... restores one
+    scenario = load_scenario(args.scenario, ["fl.deadline_s=null"] + (QUICK if args.quick else []) + args.overrides)
     opts = scenario.fl.options
     local_steps = int(opts.get("local_steps", 5))
     rows, steps = [], None

@@ -29,7 +29,8 @@ at once) shapes the round in simulated time.
 Aggregation (SplitFed): the client-side adapters are averaged, weighted by local sample
 counts (``client_weighting: samples``) or by completed steps (``steps``). There is one
 server-side adapter; every client's ``server_step`` updates it in place, in the order the
-server computations complete in simulated time (one persistent AdamW state).
+server computations complete in simulated time (one AdamW state, kept across rounds; a
+client's AdamW is fresh each round, as in fedavg_lora).
 
 A client cut off mid-round (deadline, outage, drop-out) contributes **only its completed
 steps**: its client-side adapter as it was after its last completed step (``partial:

@@ -198,7 +198,7 @@ def test_same_seed_identical_events_and_adapters():
     def run(seed):
         algo = _algo(n_clients=2, seed=seed, local_steps=1, lora={"rank": 2, "alpha": 4, "dropout": 0.1})
         res, ev = _run(algo, TableLink([[R1, 2 * R1], [R2, R1]], block_s=0.3),
-                       clients={"n_clients": 2}, fl={"clients_per_round": 2, "rounds": 2})
+                       clients={"n_clients": 2}, fl={"clients_per_round": 2, "rounds": 2, "eval_every": 2})
         return res.rounds, ev, lora_state(algo.model), algo.global_client_state
 
     a, b, c = run(0), run(0), run(1)
