@@ -1,9 +1,16 @@
 """The wired side: base-station sites, edge servers and the cloud on a networkx graph.
 
-A message crosses the radio hop and then its wired path — the shortest path by latency —
-taking ``Σ latency_s + bits / min(capacity_bps)`` (store-and-forward at the bottleneck;
-propagation delays add). Wired links are not shared between messages (no contention): the
-bottleneck figure is the capacity available to one message.
+A message crosses the radio hop and then its wired path — the shortest path by latency.
+
+Contention (``backhaul.sharing: fair``, the default): each wired message is a fluid flow
+over all edges of its path at once, and the messages crossing an edge (in one direction;
+links are full duplex) share its capacity max-min fairly — progressive filling: the edge
+with the smallest equal share fixes the rate of its messages, whose rates are then taken
+off the other edges they cross, and so on. Rates are recomputed exactly whenever a message
+starts or finishes draining (no tick); a message arrives ``Σ latency_s`` after its last bit
+left the source. A message alone on its path therefore takes ``Σ latency_s + bits /
+min(capacity_bps)``, as it did before contention was modelled (and as ``sharing: none``
+does for every message). Edges of infinite capacity never constrain anyone.
 
 Node names: ``site<i>`` for the radio sites (one per layout site), plus the edge servers
 and the cloud named in the scenario (``kind: edge`` / ``kind: cloud``).
@@ -15,8 +22,12 @@ import math
 from dataclasses import dataclass
 
 import networkx as nx
+import simpy
+from simpy.core import URGENT
 
-__all__ = ["Backhaul", "WiredPath", "site_node"]
+__all__ = ["Backhaul", "WiredPath", "WiredNet", "WiredMessage", "site_node", "SHARING"]
+
+SHARING = ("fair", "none")
 
 
 def site_node(site: int) -> str:
@@ -26,11 +37,18 @@ def site_node(site: int) -> str:
 
 @dataclass(frozen=True)
 class WiredPath:
-    """A wired route: node names, total propagation latency (s), bottleneck (bit/s)."""
+    """A wired route: node names, total propagation latency (s), bottleneck (bit/s), and
+    the capacity (bit/s) of each hop in path order."""
 
     nodes: tuple[str, ...]
     latency_s: float
     bottleneck_bps: float
+    capacities_bps: tuple[float, ...] = ()
+
+    @property
+    def hops(self) -> tuple[tuple[str, str], ...]:
+        """Directed hops ``(a, b)`` in path order (each direction of a link is its own hop)."""
+        return tuple(zip(self.nodes, self.nodes[1:]))
 
     def delay_s(self, bits: float) -> float:
         """Time for a message of ``bits`` to cross the path, s."""
@@ -84,11 +102,11 @@ class Backhaul:
                 except (nx.NetworkXNoPath, nx.NodeNotFound) as exc:
                     raise ValueError(f"No backhaul path from {src!r} to {dst!r}: {exc}") from None
                 hops = [self.graph.edges[a, b] for a, b in zip(nodes, nodes[1:])]
-                p = WiredPath(tuple(nodes), sum(h["latency_s"] for h in hops),
-                              min(h["capacity_bps"] for h in hops))
+                caps = tuple(float(h["capacity_bps"]) for h in hops)
+                p = WiredPath(tuple(nodes), sum(h["latency_s"] for h in hops), min(caps), caps)
             self._paths[key] = p
             self._paths[(dst, src)] = WiredPath(tuple(reversed(p.nodes)), p.latency_s,
-                                                p.bottleneck_bps)
+                                                p.bottleneck_bps, p.capacities_bps[::-1])
         return p
 
     def nearest(self, src: str, kind: str) -> str:
@@ -97,3 +115,201 @@ class Backhaul:
         if not cands:
             raise ValueError(f"The backhaul has no node of kind {kind!r}.")
         return min(cands, key=lambda n: (self.path(src, n).latency_s, n))
+
+
+class WiredMessage:
+    """One message on its wired path. ``done`` succeeds at the arrival; ``sent`` bits have
+    left the source so far (``bits`` once drained); ``rate`` is its current bit/s."""
+
+    __slots__ = ("mid", "hops", "bits", "sent", "rate", "latency_s", "t_start", "t_drain",
+                 "gen", "wake_gen", "done", "active")
+
+    def __init__(self, mid, hops, bits, latency_s, done, t_start):
+        self.mid = mid
+        self.hops = hops  # the finite-capacity hops it crosses, path order
+        self.bits = bits
+        self.sent = 0.0
+        self.rate = 0.0
+        self.latency_s = latency_s
+        self.t_start = t_start
+        self.t_drain = math.inf  # predicted time its last bit leaves the source
+        self.gen = 0  # bumped whenever its rate changes: voids older wake-ups
+        self.wake_gen = -1  # gen of its pending drain wake-up, -1 when none
+        self.done = done
+        self.active = True
+
+
+class WiredNet:
+    """Wired transfers with per-hop capacity sharing (see the module docstring).
+
+    Between change points (a message starts, or one drains) every rate is constant, so
+    each message's drain time ``t + remaining / rate`` and arrival time (plus its path's
+    latency) are exact. Cheap without contention: a message alone on its hops gets one
+    arrival timeout, computed as ``latency + bits / bottleneck`` (the uncontended figure,
+    bit for bit), and no drain wake-up; it is removed lazily, by the next message that
+    meets it after it drained. Only a message that shares a hop gets a drain wake-up (its
+    leaving speeds the others up).
+
+    Args:
+        env: the simulation's environment.
+        sharing: ``fair`` (max-min fair fluid sharing) or ``none`` (every message gets the
+            whole capacity of every hop: ``WiredPath.delay_s``).
+    """
+
+    def __init__(self, env: simpy.Environment, sharing: str = "fair") -> None:
+        if sharing not in SHARING:
+            raise ValueError(f"The 'sharing' parameter of WiredNet must be one of {SHARING}. "
+                             f"Got {sharing!r} instead.")
+        self.env = env
+        self.sharing = sharing
+        self._on_hop: dict[tuple[str, str], dict[int, WiredMessage]] = {}
+        self._cap: dict[tuple[str, str], float] = {}
+        self._next_id = 0
+        self._t_last = 0.0
+        self.bits_offered = 0.0
+        self.bits_drained = 0.0  # sum over drained messages of the bits their rates carried
+        self.hop_bits: dict[tuple[str, str], float] = {}  # bits each hop carried, integrated
+
+    # ------------------------------------------------------------------ public API
+    @property
+    def n_active(self) -> int:
+        """Messages still draining (or drained but not yet removed lazily)."""
+        return len({m for ms in self._on_hop.values() for m in ms})
+
+    def hop_messages(self, a: str, b: str) -> list[WiredMessage]:
+        """Messages on hop ``a → b`` (start order)."""
+        return list(self._on_hop.get((a, b), {}).values())
+
+    def send(self, path: WiredPath, bits: float) -> WiredMessage:
+        """Start a message of ``bits`` over ``path`` now; ``message.done`` succeeds on arrival."""
+        env = self.env
+        hops = tuple(h for h, c in zip(path.hops, path.capacities_bps) if math.isfinite(c))
+        msg = WiredMessage(self._next_id, hops, float(bits), path.latency_s, None, env.now)
+        self._next_id += 1
+        self.bits_offered += msg.bits
+        if self.sharing == "none" or not hops or bits <= 0:
+            delay = path.delay_s(bits)  # no yield for an instant crossing (None)
+            msg.done = env.timeout(delay, value=msg) if delay > 0 else None
+            msg.sent, msg.active, msg.t_drain = msg.bits, False, env.now
+            self.bits_drained += msg.bits
+            return msg
+        msg.done = env.event()
+        for h, c in zip(path.hops, path.capacities_bps):
+            if math.isfinite(c):
+                self._cap[h] = c
+        now = env.now
+        self._settle()
+        for h in hops:  # lazy removal of lone messages that drained already
+            for m in list(self._on_hop.get(h, {}).values()):
+                if m.t_drain <= now:
+                    self._remove(m)
+        for h in hops:
+            self._on_hop.setdefault(h, {})[msg.mid] = msg
+        self._replan()
+        return msg
+
+    def cancel(self, msg: WiredMessage) -> None:
+        """Abandon ``msg`` now (its task was interrupted); the others speed up."""
+        if not msg.active:
+            msg.gen += 1
+            return
+        self._settle()
+        msg.gen += 1
+        self._remove(msg)
+        self._replan()
+
+    # ------------------------------------------------------------------ internals
+    def _settle(self) -> None:
+        now = self.env.now
+        dt = now - self._t_last
+        if dt > 0:
+            seen = set()
+            for h, ms in self._on_hop.items():
+                for m in ms.values():
+                    if m.active and m.t_drain > self._t_last:
+                        carried = m.rate * (min(now, m.t_drain) - self._t_last)
+                        self.hop_bits[h] = self.hop_bits.get(h, 0.0) + carried
+                        if m.mid not in seen:
+                            seen.add(m.mid)
+                            m.sent += carried
+        self._t_last = now
+
+    def _remove(self, m: WiredMessage) -> None:
+        m.active = False
+        self.bits_drained += m.sent
+        m.sent = m.bits
+        for h in m.hops:
+            ms = self._on_hop.get(h)
+            if ms is not None:
+                ms.pop(m.mid, None)
+                if not ms:
+                    del self._on_hop[h]
+
+    def _rates(self) -> dict[int, float]:
+        """Max-min fair rates of the active messages (progressive filling)."""
+        cap = {h: self._cap[h] for h in self._on_hop}
+        left = {h: dict(ms) for h, ms in self._on_hop.items()}  # unfrozen messages per hop
+        rates: dict[int, float] = {}
+        while left:
+            # the hop whose equal share is smallest freezes its messages (ties: hop order)
+            h_min = min(left, key=lambda h: (cap[h] / len(left[h]), h))
+            share = cap[h_min] / len(left[h_min])
+            for mid, m in list(left[h_min].items()):
+                rates[mid] = share
+                for h in m.hops:
+                    ms = left.get(h)
+                    if ms is not None and mid in ms:
+                        del ms[mid]
+                        cap[h] = max(cap[h] - share, 0.0)
+                        if not ms:
+                            del left[h]
+        return rates
+
+    def _replan(self) -> None:
+        now = self.env.now
+        msgs: dict[int, WiredMessage] = {}
+        for ms in self._on_hop.values():
+            msgs.update(ms)
+        rates = self._rates()
+        for mid in sorted(msgs):
+            m = msgs[mid]
+            r = rates[mid]
+            shared = any(len(self._on_hop[h]) > 1 for h in m.hops)
+            if r != m.rate:
+                m.rate = r
+                m.gen += 1
+                m.wake_gen = -1
+                drain = max(m.bits - m.sent, 0.0) / r
+                m.t_drain = now + drain
+                ev = self.env.timeout(m.latency_s + drain, value=(m, m.gen))
+                ev.callbacks.append(self._on_arrival)
+            if shared and m.wake_gen != m.gen:
+                m.wake_gen = m.gen
+                ev = self.env.timeout(max(m.t_drain - now, 0.0), value=(m, m.gen))
+                ev.callbacks.append(self._on_drain)
+
+    def _on_drain(self, ev) -> None:
+        m, gen = ev._value
+        if gen != m.gen or not m.active:
+            return
+        self._settle()
+        self._remove(m)
+        for ms in list(self._on_hop.values()):  # others that drain at this instant too
+            for o in list(ms.values()):
+                if o.active and o.bits - o.sent <= 1e-9 * o.bits + 1e-9:
+                    self._remove(o)
+        self._replan()
+
+    def _on_arrival(self, ev) -> None:
+        m, gen = ev._value
+        if gen != m.gen:
+            return
+        if m.active:  # a lone message: drained long ago, nobody met it since
+            self._settle()
+            self._remove(m)
+            self._replan()
+        # Urgent, so that whoever waits resumes right after this timeout, as it would when
+        # waiting on the timeout itself (same-time order as without contention modelling).
+        m.done._ok = True
+        m.done._value = m
+        self.env.schedule(m.done, URGENT)

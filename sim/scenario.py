@@ -195,6 +195,9 @@ class BackhaulSpec(_Model):
     nodes: list[NodeSpec] = Field(default_factory=list, description="custom: edge/cloud nodes.")
     edges: list[EdgeSpec] = Field(default_factory=list,
                                   description="custom: links; sites are named site0, site1, ...")
+    sharing: Literal["fair", "none"] = Field(
+        "fair", description="fair: concurrent messages on a link share its capacity (max-min "
+        "fair, per direction); none: each message gets every link's full capacity.")
 
     @model_validator(mode="after")
     def _custom(self):

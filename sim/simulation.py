@@ -35,7 +35,7 @@ import simpy
 
 from fl.actions import ClientResult, Compute, Failure, Receive, Send, ServerCompute
 from fl.algorithm import Algorithm, AlgorithmContext, get_algorithm
-from sim.backhaul import Backhaul, site_node
+from sim.backhaul import Backhaul, WiredNet, site_node
 from sim.compute import ComputeModel, DeviceProfile
 from sim.links import DOWN, UP, LinkModel
 from sim.network import Network
@@ -181,6 +181,7 @@ class Simulation:
         self.network = Network(self.env, link, net.uplink_bandwidth_hz, net.downlink_bandwidth_hz,
                                net.mac.kind, net.mac.options, self.tracer, net.outage_timeout_s)
         self.backhaul = _build_backhaul(scn, int(cell_site.max()) + 1)
+        self.wired = WiredNet(self.env, scn.backhaul.sharing)
         self._cell_node = [site_node(c.site) for c in self.cells]  # backhaul node of each cell
         profiles = [DeviceProfile(d.name, d.flops, d.power_w, d.rx_power_w, d.spread_sigma,
                                   d.jitter_sigma, d.weight) for d in scn.clients.devices]
@@ -330,9 +331,13 @@ class Simulation:
         return flow
 
     def _wired(self, task: _Task, src: str, dst: str, bits: int, direction: str, cid: int):
-        delay = self.backhaul.path(src, dst).delay_s(bits)
-        if delay > 0:
-            yield self.env.timeout(delay)
+        msg = self.wired.send(self.backhaul.path(src, dst), bits)
+        if msg.done is not None:
+            try:
+                yield msg.done
+            except simpy.Interrupt:
+                self.wired.cancel(msg)  # the others on its links speed up
+                raise
         if self.tracer.enabled:
             self._trace("wired_end", round=task.rnd, client=cid, direction=direction, bits=bits,
                         detail=f"{src}->{dst}")
@@ -563,13 +568,13 @@ class Simulation:
         ev = self._edge_dl.get(key)
         if ev is None:
             ev = self._edge_dl[key] = self.env.event()
-            delay = self.backhaul.path(self.server.node, edge).delay_s(bits)
-            t = self.env.timeout(delay, value=(ev, edge, rnd))
-            t.callbacks.append(self._on_edge_ready)
+            msg = self.wired.send(self.backhaul.path(self.server.node, edge), bits)
+            done = msg.done if msg.done is not None else self.env.timeout(0.0)
+            done.callbacks.append(lambda _t, ev=ev, edge=edge, rnd=rnd:
+                                  self._on_edge_ready(ev, edge, rnd))
         return ev
 
-    def _on_edge_ready(self, t) -> None:
-        ev, edge, rnd = t._value
+    def _on_edge_ready(self, ev, edge: str, rnd: int) -> None:
         self._trace("edge_sync", round=rnd, direction=DOWN, detail=edge)
         ev.succeed()
 
@@ -582,13 +587,12 @@ class Simulation:
             per_edge[t.edge] = max(per_edge.get(t.edge, 0), t.upload_bits)
         evs = []
         for edge in sorted(per_edge):
-            delay = self.backhaul.path(edge, self.server.node).delay_s(per_edge[edge])
-            evs.append(self.env.timeout(delay, value=(edge, per_edge[edge])))
+            msg = self.wired.send(self.backhaul.path(edge, self.server.node), per_edge[edge])
+            evs.append(msg.done if msg.done is not None else self.env.timeout(0.0))
         if evs:
             yield self.env.all_of(evs)
-        for ev in evs:
-            edge, bits = ev.value
-            self._trace("edge_sync", round=rnd, direction=UP, bits=bits, detail=edge)
+        for edge in sorted(per_edge):
+            self._trace("edge_sync", round=rnd, direction=UP, bits=per_edge[edge], detail=edge)
 
     def _async_driver(self):
         fl = self.scenario.fl
