@@ -1,4 +1,5 @@
-"""Device compute: time = FLOPs / effective FLOP/s; energy = power × time.
+"""Device compute: time = FLOPs / effective FLOP/s; energy = power × time. Server compute:
+:class:`ProcessorSharing` (parallel service).
 
 Each client gets a device profile (drawn by the profiles' weights from the ``devices``
 stream) and a static speed factor (log-normal, ``spread_sigma``; heterogeneity between
@@ -12,8 +13,10 @@ import math
 from dataclasses import dataclass
 
 import numpy as np
+import simpy
+from simpy.core import URGENT
 
-__all__ = ["DeviceProfile", "ComputeModel"]
+__all__ = ["DeviceProfile", "ComputeModel", "ProcessorSharing"]
 
 
 @dataclass(frozen=True)
@@ -71,3 +74,88 @@ class ComputeModel:
     def energy_j(self, client: int, duration_s: float) -> float:
         """Compute energy (J) of ``duration_s`` of computation on ``client``."""
         return self.profiles[self.profile_of[client]].power_w * duration_s
+
+
+class ProcessorSharing:
+    """A server whose FLOP/s are shared equally by the jobs in service (egalitarian
+    processor sharing): with n jobs each progresses at ``flops / n``.
+
+    Rates change only when a job arrives or leaves, so each completion time is exact: one
+    pending wake-up at the earliest ``t + remaining / rate`` (a generation counter voids
+    wake-ups made stale by a later arrival). A job alone takes ``flops / server FLOP/s``.
+
+    Args:
+        env: the simulation's environment.
+        flops: server FLOP/s (> 0).
+    """
+
+    def __init__(self, env: simpy.Environment, flops: float) -> None:
+        if not flops > 0:
+            raise ValueError(f"The 'flops' parameter of ProcessorSharing must be > 0. "
+                             f"Got {flops!r} instead.")
+        self.env = env
+        self.flops = float(flops)
+        self._jobs: dict[int, list] = {}  # id -> [remaining FLOPs, done event]; start order
+        self._next_id = 0
+        self._gen = 0
+        self._t_last = 0.0
+        self.flops_served = 0.0  # FLOPs of completed jobs plus the served part of cancelled ones
+
+    @property
+    def n_jobs(self) -> int:
+        return len(self._jobs)
+
+    def submit(self, flops: float) -> simpy.Event:
+        """Start a job of ``flops`` now; the returned event succeeds when it completes (its
+        value: the job id, for :meth:`cancel`)."""
+        self._settle()
+        jid = self._next_id
+        self._next_id += 1
+        done = self.env.event()
+        done.job_id = jid  # for cancel()
+        self._jobs[jid] = [float(flops), done]
+        self.flops_served += float(flops)
+        self._replan()
+        return done
+
+    def cancel(self, done: simpy.Event) -> None:
+        """Abandon the job of ``done`` (its client was interrupted); the others speed up."""
+        job = self._jobs.get(getattr(done, "job_id", -1))
+        if job is None or job[1] is not done:
+            return
+        self._settle()
+        self.flops_served -= job[0]  # counted in full at submit
+        del self._jobs[done.job_id]
+        self._replan()
+
+    def _settle(self) -> None:
+        now = self.env.now
+        dt = now - self._t_last
+        if dt > 0 and self._jobs:
+            served = self.flops / len(self._jobs) * dt
+            for job in self._jobs.values():
+                job[0] -= served
+        self._t_last = now
+
+    def _replan(self) -> None:
+        self._gen += 1
+        if not self._jobs:
+            return
+        best = min(j[0] for j in self._jobs.values())
+        ev = self.env.timeout(max(best, 0.0) / (self.flops / len(self._jobs)), value=self._gen)
+        ev.callbacks.append(self._on_wake)
+
+    def _on_wake(self, ev) -> None:
+        if ev._value != self._gen:
+            return
+        self._settle()
+        rate = self.flops / len(self._jobs)
+        done = [jid for jid, (rem, _) in self._jobs.items() if rem <= 1e-9 * rate + 1e-9]
+        for jid in done:  # start order: deterministic
+            _, event = self._jobs.pop(jid)
+            # urgent: the waiting process resumes right after this wake-up, as it would
+            # after a plain timeout (same-time order as an uncontended service)
+            event._ok = True
+            event._value = jid
+            self.env.schedule(event, URGENT)
+        self._replan()

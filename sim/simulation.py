@@ -17,7 +17,10 @@ The round drivers interpret the :mod:`fl.actions` a client's round yields:
   predicted rate (current channel state, current MAC share) × time budget`` (time left to
   the deadline, or ``fl.capacity_budget_s``, or 1 s when neither exists); the uplink radio
   transfer; the wired path to the aggregator; only then ``work(plan)``.
-- ``ServerCompute``: ``flops / server FLOP/s`` on the server (queued if sequential).
+- ``ServerCompute``: on the server: ``sequential`` service queues jobs (FIFO, one at a
+  time at the full FLOP/s); ``parallel`` service shares the FLOP/s equally among the jobs
+  in service (processor sharing, exact completion times; a lone job takes ``flops /
+  server FLOP/s``).
 
 A failure (deadline, outage timeout, drop-out, stale) closes the generator and reaches
 ``Algorithm.aggregate`` as a :class:`~fl.actions.Failure`.
@@ -36,7 +39,7 @@ import simpy
 from fl.actions import ClientResult, Compute, Failure, Receive, Send, ServerCompute
 from fl.algorithm import Algorithm, AlgorithmContext, get_algorithm
 from sim.backhaul import Backhaul, WiredNet, site_node
-from sim.compute import ComputeModel, DeviceProfile
+from sim.compute import ComputeModel, DeviceProfile, ProcessorSharing
 from sim.links import DOWN, UP, LinkModel
 from sim.network import Network
 from sim.rng import RngStreams
@@ -91,12 +94,14 @@ class Client:
 
 @dataclass
 class Server:
-    """The aggregator: backhaul node, FLOP/s, sequential (queued) or parallel service."""
+    """The aggregator: backhaul node, FLOP/s, sequential (queued) or parallel service
+    (processor sharing)."""
 
     node: str
     flops: float
     service: str
     resource: simpy.Resource | None = None
+    ps: ProcessorSharing | None = None
 
 
 @dataclass
@@ -390,9 +395,16 @@ class Simulation:
             yield req
         try:
             self._trace("server_compute_start", round=rnd, client=cid, detail=action.label)
-            dt = action.flops / srv.flops
-            if dt > 0:
-                yield self.env.timeout(dt)
+            if action.flops > 0:
+                if srv.ps is None:
+                    yield self.env.timeout(action.flops / srv.flops)
+                else:
+                    job = srv.ps.submit(action.flops)
+                    try:
+                        yield job
+                    except simpy.Interrupt:
+                        srv.ps.cancel(job)  # the other jobs speed up
+                        raise
             self._trace("server_compute_end", round=rnd, client=cid, detail=action.label)
         finally:
             if req is not None:
@@ -774,5 +786,6 @@ def _build_backhaul(scn: Scenario, n_sites: int) -> Backhaul:
 def _build_server(scn: Scenario, backhaul: Backhaul, env: simpy.Environment) -> Server:
     s = scn.server
     node = s.node or backhaul.nodes_of_kind(s.placement)[0]
-    res = simpy.Resource(env, capacity=1) if s.service == "sequential" else None
-    return Server(node, s.flops, s.service, res)
+    if s.service == "sequential":
+        return Server(node, s.flops, s.service, simpy.Resource(env, capacity=1))
+    return Server(node, s.flops, s.service, ps=ProcessorSharing(env, s.flops))

@@ -171,7 +171,8 @@ def test_server_compute_sequential_vs_parallel():
         sim.run()
         ends[service] = [t for e, t in sim.tracer.events() if e == "server_compute_end"]
     assert ends["sequential"] == [approx(1.0), approx(2.0)]
-    assert ends["parallel"] == [approx(1.0), approx(1.0)]
+    # processor sharing: two 1 TFLOP jobs at 0.5 TFLOP/s each
+    assert ends["parallel"] == [approx(2.0), approx(2.0)]
 
 
 def test_backhaul_adds_latency_and_serialization():
