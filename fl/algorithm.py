@@ -96,6 +96,21 @@ class Algorithm(ABC):
     def close(self) -> None:
         """Release resources (worker pools, files)."""
 
+    def state_dict(self) -> dict[str, Any]:
+        """Everything needed to continue exactly from here (a checkpoint at a round boundary).
+
+        The default returns every attribute of the algorithm object (the host pickles it:
+        model weights, adapters, optimiser states, numpy/torch generators and data cursors
+        included). Override it to leave out what cannot be pickled (worker pools, open
+        files) and rebuild that in :meth:`load_state_dict`.
+        """
+        return dict(self.__dict__)
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        """Restore what :meth:`state_dict` returned, into an algorithm built from the same
+        config and context (the default sets the attributes back)."""
+        self.__dict__.update(state)
+
 
 _REGISTRY: dict[str, str | type[Algorithm]] = {
     # name -> "module:Class" (imported lazily so torch loads only when used) or the class.

@@ -169,12 +169,18 @@ class WiredNet:
         self.bits_offered = 0.0
         self.bits_drained = 0.0  # sum over drained messages of the bits their rates carried
         self.hop_bits: dict[tuple[str, str], float] = {}  # bits each hop carried, integrated
+        self._in_flight: dict[int, WiredMessage] = {}  # sent, not yet arrived nor cancelled
 
     # ------------------------------------------------------------------ public API
     @property
     def n_active(self) -> int:
         """Messages still draining (or drained but not yet removed lazily)."""
         return len({m for ms in self._on_hop.values() for m in ms})
+
+    @property
+    def n_in_flight(self) -> int:
+        """Messages sent that have neither arrived nor been cancelled."""
+        return len(self._in_flight)
 
     def hop_messages(self, a: str, b: str) -> list[WiredMessage]:
         """Messages on hop ``a → b`` (start order)."""
@@ -192,8 +198,12 @@ class WiredNet:
             msg.done = env.timeout(delay, value=msg) if delay > 0 else None
             msg.sent, msg.active, msg.t_drain = msg.bits, False, env.now
             self.bits_drained += msg.bits
+            if msg.done is not None:
+                self._in_flight[msg.mid] = msg
+                msg.done.callbacks.append(self._landed)
             return msg
         msg.done = env.event()
+        self._in_flight[msg.mid] = msg
         for h, c in zip(path.hops, path.capacities_bps):
             if math.isfinite(c):
                 self._cap[h] = c
@@ -210,6 +220,7 @@ class WiredNet:
 
     def cancel(self, msg: WiredMessage) -> None:
         """Abandon ``msg`` now (its task was interrupted); the others speed up."""
+        self._in_flight.pop(msg.mid, None)
         if not msg.active:
             msg.gen += 1
             return
@@ -219,6 +230,9 @@ class WiredNet:
         self._replan()
 
     # ------------------------------------------------------------------ internals
+    def _landed(self, ev) -> None:
+        self._in_flight.pop(ev._value.mid, None)
+
     def _settle(self) -> None:
         now = self.env.now
         dt = now - self._t_last
@@ -310,6 +324,7 @@ class WiredNet:
             self._replan()
         # Urgent, so that whoever waits resumes right after this timeout, as it would when
         # waiting on the timeout itself (same-time order as without contention modelling).
+        self._in_flight.pop(m.mid, None)
         m.done._ok = True
         m.done._value = m
         self.env.schedule(m.done, URGENT)

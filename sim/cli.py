@@ -86,7 +86,9 @@ def run(file: Path = typer.Argument(..., help="Scenario YAML file."),
         set_: Optional[List[str]] = SetOpt,
         out: Optional[Path] = typer.Option(None, "--out", help="Run directory (default runs/<name>-<time>)."),
         quiet: bool = typer.Option(False, "--quiet", help="No progress bar, no table."),
-        no_plots: bool = typer.Option(False, "--no-plots", help="Skip the PNG plots.")) -> None:
+        no_plots: bool = typer.Option(False, "--no-plots", help="Skip the PNG plots."),
+        resume: bool = typer.Option(False, "--resume", help="Continue the interrupted run in "
+                                    "--out DIR from its checkpoint.pkl (sync driver).")) -> None:
     """Run a scenario and write its run directory."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
 
@@ -95,14 +97,14 @@ def run(file: Path = typer.Argument(..., help="Scenario YAML file."),
     scn = _load(file, set_)
     try:
         if quiet:
-            run_dir, summary = run_scenario(scn, out=out, plots=not no_plots)
+            run_dir, summary = run_scenario(scn, out=out, plots=not no_plots, resume=resume)
         else:
             with Progress("[progress.description]{task.description}", BarColumn(),
                           MofNCompleteColumn(), TimeElapsedColumn(), console=_err,
                           transient=True) as prog:
                 task = prog.add_task(f"{scn.name} rounds", total=scn.fl.rounds)
                 run_dir, summary = run_scenario(
-                    scn, out=out, plots=not no_plots,
+                    scn, out=out, plots=not no_plots, resume=resume,
                     progress=lambda done, total: prog.update(task, completed=done))
     except Exception as exc:  # noqa: BLE001  (the run directory says why)
         _err.print(f"[red]Run failed: {type(exc).__name__}: {exc}[/red]")

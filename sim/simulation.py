@@ -29,8 +29,14 @@ A failure (deadline, outage timeout, drop-out, stale) closes the generator and r
 from __future__ import annotations
 
 import math
+import os
+import pickle
+import random
+import sys
+import tempfile
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
@@ -157,11 +163,13 @@ class Simulation:
         cell_site: site of each cell when ``link`` is given (default: cell i at site i).
         run_dir: where the algorithm may write artefacts.
         trace: record events (``False`` for benchmarks of the bare kernel).
+        checkpoint: sync driver: write this checkpoint file at every round boundary
+            (see :meth:`resume`).
     """
 
     def __init__(self, scenario: Scenario, *, algorithm: Algorithm | None = None,
                  link: LinkModel | None = None, cell_site=None, run_dir: str | None = None,
-                 trace: bool = True) -> None:
+                 trace: bool = True, checkpoint: str | Path | None = None) -> None:
         self.scenario = scn = scenario
         self.env = simpy.Environment()
         self.rng = RngStreams(scn.seed)
@@ -199,11 +207,7 @@ class Simulation:
                         for i in range(n)]
         self._last_selected = np.full(n, -1, dtype=np.int64)  # = [c.last_selected], kept in step
         self.server = _build_server(scn, self.backhaul, self.env)
-        if algorithm is None:
-            cls = get_algorithm(scn.fl.algorithm)
-            algorithm = cls(cls.Config(**scn.fl.options),
-                            AlgorithmContext(n_clients=n, seed=scn.seed, run_dir=run_dir))
-        self.algorithm = algorithm
+        self.algorithm = algorithm if algorithm is not None else _make_algorithm(scn, run_dir)
         self.selection = make_selection(scn.fl.selection.kind, scn.fl.selection.options)
         self.rows: list[dict] = []
         self._acct = _Acct(0.0)
@@ -211,16 +215,20 @@ class Simulation:
         self.progress: Callable[[int, int], None] | None = None
         self.n_results = 0
         self.n_failures = 0
+        self.checkpoint = None if checkpoint is None else Path(checkpoint)
+        self.stop_after_rounds: int | None = None  # test hook: stop the sync driver early
+        self._start_round = 0  # > 0 once resumed from a checkpoint
 
     # ------------------------------------------------------------------ running
     def run(self, progress: Callable[[int, int], None] | None = None) -> RunResult:
         """Run the scenario to its end (all rounds, or ``duration_s``)."""
         self.progress = progress
         wall0 = time.perf_counter()
-        driver = self._sync_driver() if self.scenario.fl.driver == "sync" else self._async_driver()
+        driver = (self._sync_driver(self._start_round) if self.scenario.fl.driver == "sync"
+                  else self._async_driver())
         proc = self.env.process(driver)
         until = proc if self.scenario.duration_s is None else self.env.any_of(
-            [proc, self.env.timeout(self.scenario.duration_s)])
+            [proc, _timeout_at(self.env, self.scenario.duration_s)])
         self.env.run(until=until)
         self.network.check_accounting()
         wall = time.perf_counter() - wall0
@@ -522,12 +530,12 @@ class Simulation:
         self._trace("evaluate", round=rnd, detail=", ".join(f"{k}={v:.6g}" for k, v in ev.items()))
         return ev
 
-    def _sync_driver(self):
+    def _sync_driver(self, start_round: int = 0):
         fl = self.scenario.fl
         env = self.env
         n = len(self.clients)
         all_ids = np.arange(n, dtype=np.int64)
-        for rnd in range(fl.rounds):
+        for rnd in range(start_round, fl.rounds):
             self._acct = _Acct(env.now)
             self._forget_history()
             self._trace("round_start", round=rnd)
@@ -572,6 +580,98 @@ class Simulation:
             evaluated = self._evaluate(rnd, rnd == fl.rounds - 1)
             self._trace("round_end", round=rnd)
             self._round_row(rnd, len(results), len(failures), metrics, evaluated)
+            if self.checkpoint is not None:
+                self.write_checkpoint(rnd + 1)
+            if self.stop_after_rounds is not None and rnd + 1 >= self.stop_after_rounds:
+                return
+
+    # ------------------------------------------------------------------ checkpoint / resume
+    def _quiescent(self) -> bool:
+        """Nothing in flight that a checkpoint would lose (true at almost every sync round
+        boundary; not when, e.g., a hierarchical cloud → edge copy outlived its round)."""
+        res = self.server.resource
+        return (self.network.n_active == 0 and self.wired.n_in_flight == 0
+                and (self.server.ps is None or self.server.ps.n_jobs == 0)
+                and (res is None or (res.count == 0 and not res.queue)))
+
+    def write_checkpoint(self, next_round: int) -> bool:
+        """Write ``self.checkpoint`` atomically (temp file + ``os.replace``): everything
+        needed to continue exactly from round ``next_round`` at the current simulated time.
+
+        Returns False (and keeps the previous checkpoint) when something is still in flight.
+
+        The SimPy environment and its event queue are not pickled: at a round boundary the
+        queue holds only wake-ups that no longer do anything (ended tasks' timers, stale
+        pool wake-ups) plus the network's fading-block timer, which :meth:`resume`
+        reschedules at its exact time. Mobility and fading are evaluated lazily from their
+        (pickled) state, so nothing else is scheduled ahead.
+        """
+        if not self._quiescent():
+            return False
+        skip = {"env", "scenario", "algorithm", "progress", "checkpoint", "stop_after_rounds",
+                "_start_round", "_edge_dl"}
+        head = {"format": 1, "scenario": self.scenario.model_dump(mode="json"),
+                "next_round": next_round, "now": self.env.now,
+                "block_at": self.network._block_at if self.network._block_pending else None}
+        body = {"sim": {k: v for k, v in self.__dict__.items() if k not in skip},
+                "algorithm": self.algorithm.state_dict(), "global_rng": _global_rng_state()}
+        path = self.checkpoint
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+        try:
+            with os.fdopen(fd, "wb") as fh:
+                pickle.dump(head, fh, protocol=pickle.HIGHEST_PROTOCOL)
+                _Pickler(fh, self.env).dump(body)
+            os.replace(tmp, path)
+        except BaseException:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+            raise
+        return True
+
+    @classmethod
+    def resume(cls, scenario: Scenario, checkpoint: str | Path, *,
+               algorithm: Algorithm | None = None, run_dir: str | None = None,
+               keep_checkpointing: bool = True) -> "Simulation":
+        """A simulation restored from ``checkpoint``, ready to :meth:`run` the remaining
+        rounds; the outputs equal those of an uninterrupted run.
+
+        ``scenario`` must equal the checkpoint's (a ``ValueError`` names the first differing
+        key). The algorithm is built from the scenario (or ``algorithm`` is used) and gets
+        the checkpoint's :meth:`~fl.algorithm.Algorithm.state_dict`.
+        """
+        if scenario.fl.driver != "sync":
+            raise ValueError("Resume supports the sync driver only (fl.driver: sync); this "
+                             f"scenario has fl.driver: {scenario.fl.driver!r}. Fix: run it "
+                             "again from the start.")
+        path = Path(checkpoint)
+        with open(path, "rb") as fh:
+            head = pickle.load(fh)
+            if head.get("format") != 1:
+                raise ValueError(f"{path}: unknown checkpoint format {head.get('format')!r}.")
+            diff = _first_difference(head["scenario"], scenario.model_dump(mode="json"))
+            if diff is not None:
+                key, old, new = diff
+                raise ValueError(f"The scenario does not match the checkpoint {path}: {key} is "
+                                 f"{old!r} in the checkpoint and {new!r} in the scenario given. "
+                                 "Fix: resume with the same scenario file and --set overrides.")
+            env = simpy.Environment(initial_time=head["now"])
+            body = _Unpickler(fh, env).load()
+        sim = cls.__new__(cls)
+        sim.__dict__.update(body["sim"])
+        sim.env = env
+        sim.scenario = scenario
+        sim.progress = None
+        sim._edge_dl = {}
+        sim.checkpoint = path if keep_checkpointing else None
+        sim.stop_after_rounds = None
+        sim._start_round = head["next_round"]
+        sim.algorithm = algorithm if algorithm is not None else _make_algorithm(scenario, run_dir)
+        sim.algorithm.load_state_dict(body["algorithm"])
+        if head["block_at"] is not None:  # the pending fading-block timer, at its exact time
+            _timeout_at(env, head["block_at"]).callbacks.append(sim.network._on_block)
+        _set_global_rng_state(body["global_rng"])
+        return sim
 
     def _edge_ready(self, rnd: int, edge: str, bits: int) -> simpy.Event:
         """Hierarchical: the cloud sends the global model once per round to each edge
@@ -764,6 +864,106 @@ def _group_of(scn: Scenario, n: int) -> list[str]:
     for g, c in zip(groups, counts):
         out.extend([g.name] * int(c))
     return out
+
+
+def _make_algorithm(scn: Scenario, run_dir: str | None) -> Algorithm:
+    cls = get_algorithm(scn.fl.algorithm)
+    return cls(cls.Config(**scn.fl.options),
+               AlgorithmContext(n_clients=scn.clients.n_clients, seed=scn.seed, run_dir=run_dir))
+
+
+def _timeout_at(env: simpy.Environment, t_s: float) -> simpy.Event:
+    """A timeout at exactly ``t_s`` (SimPy adds the delay to ``now``: pick the delay whose
+    sum is ``t_s`` to the last bit)."""
+    delay = max(t_s - env.now, 0.0)
+    for _ in range(8):
+        got = env.now + delay
+        if got == t_s or delay == 0.0:
+            break
+        delay = math.nextafter(delay, math.inf if got < t_s else -math.inf)
+    return env.timeout(delay)
+
+
+class _Pickler(pickle.Pickler):
+    """Pickles a simulation's state by reference to its environment (rebuilt on resume)."""
+
+    def __init__(self, fh, env: simpy.Environment) -> None:
+        super().__init__(fh, protocol=pickle.HIGHEST_PROTOCOL)
+        self._env = env
+
+    def reducer_override(self, obj):
+        # A numpy view stays a view of its (shared) base: the channel models keep views
+        # into buffers they update in place; plain pickling would copy them apart.
+        if type(obj) is np.ndarray and isinstance(obj.base, np.ndarray):
+            root = obj.base
+            while isinstance(root.base, np.ndarray):
+                root = root.base
+            if root.base is None and (root.flags.c_contiguous or root.flags.f_contiguous):
+                offset = (obj.__array_interface__["data"][0]
+                          - root.__array_interface__["data"][0])
+                return _view_of, (root, offset, obj.shape, obj.strides, obj.dtype,
+                                  obj.flags.writeable)
+        return NotImplemented
+
+    def persistent_id(self, obj):
+        if obj is self._env:
+            return "env"
+        if type(obj) is simpy.Resource:  # idle at a round boundary: rebuilt empty
+            return ("resource", obj.capacity)
+        return None
+
+
+def _view_of(root: np.ndarray, offset: int, shape, strides, dtype, writeable: bool) -> np.ndarray:
+    view = np.ndarray(shape, dtype, buffer=root, offset=offset, strides=strides)
+    view.flags.writeable = writeable and root.flags.writeable
+    return view
+
+
+class _Unpickler(pickle.Unpickler):
+    def __init__(self, fh, env: simpy.Environment) -> None:
+        super().__init__(fh)
+        self._env = env
+
+    def persistent_load(self, pid):
+        if pid == "env":
+            return self._env
+        if isinstance(pid, tuple) and pid[0] == "resource":
+            return simpy.Resource(self._env, capacity=pid[1])
+        raise pickle.UnpicklingError(f"Unknown persistent id {pid!r} in a checkpoint.")
+
+
+def _global_rng_state() -> dict:
+    """Process-wide generators that libraries may draw from (torch dropout, numpy legacy)."""
+    state = {"random": random.getstate(), "numpy": np.random.get_state()}
+    if "torch" in sys.modules:
+        state["torch"] = sys.modules["torch"].get_rng_state()
+    return state
+
+
+def _set_global_rng_state(state: dict) -> None:
+    random.setstate(state["random"])
+    np.random.set_state(state["numpy"])
+    if "torch" in state:
+        import torch
+
+        torch.set_rng_state(state["torch"])
+
+
+def _first_difference(a, b, key: str = ""):
+    """(key path, a's value, b's value) of the first difference of two JSON-like trees."""
+    if isinstance(a, dict) and isinstance(b, dict):
+        for k in list(a) + [k for k in b if k not in a]:
+            d = _first_difference(a.get(k), b.get(k), f"{key}.{k}" if key else str(k))
+            if d is not None:
+                return d
+        return None
+    if isinstance(a, list) and isinstance(b, list) and len(a) == len(b):
+        for i, (x, y) in enumerate(zip(a, b)):
+            d = _first_difference(x, y, f"{key}.{i}")
+            if d is not None:
+                return d
+        return None
+    return None if a == b else (key or "(top level)", a, b)
 
 
 def _build_backhaul(scn: Scenario, n_sites: int) -> Backhaul:
