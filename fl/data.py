@@ -16,6 +16,7 @@ whole answer (rank classification, :func:`fl.train.evaluate`).
 from __future__ import annotations
 
 import csv
+import functools
 import json
 import re
 import sys
@@ -122,12 +123,21 @@ def _normalise(text: str) -> str:
 
 def parse_fortune_file(path: Path) -> list[str]:
     """Entries of one fortune file: separated by lines holding only ``%``; ``%%`` lines are
-    comments. Whitespace is normalised; empty entries are dropped."""
+    comments. Whitespace is normalised; empty entries are dropped.
+
+    Parsed once per process and file version (path, size, modification time): every
+    algorithm instance of a run, and every test, reuses the parse."""
     path = Path(path)
     if path.name.endswith("-o") or path.name.endswith("-o.dat"):
         raise ValueError(f"Refusing to read {path.name!r}: offensive (*-o) fortune files are never used.")
+    st = path.stat()
+    return list(_parse_fortune_text(str(path.resolve()), st.st_size, st.st_mtime_ns))
+
+
+@functools.lru_cache(maxsize=64)
+def _parse_fortune_text(path: str, size: int, mtime_ns: int) -> tuple[str, ...]:
     entries, current = [], []
-    for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
+    for line in Path(path).read_text(encoding="utf-8", errors="replace").splitlines():
         if line.startswith("%%"):
             continue
         if line.strip() == "%":
@@ -136,7 +146,7 @@ def parse_fortune_file(path: Path) -> list[str]:
         else:
             current.append(line)
     entries.append("\n".join(current))
-    return [e for e in (_normalise(e) for e in entries) if e]
+    return tuple(e for e in (_normalise(e) for e in entries) if e)
 
 
 def load_fortunes(

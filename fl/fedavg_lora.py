@@ -32,14 +32,15 @@ from pydantic import Field
 
 from fl.actions import ClientResult, Compute, Failure, Receive, Send, SendPlan
 from fl.aggregation import fedavg
-from fl.algorithm import Algorithm, AlgorithmConfig, AlgorithmContext, register_algorithm
-from fl.data import batch_shape, collate, encode_task, load_dataset
+from fl.algorithm import AlgorithmConfig, AlgorithmContext, register_algorithm
+from fl.lm_algorithm import LMAlgorithm
+from fl.data import batch_shape, collate
 from fl.flops import profile
 from fl.models import add_lora, bytes_resident, count_parameters, count_trainable, load_model, lora_shapes, \
     lora_state, set_lora_state
-from fl.partition import DirichletPartition, PartitionSpec, holdout_split, label_histogram, partition
+from fl.partition import DirichletPartition, PartitionSpec
 from fl.payload import LoraPayload, payload_bits
-from fl.seeding import int_seed, numpy_stream
+from fl.seeding import int_seed
 from fl.specs import AnyModelSpec, DataSpec, LoraSpec, ModelSpec, WireDtype
 from fl.train import draw_batches, evaluate, local_train
 
@@ -100,7 +101,7 @@ class LoraUpdate:
 
 
 @register_algorithm
-class FedAvgLoRA(Algorithm):
+class FedAvgLoRA(LMAlgorithm):
     """FedAvg over LoRA adapters; see the module docstring."""
 
     name = "fedavg_lora"
@@ -108,35 +109,20 @@ class FedAvgLoRA(Algorithm):
 
     def __init__(self, config: FedAvgLoRAConfig, context: AlgorithmContext) -> None:
         super().__init__(config, context)
-        if context.n_clients < 1:
-            raise ValueError(f"fedavg_lora needs n_clients >= 1. Got {context.n_clients} instead.")
-        self.train_root = context.seed + config.seed_offset
-        data_root = context.seed if config.data_seed is None else config.data_seed
+        data_root = self.seed_roots(config, context)
 
         base, self.tokenizer = load_model(config.model, config.cache_dir)
         self.model = add_lora(base, config.lora, seed=int_seed(self.train_root, "lora_init"))
         self.flop_profile = profile(self.model)
         self.shapes = lora_shapes(self.model)
 
-        self.dataset = load_dataset(config.data)
-        self.task = encode_task(self.dataset, self.tokenizer, config.data.max_len)
-        labels = self.dataset.labels
-        self.train_idx, self.public_idx, self.test_idx = holdout_split(
-            labels, config.data.n_test, config.data.n_public, numpy_stream(data_root, "holdout")
-        )
-        parts = partition(config.partition, labels[self.train_idx], context.n_clients,
-                          numpy_stream(data_root, "partition"))
-        self.parts = parts  # per client: positions in train_idx
-        self.client_idx = [self.train_idx[p] for p in parts]  # per client: dataset indices
+        self.setup_task(config, context, self.tokenizer, data_root)
 
         self.global_state = lora_state(self.model)
         self.version = 0  # aggregations so far
         self._download: tuple[int, LoraPayload] | None = None
 
     # --- the contract -----------------------------------------------------------------------
-
-    def n_samples(self, client: int) -> int:
-        return int(len(self.client_idx[client]))
 
     def client_round(self, rnd: int, client: int):
         cfg = self.config
@@ -216,10 +202,6 @@ class FedAvgLoRA(Algorithm):
             B, T, A = batch_shape(self.task, idx)
             total += self.flop_profile.train_step(B, T, head_tokens=A + 1)  # head: see fl.train.answer_loss
         return float(total)
-
-    def label_histogram(self) -> list[dict]:
-        """Per-client label counts (rows: client, n_samples, one column per label)."""
-        return label_histogram(self.parts, self.dataset.labels[self.train_idx], self.dataset.label_names)
 
     def info(self) -> dict[str, float | int | str]:
         """Static facts for a run summary: sizes, storage, payload bits."""

@@ -50,7 +50,7 @@ import math
 import re
 from collections import OrderedDict
 from dataclasses import dataclass
-from typing import Literal, Mapping, Sequence
+from typing import Mapping, Sequence
 
 import numpy as np
 import torch
@@ -59,16 +59,17 @@ from pydantic import Field, model_validator
 
 from fl.actions import ClientResult, Compute, Failure, Receive, Send, SendPlan, ServerCompute
 from fl.aggregation import fedavg
-from fl.algorithm import Algorithm, AlgorithmConfig, AlgorithmContext, register_algorithm
-from fl.data import Batch, batch_shape, collate, encode_task, load_dataset
+from fl.algorithm import AlgorithmConfig, AlgorithmContext, register_algorithm
+from fl.lm_algorithm import LMAlgorithm
+from fl.data import Batch, batch_shape, collate
 from fl.fedavg_lora import LoraUpdate
 from fl.flops import profile
 from fl.models import add_lora, count_parameters, count_trainable, keep_layers, load_model, lora_shapes, \
     lora_state, set_lora_state
 from fl.nf4 import AbsmaxDtype, NF4Linear, quantize_model
-from fl.partition import DirichletPartition, PartitionSpec, holdout_split, label_histogram, partition
+from fl.partition import DirichletPartition, PartitionSpec
 from fl.payload import LoraPayload, payload_bits
-from fl.seeding import int_seed, numpy_stream
+from fl.seeding import int_seed
 from fl.sgp import SGPResult, SimilarityMetric, similarity_group_pruning
 from fl.specs import AnyModelSpec, DataSpec, LoraSpec, ModelSpec, WireDtype
 from fl.train import _positions, answer_loss, causal_lm, draw_batches, evaluate, local_train
@@ -172,7 +173,7 @@ def _to_original(name: str, kept: Sequence[int]) -> str:
 
 
 @register_algorithm
-class FedSODA(Algorithm):
+class FedSODA(LMAlgorithm):
     """FedAvg-LoRA on an SGP-pruned, NF4-quantised sub-model with ODA; see the module docstring."""
 
     name = "fedsoda"
@@ -180,22 +181,11 @@ class FedSODA(Algorithm):
 
     def __init__(self, config: FedSODAConfig, context: AlgorithmContext) -> None:
         super().__init__(config, context)
-        if context.n_clients < 1:
-            raise ValueError(f"fedsoda needs n_clients >= 1. Got {context.n_clients} instead.")
         cfg = config
-        self.train_root = context.seed + cfg.seed_offset
-        data_root = context.seed if cfg.data_seed is None else cfg.data_seed
+        data_root = self.seed_roots(cfg, context)
 
         base, self.tokenizer = load_model(cfg.model, cfg.cache_dir)
-        self.dataset = load_dataset(cfg.data)
-        self.task = encode_task(self.dataset, self.tokenizer, cfg.data.max_len)
-        labels = self.dataset.labels
-        self.train_idx, self.public_idx, self.test_idx = holdout_split(
-            labels, cfg.data.n_test, cfg.data.n_public, numpy_stream(data_root, "holdout")
-        )
-        self.parts = partition(cfg.partition, labels[self.train_idx], context.n_clients,
-                               numpy_stream(data_root, "partition"))
-        self.client_idx = [self.train_idx[p] for p in self.parts]
+        self.setup_task(cfg, context, self.tokenizer, data_root)
         self.probe_idx = list(self.public_idx[:cfg.probe_batch_size])
 
         # 1. SGP on the full base model
@@ -240,9 +230,6 @@ class FedSODA(Algorithm):
             self.oda_initial_loss, self.oda_initial_flops = self.align(cfg.oda_initial_steps, ("oda_initial",))
 
     # --- the contract -----------------------------------------------------------------------
-
-    def n_samples(self, client: int) -> int:
-        return int(len(self.client_idx[client]))
 
     def client_round(self, rnd: int, client: int):
         cfg = self.config
@@ -442,9 +429,6 @@ class FedSODA(Algorithm):
             B, T, A = batch_shape(self.task, idx)
             total += self.sub_profile.train_step(B, T, head_tokens=A + 1)
         return float(total)
-
-    def label_histogram(self) -> list[dict]:
-        return label_histogram(self.parts, self.dataset.labels[self.train_idx], self.dataset.label_names)
 
     def info(self) -> dict[str, float | int | str]:
         st = self.storage()

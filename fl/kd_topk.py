@@ -62,14 +62,15 @@ import torch
 from pydantic import Field, model_validator
 
 from fl.actions import ClientResult, Compute, Failure, Receive, Send, SendPlan, ServerCompute
-from fl.algorithm import Algorithm, AlgorithmConfig, AlgorithmContext, register_algorithm
-from fl.data import Batch, batch_shape, collate, encode_task, load_dataset
+from fl.algorithm import AlgorithmConfig, AlgorithmContext, register_algorithm
+from fl.lm_algorithm import LMAlgorithm
+from fl.data import Batch, batch_shape, collate
 from fl.distill import (Teacher, build_teacher, kd_loss, mass_k, message_probs,
                         projection_loss, projection_matrix, top_k)
 from fl.flops import profile
 from fl.models import add_lora, bytes_resident, count_parameters, keep_layers, load_model, lora_state, \
     set_lora_state
-from fl.partition import DirichletPartition, PartitionSpec, holdout_split, label_histogram, partition
+from fl.partition import DirichletPartition, PartitionSpec
 from fl.payload import DTYPE_BITS, SCALE_BITS
 from fl.seeding import int_seed, numpy_stream
 from fl.specs import AnyModelSpec, DataSpec, LoraSpec, ModelSpec, WireDtype
@@ -225,7 +226,7 @@ def _positions(mask: torch.Tensor) -> torch.Tensor:
 
 
 @register_algorithm
-class KDTopK(Algorithm):
+class KDTopK(LMAlgorithm):
     """Federated distillation with top-k logits sized by the channel; see the module docstring."""
 
     name = "kd_topk"
@@ -233,11 +234,8 @@ class KDTopK(Algorithm):
 
     def __init__(self, config: KDTopKConfig, context: AlgorithmContext) -> None:
         super().__init__(config, context)
-        if context.n_clients < 1:
-            raise ValueError(f"kd_topk needs n_clients >= 1. Got {context.n_clients} instead.")
         cfg = config
-        self.train_root = context.seed + cfg.seed_offset
-        data_root = context.seed if cfg.data_seed is None else cfg.data_seed
+        data_root = self.seed_roots(cfg, context)
 
         base, self.tokenizer = load_model(cfg.model, cfg.cache_dir)
         client_base = copy.deepcopy(base)
@@ -265,14 +263,7 @@ class KDTopK(Algorithm):
                     raise ValueError(f"projection.{who}_layer must index the {who} model's {n} hidden "
                                      f"states (-{n}..{n - 1}). Got {layer} instead.")
 
-        self.dataset = load_dataset(cfg.data)
-        self.task = encode_task(self.dataset, self.tokenizer, cfg.data.max_len)
-        labels = self.dataset.labels
-        self.train_idx, self.public_idx, self.test_idx = holdout_split(
-            labels, cfg.data.n_test, cfg.data.n_public, numpy_stream(data_root, "holdout"))
-        self.parts = partition(cfg.partition, labels[self.train_idx], context.n_clients,
-                               numpy_stream(data_root, "partition"))
-        self.client_idx = [self.train_idx[p] for p in self.parts]
+        self.setup_task(cfg, context, self.tokenizer, data_root)
 
         self.client_init = lora_state(self.client_model)
         self.client_states: dict[int, Mapping[str, torch.Tensor]] = {}
@@ -280,9 +271,6 @@ class KDTopK(Algorithm):
         self.version = 0
 
     # --- the contract -----------------------------------------------------------------------
-
-    def n_samples(self, client: int) -> int:
-        return int(len(self.client_idx[client]))
 
     def client_round(self, rnd: int, client: int):
         cfg = self.config
@@ -593,9 +581,6 @@ class KDTopK(Algorithm):
         return float(total)
 
     # --- reporting -------------------------------------------------------------------------
-
-    def label_histogram(self) -> list[dict]:
-        return label_histogram(self.parts, self.dataset.labels[self.train_idx], self.dataset.label_names)
 
     def info(self) -> dict[str, float | int | str]:
         """Static facts for a run summary."""

@@ -64,13 +64,14 @@ from pydantic import Field
 
 from fl.actions import ClientResult, Compute, Failure, Receive, Send, SendPlan, ServerCompute
 from fl.aggregation import fedavg
-from fl.algorithm import Algorithm, AlgorithmConfig, AlgorithmContext, register_algorithm
-from fl.data import batch_shape, collate, encode_task, load_dataset
+from fl.algorithm import AlgorithmConfig, AlgorithmContext, register_algorithm
+from fl.lm_algorithm import LMAlgorithm
+from fl.data import batch_shape, collate
 from fl.flops import profile
 from fl.models import add_lora, bytes_resident, count_parameters, load_model, lora_state
-from fl.partition import DirichletPartition, PartitionSpec, holdout_split, label_histogram, partition
+from fl.partition import DirichletPartition, PartitionSpec
 from fl.payload import LoraPayload, payload_bits
-from fl.seeding import int_seed, numpy_stream
+from fl.seeding import int_seed
 from fl.specs import AnyModelSpec, DataSpec, LoraSpec, ModelSpec, WireDtype
 from fl.split import CutActivations, CutGradients, SplitModel, WireTensor, activation_bits, side_bits, \
     split_profile
@@ -179,7 +180,7 @@ class _Progress:
 
 
 @register_algorithm
-class SplitLoRA(Algorithm):
+class SplitLoRA(LMAlgorithm):
     """SplitFed over LoRA adapters with per-step airtime; see the module docstring."""
 
     name = "split_lora"
@@ -187,10 +188,7 @@ class SplitLoRA(Algorithm):
 
     def __init__(self, config: SplitLoRAConfig, context: AlgorithmContext) -> None:
         super().__init__(config, context)
-        if context.n_clients < 1:
-            raise ValueError(f"split_lora needs n_clients >= 1. Got {context.n_clients} instead.")
-        self.train_root = context.seed + config.seed_offset
-        data_root = context.seed if config.data_seed is None else config.data_seed
+        data_root = self.seed_roots(config, context)
 
         base, self.tokenizer = load_model(config.model, config.cache_dir)
         self.model = add_lora(base, config.lora, seed=int_seed(self.train_root, "lora_init"))
@@ -206,16 +204,7 @@ class SplitLoRA(Algorithm):
         shapes = OrderedDict((n, tuple(p.shape)) for n, p in self.model.named_parameters() if p.requires_grad)
         self.client_shapes = OrderedDict((n, shapes[n]) for n in self.split.client_names)
 
-        self.dataset = load_dataset(config.data)
-        self.task = encode_task(self.dataset, self.tokenizer, config.data.max_len)
-        labels = self.dataset.labels
-        self.train_idx, self.public_idx, self.test_idx = holdout_split(
-            labels, config.data.n_test, config.data.n_public, numpy_stream(data_root, "holdout")
-        )
-        parts = partition(config.partition, labels[self.train_idx], context.n_clients,
-                          numpy_stream(data_root, "partition"))
-        self.parts = parts
-        self.client_idx = [self.train_idx[p] for p in parts]
+        self.setup_task(config, context, self.tokenizer, data_root)
 
         init = lora_state(self.model)
         self.global_client_state = OrderedDict((n, init[n]) for n in self.split.client_names)
@@ -228,9 +217,6 @@ class SplitLoRA(Algorithm):
         self._download: tuple[int, LoraPayload] | None = None
 
     # --- the contract -----------------------------------------------------------------------
-
-    def n_samples(self, client: int) -> int:
-        return int(len(self.client_idx[client]))
 
     def client_round(self, rnd: int, client: int):
         cfg = self.config
@@ -420,9 +406,6 @@ class SplitLoRA(Algorithm):
                          "client_bwd_flops": self.client_backward_flops(B, T),
                          "server_flops": self.server_step_flops(B, T, A)})
         return rows
-
-    def label_histogram(self) -> list[dict]:
-        return label_histogram(self.parts, self.dataset.labels[self.train_idx], self.dataset.label_names)
 
     def info(self) -> dict[str, float | int | str]:
         """Static facts for a run summary: sizes, client storage, adapter bits."""

@@ -73,9 +73,13 @@ def _summary_table(summary: dict, title: str | None = None) -> Table:
     t.add_row("energy (clients)", _fmt(tot.get("energy_j"), " J"))
     t.add_row("updates / failures", f"{tot.get('updates_delivered')} / {tot.get('failures')}")
     t.add_row("events", _fmt(tot.get("events")))
-    fin = summary.get("final", {})
-    t.add_row("final accuracy", _fmt(fin.get("accuracy")))
-    t.add_row("final loss", _fmt(fin.get("loss")))
+    ini, fin = summary.get("initial") or {}, summary.get("final", {})
+    if ini.get("accuracy") is not None:
+        t.add_row("accuracy: untrained → final", f"{_fmt(ini.get('accuracy'))} → {_fmt(fin.get('accuracy'))}")
+        t.add_row("loss: untrained → final", f"{_fmt(ini.get('loss'))} → {_fmt(fin.get('loss'))}")
+    else:
+        t.add_row("final accuracy", _fmt(fin.get("accuracy")))
+        t.add_row("final loss", _fmt(fin.get("loss")))
     if summary.get("run_dir"):
         t.add_row("run directory", str(summary["run_dir"]))
     return t
@@ -110,6 +114,9 @@ def run(file: Path = typer.Argument(..., help="Scenario YAML file."),
         _err.print(f"[red]Run failed: {type(exc).__name__}: {exc}[/red]")
         raise typer.Exit(1) from None
     if not quiet:
+        import pandas as pd
+
+        _out.print(_rounds_table(pd.read_csv(Path(summary["run_dir"]) / "rounds.csv")))
         _out.print(_summary_table(summary))
     else:
         _out.print(str(run_dir))
@@ -286,15 +293,33 @@ def report(run_dir: Path = typer.Argument(..., help="A run directory.")) -> None
         _err.print(f"[red]{run_dir}: the run failed: {summary.get('error')}[/red]")
         raise typer.Exit(1)
     _out.print(_summary_table(summary))
-    df = pd.read_csv(run_dir / "rounds.csv")
-    t = Table(title="rounds")
-    cols = ["round", "t_end_s", "n_selected", "n_completed", "n_failed", "bits_up",
-            "bits_down", "energy_j", "accuracy"]
-    for c in cols:
-        t.add_column(c, justify="right")
-    for _, row in df.iterrows():
-        t.add_row(*[_fmt(row[c].item() if hasattr(row[c], "item") else row[c]) for c in cols])
-    _out.print(t)
+    _out.print(_rounds_table(pd.read_csv(run_dir / "rounds.csv")))
+
+
+def _rounds_table(df, max_rows: int = 40) -> Table:
+    """Per round: simulated end time, participants, Mbit up/down, energy, accuracy, loss
+    (the first and last rounds when there are more than ``max_rows``)."""
+    t = Table(title="rounds (t: simulated end time; sel/ok/fail: clients)")
+    cols = [("round", "round"), ("t_end_s", "t (s)"), ("n_selected", "sel"),
+            ("n_completed", "ok"), ("n_failed", "fail"), ("bits_up", "Mbit up"),
+            ("bits_down", "Mbit dn"), ("energy_j", "J"), ("accuracy", "acc"),
+            ("loss", "loss")]
+    for _, head in cols:
+        t.add_column(head, justify="right")
+    rows = list(df.iterrows())
+    if len(rows) > max_rows:
+        rows = rows[:max_rows // 2] + [None] + rows[-(max_rows // 2):]
+    for item in rows:
+        if item is None:
+            t.add_row(*(["…"] * len(cols)))
+            continue
+        row = item[1]
+        vals = []
+        for c, _ in cols:
+            v = row[c].item() if hasattr(row[c], "item") else row[c]
+            vals.append(_fmt(v / 1e6) if c.startswith("bits") else _fmt(v))
+        t.add_row(*vals)
+    return t
 
 
 def options_for(algorithm: str, options: dict) -> tuple[dict, list[str]]:

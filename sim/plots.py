@@ -46,13 +46,16 @@ def plot_run(run_dir: Path, result=None) -> list[str]:
     events = pd.read_parquet(run_dir / "events.parquet")
     learner = "real"
     summ = run_dir / "summary.json"
+    initial: dict = {}
     if result is not None:
         learner = result.summary.get("learner", "real")
         name = result.summary.get("scenario", run_dir.name)
+        initial = result.summary.get("initial") or {}
     elif summ.exists():
         s = json.loads(summ.read_text())
         learner = s.get("learner", "real")
         name = s.get("scenario", run_dir.name)
+        initial = s.get("initial") or {}
     else:
         name = run_dir.name
     tag = " — SURROGATE learner" if learner == "surrogate" else ""
@@ -124,7 +127,12 @@ def plot_run(run_dir: Path, result=None) -> list[str]:
     # 4. accuracy vs simulated time
     fig, ax = plt.subplots(figsize=(7, 4))
     ev = rounds.dropna(subset=["accuracy"])
-    ax.plot(ev["t_end_s"], ev["accuracy"], "o-")
+    t_acc, acc = list(ev["t_end_s"]), list(ev["accuracy"])
+    if initial.get("accuracy") is not None:  # the untrained model at t = 0
+        t_acc, acc = [0.0] + t_acc, [initial["accuracy"]] + acc
+        ax.axhline(initial["accuracy"], color="grey", ls=":", lw=1, label="untrained model")
+        ax.legend(fontsize=7, loc="lower right")
+    ax.plot(t_acc, acc, "o-")
     ax.set_xlabel("simulated time (s)")
     ax.set_ylabel("accuracy" + (" (surrogate curve)" if tag else ""))
     ax.set_title(f"{name}: accuracy vs simulated time{tag}")

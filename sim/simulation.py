@@ -215,6 +215,7 @@ class Simulation:
         self.progress: Callable[[int, int], None] | None = None
         self.n_results = 0
         self.n_failures = 0
+        self.initial: dict[str, float] = {}  # the untrained model's metrics (evaluate(-1))
         self.checkpoint = None if checkpoint is None else Path(checkpoint)
         self.stop_after_rounds: int | None = None  # test hook: stop the sync driver early
         self._start_round = 0  # > 0 once resumed from a checkpoint
@@ -224,6 +225,12 @@ class Simulation:
         """Run the scenario to its end (all rounds, or ``duration_s``)."""
         self.progress = progress
         wall0 = time.perf_counter()
+        if self._start_round == 0:  # a resumed run has it (checkpoint)
+            # the untrained model's metrics at t = 0: the baseline every curve starts from
+            self.initial = {k: float(v) for k, v in dict(self.algorithm.evaluate(-1)).items()}
+            if self.initial:
+                self._trace("evaluate", round=-1,
+                            detail=", ".join(f"{k}={v:.6g}" for k, v in self.initial.items()))
         driver = (self._sync_driver(self._start_round) if self.scenario.fl.driver == "sync"
                   else self._async_driver())
         proc = self.env.process(driver)
@@ -828,6 +835,7 @@ class Simulation:
                 "bits_lost": float(self.network.bits_lost),
                 "events": len(self.tracer),
             },
+            "initial": {"accuracy": self.initial.get("accuracy"), "loss": self.initial.get("loss")},
             "final": {"accuracy": last_acc, "loss": last_loss},
         }
 

@@ -64,6 +64,16 @@ def test_parse_fortune_file_format(tmp_path):
     assert parse_fortune_file(f) == ["first\nline two", "second entry"]
 
 
+def test_parse_fortune_file_is_cached_per_file_version(tmp_path):
+    f = tmp_path / "mine"
+    f.write_text("one\n%\ntwo\n")
+    a = parse_fortune_file(f)
+    a.append("caller's own list")  # callers get a fresh list, never the cached tuple
+    assert parse_fortune_file(f) == ["one", "two"]
+    f.write_text("one\n%\ntwo\n%\nthree, a new entry\n")  # new size -> parsed again
+    assert parse_fortune_file(f) == ["one", "two", "three, a new entry"]
+
+
 def _rows():
     return [
         {"sentence": "the cat sat on the mat", "y": "animal"},

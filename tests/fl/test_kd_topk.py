@@ -1,7 +1,6 @@
 """kd_topk on tiny models: the contract (k decided at send start, real work only on
 completion), k against capacity, exact sizes, FLOPs, determinism, run_plain."""
 
-import functools
 import math
 
 import numpy as np
@@ -11,7 +10,6 @@ from pydantic import ValidationError
 from torch.utils.flop_counter import FlopCounterMode
 
 from fl.actions import ClientResult, Compute, Failure, Receive, Send, ServerCompute
-import fl.kd_topk as kd_module
 from fl.algorithm import AlgorithmContext, get_algorithm
 from fl.kd_topk import KDTopK, KDTopKConfig, choose_k
 from fl.models import lora_state
@@ -35,14 +33,9 @@ def _options(**over):
     return options
 
 
-_load_dataset = functools.cache(kd_module.load_dataset)  # parsing the fortune files takes ~1 s
-
-
 def _algo(seed=0, n_clients=3, **over):
     cls = get_algorithm("kd_topk")
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(kd_module, "load_dataset", _load_dataset)
-        return cls(cls.Config(**_options(**over)), AlgorithmContext(n_clients=n_clients, seed=seed))
+    return cls(cls.Config(**_options(**over)), AlgorithmContext(n_clients=n_clients, seed=seed))
 
 
 @pytest.fixture(scope="module")

@@ -23,20 +23,6 @@ SMALL = dict(model={"kind": "tiny", "n_layers": 2, "hidden": 32, "intermediate":
              data={"max_per_class": 12, "n_test": 6, "max_len": 80}, batch_size=2, cut_layer=1)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _parse_fortunes_once():
-    """Every algorithm here loads the same small fortune set: parse the files once (the
-    datasets are immutable), not once per algorithm instance."""
-    import functools
-
-    import fl.split_lora
-
-    real = fl.split_lora.load_dataset
-    fl.split_lora.load_dataset = functools.lru_cache(maxsize=None)(real)
-    yield
-    fl.split_lora.load_dataset = real
-
-
 def _algo(small_options, seed=0, n_clients=1, **over):
     """A fast split_lora: tiny 2-layer model (hidden 32) cut after layer 0, 2 examples per step."""
     over = {**SMALL, **over}

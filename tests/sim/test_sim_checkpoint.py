@@ -40,12 +40,45 @@ def test_resume_is_identical_surrogate(tmp_path, name, sets, stop_after):
     _interrupted_equals_uninterrupted(tmp_path, SCN / f"{name}.yaml", sets, stop_after)
 
 
-def test_resume_is_identical_tiny_real_model(tmp_path):
-    """fedavg_lora on the tiny random Llama: adapters, global state and torch generators
-    go through the checkpoint (Algorithm.state_dict's default)."""
-    sets = ["fl.options.model={kind: tiny}", "fl.rounds=3", "fl.clients_per_round=3",
-            "fl.min_updates=1"]
-    _interrupted_equals_uninterrupted(tmp_path, SCN / "quickstart.yaml", sets, 1)
+# every real algorithm, on tiny models (rounds=3: interrupted after 1, then resumed)
+REAL = {
+    "quickstart": ["fl.options.model={kind: tiny}", "fl.clients_per_round=3"],
+    "kd_adaptive": ["fl.options.model={kind: tiny, n_layers: 3}", "fl.options.client_keep_layers=[0, 2]"],
+    "split_lora": ["fl.options.model={kind: tiny, n_layers: 3}", "fl.options.cut_layer=1"],
+    "fedsoda": ["fl.options.model={kind: tiny, n_layers: 6}", "fl.options.sgp_keep=4"],
+}
+
+
+@pytest.mark.parametrize("name", sorted(REAL))
+def test_resume_is_identical_real_algorithms(tmp_path, name):
+    """Adapters, optimiser states, global state and torch generators go through the
+    checkpoint; the frozen base weights do not (LMAlgorithm.state_dict refers to them)."""
+    sets = REAL[name] + ["fl.rounds=3", "fl.min_updates=1"]
+    _interrupted_equals_uninterrupted(tmp_path, SCN / f"{name}.yaml", sets, 1)
+
+
+def test_checkpoint_leaves_frozen_weights_out(tmp_path):
+    import torch
+
+    from fl.algorithm import AlgorithmContext
+    from fl.fedavg_lora import FedAvgLoRA, FedAvgLoRAConfig
+
+    cfg = FedAvgLoRAConfig(model={"kind": "tiny", "n_layers": 2}, data={"max_per_class": 20, "n_test": 12})
+    a = FedAvgLoRA(cfg, AlgorithmContext(n_clients=2, seed=0))
+    frozen = sum(p.numel() * p.element_size() for p in a.model.parameters() if not p.requires_grad)
+    state = a.state_dict()
+    assert len(state["pickle"]) < frozen / 4  # adapters + data indices, not the base model
+    b = FedAvgLoRA(cfg, AlgorithmContext(n_clients=2, seed=0))
+    with torch.no_grad():  # a trained adapter travels
+        next(p for p in a.model.parameters() if p.requires_grad).add_(1.0)
+    b.load_state_dict(a.state_dict())
+    for (na, pa), (nb, pb) in zip(a.model.named_parameters(), b.model.named_parameters()):
+        assert na == nb and torch.equal(pa, pb)
+    c = FedAvgLoRA(cfg, AlgorithmContext(n_clients=2, seed=0))
+    with torch.no_grad():  # a different base model is refused, naming the tensor
+        next(p for p in c.model.parameters() if not p.requires_grad).add_(1.0)
+    with pytest.raises(ValueError, match="different frozen weights"):
+        c.load_state_dict(a.state_dict())
 
 
 def test_resume_with_a_different_scenario_names_the_key(tmp_path):

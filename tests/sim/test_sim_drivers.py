@@ -33,6 +33,7 @@ def test_sync_round_whole_trace():
     sim, _ = _sim([1e6, 1e6], algo=algo)
     res = sim.run()
     assert sim.tracer.events() == [
+        ("evaluate", 0),  # the untrained model, round -1 (the baseline in summary.json)
         ("round_start", 0), ("selected", 0), ("selected", 0),
         ("wired_end", 0), ("send_start", 0), ("wired_end", 0), ("send_start", 0),
         ("send_end", 2.0), ("send_end", 2.0),
@@ -48,6 +49,7 @@ def test_sync_round_whole_trace():
     # energy: compute 2 W × 1 s each + tx 23 dBm (0.19953 W) × 2 s each; rx power 0
     assert row.energy_j == approx(2 * (2.0 + 10 ** (-0.7) * 2.0))
     assert row.accuracy == 0.5 and row.n_results == 2
+    assert res.summary["initial"]["accuracy"] == algo.evaluate(-1)["accuracy"]
 
 
 def test_deadline_min_updates_and_failures_as_data():

@@ -1,0 +1,150 @@
+"""What every real language-model algorithm sets up the same way: seeds, data, splits.
+
+:class:`LMAlgorithm` is the base of ``fedavg_lora``, ``kd_topk``, ``split_lora`` and
+``fedsoda``. Its :meth:`~LMAlgorithm.setup_task` derives the two seed roots (training
+streams: the run's seed + ``seed_offset``; data splits: ``data_seed`` or the run's seed),
+loads the dataset, encodes it with the model's chat template, draws the held-out test and
+public splits and partitions the rest among the clients — each draw from its own named
+stream (:mod:`fl.seeding`), so the order in which an algorithm sets up its models and its
+data never changes either.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Mapping
+
+from fl.algorithm import Algorithm, AlgorithmContext
+from fl.data import encode_task, load_dataset
+from fl.partition import holdout_split, label_histogram, partition
+from fl.seeding import numpy_stream
+
+__all__ = ["LMAlgorithm"]
+
+
+class LMAlgorithm(Algorithm):
+    """An :class:`~fl.algorithm.Algorithm` training a language model on a labelled task.
+
+    After :meth:`setup_task`: ``train_root`` (int), ``dataset``, ``task`` (encoded),
+    ``train_idx`` / ``public_idx`` / ``test_idx`` (dataset indices), ``parts`` (per client:
+    positions in ``train_idx``) and ``client_idx`` (per client: dataset indices).
+    """
+
+    def seed_roots(self, config: Any, context: AlgorithmContext) -> int:
+        """Check the population, set ``train_root``; return the data-split root."""
+        if context.n_clients < 1:
+            raise ValueError(f"{self.name} needs n_clients >= 1. Got {context.n_clients} instead.")
+        self.train_root = context.seed + config.seed_offset
+        return context.seed if config.data_seed is None else config.data_seed
+
+    def setup_task(self, config: Any, context: AlgorithmContext, tokenizer, data_root: int) -> None:
+        """Load, encode, split and partition ``config.data`` (see the module docstring)."""
+        self.dataset = load_dataset(config.data)
+        self.task = encode_task(self.dataset, tokenizer, config.data.max_len)
+        labels = self.dataset.labels
+        self.train_idx, self.public_idx, self.test_idx = holdout_split(
+            labels, config.data.n_test, config.data.n_public, numpy_stream(data_root, "holdout"))
+        self.parts = partition(config.partition, labels[self.train_idx], context.n_clients,
+                               numpy_stream(data_root, "partition"))
+        self.client_idx = [self.train_idx[p] for p in self.parts]
+
+    def n_samples(self, client: int) -> int:
+        return int(len(self.client_idx[client]))
+
+    def label_histogram(self) -> list[dict]:
+        """Per-client label counts (rows: client, n_samples, one column per label)."""
+        return label_histogram(self.parts, self.dataset.labels[self.train_idx], self.dataset.label_names)
+
+    # --- checkpoints ------------------------------------------------------------------------
+    # A fresh build from the same config and context recreates the models, the tokenizer and
+    # the encoded data, so a checkpoint refers to them by name instead of storing them: the
+    # frozen base weights are not written (a SmolLM2 checkpoint holds adapters, optimiser
+    # states and counters, a few MB, not 540 MB of fp32 weights every round), the trainable
+    # tensors' values are, and optimisers keep pointing at the live parameters.
+    _REBUILT_ATTRS = ("tokenizer", "dataset", "task")
+
+    def _rebuilt(self) -> dict[tuple, Any]:
+        """key -> object for every module, parameter and buffer a fresh build has, and the
+        tokenizer and data (attributes, or modules inside attribute lists/tuples/dicts)."""
+        import torch
+
+        out: dict[tuple, Any] = {}
+
+        def add_module(path: tuple, module) -> None:
+            for name, sub in module.named_modules(remove_duplicate=False):
+                out.setdefault(("module", *path, name), sub)
+            for name, p in module.named_parameters(remove_duplicate=False):
+                out.setdefault(("param", *path, name), p)
+            for name, b in module.named_buffers(remove_duplicate=False):
+                out.setdefault(("buffer", *path, name), b)
+
+        for attr, value in self.__dict__.items():
+            if attr in self._REBUILT_ATTRS:
+                out[("attr", attr)] = value
+            elif isinstance(value, torch.nn.Module):
+                add_module((attr,), value)
+            elif isinstance(value, (list, tuple, dict)):
+                items = value.items() if isinstance(value, dict) else enumerate(value)
+                for k, v in items:
+                    if isinstance(v, torch.nn.Module):
+                        add_module((attr, str(k)), v)
+        return out
+
+    def state_dict(self) -> dict[str, Any]:
+        """The algorithm's attributes, pickled with models, tokenizer and data by name; the
+        trainable tensors' values alongside.
+
+        Each frozen tensor's fingerprint (sum of its values in float64) travels along, and
+        :meth:`load_state_dict` refuses a build whose frozen tensors differ.
+        """
+        import io
+        import pickle
+
+        rebuilt = self._rebuilt()
+        by_id = {id(obj): key for key, obj in rebuilt.items()}
+        trainable = {k: v.detach().clone() for k, v in rebuilt.items()
+                     if k[0] == "param" and v.requires_grad}
+        fingerprints = {k: float(v.detach().double().sum()) for k, v in rebuilt.items()
+                        if k[0] in ("param", "buffer") and not v.requires_grad}
+
+        class _Pickler(pickle.Pickler):
+            def persistent_id(self, obj):
+                return by_id.get(id(obj))
+
+        buf = io.BytesIO()
+        try:
+            _Pickler(buf, protocol=pickle.HIGHEST_PROTOCOL).dump(dict(self.__dict__))
+        except (pickle.PicklingError, AttributeError, TypeError) as exc:
+            raise TypeError(f"{self.name}: its state cannot be checkpointed ({exc}); override "
+                            "state_dict/load_state_dict for what pickle cannot store.") from exc
+        return {"format": "lm_algorithm/2", "pickle": buf.getvalue(), "trainable": trainable,
+                "fingerprints": fingerprints}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        import io
+        import pickle
+
+        import torch
+
+        if state.get("format") != "lm_algorithm/2":
+            raise ValueError(f"{self.name}: not a checkpoint of this algorithm "
+                             f"(format {state.get('format')!r}, expected 'lm_algorithm/2').")
+        fresh = self._rebuilt()
+        for key, fp in state["fingerprints"].items():
+            obj = fresh.get(key)
+            if obj is None or abs(float(obj.detach().double().sum()) - fp) > 1e-6 * max(1.0, abs(fp)):
+                raise ValueError(
+                    f"{self.name}: the checkpoint was written with different frozen weights "
+                    f"({'/'.join(map(str, key[1:]))} differs); resume with the same model files "
+                    "and fl.options as the interrupted run.")
+
+        class _Unpickler(pickle.Unpickler):
+            def persistent_load(self, key):
+                if key not in fresh:
+                    raise ValueError(f"checkpoint refers to {key!r}, which this build does not have.")
+                return fresh[key]
+
+        attrs = _Unpickler(io.BytesIO(state["pickle"])).load()
+        with torch.no_grad():
+            for key, value in state["trainable"].items():
+                fresh[key].copy_(value)
+        self.__dict__.update(attrs)
