@@ -13,7 +13,8 @@ Layout of ``runs/<name>-<timestamp>/``:
   ``learner: real|surrogate``, ``status: ok|failed``.
 - ``plots/*.png``: see :mod:`sim.plots`.
 
-Checkpoint/resume is not implemented (runs of the surrogate take seconds).
+- ``checkpoint.pkl`` (sync driver): the state at the last round boundary, for
+  ``fedwave run --resume`` (see :meth:`sim.simulation.Simulation.resume`).
 """
 
 from __future__ import annotations
