@@ -260,3 +260,13 @@ def test_ray_backend_matches_inline(tmp_path):
     run_sweep(spec, tmp_path / "ray", backend="ray", workers=2)
     assert (_without_wall(_read(tmp_path / "inline" / "sweep.csv"))
             == _without_wall(_read(tmp_path / "ray" / "sweep.csv")))
+
+
+def test_example_sweep_files_are_valid():
+    """Every sweep file shipped in scenarios/sweeps/ validates (all its variants)."""
+    files = sorted((ROOT / "scenarios" / "sweeps").glob("*.yaml"))
+    assert files
+    for f in files:
+        r = runner.invoke(app, ["sweep", str(f), "--dry-run"])
+        assert r.exit_code == 0, f"{f.name}: {r.output}"
+        assert "all valid" in r.output
