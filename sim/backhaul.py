@@ -170,12 +170,14 @@ class WiredNet:
         self.bits_drained = 0.0  # sum over drained messages of the bits their rates carried
         self.hop_bits: dict[tuple[str, str], float] = {}  # bits each hop carried, integrated
         self._in_flight: dict[int, WiredMessage] = {}  # sent, not yet arrived nor cancelled
+        self._active: dict[int, WiredMessage] = {}  # on their hops (draining or drained), start order
+        self._finite: dict[WiredPath, tuple] = {}  # path -> its finite-capacity (hop, bit/s)
 
     # ------------------------------------------------------------------ public API
     @property
     def n_active(self) -> int:
         """Messages still draining (or drained but not yet removed lazily)."""
-        return len({m for ms in self._on_hop.values() for m in ms})
+        return len(self._active)
 
     @property
     def n_in_flight(self) -> int:
@@ -189,7 +191,12 @@ class WiredNet:
     def send(self, path: WiredPath, bits: float) -> WiredMessage:
         """Start a message of ``bits`` over ``path`` now; ``message.done`` succeeds on arrival."""
         env = self.env
-        hops = tuple(h for h, c in zip(path.hops, path.capacities_bps) if math.isfinite(c))
+        finite = self._finite.get(path)
+        if finite is None:  # its finite-capacity hops and their capacities, path order
+            finite = tuple((h, c) for h, c in zip(path.hops, path.capacities_bps)
+                           if math.isfinite(c))
+            self._finite[path] = finite
+        hops = tuple(h for h, _ in finite)
         msg = WiredMessage(self._next_id, hops, float(bits), path.latency_s, None, env.now)
         self._next_id += 1
         self.bits_offered += msg.bits
@@ -204,18 +211,27 @@ class WiredNet:
             return msg
         msg.done = env.event()
         self._in_flight[msg.mid] = msg
-        for h, c in zip(path.hops, path.capacities_bps):
-            if math.isfinite(c):
-                self._cap[h] = c
+        cap = self._cap
+        for h, c in finite:
+            cap[h] = c
         now = env.now
         self._settle()
+        on_hop = self._on_hop
+        seeds = list(hops)
         for h in hops:  # lazy removal of lone messages that drained already
-            for m in list(self._on_hop.get(h, {}).values()):
-                if m.t_drain <= now:
+            ms = on_hop.get(h)
+            if ms:
+                for m in [m for m in ms.values() if m.t_drain <= now]:
                     self._remove(m)
+                    seeds.extend(m.hops)
         for h in hops:
-            self._on_hop.setdefault(h, {})[msg.mid] = msg
-        self._replan()
+            ms = on_hop.get(h)
+            if ms is None:
+                on_hop[h] = {msg.mid: msg}
+            else:
+                ms[msg.mid] = msg
+        self._active[msg.mid] = msg
+        self._replan(seeds)
         return msg
 
     def cancel(self, msg: WiredMessage) -> None:
@@ -227,42 +243,75 @@ class WiredNet:
         self._settle()
         msg.gen += 1
         self._remove(msg)
-        self._replan()
+        self._replan(msg.hops)
 
     # ------------------------------------------------------------------ internals
+    # Messages interact only through shared hops, so rates are planned per connected
+    # component (hops linked by the messages crossing them): a start, drain or cancel
+    # re-plans only the component(s) of the hops it touched. Elsewhere a re-plan would
+    # compute the very same rates (progressive filling runs independently in each
+    # component, in the same order) and schedule nothing.
     def _landed(self, ev) -> None:
         self._in_flight.pop(ev._value.mid, None)
 
     def _settle(self) -> None:
         now = self.env.now
-        dt = now - self._t_last
-        if dt > 0:
-            seen = set()
-            for h, ms in self._on_hop.items():
-                for m in ms.values():
-                    if m.active and m.t_drain > self._t_last:
-                        carried = m.rate * (min(now, m.t_drain) - self._t_last)
-                        self.hop_bits[h] = self.hop_bits.get(h, 0.0) + carried
-                        if m.mid not in seen:
-                            seen.add(m.mid)
-                            m.sent += carried
+        t_last = self._t_last
+        if now > t_last:
+            hop_bits = self.hop_bits
+            for m in self._active.values():  # start order, as on every hop
+                if m.t_drain > t_last:
+                    carried = m.rate * (min(now, m.t_drain) - t_last)
+                    for h in m.hops:
+                        hop_bits[h] = hop_bits.get(h, 0.0) + carried
+                    m.sent += carried
         self._t_last = now
 
     def _remove(self, m: WiredMessage) -> None:
         m.active = False
         self.bits_drained += m.sent
         m.sent = m.bits
+        self._active.pop(m.mid, None)
+        on_hop = self._on_hop
         for h in m.hops:
-            ms = self._on_hop.get(h)
+            ms = on_hop.get(h)
             if ms is not None:
                 ms.pop(m.mid, None)
                 if not ms:
-                    del self._on_hop[h]
+                    del on_hop[h]
 
-    def _rates(self) -> dict[int, float]:
-        """Max-min fair rates of the active messages (progressive filling)."""
-        cap = {h: self._cap[h] for h in self._on_hop}
-        left = {h: dict(ms) for h, ms in self._on_hop.items()}  # unfrozen messages per hop
+    def _component(self, seeds) -> tuple[dict[int, WiredMessage], list]:
+        """The active messages and the busy hops connected to the hops ``seeds``."""
+        on_hop = self._on_hop
+        msgs: dict[int, WiredMessage] = {}
+        hops = []
+        seen = set()
+        stack = [h for h in seeds if h in on_hop]
+        while stack:
+            h = stack.pop()
+            if h in seen:
+                continue
+            seen.add(h)
+            hops.append(h)
+            for mid, m in on_hop[h].items():
+                if mid not in msgs:
+                    msgs[mid] = m
+                    stack.extend(m.hops)
+        return msgs, hops
+
+    def _rates(self, msgs: dict[int, WiredMessage], hops: list) -> dict[int, float]:
+        """Max-min fair rates of the messages ``msgs`` of one component crossing ``hops``
+        (progressive filling)."""
+        on_hop = self._on_hop
+        if len(msgs) == 1:  # alone: its bottleneck (the first step of the filling, exactly)
+            (mid, m), = msgs.items()
+            return {mid: min(self._cap[h] for h in m.hops)}
+        if len(hops) == 1:  # one shared hop: an equal share each
+            h = hops[0]
+            share = self._cap[h] / len(on_hop[h])
+            return dict.fromkeys(msgs, share)
+        cap = {h: self._cap[h] for h in hops}
+        left = {h: dict(on_hop[h]) for h in hops}  # unfrozen messages per hop
         rates: dict[int, float] = {}
         while left:
             # the hop whose equal share is smallest freezes its messages (ties: hop order)
@@ -279,27 +328,32 @@ class WiredNet:
                             del left[h]
         return rates
 
-    def _replan(self) -> None:
-        now = self.env.now
-        msgs: dict[int, WiredMessage] = {}
-        for ms in self._on_hop.values():
-            msgs.update(ms)
-        rates = self._rates()
+    def _replan(self, seeds) -> None:
+        """Re-plan the components of the hops ``seeds``: new rates, arrival and drain
+        wake-ups (scheduled in message order)."""
+        msgs, hops = self._component(seeds)
+        if not msgs:
+            return
+        env = self.env
+        now = env.now
+        on_hop = self._on_hop
+        rates = self._rates(msgs, hops)
+        lone = len(msgs) == 1
         for mid in sorted(msgs):
             m = msgs[mid]
             r = rates[mid]
-            shared = any(len(self._on_hop[h]) > 1 for h in m.hops)
             if r != m.rate:
                 m.rate = r
                 m.gen += 1
                 m.wake_gen = -1
                 drain = max(m.bits - m.sent, 0.0) / r
                 m.t_drain = now + drain
-                ev = self.env.timeout(m.latency_s + drain, value=(m, m.gen))
+                ev = env.timeout(m.latency_s + drain, value=(m, m.gen))
                 ev.callbacks.append(self._on_arrival)
-            if shared and m.wake_gen != m.gen:
+            if (not lone and m.wake_gen != m.gen
+                    and any(len(on_hop[h]) > 1 for h in m.hops)):
                 m.wake_gen = m.gen
-                ev = self.env.timeout(max(m.t_drain - now, 0.0), value=(m, m.gen))
+                ev = env.timeout(max(m.t_drain - now, 0.0), value=(m, m.gen))
                 ev.callbacks.append(self._on_drain)
 
     def _on_drain(self, ev) -> None:
@@ -308,11 +362,12 @@ class WiredNet:
             return
         self._settle()
         self._remove(m)
-        for ms in list(self._on_hop.values()):  # others that drain at this instant too
-            for o in list(ms.values()):
-                if o.active and o.bits - o.sent <= 1e-9 * o.bits + 1e-9:
-                    self._remove(o)
-        self._replan()
+        seeds = list(m.hops)
+        for o in list(self._active.values()):  # others that drain at this instant too
+            if o.bits - o.sent <= 1e-9 * o.bits + 1e-9:
+                self._remove(o)
+                seeds.extend(o.hops)
+        self._replan(seeds)
 
     def _on_arrival(self, ev) -> None:
         m, gen = ev._value
@@ -321,7 +376,7 @@ class WiredNet:
         if m.active:  # a lone message: drained long ago, nobody met it since
             self._settle()
             self._remove(m)
-            self._replan()
+            self._replan(m.hops)
         # Urgent, so that whoever waits resumes right after this timeout, as it would when
         # waiting on the timeout itself (same-time order as without contention modelling).
         self._in_flight.pop(m.mid, None)
