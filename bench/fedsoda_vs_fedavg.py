@@ -9,7 +9,8 @@ prints one row per algorithm::
                client storage MB  vs full fp16  accuracy  accuracy (full model)  t to target (s)
 
 - communication: mean bits per round as the simulator moved them (uplink, downlink; the
-  downlink includes fedsoda's one-time sub-model downloads) and the adapter payload per
+  downlink includes the one-time model downloads: fedsoda's 4-bit sub-model, and for
+  fedavg_lora the full fp16 base model, ``model_download: true``) and the adapter payload per
   client and direction (what travels every round after the first participation);
 - client storage: fedsoda's 4-bit sub-model + 16-bit embeddings/norms + fp32 adapters;
   fedavg_lora's full model at 16 bits + fp32 adapters (the fp16 baseline);
@@ -54,6 +55,8 @@ def run(scenario, algorithm: str):
     options = dict(scenario.fl.options)
     if algorithm != "fedsoda":
         options = {k: v for k, v in options.items() if k not in SODA_ONLY}
+        # symmetric with fedsoda's one-time sub-model download: the full fp16 base, once
+        options.setdefault("model_download", True)
     cls = get_algorithm(algorithm)
     alg = cls(cls.Config(**options), AlgorithmContext(n_clients=scenario.clients.n_clients, seed=scenario.seed))
     res = Simulation(scenario, algorithm=alg).run()

@@ -39,7 +39,7 @@ from fl.flops import profile
 from fl.models import add_lora, bytes_resident, count_parameters, count_trainable, load_model, lora_shapes, \
     lora_state, set_lora_state
 from fl.partition import DirichletPartition, PartitionSpec
-from fl.payload import LoraPayload, payload_bits
+from fl.payload import DTYPE_BITS, LoraPayload, payload_bits
 from fl.seeding import int_seed
 from fl.specs import AnyModelSpec, DataSpec, LoraSpec, ModelSpec, WireDtype
 from fl.train import draw_batches, evaluate, local_train
@@ -60,6 +60,9 @@ class FedAvgLoRAConfig(AlgorithmConfig):
     upload_dtype, download_dtype: how adapters travel (fp32, fp16, bf16, int8).
     upload: ``adapter`` (the trained adapter) or ``delta`` (trained − received).
     header_bits: modelled header bits added to every payload.
+    model_download: model the one-time download of the frozen base model at a client's
+        first participation (``Receive`` labelled ``base_model`` before the adapter), sent
+        with ``model_download_dtype``; off by default (the phones already hold the model).
     eval_every: evaluate the global model after rounds where (round + 1) % eval_every == 0.
     eval_batch_size: prompts per evaluation forward pass.
     data_seed: seed of the data splits (test set, partition); None uses the run's seed.
@@ -79,11 +82,30 @@ class FedAvgLoRAConfig(AlgorithmConfig):
     download_dtype: WireDtype = "fp16"
     upload: Literal["adapter", "delta"] = "adapter"
     header_bits: int = Field(0, ge=0)
+    model_download: bool = False
+    model_download_dtype: WireDtype = "fp16"
     eval_every: int = Field(1, ge=1)
     eval_batch_size: int = Field(16, ge=1)
     data_seed: int | None = Field(None, ge=0)
     seed_offset: int = Field(0, ge=0)
     cache_dir: str | None = None
+
+
+@dataclass(frozen=True)
+class BaseModelPayload:
+    """The frozen base model as it travels once per client (``model_download``): sizes only.
+
+    n_values: frozen parameters (tied embeddings counted once); bits per value from
+    ``dtype`` (fp32 32, fp16/bf16 16, int8 8 — int8 scales are not modelled).
+    """
+
+    n_values: int
+    dtype: WireDtype
+    header_bits: int = 0
+
+    @property
+    def bits(self) -> int:
+        return self.n_values * DTYPE_BITS[self.dtype] + int(self.header_bits)
 
 
 @dataclass(frozen=True)
@@ -121,11 +143,17 @@ class FedAvgLoRA(LMAlgorithm):
         self.global_state = lora_state(self.model)
         self.version = 0  # aggregations so far
         self._download: tuple[int, LoraPayload] | None = None
+        n_frozen = count_parameters(self.model) - count_trainable(self.model)  # tied weights once
+        self.base_payload = BaseModelPayload(n_frozen, config.model_download_dtype, config.header_bits)
+        self._holders: set[int] = set()  # clients that hold the base model (model_download)
 
     # --- the contract -----------------------------------------------------------------------
 
     def client_round(self, rnd: int, client: int):
         cfg = self.config
+        if cfg.model_download and client not in self._holders:
+            yield Receive(self.base_payload, label="base_model")
+            self._holders.add(client)  # only once the download completed
         received = yield Receive(self.download_payload(), label="model")
         gen = torch.Generator().manual_seed(int_seed(self.train_root, "train", client, rnd))
         # index lists only (cheap); they fix the FLOPs before any real work runs
@@ -212,6 +240,7 @@ class FedAvgLoRA(LMAlgorithm):
             "client_storage_bytes": bytes_resident(self.model),
             "bits_up": self.upload_bits,
             "bits_down": self.download_bits,
+            "bits_base_model": self.base_payload.bits,
             "n_train": int(len(self.train_idx)),
             "n_test": int(len(self.test_idx)),
             "n_public": int(len(self.public_idx)),

@@ -96,6 +96,22 @@ def test_payload_sizes_are_exact(small_options):
     assert (traffic.bits_up, traffic.bits_down) == (algo.upload_bits, algo.download_bits)
 
 
+def test_model_download_once_per_client(small_options):
+    algo = _algo(small_options, model_download=True, model_download_dtype="fp16", header_bits=10)
+    frozen = sum(p.numel() for p in algo.model.parameters() if not p.requires_grad)
+    assert algo.base_payload.bits == frozen * 16 + 10
+    gen = algo.client_round(0, 0)
+    first = next(gen)
+    assert isinstance(first, Receive) and first.label == "base_model" and first.payload.bits == algo.base_payload.bits
+    assert gen.send(first.payload).label == "model"  # then the adapter, as without the option
+    gen.close()
+    _, traffic = drive(algo.client_round(1, 0))  # client 0 holds the model now
+    assert traffic.bits_down == algo.download_bits
+    _, traffic = drive(algo.client_round(1, 1))  # client 1 does not yet
+    assert traffic.bits_down == algo.download_bits + algo.base_payload.bits
+    assert algo.info()["bits_base_model"] == algo.base_payload.bits
+
+
 def test_compute_flops_are_what_the_work_really_multiplies(small_options):
     algo = _algo(small_options)
     algo.model.get_base_model().set_attn_implementation("eager")  # so FlopCounterMode sees attention
