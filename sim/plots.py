@@ -124,17 +124,22 @@ def plot_run(run_dir: Path, result=None) -> list[str]:
     a1.set_title(f"{name}: bits and time per round{tag}")
     save(fig, "rounds.png")
 
-    # 4. accuracy vs simulated time
-    fig, ax = plt.subplots(figsize=(7, 4))
+    # 4. accuracy (and loss, when there is one) vs simulated time, from the untrained model on
     ev = rounds.dropna(subset=["accuracy"])
-    t_acc, acc = list(ev["t_end_s"]), list(ev["accuracy"])
-    if initial.get("accuracy") is not None:  # the untrained model at t = 0
-        t_acc, acc = [0.0] + t_acc, [initial["accuracy"]] + acc
-        ax.axhline(initial["accuracy"], color="grey", ls=":", lw=1, label="untrained model")
-        ax.legend(fontsize=7, loc="lower right")
-    ax.plot(t_acc, acc, "o-")
-    ax.set_xlabel("simulated time (s)")
-    ax.set_ylabel("accuracy" + (" (surrogate curve)" if tag else ""))
-    ax.set_title(f"{name}: accuracy vs simulated time{tag}")
+    has_loss = "loss" in ev and ev["loss"].notna().any()
+    fig, axes = plt.subplots(2 if has_loss else 1, 1, figsize=(7, 6 if has_loss else 4),
+                             sharex=True, squeeze=False)
+    for ax, col, label in zip(axes[:, 0], ("accuracy", "loss"),
+                              ("accuracy", "loss (answer tokens)")):
+        t, y = list(ev["t_end_s"]), list(ev[col])
+        if initial.get(col) is not None:  # the untrained model at t = 0
+            t, y = [0.0] + t, [initial[col]] + y
+            ax.axhline(initial[col], color="grey", ls=":", lw=1, label="untrained model")
+            ax.legend(fontsize=7, loc="best")
+        ax.plot(t, y, "o-")
+        ax.set_ylabel(label + (" (surrogate curve)" if tag else ""))
+        ax.grid(alpha=0.3)
+    axes[-1, 0].set_xlabel("simulated time (s)")
+    axes[0, 0].set_title(f"{name}: accuracy{' and loss' if has_loss else ''} vs simulated time{tag}")
     save(fig, "accuracy.png")
     return files
