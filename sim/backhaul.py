@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from functools import cached_property
 
 import networkx as nx
 import simpy
@@ -49,6 +50,11 @@ class WiredPath:
     def hops(self) -> tuple[tuple[str, str], ...]:
         """Directed hops ``(a, b)`` in path order (each direction of a link is its own hop)."""
         return tuple(zip(self.nodes, self.nodes[1:]))
+
+    @cached_property
+    def finite_hops(self) -> tuple[tuple[tuple[str, str], float], ...]:
+        """``(hop, capacity bit/s)`` of the hops of finite capacity, path order (cached)."""
+        return tuple((h, c) for h, c in zip(self.hops, self.capacities_bps) if math.isfinite(c))
 
     def delay_s(self, bits: float) -> float:
         """Time for a message of ``bits`` to cross the path, s."""
@@ -171,7 +177,6 @@ class WiredNet:
         self.hop_bits: dict[tuple[str, str], float] = {}  # bits each hop carried, integrated
         self._in_flight: dict[int, WiredMessage] = {}  # sent, not yet arrived nor cancelled
         self._active: dict[int, WiredMessage] = {}  # on their hops (draining or drained), start order
-        self._finite: dict[WiredPath, tuple] = {}  # path -> its finite-capacity (hop, bit/s)
 
     # ------------------------------------------------------------------ public API
     @property
@@ -191,11 +196,7 @@ class WiredNet:
     def send(self, path: WiredPath, bits: float) -> WiredMessage:
         """Start a message of ``bits`` over ``path`` now; ``message.done`` succeeds on arrival."""
         env = self.env
-        finite = self._finite.get(path)
-        if finite is None:  # its finite-capacity hops and their capacities, path order
-            finite = tuple((h, c) for h, c in zip(path.hops, path.capacities_bps)
-                           if math.isfinite(c))
-            self._finite[path] = finite
+        finite = path.finite_hops
         hops = tuple(h for h, _ in finite)
         msg = WiredMessage(self._next_id, hops, float(bits), path.latency_s, None, env.now)
         self._next_id += 1
@@ -339,7 +340,7 @@ class WiredNet:
         on_hop = self._on_hop
         rates = self._rates(msgs, hops)
         lone = len(msgs) == 1
-        for mid in sorted(msgs):
+        for mid in (msgs if lone else sorted(msgs)):
             m = msgs[mid]
             r = rates[mid]
             if r != m.rate:
