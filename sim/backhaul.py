@@ -21,10 +21,12 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from functools import cached_property
+from heapq import heappush
 
 import networkx as nx
 import simpy
-from simpy.core import URGENT
+from simpy.core import NORMAL, URGENT
+from simpy.events import Event
 
 __all__ = ["Backhaul", "WiredPath", "WiredNet", "WiredMessage", "site_node", "SHARING"]
 
@@ -125,10 +127,12 @@ class Backhaul:
 
 class WiredMessage:
     """One message on its wired path. ``done`` succeeds at the arrival; ``sent`` bits have
-    left the source so far (``bits`` once drained); ``rate`` is its current bit/s."""
+    left the source so far (``bits`` once drained); ``rate`` is its current bit/s.
+    ``arr_key`` / ``wake_key``: ``(time s, order key)`` of its pending arrival and drain
+    wake-up (``None``: none pending), see :class:`WiredNet`."""
 
     __slots__ = ("mid", "hops", "bits", "sent", "rate", "latency_s", "t_start", "t_drain",
-                 "gen", "wake_gen", "done", "active")
+                 "gen", "arr_key", "wake_key", "done", "active")
 
     def __init__(self, mid, hops, bits, latency_s, done, t_start):
         self.mid = mid
@@ -139,8 +143,9 @@ class WiredMessage:
         self.latency_s = latency_s
         self.t_start = t_start
         self.t_drain = math.inf  # predicted time its last bit leaves the source
-        self.gen = 0  # bumped whenever its rate changes: voids older wake-ups
-        self.wake_gen = -1  # gen of its pending drain wake-up, -1 when none
+        self.gen = 0  # bumped whenever its rate changes (or it is cancelled)
+        self.arr_key = None  # (arrival time s, order key) for the current rate
+        self.wake_key = None  # (drain wake-up time s, order key), None until it shares a hop
         self.done = done
         self.active = True
 
@@ -155,6 +160,15 @@ class WiredNet:
     bit for bit), and no drain wake-up; it is removed lazily, by the next message that
     meets it after it drained. Only a message that shares a hop gets a drain wake-up (its
     leaving speeds the others up).
+
+    Cheap with contention too: a change re-plans its component (O(messages) arithmetic) but
+    schedules O(1) SimPy events. Each message keeps the keys ``(time, order)`` of its
+    pending arrival (re-keyed when its rate changes) and drain wake-up (keyed once it shares
+    a hop); only the smallest key of each connected component is put on SimPy's queue, as
+    one timer, and a drained message's arrival when it is removed. ``order`` is a SimPy
+    event id taken once per re-plan plus ``j / 2**20`` for its ``j``-th key: the place in
+    SimPy's same-time order that a timeout scheduled there would have had, so same-instant
+    events run in the order they would with one timeout per key.
 
     Args:
         env: the simulation's environment.
@@ -177,6 +191,9 @@ class WiredNet:
         self.hop_bits: dict[tuple[str, str], float] = {}  # bits each hop carried, integrated
         self._in_flight: dict[int, WiredMessage] = {}  # sent, not yet arrived nor cancelled
         self._active: dict[int, WiredMessage] = {}  # on their hops (draining or drained), start order
+        self._pending: dict[float, tuple[bool, WiredMessage]] = {}  # timer order key -> (wake?, msg)
+        self._key_base = -1  # the event id of the running re-plan's keys (-1: none taken yet)
+        self._key_j = 0
 
     # ------------------------------------------------------------------ public API
     @property
@@ -224,6 +241,7 @@ class WiredNet:
             if ms:
                 for m in [m for m in ms.values() if m.t_drain <= now]:
                     self._remove(m)
+                    self._arm_arrival(m)
                     seeds.extend(m.hops)
         for h in hops:
             ms = on_hop.get(h)
@@ -238,11 +256,11 @@ class WiredNet:
     def cancel(self, msg: WiredMessage) -> None:
         """Abandon ``msg`` now (its task was interrupted); the others speed up."""
         self._in_flight.pop(msg.mid, None)
+        msg.gen += 1
+        msg.arr_key = msg.wake_key = None  # voids its pending timers
         if not msg.active:
-            msg.gen += 1
             return
         self._settle()
-        msg.gen += 1
         self._remove(msg)
         self._replan(msg.hops)
 
@@ -281,24 +299,32 @@ class WiredNet:
                 if not ms:
                     del on_hop[h]
 
-    def _component(self, seeds) -> tuple[dict[int, WiredMessage], list]:
-        """The active messages and the busy hops connected to the hops ``seeds``."""
+    def _component(self, seeds) -> tuple[dict[int, WiredMessage], list, list]:
+        """The active messages and the busy hops connected to the hops ``seeds``, and the
+        messages of each connected piece among them."""
         on_hop = self._on_hop
         msgs: dict[int, WiredMessage] = {}
         hops = []
+        pieces = []
         seen = set()
-        stack = [h for h in seeds if h in on_hop]
-        while stack:
-            h = stack.pop()
-            if h in seen:
+        for s in seeds:
+            if s in seen or s not in on_hop:
                 continue
-            seen.add(h)
-            hops.append(h)
-            for mid, m in on_hop[h].items():
-                if mid not in msgs:
-                    msgs[mid] = m
-                    stack.extend(m.hops)
-        return msgs, hops
+            piece = []
+            stack = [s]
+            while stack:
+                h = stack.pop()
+                if h in seen:
+                    continue
+                seen.add(h)
+                hops.append(h)
+                for mid, m in on_hop[h].items():
+                    if mid not in msgs:
+                        msgs[mid] = m
+                        piece.append(m)
+                        stack.extend(m.hops)
+            pieces.append(piece)
+        return msgs, hops, pieces
 
     def _rates(self, msgs: dict[int, WiredMessage], hops: list) -> dict[int, float]:
         """Max-min fair rates of the messages ``msgs`` of one component crossing ``hops``
@@ -329,51 +355,94 @@ class WiredNet:
                             del left[h]
         return rates
 
+    def _order(self) -> float:
+        """The next order key of the running re-plan (see the class docstring): exact while
+        event ids stay below 2**33."""
+        if self._key_base < 0:
+            self._key_base = next(self.env._eid)
+            self._key_j = 0
+        j = self._key_j
+        self._key_j = j + 1
+        return self._key_base + j * 2.0**-20
+
+    def _arm(self, key, wake: bool, m: WiredMessage) -> None:
+        """Put a timer for ``key`` on SimPy's queue, unless one is there already."""
+        order = key[1]
+        if order in self._pending:
+            return
+        self._pending[order] = (wake, m)
+        ev = Event(self.env)
+        ev._ok = True
+        ev._value = order
+        ev.callbacks.append(self._on_timer)
+        heappush(self.env._queue, (key[0], NORMAL, order, ev))
+
+    def _arm_arrival(self, m: WiredMessage) -> None:
+        """A removed (drained) message's pending arrival goes on SimPy's queue."""
+        m.wake_key = None
+        if m.arr_key is not None:
+            self._arm(m.arr_key, False, m)
+
     def _replan(self, seeds) -> None:
-        """Re-plan the components of the hops ``seeds``: new rates, arrival and drain
-        wake-ups (scheduled in message order)."""
-        msgs, hops = self._component(seeds)
+        """Re-plan the components of the hops ``seeds``: new rates, the keys of arrivals and
+        drain wake-ups (taken in message order), and one timer per connected piece for its
+        earliest key."""
+        msgs, hops, pieces = self._component(seeds)
         if not msgs:
             return
-        env = self.env
-        now = env.now
+        now = self.env.now
         on_hop = self._on_hop
         rates = self._rates(msgs, hops)
         lone = len(msgs) == 1
+        self._key_base = -1
         for mid in (msgs if lone else sorted(msgs)):
             m = msgs[mid]
             r = rates[mid]
             if r != m.rate:
                 m.rate = r
                 m.gen += 1
-                m.wake_gen = -1
+                m.wake_key = None
                 drain = max(m.bits - m.sent, 0.0) / r
                 m.t_drain = now + drain
-                ev = env.timeout(m.latency_s + drain, value=(m, m.gen))
-                ev.callbacks.append(self._on_arrival)
-            if (not lone and m.wake_gen != m.gen
+                # the arithmetic of Timeout(latency + drain) scheduled now
+                m.arr_key = (now + (m.latency_s + drain), self._order())
+            if (not lone and m.wake_key is None
                     and any(len(on_hop[h]) > 1 for h in m.hops)):
-                m.wake_gen = m.gen
-                ev = env.timeout(max(m.t_drain - now, 0.0), value=(m, m.gen))
-                ev.callbacks.append(self._on_drain)
+                m.wake_key = (now + max(m.t_drain - now, 0.0), self._order())
+        for piece in pieces:
+            first, wake, m_first = None, False, None
+            for m in piece:
+                k = m.arr_key
+                if first is None or k < first:
+                    first, wake, m_first = k, False, m
+                k = m.wake_key
+                if k is not None and k < first:
+                    first, wake, m_first = k, True, m
+            self._arm(first, wake, m_first)
 
-    def _on_drain(self, ev) -> None:
-        m, gen = ev._value
-        if gen != m.gen or not m.active:
-            return
+    def _on_timer(self, ev) -> None:
+        order = ev._value
+        wake, m = self._pending.pop(order)
+        if wake:
+            if m.active and m.wake_key is not None and m.wake_key[1] == order:
+                self._on_drain(m)
+        elif m.arr_key is not None and m.arr_key[1] == order:
+            self._on_arrival(m)
+
+    def _on_drain(self, m: WiredMessage) -> None:
         self._settle()
         self._remove(m)
+        self._arm_arrival(m)
         seeds = list(m.hops)
         for o in list(self._active.values()):  # others that drain at this instant too
             if o.bits - o.sent <= 1e-9 * o.bits + 1e-9:
                 self._remove(o)
+                self._arm_arrival(o)
                 seeds.extend(o.hops)
         self._replan(seeds)
 
-    def _on_arrival(self, ev) -> None:
-        m, gen = ev._value
-        if gen != m.gen:
-            return
+    def _on_arrival(self, m: WiredMessage) -> None:
+        m.arr_key = None
         if m.active:  # a lone message: drained long ago, nobody met it since
             self._settle()
             self._remove(m)
