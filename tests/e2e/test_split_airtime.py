@@ -40,20 +40,6 @@ OPTIONS = dict(
 )
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _parse_fortunes_once():
-    """Every algorithm here loads the same small fortune set: parse the files once (the
-    datasets are immutable), not once per algorithm instance."""
-    import functools
-
-    import fl.split_lora
-
-    real = fl.split_lora.load_dataset
-    fl.split_lora.load_dataset = functools.lru_cache(maxsize=None)(real)
-    yield
-    fl.split_lora.load_dataset = real
-
-
 def _merge(a: dict, b: dict) -> dict:
     out = copy.deepcopy(a)
     for k, v in b.items():
