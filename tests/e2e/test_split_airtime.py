@@ -160,7 +160,7 @@ def test_deadline_mid_round_keeps_only_completed_steps():
 @pytest.mark.parametrize("service", ["sequential", "parallel"])
 def test_server_service_queues_or_overlaps_clients(service):
     """Two clients on identical links reach the server at the same time: sequential service
-    runs their server steps back to back, parallel at once."""
+    runs their server steps back to back, parallel at once, sharing the server's FLOP/s."""
     algo = _algo(n_clients=2, local_steps=1)
     res, ev = _run(algo, TableLink([R1, R1]), clients={"n_clients": 2}, fl={"clients_per_round": 2},
                    server={"service": service, "flops": 1e9})
@@ -169,14 +169,20 @@ def test_server_service_queues_or_overlaps_clients(service):
         return rows.sort_values("client")["t_s"].tolist()
 
     arrive, start, end = times("send_end", "activations"), times("server_compute_start"), times("server_compute_end")
-    for c in (0, 1):
-        assert end[c] - start[c] == pytest.approx(algo.round_plan(0, c)[0]["server_flops"] / 1e9)
+    flops = [algo.round_plan(0, c)[0]["server_flops"] for c in (0, 1)]
     first, second = sorted((0, 1), key=lambda c: arrive[c])
     assert start[first] == pytest.approx(arrive[first])
-    if service == "sequential":  # the second waits for the first
+    if service == "sequential":  # the second waits for the first, each at the full 1 GFLOP/s
+        for c in (0, 1):
+            assert end[c] - start[c] == pytest.approx(flops[c] / 1e9)
         assert arrive[second] < end[first] and start[second] == pytest.approx(end[first])
-    else:  # served at once, overlapping
+    else:  # served at once, sharing the 1 GFLOP/s (processor sharing) while both are in service
         assert start[second] == pytest.approx(arrive[second]) and start[second] < end[first]
+        rem = {first: flops[first] - (start[second] - start[first]) * 1e9, second: flops[second]}
+        a, b = sorted(rem, key=rem.get)  # a finishes first: both at 0.5 GFLOP/s until then
+        t_a = start[second] + 2 * rem[a] / 1e9
+        assert end[a] == pytest.approx(t_a)
+        assert end[b] == pytest.approx(t_a + (rem[b] - rem[a]) / 1e9)
     assert res.rounds["server_steps"].iloc[0] == 2
 
 
