@@ -221,7 +221,8 @@ class BlockFading:
         at = self._at if every else self._at[ids]
         a_min = a_max = -1
         if at.size:
-            a_min, a_max = int(at.min()), int(at.max())
+            at_list = at.tolist()  # (Python's min/max: cheaper than numpy reductions on a few)
+            a_min, a_max = min(at_list), max(at_list)
             if a_max > k:
                 raise ValueError(
                     f"The 'block_index' parameter of BlockFading must not go back in time: the state is at "
@@ -245,7 +246,7 @@ class BlockFading:
             whole = jump is None or bool(jump.all())
             rho = self._rho(k - at, speeds) if whole else self._rho(k - at[jump], speeds[jump])
             move = rho != 1.0
-            if whole and move.all():  # the usual case: every client moves
+            if whole and np.count_nonzero(move) == move.size:  # the usual case: all move
                 who = np.arange(self.n_ue) if every else ids
                 r = rho
             elif move.any():

@@ -369,9 +369,13 @@ class Association:
         idx = np.arange(n_cols)
         best = np.argmax(r, axis=0)
         new = serving < 0  # first seen: attach, no handover
-        if new.any():
+        if np.count_nonzero(new):
             serving = np.where(new, best, serving)
         better = r[best, idx] > r[serving, idx] + self.hysteresis_db
+        if not np.count_nonzero(better):  # the usual case: nobody is a candidate, nothing fires
+            self._serving[ids] = serving
+            self._candidate[ids] = -1
+            return serving.copy(), better
         new_cand = better & (best != cand)
         since = np.where(new_cand, t_s, since)
         cand = np.where(better, best, -1)

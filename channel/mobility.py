@@ -235,7 +235,7 @@ class _Waypoints(Mobility):
         c = self._cursor if every else self._cursor[rows]
         T0, T1 = T[rows, c], T[rows, c + 1]
         ok = (T0 <= t_row) & (t_row < T1)
-        if ok.all():
+        if np.count_nonzero(ok) == ok.size:
             return c, T0, T1  # the cursor holds: its leg's times come along
         bad = np.flatnonzero(~ok)
         rb = rows[bad]
@@ -275,8 +275,11 @@ class _Waypoints(Mobility):
         self._extend(t)
         if rows is None:
             rows = self._rows
-        t0_row = self._t[rows, 0]
-        t_row = np.maximum(t, t0_row)  # before a client's first sample: hold it (traces)
+        if self._hold_before_start:
+            t0_row = self._t[rows, 0]
+            t_row = np.maximum(t, t0_row)  # before a client's first sample: hold it (traces)
+        else:  # generated trajectories start at or before the kept history: max(t, T[0]) = t
+            t_row = np.full(rows.size, t)
         j, T0, T1 = self._locate(t_row, None if rows is self._rows else rows)
         j1 = j + 1
         if T0 is None:
@@ -285,7 +288,7 @@ class _Waypoints(Mobility):
         dt = T1 - T0
         step = P1 - P0
         moving = np.isfinite(dt) & (dt > 0.0)
-        if moving.all():  # the np.where below would select every first branch
+        if np.count_nonzero(moving) == moving.size:  # the np.where below would select every first branch
             vel = step / dt[:, None]
             frac = (t_row - T0) / dt
         else:

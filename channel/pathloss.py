@@ -49,6 +49,7 @@ from __future__ import annotations
 import math
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
+from functools import cached_property
 from typing import ClassVar
 
 import numpy as np
@@ -151,8 +152,13 @@ class PathlossPlan:
 
     def link_shape(self, *arrays) -> tuple[int, ...]:
         """Broadcast shape of the given arrays and of this plan's coefficient arrays."""
+        return np.broadcast_shapes(*(np.shape(a) for a in arrays), self._coef_shape)
+
+    @cached_property
+    def _coef_shape(self) -> tuple[int, ...]:
+        """Broadcast shape of the coefficient arrays (fixed: computed once, not per block)."""
         coefs = (self.a1, self.k1, self.c1, self.d_bp_sq, self.a2, self.k2, self.a3, self.k3, self.dh_sq)
-        return np.broadcast_shapes(*(np.shape(a) for a in arrays), *(np.shape(c) for c in coefs if c is not None))
+        return np.broadcast_shapes(*(np.shape(c) for c in coefs if c is not None))
 
     def _from_sq(self, d2d_sq, d3_sq, los, out, nlos, w) -> np.ndarray:
         # d3_sq holds the (clipped) squared 3-D distance; it is consumed (overwritten).
@@ -796,8 +802,8 @@ class LosState:
         disp = per_client(displacement_m, ids.size)
         n = self._n if every else self._n[ids]
         acc = (self._acc_m if every else self._acc_m[ids]) + disp
-        if ids.size and int(n.min()) >= 0:  # the usual case: no new client
-            fresh = np.zeros(ids.size, dtype=bool)
+        fresh = None
+        if ids.size and min(n.tolist()) >= 0:  # the usual case: no new client
             due = acc >= self.update_m
             if self.update_m <= 0.0:
                 due &= acc > 0.0
@@ -805,7 +811,7 @@ class LosState:
             fresh = n < 0
             acc[fresh] = 0.0
             due = fresh | ((acc >= self.update_m) & (acc > 0.0))
-        sel = np.flatnonzero(due)
+        sel = due.nonzero()[0]
         if every:
             self._acc_m = acc
         else:
@@ -822,7 +828,7 @@ class LosState:
             d_cols = d_cols[:, sel]
         if squared:
             d_cols = np.sqrt(d_cols)
-        self._refresh(idx, fresh[sel], acc[sel], d_cols, h_cols)
+        self._refresh(idx, np.zeros(sel.size, dtype=bool) if fresh is None else fresh[sel], acc[sel], d_cols, h_cols)
         return self._los_view
 
     def _refresh(self, idx, fresh, acc, d2d_cols, h_cols) -> None:

@@ -136,6 +136,10 @@ class RadioChannel:
         self.los_mode = check_choice(los_mode, "los_mode", owner, ("random", "los", "nlos"))
         self._sectorised = layout.is_sectorised
         self._site_of_bs = layout.site_of_bs
+        # sector gains from the per-site offsets (no tilt, every BS sectorised)
+        self._fast_sectors = (self._sectorised and downtilt_deg is None
+                              and bool(np.isfinite(layout.bs_azimuth_deg).all()))
+        self._az_col = np.asarray(layout.bs_azimuth_deg, dtype=float).reshape(-1, 1)
         site_h = layout.site_height_m
         # the plan validates carrier and heights now, not in simulated hour three
         self.plan = self.pathloss.plan(self.carrier_hz, site_h[:, None], h_ut if h_ut.ndim == 0 else h_ut[None, :])
@@ -288,13 +292,13 @@ class RadioChannel:
     # -- the per-block update --------------------------------------------------------------
     def _index(self, ue_index) -> np.ndarray:
         idx = np.asarray(ue_index)
-        if idx.ndim != 1 or not (idx.size == 0 or np.issubdtype(idx.dtype, np.integer)):
+        if idx.ndim != 1 or not (idx.size == 0 or idx.dtype.kind in "iu"):  # integers
             raise ValueError(
                 f"The 'ue_index' parameter of RadioChannel must be a 1-D array of client indices. "
                 f"Got {idx.dtype} array of shape {idx.shape} instead."
             )
         idx = idx.astype(np.int64, copy=False)
-        if idx.size > 1 and not (idx[1:] > idx[:-1]).all():  # not ascending: check it all
+        if idx.size > 1 and np.count_nonzero(idx[1:] > idx[:-1]) != idx.size - 1:  # not ascending
             if np.unique(idx).size != idx.size:
                 raise ValueError("The 'ue_index' parameter of RadioChannel must not repeat a client. Got duplicates.")
             lo, hi = int(idx.min()), int(idx.max())
@@ -317,7 +321,8 @@ class RadioChannel:
         at = self._at if idx is None else self._at[idx]
         self._block = k if self._block is None else max(self._block, k)
         todo = at < k
-        if not todo.any():
+        n_todo = np.count_nonzero(todo)  # (cheaper than any()/all() on a few clients)
+        if n_todo == 0:
             return None
         xy = np.asarray(ue_xy_m, dtype=float)
         if xy.shape != (n, 2):
@@ -327,10 +332,10 @@ class RadioChannel:
         if not np.isfinite(xy).all():
             raise ValueError("The 'ue_xy_m' parameter of RadioChannel must be finite. Got NaN or inf instead.")
         speed = per_client(ue_speed_mps, n)
-        if todo.all():
+        if n_todo == n:
             ids = idx  # every client asked for moves on: no gathers (None: whole arrays)
         else:
-            sel = np.flatnonzero(todo)
+            sel = todo.nonzero()[0]
             ids = sel if idx is None else idx[sel]
             xy, speed, at = xy[sel], speed[sel], at[sel]
         first = at < 0
@@ -338,11 +343,12 @@ class RadioChannel:
         disp = np.hypot(xy[:, 0] - prev[:, 0], xy[:, 1] - prev[:, 1])
         disp[first] = 0.0
         moved = first | (disp > 0.0)
+        n_moved = np.count_nonzero(moved)
         ls = None
-        if moved.all():
+        if n_moved == moved.size:
             ls = self._large_scale(ids, xy, disp, first)
-        elif moved.any():
-            m = np.flatnonzero(moved)
+        elif n_moved:
+            m = moved.nonzero()[0]
             self._large_scale(m if ids is None else ids[m], xy[m], disp[m], first[m])
         p = None
         if self._fading is not None:
@@ -383,12 +389,18 @@ class RadioChannel:
         cols = slice(None) if every else ids
         c = self.n_ue if every else ids.size
         ux, uy = xy[:, 0], xy[:, 1]
-        d2 = self._d2 if every else np.empty((self.n_site, c))
-        tmp = self._tmp if every else np.empty((self.n_site, c))
-        np.subtract(ux, self._site_x, out=d2)  # [n_site, c]
-        np.square(d2, out=d2)
-        np.subtract(uy, self._site_y, out=tmp)
-        np.square(tmp, out=tmp)
+        if self._fast_sectors:  # dx, dy per site are kept for the antenna gains
+            dx = np.subtract(ux, self._site_x)  # [n_site, c]
+            dy = np.subtract(uy, self._site_y)
+            d2 = np.multiply(dx, dx)  # (the same products as np.square)
+            tmp = np.multiply(dy, dy)
+        else:
+            d2 = self._d2 if every else np.empty((self.n_site, c))
+            tmp = self._tmp if every else np.empty((self.n_site, c))
+            np.subtract(ux, self._site_x, out=d2)  # [n_site, c]
+            np.square(d2, out=d2)
+            np.subtract(uy, self._site_y, out=tmp)
+            np.square(tmp, out=tmp)
         d2 += tmp  # d2D², m²
         # clients whose LOS state was refreshed: their σ_SF, d_corr (and K) follow it
         if self._los_state is not None:
@@ -431,7 +443,9 @@ class RadioChannel:
                 pl += self._shadow.value_db(disp, cols=ids)
         if not every:
             self._pl[:, ids] = pl
-        if self._sectorised:
+        if self._fast_sectors:
+            g = self._sector_gain_db(dx, dy)
+        elif self._sectorised:
             h = self.ue_height_m if self.ue_height_m.ndim == 0 else self.ue_height_m[cols]
             g = sector_antenna_gain_db(
                 self.layout.bs_azimuth_deg,
@@ -442,13 +456,25 @@ class RadioChannel:
                 bs_height_m=self.layout.bs_height_m,
                 ue_height_m=h,
             )
+        if self._sectorised:
             if every:
                 np.subtract(g, np.take(pl, self._site_of_bs, axis=0), out=self._ls)
                 return None
-            ls = g - np.take(pl, self._site_of_bs, axis=0)
+            ls = g - pl.take(self._site_of_bs, axis=0)
             self._ls[:, ids] = ls
             return ls  # [n_bs, c] large-scale gain, dB
         return None if every else np.negative(pl)
+
+    def _sector_gain_db(self, dx, dy) -> np.ndarray:
+        """:func:`channel.geometry.sector_antenna_gain_db` (horizontal pattern, no NaN
+        azimuth) from the site-to-client offsets ``dx``, ``dy`` ([n_site, c], m): co-sited
+        sectors share the offsets, so the angle is computed once per site; the arithmetic
+        per link is the function's own, so the values are identical. Returns [n_bs, c] dBi."""
+        ang = np.degrees(np.arctan2(dy, dx))  # [n_site, c]
+        phi = ang.take(self._site_of_bs, axis=0) - self._az_col  # [n_bs, c]
+        phi = (phi + 180.0) % 360.0 - 180.0  # wrap to [-180, 180)
+        att = np.minimum(12.0 * (phi / 65.0) ** 2, 30.0)  # −A_H, dB
+        return self.antenna_max_gain_dbi - att
 
     # -- outputs -------------------------------------------------------------------------
     def _check_block(self, t_s) -> int:

@@ -58,6 +58,11 @@ class WiredPath:
         """``(hop, capacity bit/s)`` of the hops of finite capacity, path order (cached)."""
         return tuple((h, c) for h, c in zip(self.hops, self.capacities_bps) if math.isfinite(c))
 
+    @cached_property
+    def finite_hop_names(self) -> tuple[tuple[str, str], ...]:
+        """The hops of :attr:`finite_hops` alone (cached)."""
+        return tuple(h for h, _ in self.finite_hops)
+
     def delay_s(self, bits: float) -> float:
         """Time for a message of ``bits`` to cross the path, s."""
         if len(self.nodes) < 2:
@@ -214,7 +219,7 @@ class WiredNet:
         """Start a message of ``bits`` over ``path`` now; ``message.done`` succeeds on arrival."""
         env = self.env
         finite = path.finite_hops
-        hops = tuple(h for h, _ in finite)
+        hops = path.finite_hop_names
         msg = WiredMessage(self._next_id, hops, float(bits), path.latency_s, None, env.now)
         self._next_id += 1
         self.bits_offered += msg.bits

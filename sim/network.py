@@ -33,10 +33,13 @@ that completes has ``delivered = bits`` and a cancelled one has ``delivered = se
 from __future__ import annotations
 
 import math
+from heapq import heappush
 from typing import Callable
 
 import numpy as np
 import simpy
+from simpy.core import NORMAL
+from simpy.events import Event
 
 from sim.links import DOWN, UP, LinkModel
 from sim.mac import EqualShare, MacPolicy, ProportionalFair, RoundRobin, make_mac
@@ -235,6 +238,16 @@ class Network:
         self.refresh([client])
         pool = self._pools[(int(self.link.serving[client]), direction)]
         self._settle(pool)
+        if pool.equal_share:  # _pool_rates' common cases, for the probe's rate alone
+            clients = [f.client for f in pool.flows.values()]
+            clients.append(client)
+            full = self.link.rates_of(clients, direction, None, pool.bandwidth_hz)
+            n = len(clients)
+            if n == 1:
+                if full[0] > 0:
+                    return full[0]
+            elif all(r > 0 for r in full):
+                return self.link.rates_of([client], direction, [1.0 / n], pool.bandwidth_hz)[0]
         probe = Flow(-1, client, direction, pool.cell, 0, 0.0, None, "", None, self.env.now)
         return self._pool_rates(pool, [*pool.flows.values(), probe])[0][-1]
 
@@ -378,10 +391,17 @@ class Network:
     def _wake(self, pool: _Pool, best: float) -> None:
         """Schedule ``pool``'s wake-up ``best`` seconds from now (its earliest completion)."""
         delay = max(best, 0.0)
-        if self.env.now + delay < self._block_at:  # else the boundary re-plans first
+        env = self.env
+        at = env._now + delay
+        if at < self._block_at:  # else the boundary re-plans first
             self.n_wakeups += 1
-            ev = self.env.timeout(delay, value=(pool, pool.gen))
+            # what env.timeout(delay, value=...) schedules (same time, priority and event
+            # id), without building a Timeout on this per-event path
+            ev = Event(env)
+            ev._ok = True
+            ev._value = (pool, pool.gen)
             ev.callbacks.append(self._on_pool_wake)
+            heappush(env._queue, (at, NORMAL, next(env._eid), ev))
 
     def _outage(self, f: Flow, start: bool) -> None:
         now = self.env.now

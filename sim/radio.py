@@ -162,12 +162,12 @@ class RadioLink(LinkModel):
         self.serving[need] = serving
         g_serv = g[serving, np.arange(need.size)]  # (m,)
         if tx is not None:
-            pos = np.searchsorted(need, tx)
+            pos = need.searchsorted(tx)
             self._i_up_mw = L.uplink_interference_mw(g[:, pos], self._p_ue_mw[tx], serving[pos])
         sinr_up = self._p_ue_mw[need] * g_serv / (self._i_up_mw[serving] + self._n_up_mw)
         mask = self._tx_down
         signal = self._p_bs_mw * g_serv
-        total = self._p_bs_mw * (mask @ g) if mask.any() else np.zeros(need.size)
+        total = self._p_bs_mw * (mask @ g) if np.count_nonzero(mask) else np.zeros(need.size)
         interference = np.maximum(total - signal * mask[serving], 0.0)
         sinr_down = signal / (interference + self._n_down_mw)
         self._sinr[UP][need] = sinr_up
@@ -178,8 +178,9 @@ class RadioLink(LinkModel):
             fd[c] = sd
             at[c] = k
         self.n_evaluated += need.size
-        moved = np.flatnonzero(fire)
-        return [(int(need[i]), int(old[i]), int(serving[i])) for i in moved]
+        if not np.count_nonzero(fire):
+            return []
+        return [(int(need[i]), int(old[i]), int(serving[i])) for i in fire.nonzero()[0]]
 
     # -- vectorised queries (selection, predictions) --------------------------------------
     def sinr_db(self, clients, direction):
@@ -257,7 +258,7 @@ class Radio:
         clients = np.asarray(clients, dtype=np.int64)
         if len(self._mobilities) == 1:
             (sl, mob), = self._mobilities
-            xy, v = mob.state_of(t_s, clients - sl.start)
+            xy, v = mob.state_of(t_s, clients - sl.start if sl.start else clients)
             return xy, np.hypot(v[:, 0], v[:, 1])
         xy = np.empty((clients.size, 2))
         v = np.empty((clients.size, 2))
