@@ -133,10 +133,18 @@ def table_rows(results: dict, target: float) -> list[dict]:
         acc = df["accuracy"].dropna()
         up = r["events"]
         up = up[(up.event == "send_start") & (up.direction == "up")]
+        loss = df["loss"].dropna() if "loss" in df else df["accuracy"].iloc[:0]
+        client_acc = df["client_accuracy"].dropna() if "client_accuracy" in df else loss.iloc[:0]
+        initial = r["summary"].get("initial") or {}
         rows.append({
+            "key": key,
             "variant": label,
+            "initial_acc": float(initial.get("accuracy") if initial.get("accuracy") is not None else math.nan),
             "final_acc": float(acc.iloc[-1]) if len(acc) else math.nan,
             "best_acc": float(acc.max()) if len(acc) else math.nan,
+            "initial_loss": float(initial.get("loss") if initial.get("loss") is not None else math.nan),
+            "final_loss": float(loss.iloc[-1]) if len(loss) else math.nan,
+            "client_acc": float(client_acc.iloc[-1]) if len(client_acc) else math.nan,
             "up_bits_per_round": float(df["bits_up"].mean()),
             "down_bits_per_round": float(df["bits_down"].mean()),
             "k_mean": float(up["k"].mean()) if len(up) else math.nan,
@@ -158,19 +166,30 @@ def _fmt_bits(b: float) -> str:
     return f"{b:.0f} bit"
 
 
-def format_table(rows: list[dict], target: float, base_up: float | None) -> str:
-    head = ["variant", "final acc", "best acc", "uplink/round", "vs full", "downlink/round", "mean k",
-            "failed/uploads", f"t(acc≥{target:.3f})", "sim time", "wall"]
+def _rel(bits: float, base: float | None) -> str:
+    return "—" if not base else f"{100 * (bits / base - 1):+.1f} %"
+
+
+def format_table(rows: list[dict], target: float, base_up: float | None, fixed_up: float | None = None) -> str:
+    clients = any(not math.isnan(r["client_acc"]) for r in rows)
+    head = ["variant", "acc: final", "best", "test loss", "uplink/round", "vs full", "vs fixed", "downlink/round",
+            "mean k", "failed/uploads", f"t(acc≥{target:.3f})", "sim time", "wall"]
+    if clients:
+        head.insert(4, "client acc")
     lines = []
     for r in rows:
-        rel = "—" if not base_up else f"{100 * (r['up_bits_per_round'] / base_up - 1):+.1f} %"
-        lines.append([
-            r["variant"], f"{r['final_acc']:.3f}", f"{r['best_acc']:.3f}", _fmt_bits(r["up_bits_per_round"]), rel,
+        cells = [
+            r["variant"], f"{r['final_acc']:.3f}", f"{r['best_acc']:.3f}", f"{r['final_loss']:.3f}",
+            _fmt_bits(r["up_bits_per_round"]), _rel(r["up_bits_per_round"], base_up),
+            _rel(r["up_bits_per_round"], fixed_up),
             _fmt_bits(r["down_bits_per_round"]), f"{r['k_mean']:.0f}" if not math.isnan(r["k_mean"]) else "—",
             f"{r['failed']}/{r['uploads']}",
             "not reached" if math.isnan(r["t_target_s"]) else f"{r['t_target_s']:.1f} s",
             f"{r['sim_time_s']:.1f} s", f"{r['wall_s']:.0f} s",
-        ])
+        ]
+        if clients:
+            cells.insert(4, f"{r['client_acc']:.3f}")
+        lines.append(cells)
     widths = [max(len(h), *(len(l[i]) for l in lines)) for i, h in enumerate(head)]
     def fmt(cells: list[str]) -> str:
         return "  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(cells, widths)))
@@ -178,6 +197,65 @@ def format_table(rows: list[dict], target: float, base_up: float | None) -> str:
     out = [fmt(head), "  ".join("-" * w for w in widths)]
     out += [fmt(l) for l in lines]
     return "\n".join(out)
+
+
+def _client_words(result: dict) -> str:
+    """'whole-model clients' or 'N-layer clients', from the run's resolved scenario."""
+    import yaml
+
+    try:
+        scn = yaml.safe_load((Path(result["run_dir"]) / "scenario.resolved.yaml").read_text())
+        keep = scn["fl"]["options"].get("client_keep_layers")
+    except (OSError, KeyError, TypeError, ValueError):
+        return "clients"
+    return "whole-model clients" if keep is None else f"{len(keep)}-layer clients"
+
+
+def _n_test(result: dict) -> int | None:
+    import yaml
+
+    try:
+        scn = yaml.safe_load((Path(result["run_dir"]) / "scenario.resolved.yaml").read_text())
+        return int(scn["fl"]["options"]["data"]["n_test"])
+    except (OSError, KeyError, TypeError, ValueError):
+        return None
+
+
+def verdict(rows: dict[str, dict], n_test: int | None) -> list[str]:
+    """The aims of ALGORITHMS.md, checked on this run: adaptive k + adaptive aggregation needs
+    ≥ 50 % less uplink than full/fixed k at ≤ 1 point lower accuracy, and beats zero_pad at
+    equal bits. Accuracy differences are set against their noise — two standard errors of a
+    difference of two accuracies on ``n_test`` prompts — and against the untrained server."""
+    a = rows.get("adaptive_adaptive")
+    if a is None:
+        return []
+
+    def acc(r: dict) -> str:
+        d = 100 * (a["final_acc"] - r["final_acc"])
+        if not n_test:
+            return f"accuracy {d:+.1f} points"
+        p = min(max((a["final_acc"] + r["final_acc"]) / 2, 1 / n_test), 1 - 1 / n_test)
+        noise = 200 * math.sqrt(2 * p * (1 - p) / n_test)
+        within = "within" if abs(d) <= noise else "OUTSIDE"
+        return f"accuracy {d:+.1f} points ({within} the ±{noise:.1f}-point noise of {n_test} test prompts)"
+
+    out = ["aims (adaptive k + adaptive aggregation), final round:"]
+    for key, name in (("full", "full logits"), ("fixed", "fixed k")):
+        r = rows.get(key)
+        if r is None:
+            continue
+        save = 100 * (1 - a["up_bits_per_round"] / r["up_bits_per_round"])
+        out.append(f"  vs {name:<12}: uplink {save:.1f} % less (aim ≥ 50 %: {'met' if save >= 50 else 'NOT met'}); "
+                   f"{acc(r)}; test loss {a['final_loss'] - r['final_loss']:+.3f}")
+    z = rows.get("adaptive_zero_pad")
+    if z is not None:
+        ratio = a["up_bits_per_round"] / z["up_bits_per_round"]
+        out.append(f"  vs zero_pad    : bits ×{ratio:.3f}; {acc(z)}; test loss {a['final_loss'] - z['final_loss']:+.3f}")
+    untrained = a["initial_acc"]
+    if not math.isnan(untrained) and all(r["best_acc"] <= untrained + 1e-9 for r in rows.values()):
+        out.append(f"  no accuracy signal: no variant's server ever beat the untrained server ({untrained:.3f}); "
+                   "the accuracy aims cannot be judged from this run")
+    return out
 
 
 def plot_k_vs_snr(results: dict, path: Path) -> Path | None:
@@ -263,13 +341,21 @@ def main(argv: list[str] | None = None) -> int:
     else:
         target = max(float(r["rounds"]["accuracy"].dropna().iloc[-1]) for r in results.values()) - 0.01
     rows = table_rows(results, target)
-    base_up = next((r["up_bits_per_round"] for r in rows if r["variant"].startswith("full")), None)
+    by_key = {r["key"]: r for r in rows}
+    base_up = by_key["full"]["up_bits_per_round"] if "full" in by_key else None
+    fixed_up = by_key["fixed"]["up_bits_per_round"] if "fixed" in by_key else None
     what = (" — QUICK (tiny random model; accuracies mean nothing)" if args.quick
-            else " — SmolLM2-135M server, 6-layer clients")
+            else f" — SmolLM2-135M server, {_client_words(next(iter(results.values())))}")
     print("kd_topk on scenarios/kd_adaptive.yaml" + what)
-    print(format_table(rows, target, base_up))
+    print(format_table(rows, target, base_up, fixed_up))
     how = "given" if args.target_accuracy is not None else "full-logit final − 0.01"
-    print(f"target accuracy {target:.3f} ({how}); accuracy = server model, rank classification on the test split")
+    initial = next((r for r in rows if not math.isnan(r["initial_acc"])), None)
+    untrained = (f"; untrained server: acc {initial['initial_acc']:.3f}, test loss {initial['initial_loss']:.3f}"
+                 if initial else "")
+    print(f"target accuracy {target:.3f} ({how}); accuracy = server model, rank classification on the test "
+          f"split; test loss = its answer loss{untrained}")
+    for line in verdict(by_key, _n_test(next(iter(results.values())))):
+        print(line)
     plot = plot_k_vs_snr(results, args.plot or runs / "k_vs_snr.png")
     if plot is not None:
         print(f"k-vs-SNR plot: {plot}")

@@ -104,6 +104,10 @@ class KDTopKConfig(AlgorithmConfig):
         (increasing indices), or None for the whole model.
     lora, data, partition: as in fedavg_lora (``data.n_public`` ≥ ``public_batch_size``).
     local_steps, batch_size, lr, weight_decay: client training per round (AdamW, fresh each round).
+    warmup_steps: CE-only LoRA steps a client runs on its private data the first time it
+        takes part (before that round's distillation), so that it distils from a model that
+        knows its own data — the locally fine-tuned small models KD-FedLLM methods start
+        from; their FLOPs count in that round's compute. 0: none.
     server_steps, server_lr: the server's distillation steps per round.
     public_batch_size: public examples per round. positions: ``answer`` or ``all``.
     k: an int, ``full``, ``adaptive`` or ``adaptive_mass``; k_min, k_max (None: V) clip it;
@@ -127,6 +131,7 @@ class KDTopKConfig(AlgorithmConfig):
     data: DataSpec = DataSpec(n_public=64)
     partition: PartitionSpec = DirichletPartition()
     local_steps: int = Field(5, ge=1)
+    warmup_steps: int = Field(0, ge=0)
     batch_size: int = Field(8, ge=1)
     lr: float = Field(2e-3, gt=0)
     weight_decay: float = Field(0.0, ge=0)
@@ -279,9 +284,14 @@ class KDTopK(LMAlgorithm):
             down = yield Receive(self.download_payload(rnd), label="teacher")
         gen = torch.Generator().manual_seed(int_seed(self.train_root, "train", client, rnd))
         plan = draw_batches(self.client_idx[client], cfg.batch_size, cfg.local_steps, gen)
+        warm, warm_gen = [], None
+        if cfg.warmup_steps and client not in self.client_states:  # first participation
+            warm_gen = torch.Generator().manual_seed(int_seed(self.train_root, "warmup", client))
+            warm = draw_batches(self.client_idx[client], cfg.batch_size, cfg.warmup_steps, warm_gen)
         public = self.public_indices(rnd)
         n_tokens = self.selection(collate(self.task, public)).n_tokens
-        yield Compute(flops=self.client_flops(plan, public, distil=down is not None), label="train")
+        flops = self.client_flops(plan, public, distil=down is not None) + self.warmup_flops(warm)
+        yield Compute(flops=flops, label="train")
         chosen: dict[str, torch.Tensor] = {}
         losses: list[float] = []
 
@@ -297,6 +307,9 @@ class KDTopK(LMAlgorithm):
             batch = collate(self.task, public)
             sel = self.selection(batch)
             teacher, target = self._teacher_from(down) if down is not None else (None, None)
+            if warm:  # CE only, before any distillation
+                self.train(model, len(warm), cfg.lr, warm_gen, [collate(self.task, idx) for idx in warm], batch,
+                           sel, None, None, cfg.projection.client_layer)
             private = [collate(self.task, idx) for idx in plan]
             losses.extend(self.train(model, cfg.local_steps, cfg.lr, gen, private, batch, sel, teacher, target,
                                      cfg.projection.client_layer))
@@ -562,6 +575,14 @@ class KDTopK(LMAlgorithm):
             if self._distils(distil):
                 total += prof.train_step(B, S, head_tokens=keep) + proj_train
         total += prof.forward(B, S, head_tokens=keep) + proj_fwd
+        return float(total)
+
+    def warmup_flops(self, warm: Sequence[Sequence[int]]) -> float:
+        """Matmul FLOPs of the warm-up steps (CE on private batches)."""
+        total = 0
+        for idx in warm:
+            b, s, a = batch_shape(self.task, idx)
+            total += self.client_profile.train_step(b, s, head_tokens=a + 1)
         return float(total)
 
     def server_flops(self, rnd: int, results: Sequence[ClientResult]) -> float:

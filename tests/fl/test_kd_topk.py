@@ -200,3 +200,29 @@ def test_run_plain_two_rounds_same_seed_identical():
     other = _algo(seed=1, n_clients=2)  # another seed: other public batches, other adapters
     assert other.public_indices(0) != a.public_indices(0)
     assert not _equal(other.client_init, a.client_init) and not _equal(lora_state(other.server_model), states[0])
+
+
+def test_warmup_runs_once_per_client_and_its_flops_are_counted():
+    """warmup_steps: CE-only steps at a client's first participation, FLOPs exact; not again."""
+    algo = _algo(warmup_steps=2, n_clients=2)
+    lm = algo.client_model.get_base_model()
+    lm.set_attn_implementation("eager")
+    calls = []
+    train = algo.train
+    algo.train = lambda model, steps, *a, **k: calls.append((steps, a[5] is None)) or train(model, steps, *a, **k)
+    first = []
+    for rnd in (0, 1):
+        gen, compute, send = _to_send(algo, rnd, 0)
+        counter = FlopCounterMode(display=False)
+        with counter:
+            payload = send.work(send.sizer(math.inf))
+        assert compute.flops == counter.get_total_flops()
+        first.append(compute.flops)
+        with pytest.raises(StopIteration):
+            gen.send(payload)
+    # round 0: 2 warm-up steps without a teacher, then the round's step with one; round 1: no warm-up
+    assert calls == [(2, True), (1, False), (1, False)]
+    assert first[0] > first[1]
+    plain = _algo(n_clients=2)  # warm-up off: the same client round as before the option existed
+    _, c0, _ = _to_send(plain, 1, 0)
+    assert c0.flops == first[1]
