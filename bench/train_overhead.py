@@ -53,7 +53,7 @@ def fedwave_update(algo: FedAvgLoRA, rnd: int, client: int) -> tuple[float, dict
     sent = send.work(plan)
     seconds = time.perf_counter() - t0
     gen.close()
-    return seconds, sent.decode()
+    return seconds, sent.payload.decode()
 
 
 def plain_update(algo: FedAvgLoRA, rnd: int, client: int, hf_loss: bool) -> tuple[float, dict]:

@@ -22,6 +22,15 @@ Rules the driver guarantees (and tests pin):
   :class:`SendPlan` fixes the payload size. The bits then travel. Only when the transfer
   *completes* does ``work(plan)`` run — so a client whose upload never completes costs no
   real compute — and its result is sent back into the generator.
+- ``Send.job`` (optional): the same work as a picklable :class:`Job` that a host may run
+  elsewhere — in a worker process, on its own replica of the algorithm — as soon as the
+  sizer has returned, so that uploads in flight at the same simulated time train at the
+  same real time. ``job(replica, plan)`` must return exactly what ``work(plan)`` returns,
+  where ``replica`` is :meth:`Algorithm.replica` built in the worker: a job carries
+  everything that changes during a run (the state the client received, its batch plan,
+  its generator state) and reads from the replica only what never changes (frozen weights,
+  data, config). The host consumes the result when the upload completes in simulated time
+  and discards it if the upload fails.
 - ``ServerCompute``: server-side work inside a client's round (split learning); timed on
   the server's compute resource (queued if the server serves clients sequentially).
 - If a transfer fails (deadline, outage, drop-out) the driver closes the generator
@@ -40,6 +49,7 @@ __all__ = [
     "Receive",
     "Compute",
     "Send",
+    "Job",
     "ServerCompute",
     "Action",
     "ClientResult",
@@ -98,6 +108,17 @@ class Compute:
             raise ValueError(f"Compute.flops must be >= 0. Got {self.flops!r} instead.")
 
 
+@runtime_checkable
+class Job(Protocol):
+    """A ``Send``'s work as a picklable object a host may run in another process.
+
+    ``job(replica, plan)`` equals ``work(plan)`` of the same ``Send``; ``replica`` is an
+    algorithm built by :meth:`fl.algorithm.Algorithm.replica` (see the module docstring).
+    """
+
+    def __call__(self, replica: Any, plan: SendPlan) -> Any: ...
+
+
 @dataclass(frozen=True)
 class Send:
     """Upload to the server.
@@ -105,11 +126,15 @@ class Send:
     sizer: ``capacity_bits -> SendPlan``, called when the transfer starts.
     work: ``plan -> payload`` (optional), called when the transfer completes; the result is
         sent back into the generator (and is what the server receives).
+    job: the same work as a picklable :class:`Job` (optional); a host with worker processes
+        may run it instead of ``work``, from the moment the sizer returns. Hosts without
+        workers ignore it.
     """
 
     sizer: Callable[[float], SendPlan]
     work: Callable[[SendPlan], Any] | None = None
     label: str = "update"
+    job: Job | None = None
 
 
 @dataclass(frozen=True)

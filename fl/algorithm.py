@@ -4,10 +4,14 @@ An algorithm is registered under the name YAML uses (``fl.algorithm: fedavg_lora
 pydantic config class (``extra="forbid"``) that validates the ``fl.options`` mapping. The
 simulator drives it through :mod:`fl.actions`; nothing here imports torch or simpy, so the
 surrogate learner runs without torch and real learners import torch lazily.
+
+A host that runs ``Send.job`` s in worker processes asks the algorithm for a picklable
+:meth:`~Algorithm.replica` builder once, and each worker builds its own copy from it.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
@@ -21,6 +25,7 @@ __all__ = [
     "AlgorithmConfig",
     "AlgorithmContext",
     "Algorithm",
+    "Replica",
     "register_algorithm",
     "get_algorithm",
     "algorithm_names",
@@ -48,6 +53,22 @@ class AlgorithmContext:
 
 
 ClientRound = Generator[Action, Any, Any]
+
+
+@dataclass(frozen=True)
+class Replica:
+    """Builds, in a worker process, an algorithm for running ``Send.job`` s: a fresh build
+    from the same class, config and context (``run_dir`` None: a replica writes nothing).
+
+    Picklable: the class travels by reference, config and context by value.
+    """
+
+    cls: type
+    config: AlgorithmConfig
+    context: AlgorithmContext
+
+    def __call__(self) -> "Algorithm":
+        return self.cls(self.config, self.context)
 
 
 class Algorithm(ABC):
@@ -95,6 +116,12 @@ class Algorithm(ABC):
 
     def close(self) -> None:
         """Release resources (worker pools, files)."""
+
+    def replica(self) -> Replica:
+        """What a worker process builds to run this algorithm's ``Send.job`` s (see
+        :mod:`fl.actions`): by default a fresh build from the same config and context, which
+        must hold everything a job reads from it (frozen models, data)."""
+        return Replica(type(self), self.config, dataclasses.replace(self.context, run_dir=None))
 
     def state_dict(self) -> dict[str, Any]:
         """Everything needed to continue exactly from here (a checkpoint at a round boundary).

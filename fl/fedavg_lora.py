@@ -9,14 +9,17 @@ Round t, for each selected client i:
 3. ``Send``: the adapter (or its change, ``upload: delta``) encoded with ``upload_dtype``;
    size Σ r·(d_in + d_out) × bits per value (+ int8 scales, + header). The real local
    training runs only when the upload completes (``Send.work``), so a client whose upload
-   fails costs no real compute.
+   fails costs no real compute. The same training travels as ``Send.job`` (a
+   :class:`LocalTrainJob`: the received adapter, the batch plan, the generator state), so a
+   host with worker processes may train the clients of a round in parallel, each worker on
+   its own replica of the model, with results identical to inline training.
 
 The server averages the received adapters weighted by local sample counts
 (:func:`fl.aggregation.fedavg`); failed clients contribute nothing and are counted.
 
 One model instance serves every client: before a client trains, the adapter it received is
 copied into the shared model's LoRA tensors, and its result is read back out, so client
-updates are independent of the order in which they run.
+updates are independent of the order in which they run (and of the process they run in).
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ from __future__ import annotations
 import math
 from collections import OrderedDict
 from dataclasses import dataclass
+from functools import partial
 from typing import Literal, Mapping, Sequence
 
 import numpy as np
@@ -34,7 +38,7 @@ from fl.actions import ClientResult, Compute, Failure, Receive, Send, SendPlan
 from fl.aggregation import fedavg
 from fl.algorithm import AlgorithmConfig, AlgorithmContext, register_algorithm
 from fl.lm_algorithm import LMAlgorithm
-from fl.data import batch_shape, collate
+from fl.data import collate
 from fl.flops import profile
 from fl.models import add_lora, bytes_resident, count_parameters, count_trainable, load_model, lora_shapes, \
     lora_state, set_lora_state
@@ -44,7 +48,7 @@ from fl.seeding import int_seed
 from fl.specs import AnyModelSpec, DataSpec, LoraSpec, ModelSpec, WireDtype
 from fl.train import draw_batches, evaluate, local_train
 
-__all__ = ["FedAvgLoRAConfig", "FedAvgLoRA", "LoraUpdate"]
+__all__ = ["FedAvgLoRAConfig", "FedAvgLoRA", "LoraUpdate", "LocalTrainJob", "TrainedUpload"]
 
 
 class FedAvgLoRAConfig(AlgorithmConfig):
@@ -122,6 +126,47 @@ class LoraUpdate:
     train_loss: float
 
 
+@dataclass(frozen=True)
+class TrainedUpload:
+    """What a client's local training returns (``Send.work`` or ``Send.job``): the encoded
+    upload and the loss of each local step. bits: the payload's size."""
+
+    payload: LoraPayload
+    losses: tuple[float, ...]
+
+    @property
+    def bits(self) -> int:
+        return self.payload.bits
+
+
+@dataclass(frozen=True)
+class LocalTrainJob:
+    """One client's local LoRA training, self-contained (a :class:`~fl.actions.Job`).
+
+    received: the adapter as downloaded; training starts from its decoded tensors.
+    batches: the batch plan, ``local_steps`` lists of dataset indices (drawn before).
+    generator_state: the client's torch generator state after drawing the plan
+        (``torch.Generator.get_state()``, uint8); local training draws its dropout seed from it.
+
+    The algorithm running it (the host's, or a worker's replica) supplies the model, the
+    encoded data and the options through its ``local_update``; the model's LoRA tensors are
+    overwritten first, so what it ran before does not matter.
+    """
+
+    received: LoraPayload
+    batches: tuple[tuple[int, ...], ...]
+    generator_state: torch.Tensor
+
+    def __call__(self, algorithm, plan: SendPlan) -> TrainedUpload:
+        return algorithm.local_update(self)
+
+    def generator(self) -> torch.Generator:
+        """A torch generator in the client's state."""
+        gen = torch.Generator()
+        gen.set_state(self.generator_state)
+        return gen
+
+
 @register_algorithm
 class FedAvgLoRA(LMAlgorithm):
     """FedAvg over LoRA adapters; see the module docstring."""
@@ -159,20 +204,22 @@ class FedAvgLoRA(LMAlgorithm):
         # index lists only (cheap); they fix the FLOPs before any real work runs
         plan = draw_batches(self.client_idx[client], cfg.batch_size, cfg.local_steps, gen)
         yield Compute(flops=self.train_flops(plan), label="train")
-        losses: list[float] = []
+        job = LocalTrainJob(received, tuple(map(tuple, plan)), gen.get_state())
+        sent = yield Send(sizer=self.size_update, work=partial(job, self), job=job, label="update")
+        return LoraUpdate(sent.payload.decode(), cfg.upload, sent.bits, float(np.mean(sent.losses)))
 
-        def work(send_plan: SendPlan) -> LoraPayload:
-            start = received.decode()
-            set_lora_state(self.model, start)
-            batches = (collate(self.task, idx) for idx in plan)
-            losses.extend(local_train(self.model, batches, cfg.local_steps, cfg.lr, gen, cfg.weight_decay))
-            trained = lora_state(self.model)
-            if cfg.upload == "delta":
-                trained = OrderedDict((n, trained[n] - start[n]) for n in trained)
-            return LoraPayload.encode(trained, cfg.upload_dtype, cfg.header_bits)
-
-        payload = yield Send(sizer=self.size_update, work=work, label="update")
-        return LoraUpdate(payload.decode(), cfg.upload, payload.bits, float(np.mean(losses)))
+    def local_update(self, job: LocalTrainJob) -> TrainedUpload:
+        """Run ``job`` on this instance's model: ``local_steps`` AdamW steps from the received
+        adapter; the upload is the trained adapter (or its change, ``upload: delta``)."""
+        cfg = self.config
+        start = job.received.decode()
+        set_lora_state(self.model, start)
+        batches = (collate(self.task, idx) for idx in job.batches)
+        losses = local_train(self.model, batches, cfg.local_steps, cfg.lr, job.generator(), cfg.weight_decay)
+        trained = lora_state(self.model)
+        if cfg.upload == "delta":
+            trained = OrderedDict((n, trained[n] - start[n]) for n in trained)
+        return TrainedUpload(LoraPayload.encode(trained, cfg.upload_dtype, cfg.header_bits), tuple(losses))
 
     def size_update(self, capacity_bits: float) -> SendPlan:
         """The upload's exact size; a fixed-size adapter ignores the capacity."""
@@ -225,11 +272,7 @@ class FedAvgLoRA(LMAlgorithm):
 
     def train_flops(self, plan: Sequence[Sequence[int]]) -> float:
         """Matmul FLOPs of training on these batches (index lists)."""
-        total = 0
-        for idx in plan:
-            B, T, A = batch_shape(self.task, idx)
-            total += self.flop_profile.train_step(B, T, head_tokens=A + 1)  # head: see fl.train.answer_loss
-        return float(total)
+        return self.ce_flops(self.flop_profile, plan)
 
     def info(self) -> dict[str, float | int | str]:
         """Static facts for a run summary: sizes, storage, payload bits."""

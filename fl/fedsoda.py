@@ -18,7 +18,9 @@ Round t, for each selected client i:
    ``submodel``): exactly 4 bits per quantised weight (packed bytes) + the absmax values +
    16 bits per embedding/norm value + ``header_bits``.
 2. ``Receive`` of the global adapter, ``Compute`` of local LoRA training on the sub-model,
-   ``Send`` of the adapter — exactly as :mod:`fl.fedavg_lora`, on the sub-model.
+   ``Send`` of the adapter — exactly as :mod:`fl.fedavg_lora`, on the sub-model (its
+   ``Send.job`` included: worker replicas skip the initial ODA pass, which changes only
+   adapters).
 
 Server, after averaging (:func:`fl.aggregation.fedavg`):
 
@@ -46,10 +48,12 @@ Evaluation: ``accuracy``/``loss`` of the adapters in the sub-model (what clients
 from __future__ import annotations
 
 import copy
+import dataclasses
 import math
 import re
 from collections import OrderedDict
 from dataclasses import dataclass
+from functools import partial
 from typing import Mapping, Sequence
 
 import numpy as np
@@ -60,9 +64,9 @@ from pydantic import Field, model_validator
 from fl.actions import ClientResult, Compute, Failure, Receive, Send, SendPlan, ServerCompute
 from fl.aggregation import fedavg
 from fl.algorithm import AlgorithmConfig, AlgorithmContext, register_algorithm
-from fl.lm_algorithm import LMAlgorithm
+from fl.lm_algorithm import LMAlgorithm, LMReplica
 from fl.data import Batch, batch_shape, collate
-from fl.fedavg_lora import LoraUpdate
+from fl.fedavg_lora import LocalTrainJob, LoraUpdate, TrainedUpload
 from fl.flops import profile
 from fl.models import add_lora, count_parameters, count_trainable, keep_layers, load_model, lora_shapes, \
     lora_state, set_lora_state
@@ -240,16 +244,24 @@ class FedSODA(LMAlgorithm):
         gen = torch.Generator().manual_seed(int_seed(self.train_root, "train", client, rnd))
         plan = draw_batches(self.client_idx[client], cfg.batch_size, cfg.local_steps, gen)
         yield Compute(flops=self.train_flops(plan), label="train")
-        losses: list[float] = []
+        job = LocalTrainJob(received, tuple(map(tuple, plan)), gen.get_state())
+        sent = yield Send(sizer=self.size_update, work=partial(job, self), job=job, label="update")
+        return LoraUpdate(sent.payload.decode(), "adapter", sent.bits, float(np.mean(sent.losses)))
 
-        def work(send_plan: SendPlan) -> LoraPayload:
-            set_lora_state(self.sub, received.decode())
-            batches = (collate(self.task, idx) for idx in plan)
-            losses.extend(local_train(self.sub, batches, cfg.local_steps, cfg.lr, gen, cfg.weight_decay))
-            return LoraPayload.encode(lora_state(self.sub), cfg.upload_dtype, cfg.header_bits)
+    def local_update(self, job: LocalTrainJob) -> TrainedUpload:
+        """Run ``job`` (see :class:`fl.fedavg_lora.LocalTrainJob`) on the sub-model."""
+        cfg = self.config
+        set_lora_state(self.sub, job.received.decode())
+        batches = (collate(self.task, idx) for idx in job.batches)
+        losses = local_train(self.sub, batches, cfg.local_steps, cfg.lr, job.generator(), cfg.weight_decay)
+        return TrainedUpload(LoraPayload.encode(lora_state(self.sub), cfg.upload_dtype, cfg.header_bits),
+                             tuple(losses))
 
-        payload = yield Send(sizer=self.size_update, work=work, label="update")
-        return LoraUpdate(payload.decode(), "adapter", payload.bits, float(np.mean(losses)))
+    def replica(self) -> LMReplica:
+        """As :meth:`LMAlgorithm.replica`, without the initial ODA pass: it changes only the
+        global adapters, which a job carries, not the sub-model's frozen weights."""
+        rep = super().replica()
+        return dataclasses.replace(rep, config=self.config.model_copy(update={"oda_initial_steps": 0}))
 
     def size_update(self, capacity_bits: float) -> SendPlan:
         return SendPlan(bits=self.upload_bits, info={"dtype": self.config.upload_dtype})
@@ -424,11 +436,7 @@ class FedSODA(LMAlgorithm):
                 "full_fp16_storage_bytes": full}
 
     def train_flops(self, plan: Sequence[Sequence[int]]) -> float:
-        total = 0
-        for idx in plan:
-            B, T, A = batch_shape(self.task, idx)
-            total += self.sub_profile.train_step(B, T, head_tokens=A + 1)
-        return float(total)
+        return self.ce_flops(self.sub_profile, plan)
 
     def info(self) -> dict[str, float | int | str]:
         st = self.storage()

@@ -579,11 +579,7 @@ class KDTopK(LMAlgorithm):
 
     def warmup_flops(self, warm: Sequence[Sequence[int]]) -> float:
         """Matmul FLOPs of the warm-up steps (CE on private batches)."""
-        total = 0
-        for idx in warm:
-            b, s, a = batch_shape(self.task, idx)
-            total += self.client_profile.train_step(b, s, head_tokens=a + 1)
-        return float(total)
+        return self.ce_flops(self.client_profile, warm)
 
     def server_flops(self, rnd: int, results: Sequence[ClientResult]) -> float:
         """Matmul FLOPs of the server's round: distillation steps per public batch received,

@@ -7,18 +7,40 @@ loads the dataset, encodes it with the model's chat template, draws the held-out
 public splits and partitions the rest among the clients — each draw from its own named
 stream (:mod:`fl.seeding`), so the order in which an algorithm sets up its models and its
 data never changes either.
+
+Checkpoints (:meth:`~LMAlgorithm.state_dict`) and worker replicas (:meth:`~LMAlgorithm.replica`,
+for ``Send.job`` s run in other processes) both rely on a fresh build recreating the frozen
+models and the data; both check it by fingerprints of the frozen tensors.
 """
 
 from __future__ import annotations
 
-from typing import Any, Mapping
+import dataclasses
+from dataclasses import dataclass
+from typing import Any, Mapping, Sequence
 
-from fl.algorithm import Algorithm, AlgorithmContext
-from fl.data import encode_task, load_dataset
+from fl.algorithm import Algorithm, AlgorithmContext, Replica
+from fl.data import batch_shape, encode_task, load_dataset
 from fl.partition import holdout_split, label_histogram, partition
 from fl.seeding import numpy_stream
 
-__all__ = ["LMAlgorithm"]
+__all__ = ["LMAlgorithm", "LMReplica"]
+
+
+@dataclass(frozen=True)
+class LMReplica(Replica):
+    """A :class:`~fl.algorithm.Replica` that checks its frozen weights against the host's
+    (``fingerprints``: see :meth:`LMAlgorithm.state_dict`), so a worker whose model files or
+    set-up differ fails loudly instead of training something else."""
+
+    fingerprints: Mapping[tuple, float] = dataclasses.field(default_factory=dict)
+
+    def __call__(self) -> "LMAlgorithm":
+        algo = self.cls(self.config, self.context)
+        algo._check_fingerprints(self.fingerprints, "a worker's replica was built",
+                                 "give every worker the same model cache (and fedwave "
+                                 "version) as the host, or use execution.backend: inline.")
+        return algo
 
 
 class LMAlgorithm(Algorithm):
@@ -46,6 +68,16 @@ class LMAlgorithm(Algorithm):
         self.parts = partition(config.partition, labels[self.train_idx], context.n_clients,
                                numpy_stream(data_root, "partition"))
         self.client_idx = [self.train_idx[p] for p in self.parts]
+
+    def ce_flops(self, flop_profile, plan: Sequence[Sequence[int]]) -> float:
+        """Matmul FLOPs of CE training steps on these batches (index lists) of the task, for
+        the model ``flop_profile`` describes (the head runs on the answer positions: see
+        :func:`fl.train.answer_loss`)."""
+        total = 0
+        for idx in plan:
+            B, T, A = batch_shape(self.task, idx)
+            total += flop_profile.train_step(B, T, head_tokens=A + 1)
+        return float(total)
 
     def n_samples(self, client: int) -> int:
         return int(len(self.client_idx[client]))
@@ -89,6 +121,29 @@ class LMAlgorithm(Algorithm):
                         add_module((attr, str(k)), v)
         return out
 
+    @staticmethod
+    def _fingerprints(rebuilt: Mapping[tuple, Any]) -> dict[tuple, float]:
+        """key -> sum of the values (float64) of every frozen parameter and buffer."""
+        return {k: float(v.detach().double().sum()) for k, v in rebuilt.items()
+                if k[0] in ("param", "buffer") and not v.requires_grad}
+
+    def _check_fingerprints(self, fingerprints: Mapping[tuple, float], what: str, fix: str,
+                            rebuilt: Mapping[tuple, Any] | None = None) -> None:
+        """Raise if this build's frozen tensors differ from ``fingerprints`` (relative 1e-6)."""
+        fresh = self._rebuilt() if rebuilt is None else rebuilt
+        for key, fp in fingerprints.items():
+            obj = fresh.get(key)
+            if obj is None or abs(float(obj.detach().double().sum()) - fp) > 1e-6 * max(1.0, abs(fp)):
+                raise ValueError(
+                    f"{self.name}: {what} with different frozen weights "
+                    f"({'/'.join(map(str, key[1:]))} differs); {fix}")
+
+    def replica(self) -> LMReplica:
+        """A fresh build from the same config and context that checks, once built, that its
+        frozen weights are this algorithm's (see :class:`LMReplica`)."""
+        return LMReplica(type(self), self.config, dataclasses.replace(self.context, run_dir=None),
+                         self._fingerprints(self._rebuilt()))
+
     def state_dict(self) -> dict[str, Any]:
         """The algorithm's attributes, pickled with models, tokenizer and data by name; the
         trainable tensors' values alongside.
@@ -103,8 +158,7 @@ class LMAlgorithm(Algorithm):
         by_id = {id(obj): key for key, obj in rebuilt.items()}
         trainable = {k: v.detach().clone() for k, v in rebuilt.items()
                      if k[0] == "param" and v.requires_grad}
-        fingerprints = {k: float(v.detach().double().sum()) for k, v in rebuilt.items()
-                        if k[0] in ("param", "buffer") and not v.requires_grad}
+        fingerprints = self._fingerprints(rebuilt)
 
         class _Pickler(pickle.Pickler):
             def persistent_id(self, obj):
@@ -129,13 +183,9 @@ class LMAlgorithm(Algorithm):
             raise ValueError(f"{self.name}: not a checkpoint of this algorithm "
                              f"(format {state.get('format')!r}, expected 'lm_algorithm/2').")
         fresh = self._rebuilt()
-        for key, fp in state["fingerprints"].items():
-            obj = fresh.get(key)
-            if obj is None or abs(float(obj.detach().double().sum()) - fp) > 1e-6 * max(1.0, abs(fp)):
-                raise ValueError(
-                    f"{self.name}: the checkpoint was written with different frozen weights "
-                    f"({'/'.join(map(str, key[1:]))} differs); resume with the same model files "
-                    "and fl.options as the interrupted run.")
+        self._check_fingerprints(state["fingerprints"], "the checkpoint was written",
+                                 "resume with the same model files and fl.options as the "
+                                 "interrupted run.", fresh)
 
         class _Unpickler(pickle.Unpickler):
             def persistent_load(self, key):

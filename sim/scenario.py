@@ -233,6 +233,22 @@ class FlSpec(_Model):
                                     description="Validated by the algorithm's own Config.")
 
 
+# ----------------------------------------------------------------------------- execution
+class ExecutionSpec(_Model):
+    """Where client updates run (:mod:`sim.execution`). ``backend`` and ``workers`` never
+    change the results; ``threads`` is part of the numerics (the same in every backend)."""
+
+    backend: Literal["inline", "process", "ray"] = Field("inline", description=(
+        "inline: in this process, when each upload completes; process / ray: workers train "
+        "the clients whose uploads are in flight in parallel (algorithms with Send jobs: "
+        "fedavg_lora, fedsoda; others run inline). Outputs are identical."))
+    workers: int | None = Field(None, ge=1, description=(
+        "Worker processes or Ray actors (default: CPU cores // threads, at least 1)."))
+    threads: int | None = Field(None, ge=1, description=(
+        "Torch threads of every client update, in every backend (default: this process's "
+        "torch thread count). Float results depend on it, not on the backend."))
+
+
 class Scenario(_Model):
     """A fedwave scenario (see scenarios/ for commented examples)."""
 
@@ -244,6 +260,7 @@ class Scenario(_Model):
     backhaul: BackhaulSpec = Field(default_factory=BackhaulSpec)
     server: ServerSpec = Field(default_factory=ServerSpec)
     fl: FlSpec = Field(default_factory=FlSpec)
+    execution: ExecutionSpec = Field(default_factory=ExecutionSpec)
 
 
 # ----------------------------------------------------------------------------- errors
@@ -412,6 +429,12 @@ def _check_plugins(scn: Scenario, lines: list[str]) -> None:
     else:
         _check_config(algo.Config, scn.fl.options, "fl.options", lines)
     _check_channel_plugins(scn, lines)
+    if scn.execution.backend == "ray":
+        from sim.execution import ray_available
+
+        if not ray_available():
+            lines.append("execution.backend: 'ray' needs Ray, which is not installed; got 'ray'. "
+                         "Fix: pip install 'fedwave[ray]', or set execution.backend: process.")
 
 
 def _check_channel_plugins(scn: Scenario, lines: list[str]) -> None:

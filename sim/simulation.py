@@ -16,7 +16,10 @@ The round drivers interpret the :mod:`fl.actions` a client's round yields:
 - ``Send``: at the start of the transfer ``sizer(capacity_bits)`` with ``capacity_bits =
   predicted rate (current channel state, current MAC share) × time budget`` (time left to
   the deadline, or ``fl.capacity_budget_s``, or 1 s when neither exists); the uplink radio
-  transfer; the wired path to the aggregator; only then ``work(plan)``.
+  transfer; the wired path to the aggregator; only then ``work(plan)``. With
+  ``execution.backend`` ``process`` or ``ray``, a ``Send`` with a ``job`` is submitted to a
+  worker right after the sizer and its result is taken when the upload completes
+  (:mod:`sim.execution`); the outputs are the same.
 - ``ServerCompute``: on the server: ``sequential`` service queues jobs (FIFO, one at a
   time at the full FLOP/s); ``parallel`` service shares the FLOP/s equally among the jobs
   in service (processor sharing, exact completion times; a lone job takes ``flops /
@@ -46,6 +49,7 @@ from fl.actions import ClientResult, Compute, Failure, Receive, Send, ServerComp
 from fl.algorithm import Algorithm, AlgorithmContext, get_algorithm
 from sim.backhaul import Backhaul, WiredNet, site_node
 from sim.compute import ComputeModel, DeviceProfile, ProcessorSharing
+from sim.execution import Executor, make_executor, torch_threads
 from sim.links import DOWN, UP, LinkModel
 from sim.network import Network
 from sim.rng import RngStreams
@@ -219,29 +223,41 @@ class Simulation:
         self.checkpoint = None if checkpoint is None else Path(checkpoint)
         self.stop_after_rounds: int | None = None  # test hook: stop the sync driver early
         self._start_round = 0  # > 0 once resumed from a checkpoint
+        self._executor: Executor | None = None  # workers for Send jobs (from the first job on)
 
     # ------------------------------------------------------------------ running
     def run(self, progress: Callable[[int, int], None] | None = None) -> RunResult:
         """Run the scenario to its end (all rounds, or ``duration_s``)."""
         self.progress = progress
         wall0 = time.perf_counter()
-        if self._start_round == 0:  # a resumed run has it (checkpoint)
-            # the untrained model's metrics at t = 0: the baseline every curve starts from
-            self.initial = {k: float(v) for k, v in dict(self.algorithm.evaluate(-1)).items()}
-            if self.initial:
-                self._trace("evaluate", round=-1,
-                            detail=", ".join(f"{k}={v:.6g}" for k, v in self.initial.items()))
-        driver = (self._sync_driver(self._start_round) if self.scenario.fl.driver == "sync"
-                  else self._async_driver())
-        proc = self.env.process(driver)
-        until = proc if self.scenario.duration_s is None else self.env.any_of(
-            [proc, _timeout_at(self.env, self.scenario.duration_s)])
-        self.env.run(until=until)
-        self.network.check_accounting()
+        try:
+            if self._start_round == 0:  # a resumed run has it (checkpoint)
+                # the untrained model's metrics at t = 0: the baseline every curve starts from
+                self.initial = {k: float(v) for k, v in dict(self.algorithm.evaluate(-1)).items()}
+                if self.initial:
+                    self._trace("evaluate", round=-1,
+                                detail=", ".join(f"{k}={v:.6g}" for k, v in self.initial.items()))
+            driver = (self._sync_driver(self._start_round) if self.scenario.fl.driver == "sync"
+                      else self._async_driver())
+            proc = self.env.process(driver)
+            until = proc if self.scenario.duration_s is None else self.env.any_of(
+                [proc, _timeout_at(self.env, self.scenario.duration_s)])
+            self.env.run(until=until)
+            self.network.check_accounting()
+        finally:  # also on error: no worker outlives the run
+            self.close()
         wall = time.perf_counter() - wall0
-        self.algorithm.close()
         return RunResult(self.rounds_frame(), self.tracer, self._summary(wall),
                          self._trajectories())
+
+    def close(self) -> None:
+        """Stop the workers (if any were started) and release the algorithm's resources."""
+        executor, self._executor = self._executor, None
+        try:
+            if executor is not None:
+                executor.close()
+        finally:
+            self.algorithm.close()
 
     def rounds_frame(self):
         """rounds.csv as a DataFrame: the documented columns, then algorithm extras."""
@@ -396,11 +412,33 @@ class Simulation:
         capacity = rate * self._budget_s(task)
         plan = action.sizer(capacity)
         self._hist["up_bits"].append(plan.bits)
-        flow = yield from self._radio(task, client, UP, plan.bits, capacity, plan.k)
-        site = self._cell_node[flow.cell]
-        yield from self._wired(task, site, self._aggregator_for(task), plan.bits, UP, client.id)
+        pending = self._submit(action, plan)  # trains now, in real time, if workers exist
+        try:
+            flow = yield from self._radio(task, client, UP, plan.bits, capacity, plan.k)
+            site = self._cell_node[flow.cell]
+            yield from self._wired(task, site, self._aggregator_for(task), plan.bits, UP, client.id)
+        except BaseException:  # failed (or abandoned): its result must never be used
+            if pending is not None:
+                pending.cancel()
+            raise
         task.upload_bits = plan.bits
-        return action.work(plan) if action.work is not None else None
+        if pending is not None:
+            return pending.result()
+        if action.work is None:
+            return None
+        with torch_threads(self.scenario.execution.threads):
+            return action.work(plan)
+
+    def _submit(self, action: Send, plan):
+        """Hand ``action.job`` to a worker (starting them at the first job), or None when
+        the work runs inline at completion (backend inline, or no job)."""
+        ex = self.scenario.execution
+        if action.job is None or ex.backend == "inline":
+            return None
+        if self._executor is None:
+            self._executor = make_executor(ex.backend, self.algorithm.replica(), ex.workers,
+                                           ex.threads)
+        return self._executor.submit(action.job, plan)
 
     def _server_compute(self, rnd: int, action: ServerCompute, cid: int | None = None):
         srv = self.server
@@ -616,7 +654,7 @@ class Simulation:
         if not self._quiescent():
             return False
         skip = {"env", "scenario", "algorithm", "progress", "checkpoint", "stop_after_rounds",
-                "_start_round", "_edge_dl"}
+                "_start_round", "_edge_dl", "_executor"}
         head = {"format": 1, "scenario": self.scenario.model_dump(mode="json"),
                 "next_round": next_round, "now": self.env.now,
                 "block_at": self.network._block_at if self.network._block_pending else None}
@@ -644,7 +682,8 @@ class Simulation:
         rounds; the outputs equal those of an uninterrupted run.
 
         ``scenario`` must equal the checkpoint's (a ``ValueError`` names the first differing
-        key). The algorithm is built from the scenario (or ``algorithm`` is used) and gets
+        key), except for ``execution.backend`` and ``execution.workers``, which never change
+        the results. The algorithm is built from the scenario (or ``algorithm`` is used) and gets
         the checkpoint's :meth:`~fl.algorithm.Algorithm.state_dict`.
         """
         if scenario.fl.driver != "sync":
@@ -656,7 +695,8 @@ class Simulation:
             head = pickle.load(fh)
             if head.get("format") != 1:
                 raise ValueError(f"{path}: unknown checkpoint format {head.get('format')!r}.")
-            diff = _first_difference(head["scenario"], scenario.model_dump(mode="json"))
+            diff = _first_difference(_numerics(head["scenario"]),
+                                     _numerics(scenario.model_dump(mode="json")))
             if diff is not None:
                 key, old, new = diff
                 raise ValueError(f"The scenario does not match the checkpoint {path}: {key} is "
@@ -670,6 +710,7 @@ class Simulation:
         sim.scenario = scenario
         sim.progress = None
         sim._edge_dl = {}
+        sim._executor = None  # workers are not checkpointed: started again at the first job
         sim.checkpoint = path if keep_checkpointing else None
         sim.stop_after_rounds = None
         sim._start_round = head["next_round"]
@@ -955,6 +996,14 @@ def _set_global_rng_state(state: dict) -> None:
         import torch
 
         torch.set_rng_state(state["torch"])
+
+
+def _numerics(scenario: dict) -> dict:
+    """A dumped scenario without what never changes the results: where client updates run
+    (``execution.backend``, ``execution.workers``; ``execution.threads`` stays), so a run
+    resumes on any backend."""
+    threads = (scenario.get("execution") or {}).get("threads")
+    return {**scenario, "execution": {"threads": threads}}
 
 
 def _first_difference(a, b, key: str = ""):
