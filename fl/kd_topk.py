@@ -46,7 +46,10 @@ k selection (``k``), with C the capacity (bits), b_v value bits, b_i = ceil(log2
   travel (ceil(log2(k_max + 1)) bits each); the trace's ``k`` is the rounded mean k_t.
 
 A client keeps its own adapter between rounds (KD shares no parameters); a client whose
-upload fails keeps the adapter it had (its work never ran). One model instance serves all
+upload fails keeps the adapter it had (its work never ran). A client's work travels as a
+:class:`DistilJob` (``Send.job``: its adapter at the start of the round, the downlink
+message, the batch plans and generator states), so worker processes can run the clients of
+a round in parallel; the trained adapter comes back with the message. One model instance serves all
 clients (their adapters are swapped in and out), so results do not depend on run order.
 """
 
@@ -55,6 +58,7 @@ from __future__ import annotations
 import copy
 import math
 from dataclasses import dataclass
+from functools import partial
 from typing import Literal, Mapping, Sequence, Union
 
 import numpy as np
@@ -77,7 +81,8 @@ from fl.specs import AnyModelSpec, DataSpec, LoraSpec, ModelSpec, WireDtype
 from fl.topk_payload import TopKPayload, count_bits, index_bits, topk_bits
 from fl.train import answer_loss, causal_lm, draw_batches, evaluate
 
-__all__ = ["ProjectionSpec", "KDTopKConfig", "KDTopK", "KDUpdate", "choose_k", "PublicSelection"]
+__all__ = ["ProjectionSpec", "KDTopKConfig", "KDTopK", "KDUpdate", "DistilJob", "TrainedLogits", "choose_k",
+           "PublicSelection"]
 
 
 class ProjectionSpec(AlgorithmConfig):
@@ -225,6 +230,51 @@ class KDUpdate:
     train_loss: float
 
 
+@dataclass(frozen=True)
+class TrainedLogits:
+    """What a client's work returns (``Send.work`` or ``Send.job``): the message, the
+    client's adapter after training (it keeps it for its next round), the step losses."""
+
+    payload: TopKPayload
+    state: Mapping[str, torch.Tensor]
+    losses: tuple[float, ...]
+
+    @property
+    def bits(self) -> int:
+        return self.payload.bits
+
+
+@dataclass(frozen=True)
+class DistilJob:
+    """One client's round of work, self-contained (a :class:`~fl.actions.Job`): warm-up,
+    local steps with distillation, the public forward pass and the top-k message.
+
+    start: the client's adapter when the round began (None: the initial one).
+    down: the server's downlink message (None without mutual distillation).
+    public: the public batch's dataset indices. batches, warm: the batch plans (index lists).
+    generator_state, warm_state: the client's torch generator states after drawing them.
+    The algorithm running it (the host's, or a worker's replica) supplies the model, the
+    data and the options; the model's LoRA tensors are overwritten first.
+    """
+
+    start: Mapping[str, torch.Tensor] | None
+    down: TopKPayload | None
+    public: tuple[int, ...]
+    batches: tuple[tuple[int, ...], ...]
+    generator_state: torch.Tensor
+    warm: tuple[tuple[int, ...], ...] = ()
+    warm_state: torch.Tensor | None = None
+
+    def __call__(self, algorithm: "KDTopK", plan: SendPlan) -> TrainedLogits:
+        return algorithm.local_update(self, plan)
+
+
+def _generator(state: torch.Tensor) -> torch.Generator:
+    gen = torch.Generator()
+    gen.set_state(state)
+    return gen
+
+
 def _positions(mask: torch.Tensor) -> torch.Tensor:
     # positions count real tokens only, so left padding does not shift them (as fl.train)
     return (mask.cumsum(-1) - 1).clamp(min=0)
@@ -284,42 +334,51 @@ class KDTopK(LMAlgorithm):
             down = yield Receive(self.download_payload(rnd), label="teacher")
         gen = torch.Generator().manual_seed(int_seed(self.train_root, "train", client, rnd))
         plan = draw_batches(self.client_idx[client], cfg.batch_size, cfg.local_steps, gen)
-        warm, warm_gen = [], None
+        warm, warm_state = [], None
         if cfg.warmup_steps and client not in self.client_states:  # first participation
             warm_gen = torch.Generator().manual_seed(int_seed(self.train_root, "warmup", client))
             warm = draw_batches(self.client_idx[client], cfg.batch_size, cfg.warmup_steps, warm_gen)
+            warm_state = warm_gen.get_state()
         public = self.public_indices(rnd)
         n_tokens = self.selection(collate(self.task, public)).n_tokens
         flops = self.client_flops(plan, public, distil=down is not None) + self.warmup_flops(warm)
         yield Compute(flops=flops, label="train")
-        chosen: dict[str, torch.Tensor] = {}
-        losses: list[float] = []
+        job = DistilJob(self.client_states.get(client), down, tuple(public), tuple(map(tuple, plan)),
+                        gen.get_state(), tuple(map(tuple, warm)), warm_state)
+        sent = yield Send(sizer=lambda capacity_bits: self.plan_upload(capacity_bits, n_tokens, down)[0],
+                          work=partial(job, self), job=job, label="logits")
+        self.client_states[client] = sent.state  # only once its upload completed
+        payload = sent.payload
+        return KDUpdate(payload, rnd, payload.k, payload.bits, float(np.mean(sent.losses)) if sent.losses else math.nan)
 
-        def sizer(capacity_bits: float) -> SendPlan:
-            send_plan, counts = self.plan_upload(capacity_bits, n_tokens, down)
-            if counts is not None:
-                chosen["counts"] = counts
-            return send_plan
+    def local_update(self, job: DistilJob, send_plan: SendPlan) -> TrainedLogits:
+        """Run ``job`` on this instance's client model: warm-up (CE only), ``local_steps`` of
+        CE + distillation from the downlink teacher, then the top-k message of ``send_plan``."""
+        cfg = self.config
+        model = self.client_model
+        set_lora_state(model, self.client_init if job.start is None else job.start)
+        batch = collate(self.task, list(job.public))
+        sel = self.selection(batch)
+        layer = cfg.projection.client_layer
+        if job.warm:  # CE only, before any distillation
+            self.train(model, len(job.warm), cfg.lr, _generator(job.warm_state),
+                       [collate(self.task, list(idx)) for idx in job.warm], batch, sel, None, None, layer)
+        teacher, target = self._teacher_from(job.down) if job.down is not None else (None, None)
+        private = [collate(self.task, list(idx)) for idx in job.batches]
+        losses = self.train(model, cfg.local_steps, cfg.lr, _generator(job.generator_state), private, batch, sel,
+                            teacher, target, layer)
+        counts = None
+        if cfg.k == "adaptive_mass" and job.down is not None:
+            counts = self.mass_counts(job.down, int(send_plan.info["k_cap"]))
+        with torch.no_grad():
+            logits, proj = self.public_outputs(model, batch, sel, layer)
+        payload = self.encode_message(logits, proj, send_plan.k, counts)
+        return TrainedLogits(payload, lora_state(model), tuple(losses))
 
-        def work(send_plan: SendPlan) -> TopKPayload:
-            model = self.client_model
-            set_lora_state(model, self.client_states.get(client, self.client_init))
-            batch = collate(self.task, public)
-            sel = self.selection(batch)
-            teacher, target = self._teacher_from(down) if down is not None else (None, None)
-            if warm:  # CE only, before any distillation
-                self.train(model, len(warm), cfg.lr, warm_gen, [collate(self.task, idx) for idx in warm], batch,
-                           sel, None, None, cfg.projection.client_layer)
-            private = [collate(self.task, idx) for idx in plan]
-            losses.extend(self.train(model, cfg.local_steps, cfg.lr, gen, private, batch, sel, teacher, target,
-                                     cfg.projection.client_layer))
-            self.client_states[client] = lora_state(model)
-            with torch.no_grad():
-                logits, proj = self.public_outputs(model, batch, sel, cfg.projection.client_layer)
-            return self.encode_message(logits, proj, send_plan.k, chosen.get("counts"))
-
-        payload = yield Send(sizer=sizer, work=work, label="logits")
-        return KDUpdate(payload, rnd, payload.k, payload.bits, float(np.mean(losses)) if losses else math.nan)
+    @property
+    def global_state(self) -> Mapping[str, torch.Tensor]:
+        """The server model's adapter (the global model of this method)."""
+        return lora_state(self.server_model)
 
     def server_round(self, rnd: int, results: Sequence[ClientResult], failures: Sequence[Failure]):
         """Aggregation and distillation as one ``ServerCompute`` (timed by its FLOPs)."""
@@ -406,9 +465,7 @@ class KDTopK(LMAlgorithm):
         elif cfg.k == "adaptive_mass" and down is not None:
             cap = choose_k(capacity_bits, n_tokens, V, dtype, cfg.k_min, self.k_max,
                            self.overhead_bits(n_tokens, variable=True), allow_dense=False)
-            msg, _ = down.decode()
-            need = mass_k(message_probs(msg, cfg.values), cfg.mass_target)  # (T,), 0 = not reached
-            counts = torch.where(need > 0, need, torch.full_like(need, cap)).clamp(min=cfg.k_min, max=cap)
+            counts = self.mass_counts(down, cap)
             bits = topk_bits(n_tokens, None, V, dtype, r, cfg.header_bits,
                              counts_total=int(counts.sum()), counts_bits=self.counts_bits)
             k_mean = int(round(float(counts.double().mean())))
@@ -416,6 +473,13 @@ class KDTopK(LMAlgorithm):
         else:
             k = choose_k(capacity_bits, n_tokens, V, dtype, cfg.k_min, self.k_max, self.overhead_bits(n_tokens))
         return SendPlan(bits=topk_bits(n_tokens, k, V, dtype, r, cfg.header_bits), k=k, info=info), None
+
+    def mass_counts(self, down: TopKPayload, cap: int) -> torch.Tensor:
+        """``adaptive_mass``'s entries per position: the smallest k_t whose mass, measured on
+        the downlink teacher, reaches ``mass_target``; ``cap`` where it never does; ≥ k_min."""
+        msg, _ = down.decode()
+        need = mass_k(message_probs(msg, self.config.values), self.config.mass_target)  # (T,), 0 = not reached
+        return torch.where(need > 0, need, torch.full_like(need, cap)).clamp(min=self.config.k_min, max=cap)
 
     def size_hints(self) -> dict[str, float]:
         """Rough sizes before any round ran (deadline-aware selection): two positions per

@@ -23,7 +23,7 @@ trains with ``threads``. Workers default to ``cpu_count // threads`` (at least 1
 parallel speed on a small machine set ``threads: 1`` (which changes the numerics slightly,
 identically in every backend).
 
-Algorithms whose ``Send`` has no ``job`` (split_lora, kd_topk, the surrogate) run inline
+Algorithms whose ``Send`` has no ``job`` (split_lora, the surrogate) run inline
 under any backend; no pool is started for them (pools start at the first job).
 """
 

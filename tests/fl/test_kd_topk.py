@@ -124,11 +124,13 @@ def test_upload_is_what_the_sizer_announced_and_trains_the_client(algo):
     gen, _, send = _to_send(algo, 0, 2)
     plan = send.sizer(2e5)
     assert 2 not in algo.client_states
-    payload = send.work(plan)
+    sent = send.work(plan)
+    payload = sent.payload
     assert payload.bits == plan.bits and payload.k == plan.k and payload.proj.shape == (plan.info["n_tokens"], 3)
-    assert 2 in algo.client_states and not _equal(algo.client_states[2], algo.client_init)
+    assert 2 not in algo.client_states  # kept only once the upload completed
     with pytest.raises(StopIteration) as stop:
-        gen.send(payload)
+        gen.send(sent)
+    assert 2 in algo.client_states and not _equal(algo.client_states[2], algo.client_init)
     update = stop.value.value
     assert update.k == plan.k and update.bits == plan.bits and math.isfinite(update.train_loss)
 
@@ -140,7 +142,7 @@ def test_adaptive_mass_counts_follow_the_teacher_and_the_cap():
     gen, _, send = _to_send(algo, 0, 0)
     down = algo.download_payload(0)
     plan = send.sizer(math.inf)  # cap = k_max = 512
-    payload = send.work(plan)
+    payload = send.work(plan).payload
     counts = payload.counts
     T = len(counts)
     msg, _ = down.decode()
@@ -215,11 +217,11 @@ def test_warmup_runs_once_per_client_and_its_flops_are_counted():
         gen, compute, send = _to_send(algo, rnd, 0)
         counter = FlopCounterMode(display=False)
         with counter:
-            payload = send.work(send.sizer(math.inf))
+            sent = send.work(send.sizer(math.inf))
         assert compute.flops == counter.get_total_flops()
         first.append(compute.flops)
         with pytest.raises(StopIteration):
-            gen.send(payload)
+            gen.send(sent)
     # round 0: 2 warm-up steps without a teacher, then the round's step with one; round 1: no warm-up
     assert calls == [(2, True), (1, False), (1, False)]
     assert first[0] > first[1]
