@@ -210,11 +210,12 @@ def sweep(file: Path = typer.Argument(..., help="Scenario YAML, or a sweep file 
 
     from sim.outputs import make_run_dir
     from sim.scenario import ScenarioError
-    from sim.sweep import failed, run_sweep, validate
+    from sim.sweep import check_nesting, failed, run_sweep, validate
 
     try:
         spec = _sweep_spec(file, list(grid or []), seeds, list(set_ or []))
         checked = validate(spec)
+        check_nesting(checked, backend.value, spec)
         if backend is Backend.ray:
             from sim.sweep import _ray_available
 

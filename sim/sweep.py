@@ -334,6 +334,20 @@ def validate(spec: SweepSpec) -> list[tuple[Variant, Scenario]]:
     return out
 
 
+def check_nesting(checked: Sequence[tuple[Variant, Scenario]], backend: str, spec: SweepSpec) -> None:
+    """Refuse a parallel sweep of variants that train on worker pools of their own
+    (``execution.backend``): a pool in every sweep worker oversubscribes the machine."""
+    if backend == "inline":
+        return
+    nested = sorted({scn.execution.backend for _, scn in checked} - {"inline"})
+    if nested:
+        raise SweepError([f"execution.backend: the variants train on {'/'.join(nested)} workers, and the "
+                          f"sweep already runs its variants in parallel ({backend}), which would start a "
+                          "pool of workers inside every sweep worker. Fix: --backend inline (the variants "
+                          "one after another, each with its own workers), or --set execution.backend=inline."],
+                         str(spec.base))
+
+
 # ----------------------------------------------------------------------------- running
 def run_variant(base: str, overrides: Sequence[str], run_dir: str, plots: bool = False) -> dict:
     """Run one variant into ``run_dir``; never raises for a failed run.
@@ -495,6 +509,7 @@ def run_sweep(spec: SweepSpec, out: str | Path, backend: str = "process",
         raise RuntimeError("The 'ray' backend needs Ray, which is not installed. "
                            "Fix: pip install 'fedwave[ray]' (or use --backend process).")
     checked = validate(spec)
+    check_nesting(checked, backend, spec)
     variants = [v for v, _ in checked]
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)

@@ -167,6 +167,17 @@ def test_cli_ray_missing_is_a_clear_error(tmp_path, monkeypatch):
     assert not (tmp_path / "s").exists()
 
 
+def test_cli_nested_worker_pools_are_refused(tmp_path):
+    """A parallel sweep of variants that each start a worker pool: a clear error, nothing run."""
+    out = tmp_path / "s"
+    r = runner.invoke(app, ["sweep", str(BASE), "--grid", "fl.rounds=1,2", "--backend", "process",
+                            "--set", "execution.backend=process", "--out", str(out)])
+    assert r.exit_code == 2, r.output
+    text = r.output.replace("\n", " ")
+    assert "execution.backend" in text and "Fix: --backend inline" in text
+    assert not out.exists()
+
+
 def test_failing_variant_is_recorded_and_others_run(tmp_path):
     """A trace of 10 clients fits n_clients=10 and fails at run time for n_clients=12."""
     trace = tmp_path / "trace10.csv"
