@@ -1,7 +1,7 @@
 """Communication-aware distillation: what adaptive top-k saves, and what it costs.
 
 Runs the embedded benchmark scenario (scenarios/kd_adaptive.yaml: one cell, a narrow 2 MHz
-uplink, Rayleigh fading on walking users, SmolLM2-135M on the server, 6-of-30-layer
+uplink, Rayleigh fading on walking users, SmolLM2-135M on the server and on whole-model
 clients) with five kd_topk variants, each a set of ``--set``-style overrides:
 
     full logits (k = V)          k: full (dense, T·V·16 bits)
@@ -10,8 +10,9 @@ clients) with five kd_topk variants, each a set of ``--set``-style overrides:
     adaptive k + adaptive agg.   k: adaptive, aggregation: adaptive        [P1]
     adaptive + hidden proj.      ... and projection.rank: 8                [P1]
 
-and prints ONE table: final (server-model) accuracy, uplink and downlink bits per round,
-mean k, failed uploads, simulated time to a target accuracy, simulated and wall time. The
+and prints ONE table: final (server-model) accuracy and test loss, the teacher's accuracy
+(how often the round's aggregate ranked the true label first on the public batch, mean over
+rounds: what the server could learn), uplink and downlink bits per round, mean k, failed uploads, simulated time to a target accuracy, simulated and wall time. The
 target is ``--target-accuracy``, by default the full-logit run's final accuracy minus one
 point (ALGORITHMS.md: "at ≤ 1 point lower accuracy"). It also writes a plot of the k each
 client chose against the SNR of its uplink at that moment (from events.parquet) to
@@ -135,6 +136,7 @@ def table_rows(results: dict, target: float) -> list[dict]:
         up = up[(up.event == "send_start") & (up.direction == "up")]
         loss = df["loss"].dropna() if "loss" in df else df["accuracy"].iloc[:0]
         client_acc = df["client_accuracy"].dropna() if "client_accuracy" in df else loss.iloc[:0]
+        teacher_acc = df["teacher_accuracy"].dropna() if "teacher_accuracy" in df else loss.iloc[:0]
         initial = r["summary"].get("initial") or {}
         rows.append({
             "key": key,
@@ -145,6 +147,7 @@ def table_rows(results: dict, target: float) -> list[dict]:
             "initial_loss": float(initial.get("loss") if initial.get("loss") is not None else math.nan),
             "final_loss": float(loss.iloc[-1]) if len(loss) else math.nan,
             "client_acc": float(client_acc.iloc[-1]) if len(client_acc) else math.nan,
+            "teacher_acc": float(teacher_acc.mean()) if len(teacher_acc) else math.nan,
             "up_bits_per_round": float(df["bits_up"].mean()),
             "down_bits_per_round": float(df["bits_down"].mean()),
             "k_mean": float(up["k"].mean()) if len(up) else math.nan,
@@ -172,14 +175,15 @@ def _rel(bits: float, base: float | None) -> str:
 
 def format_table(rows: list[dict], target: float, base_up: float | None, fixed_up: float | None = None) -> str:
     clients = any(not math.isnan(r["client_acc"]) for r in rows)
-    head = ["variant", "acc: final", "best", "test loss", "uplink/round", "vs full", "vs fixed", "downlink/round",
-            "mean k", "failed/uploads", f"t(acc≥{target:.3f})", "sim time", "wall"]
+    head = ["variant", "acc: final", "best", "test loss", "teacher acc", "uplink/round", "vs full", "vs fixed",
+            "downlink/round", "mean k", "failed/uploads", f"t(acc≥{target:.3f})", "sim time", "wall"]
     if clients:
-        head.insert(4, "client acc")
+        head.insert(5, "client acc")
     lines = []
     for r in rows:
         cells = [
             r["variant"], f"{r['final_acc']:.3f}", f"{r['best_acc']:.3f}", f"{r['final_loss']:.3f}",
+            "—" if math.isnan(r["teacher_acc"]) else f"{r['teacher_acc']:.3f}",
             _fmt_bits(r["up_bits_per_round"]), _rel(r["up_bits_per_round"], base_up),
             _rel(r["up_bits_per_round"], fixed_up),
             _fmt_bits(r["down_bits_per_round"]), f"{r['k_mean']:.0f}" if not math.isnan(r["k_mean"]) else "—",
@@ -188,7 +192,7 @@ def format_table(rows: list[dict], target: float, base_up: float | None, fixed_u
             f"{r['sim_time_s']:.1f} s", f"{r['wall_s']:.0f} s",
         ]
         if clients:
-            cells.insert(4, f"{r['client_acc']:.3f}")
+            cells.insert(5, f"{r['client_acc']:.3f}")
         lines.append(cells)
     widths = [max(len(h), *(len(l[i]) for l in lines)) for i, h in enumerate(head)]
     def fmt(cells: list[str]) -> str:

@@ -392,12 +392,15 @@ class KDTopK(LMAlgorithm):
         cfg = self.config
         kd_losses: list[float] = []
         support: list[float] = []
+        teacher_right: list[float] = []
         for public_round in sorted({r.update.public_round for r in results}):
             group = [r for r in results if r.update.public_round == public_round]
             teacher, target = self.aggregate_messages(group)
             support.append(float(teacher.support.sum(1).double().mean()))
-            batch = collate(self.task, self.public_indices(public_round))
+            public = self.public_indices(public_round)
+            batch = collate(self.task, public)
             sel = self.selection(batch)
+            teacher_right.extend(self.teacher_votes(teacher, batch, sel, public))
             gen = torch.Generator().manual_seed(int_seed(self.train_root, "server", public_round))
             kd_losses.extend(self.train(self.server_model, cfg.server_steps, cfg.server_lr, gen, [], batch, sel,
                                         teacher, target, cfg.projection.server_layer))
@@ -419,6 +422,7 @@ class KDTopK(LMAlgorithm):
             "k_max": float(np.max(ks)) if ks else nan,
             "bits_up_mean": float(np.mean(bits)) if bits else nan,
             "teacher_support": float(np.mean(support)) if support else nan,
+            "teacher_accuracy": float(np.mean(teacher_right)) if teacher_right else nan,
             "train_loss": float(np.mean(losses)) if losses else nan,
             "server_kd_loss": float(np.mean(kd_losses)) if kd_losses else nan,
         }
@@ -439,6 +443,24 @@ class KDTopK(LMAlgorithm):
             out["client_accuracy"] = float(np.mean(accs))
             out["client_accuracy_min"] = float(np.min(accs))
         return out
+
+    def teacher_votes(self, teacher: Teacher, batch: Batch, sel: PublicSelection, public: Sequence[int]
+                      ) -> list[float]:
+        """A diagnostic of what the aggregate teaches (never a training signal): per public
+        example, 1.0 if the teacher ranks the true label's first answer token above the other
+        labels' first tokens at the position that decides the answer, else 0.0 (a label token
+        outside the teacher's support ranks last; ties count as wrong). Empty when two labels
+        share a first token (the first token does not decide the answer then)."""
+        first = [a[0] for a in self.task.answers]
+        if len(set(first)) < len(first):
+            return []
+        truth = torch.as_tensor(self.task.labels[list(public)])
+        decide = batch.target_pos[:, 0]  # (B,) the position whose next token is the first answer token
+        at = (sel.rows[None, :] == torch.arange(len(public))[:, None]) & (sel.cols[None, :] == decide[:, None])
+        scores = teacher.log_probs[at.float().argmax(1)][:, first]  # (B, L)
+        best = scores.max(1).values
+        right = (scores.gather(1, truth[:, None]).squeeze(1) == best) & ((scores == best[:, None]).sum(1) == 1)
+        return right.float().tolist()
 
     # --- sizes -----------------------------------------------------------------------------
 

@@ -11,6 +11,8 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from fl.actions import ClientResult, Compute, Failure, Receive, Send, ServerCompute
 from fl.algorithm import AlgorithmContext, get_algorithm
+from fl.data import collate
+from fl.distill import Teacher
 from fl.kd_topk import KDTopK, KDTopKConfig, choose_k
 from fl.models import lora_state
 from fl.runner import drive, run_plain
@@ -186,6 +188,38 @@ def test_server_round_is_one_timed_server_compute_and_reports_k(algo):
     assert ks[0] < ks[1] and m["k_mean"] == np.mean(ks) and m["k_min"] == ks[0] and m["k_max"] == ks[1]
     assert m["n_aggregated"] == 2 and m["n_failed"] == 1 and m["teacher_support"] >= ks[1]
     assert 2 in algo._downlink and algo._downlink[2].k == 64
+    assert m["teacher_accuracy"] in (0.0, 0.5, 1.0)  # two public examples
+
+
+@pytest.mark.parametrize("positions", ["answer", "all"])
+def test_teacher_votes_rank_the_labels_first_tokens_at_the_deciding_position(algo, positions):
+    if positions != algo.config.positions:
+        algo = _algo(positions=positions)
+    public = algo.public_indices(0)
+    batch = collate(algo.task, public)
+    sel = algo.selection(batch)
+    first = [a[0] for a in algo.task.answers]
+    truth = [int(algo.task.labels[i]) for i in public]
+    wrong = [(t + 1) % len(first) for t in truth]
+
+    def teacher(favour, tie=False, elsewhere=None):
+        """Uniform over the label tokens except ``favour`` (per example) at the deciding
+        position; everywhere else (and with ``elsewhere``) the truth is made to look best."""
+        log_probs = torch.full((sel.n_tokens, V), -torch.inf)
+        for t, (row, col) in enumerate(zip(sel.rows.tolist(), sel.cols.tolist())):
+            log_probs[t, first] = -3.0
+            if col == int(batch.target_pos[row, 0]):
+                log_probs[t, first[favour[row]]] = -3.0 if tie else -1.0
+            else:
+                log_probs[t, first[truth[row]]] = -0.1  # a non-deciding position must not count
+        return Teacher(log_probs)
+
+    assert algo.teacher_votes(teacher(truth), batch, sel, public) == [1.0, 1.0]
+    assert algo.teacher_votes(teacher([truth[0], wrong[1]]), batch, sel, public) == [1.0, 0.0]
+    assert algo.teacher_votes(teacher(truth, tie=True), batch, sel, public) == [0.0, 0.0]  # ties are wrong
+    outside = teacher(truth)
+    outside.log_probs[:, first[truth[0]]] = -torch.inf  # the true token outside the support ranks last
+    assert algo.teacher_votes(outside, batch, sel, public)[0] == 0.0
 
 
 def test_run_plain_two_rounds_same_seed_identical():
