@@ -267,14 +267,13 @@ class BlockFading:
                 else:
                     re *= sd
                     im *= sd
-                    s0 = self._s[0][:, who] * r
-                    s0 += re
-                    s1 = self._s[1][:, who] * r
-                    s1 += im
-                    self._s[0][:, who] = s0
-                    self._s[1][:, who] = s1
+                    s = self._s[:, :, who]  # [2, n_bs, m]: both planes in one gather
+                    s *= r
+                    s[0] += re
+                    s[1] += im
+                    self._s[:, :, who] = s
                     if who is ids:
-                        in_hand = (s0, s1)
+                        in_hand = (s[0], s[1])
                 changed = True
         if every:
             self._at[:] = k

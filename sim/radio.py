@@ -211,17 +211,24 @@ class RadioLink(LinkModel):
         if direction == UP and bandwidth_hz != cell_bandwidth_hz:
             s = s * (cell_bandwidth_hz / bandwidth_hz)
         if self._shannon:  # the same operations as _rate, on floats
-            return bandwidth_hz * self._eff * min(math.log2(1.0 + s * self._inv_gap), self._cap)
+            se = math.log2(1.0 + s * self._inv_gap)
+            cap = self._cap
+            return bandwidth_hz * self._eff * (cap if cap < se else se)  # min(se, cap)
         return float(self._rate(np.array([s]), np.array([bandwidth_hz]))[0])
 
     def rates_of(self, clients, direction, fractions, cell_bandwidth_hz):
         if not self._shannon:
             return super().rates_of(clients, direction, fractions, cell_bandwidth_hz)
         sinr = self._sinr_f[direction]
-        eff, inv_gap, cap, log2 = self._eff, self._inv_gap, self._cap, math.log2
+        inv_gap, cap, log2 = self._inv_gap, self._cap, math.log2
         b = cell_bandwidth_hz
+        # (cap if cap < se else se) is min(se, cap) without the call; b * eff * se groups as
+        # (b * eff) * se, so that product is taken once per call
         if fractions is None:
-            return [b * eff * min(log2(1.0 + sinr[c] * inv_gap), cap) for c in clients]
+            be = b * self._eff
+            return [be * (cap if cap < (se := log2(1.0 + sinr[c] * inv_gap)) else se)
+                    for c in clients]
+        eff = self._eff
         out = []
         up = direction == UP
         for c, f in zip(clients, fractions):
@@ -229,7 +236,8 @@ class RadioLink(LinkModel):
             s = sinr[c]
             if up and bw != b:
                 s = s * (b / bw)
-            out.append(bw * eff * min(log2(1.0 + s * inv_gap), cap))
+            se = log2(1.0 + s * inv_gap)
+            out.append(bw * eff * (cap if cap < se else se))
         return out
 
     def sinr_db_of(self, client, direction):
