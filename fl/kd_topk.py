@@ -123,6 +123,9 @@ class KDTopKConfig(AlgorithmConfig):
     aggregation: ``adaptive`` [P1], ``zero_pad`` (baseline) or ``prob_tail``.
     weight_by: ``samples`` (client sample counts) or ``k`` (entries per position).
     temperature, alpha, beta: the loss L = CE + α·τ²·KL + β·projection term.
+    client_alpha: α in the clients' loss, the weight of the downlink teacher (None: alpha).
+        A server that has not learned the task yet teaches its clients its own mistakes; a
+        smaller weight lets clients keep what their data taught them.
     mutual: the server sends its logits back and clients distil from them.
     header_bits: modelled header bits of every message.
     eval_every, eval_batch_size: server-model evaluation; eval_clients: also evaluate the
@@ -155,6 +158,7 @@ class KDTopKConfig(AlgorithmConfig):
     weight_by: Literal["samples", "k"] = "samples"
     temperature: float = Field(1.0, gt=0)
     alpha: float = Field(1.0, ge=0)
+    client_alpha: float | None = Field(None, ge=0)
     beta: float = Field(1.0, ge=0)
     projection: ProjectionSpec = ProjectionSpec()
     mutual: bool = True
@@ -304,6 +308,7 @@ class KDTopK(LMAlgorithm):
             if isinstance(value, int) and value > self.vocab_size:
                 raise ValueError(f"{name} ({value}) must be <= the vocabulary size V = {self.vocab_size}.")
         self.k_down = self.vocab_size if cfg.k_down == "full" else int(cfg.k_down)
+        self.client_alpha = cfg.alpha if cfg.client_alpha is None else cfg.client_alpha
         self.counts_bits = count_bits(self.k_max)
         self.server_profile = profile(self.server_model)
         self.client_profile = profile(self.client_model)
@@ -362,11 +367,12 @@ class KDTopK(LMAlgorithm):
         layer = cfg.projection.client_layer
         if job.warm:  # CE only, before any distillation
             self.train(model, len(job.warm), cfg.lr, _generator(job.warm_state),
-                       [collate(self.task, list(idx)) for idx in job.warm], batch, sel, None, None, layer)
+                       [collate(self.task, list(idx)) for idx in job.warm], batch, sel, None, None, layer,
+                       self.client_alpha)
         teacher, target = self._teacher_from(job.down) if job.down is not None else (None, None)
         private = [collate(self.task, list(idx)) for idx in job.batches]
         losses = self.train(model, cfg.local_steps, cfg.lr, _generator(job.generator_state), private, batch, sel,
-                            teacher, target, layer)
+                            teacher, target, layer, self.client_alpha)
         counts = None
         if cfg.k == "adaptive_mass" and job.down is not None:
             counts = self.mass_counts(job.down, int(send_plan.info["k_cap"]))
@@ -403,7 +409,7 @@ class KDTopK(LMAlgorithm):
             teacher_right.extend(self.teacher_votes(teacher, batch, sel, public))
             gen = torch.Generator().manual_seed(int_seed(self.train_root, "server", public_round))
             kd_losses.extend(self.train(self.server_model, cfg.server_steps, cfg.server_lr, gen, [], batch, sel,
-                                        teacher, target, cfg.projection.server_layer))
+                                        teacher, target, cfg.projection.server_layer, cfg.alpha))
         if results:
             self.version += 1
         nxt = rnd + 1
@@ -551,17 +557,17 @@ class KDTopK(LMAlgorithm):
 
     # --- training --------------------------------------------------------------------------
 
-    def _distils(self, has_teacher: bool) -> bool:
+    def _distils(self, has_teacher: bool, alpha: float) -> bool:
         cfg = self.config
-        return has_teacher and (cfg.alpha > 0 or (cfg.beta > 0 and self.proj_A is not None))
+        return has_teacher and (alpha > 0 or (cfg.beta > 0 and self.proj_A is not None))
 
     def train(self, model, steps: int, lr: float, generator: torch.Generator, private: Sequence[Batch],
               public: Batch, sel: PublicSelection, teacher: Teacher | None, proj_target: torch.Tensor | None,
-              layer: int) -> list[float]:
+              layer: int, alpha: float) -> list[float]:
         """``steps`` AdamW steps on L = CE(private[s]) + α·τ²·KL(teacher ‖ model) + β·projection
         on the public batch (terms without data are left out); returns the step losses."""
         cfg = self.config
-        distil = self._distils(teacher is not None)
+        distil = self._distils(teacher is not None, alpha)
         if steps == 0 or (not private and not distil):
             return []
         params = [p for p in model.parameters() if p.requires_grad]
@@ -576,8 +582,8 @@ class KDTopK(LMAlgorithm):
                 if distil:
                     use_proj = proj_target is not None and cfg.beta > 0
                     logits, proj = self.public_outputs(model, public, sel, layer if use_proj else None)
-                    if cfg.alpha > 0:
-                        loss = loss + cfg.alpha * tau ** 2 * kd_loss(logits, teacher, tau).mean()
+                    if alpha > 0:
+                        loss = loss + alpha * tau ** 2 * kd_loss(logits, teacher, tau).mean()
                     if proj is not None and cfg.beta > 0:
                         loss = loss + cfg.beta * projection_loss(proj, proj_target, cfg.projection.normalise).mean()
                 opt.zero_grad(set_to_none=True)
@@ -658,7 +664,7 @@ class KDTopK(LMAlgorithm):
         for idx in plan:
             b, s, a = batch_shape(self.task, idx)
             total += prof.train_step(b, s, head_tokens=a + 1)
-            if self._distils(distil):
+            if self._distils(distil, self.client_alpha):
                 total += prof.train_step(B, S, head_tokens=keep) + proj_train
         total += prof.forward(B, S, head_tokens=keep) + proj_fwd
         return float(total)
@@ -672,7 +678,7 @@ class KDTopK(LMAlgorithm):
         and the forward pass for the next downlink."""
         prof, r = self.server_profile, self.config.projection.rank
         total = 0
-        distil = self._distils(True)
+        distil = self._distils(True, self.config.alpha)
         for public_round in sorted({res.update.public_round for res in results}):
             B, S, keep, T = self._public_shape(self.public_indices(public_round))
             if distil:

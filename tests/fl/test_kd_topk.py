@@ -262,3 +262,23 @@ def test_warmup_runs_once_per_client_and_its_flops_are_counted():
     plain = _algo(n_clients=2)  # warm-up off: the same client round as before the option existed
     _, c0, _ = _to_send(plain, 1, 0)
     assert c0.flops == first[1]
+
+
+def test_client_alpha_weights_the_downlink_teacher_only_on_clients():
+    """client_alpha = 0: a client trains as without mutual distillation (same adapter, same
+    message, no distillation FLOPs) although it still receives the server's logits; the
+    server's own distillation keeps alpha."""
+    runs = {}
+    for name, over in (("off", {"mutual": False}), ("zero", {"client_alpha": 0.0}), ("half", {"client_alpha": 0.5}),
+                       ("default", {})):
+        a = _algo(n_clients=2, **over)
+        (update, traffic) = drive(a.client_round(0, 0))
+        runs[name] = (a, update, traffic)
+    off, zero, half, default = (runs[k] for k in ("off", "zero", "half", "default"))
+    assert zero[2].bits_down > 0 and off[2].bits_down == 0
+    assert zero[2].flops == off[2].flops < half[2].flops == default[2].flops
+    assert _equal(zero[0].client_states[0], off[0].client_states[0])
+    assert torch.equal(zero[1].payload.decode()[0].values, off[1].payload.decode()[0].values)
+    assert not _equal(half[0].client_states[0], default[0].client_states[0])
+    assert zero[0].client_alpha == 0.0 and default[0].client_alpha == 1.0
+    assert zero[0].server_flops(0, []) == default[0].server_flops(0, [])
