@@ -91,10 +91,16 @@ def _load(run_dir: Path, wall_s: float) -> dict:
 
 
 def finished(run_dir: Path, overrides: list[str]) -> dict | None:
-    """A finished run of these overrides in ``run_dir`` (``--resume``), or None."""
+    """A finished run of these overrides in ``run_dir`` (``--resume``), or None. The run's
+    resolved scenario must equal what the scenario file and the overrides resolve to now,
+    so a run of an older version of the scenario is run again."""
+    from sim.scenario import dump_scenario, load_scenario
+
     try:
         summary = json.loads((run_dir / "summary.json").read_text())
         same = json.loads((run_dir / "bench_overrides.json").read_text()) == overrides
+        same = same and (run_dir / "scenario.resolved.yaml").read_text() == dump_scenario(
+            load_scenario(SCENARIO, overrides))
     except (OSError, ValueError):
         return None
     if summary.get("status") != "ok" or not same:
