@@ -21,7 +21,8 @@ client chose against the SNR of its uplink at that moment (from events.parquet) 
     python bench/kd_comm.py                 # the real run (~10 min per variant on 2 free cores)
     python bench/kd_comm.py --quick         # tiny random model, 3 rounds: a smoke run (~2 min)
     python bench/kd_comm.py --set fl.rounds=4 --only adaptive_adaptive,full
-    python bench/kd_comm.py --resume        # reuse the variants already finished in --runs
+    python bench/kd_comm.py --resume        # reuse the variants finished in --runs, go on with
+                                            # interrupted ones from their last round's checkpoint
 
 Same seed → the same channel for every variant up to the timing of the uploads (which
 depends on each variant's payload sizes and compute).
@@ -90,38 +91,65 @@ def _load(run_dir: Path, wall_s: float) -> dict:
     }
 
 
-def finished(run_dir: Path, overrides: list[str]) -> dict | None:
-    """A finished run of these overrides in ``run_dir`` (``--resume``), or None. The run's
-    resolved scenario must equal what the scenario file and the overrides resolve to now,
-    so a run of an older version of the scenario is run again."""
+def _same_run(run_dir: Path, overrides: list[str]) -> bool:
+    """``run_dir`` holds a run of these overrides whose resolved scenario equals what the
+    scenario file and the overrides resolve to now (a run of an older scenario does not count)."""
     from sim.scenario import dump_scenario, load_scenario
 
     try:
-        summary = json.loads((run_dir / "summary.json").read_text())
         same = json.loads((run_dir / "bench_overrides.json").read_text()) == overrides
-        same = same and (run_dir / "scenario.resolved.yaml").read_text() == dump_scenario(
+        return same and (run_dir / "scenario.resolved.yaml").read_text() == dump_scenario(
             load_scenario(SCENARIO, overrides))
     except (OSError, ValueError):
-        return None
-    if summary.get("status") != "ok" or not same:
-        return None
-    return _load(run_dir, float(summary["wall_time_s"]))
+        return False
 
 
-def run_config(key: str, overrides: list[str], runs: Path) -> dict:
-    """Run one variant into ``runs/key``; return its rounds, events and summary."""
+def _wall(run_dir: Path, default: float = 0.0) -> float:
+    """Wall seconds the bench has spent on this run so far, over all its resumptions."""
+    try:
+        return float(json.loads((run_dir / "bench_wall.json").read_text())["wall_s"])
+    except (OSError, ValueError, KeyError):
+        return default
+
+
+def finished(run_dir: Path, overrides: list[str]) -> dict | None:
+    """A finished run of these overrides in ``run_dir`` (``--resume``), or None."""
+    try:
+        summary = json.loads((run_dir / "summary.json").read_text())
+    except (OSError, ValueError):
+        return None
+    if summary.get("status") != "ok" or not _same_run(run_dir, overrides):
+        return None
+    return _load(run_dir, _wall(run_dir, float(summary["wall_time_s"])))
+
+
+def interrupted(run_dir: Path, overrides: list[str]) -> bool:
+    """An unfinished run of these overrides with a round-boundary checkpoint to go on from."""
+    return (run_dir / "checkpoint.pkl").is_file() and _same_run(run_dir, overrides)
+
+
+def run_config(key: str, overrides: list[str], runs: Path, resume: bool = False) -> dict:
+    """Run one variant into ``runs/key`` (``resume``: go on from its checkpoint); return its
+    rounds, events and summary. The wall time spent so far is kept in bench_wall.json."""
     from sim.runner import run_scenario
 
     out = runs / key
     out.mkdir(parents=True, exist_ok=True)
-    (out / "bench_overrides.json").write_text(json.dumps(overrides))
+    prior = _wall(out) if resume else 0.0
+    (out / "summary.json").unlink(missing_ok=True)  # an older run's: never taken for this one's
+    if not resume:
+        (out / "bench_overrides.json").write_text(json.dumps(overrides))
     t0 = time.perf_counter()
 
     def progress(done: int, total: int) -> None:
-        print(f"[kd_comm]   round {done}/{total} ({time.perf_counter() - t0:.0f} s)", file=sys.stderr, flush=True)
+        wall = prior + time.perf_counter() - t0
+        (out / "bench_wall.json").write_text(json.dumps({"wall_s": wall}))
+        print(f"[kd_comm]   round {done}/{total} ({wall:.0f} s)", file=sys.stderr, flush=True)
 
-    run_dir, _ = run_scenario(SCENARIO, overrides=overrides, out=out, plots=False, progress=progress)
-    return _load(run_dir, time.perf_counter() - t0)
+    run_dir, _ = run_scenario(SCENARIO, overrides=overrides, out=out, plots=False, progress=progress, resume=resume)
+    wall = prior + time.perf_counter() - t0
+    (out / "bench_wall.json").write_text(json.dumps({"wall_s": wall}))
+    return _load(run_dir, wall)
 
 
 def time_to(rounds, target: float) -> float:
@@ -323,7 +351,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--only", default=None, help="comma-separated variant keys: " +
                     ", ".join(k for k, _, _ in CONFIGS))
     ap.add_argument("--resume", action="store_true",
-                    help="reuse variants already finished in --runs with the same overrides")
+                    help="reuse variants already finished in --runs with the same overrides and "
+                         "scenario; go on with interrupted ones from their last round's checkpoint")
     args = ap.parse_args(argv)
     _keep_freed_memory()
 
@@ -340,8 +369,10 @@ def main(argv: list[str] | None = None) -> int:
             print(f"[kd_comm] {label}: reusing {runs / key}", file=sys.stderr, flush=True)
             results[key] = done
             continue
-        print(f"[kd_comm] {label} ...", file=sys.stderr, flush=True)
-        results[key] = run_config(key, base + overrides, runs)
+        again = args.resume and interrupted(runs / key, base + overrides)
+        print(f"[kd_comm] {label} ..." + (" (going on from its checkpoint)" if again else ""),
+              file=sys.stderr, flush=True)
+        results[key] = run_config(key, base + overrides, runs, resume=again)
         print(f"[kd_comm]   done in {results[key]['wall_s']:.0f} s", file=sys.stderr, flush=True)
 
     if args.target_accuracy is not None:
