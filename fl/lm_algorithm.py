@@ -16,6 +16,7 @@ models and the data; both check it by fingerprints of the frozen tensors.
 from __future__ import annotations
 
 import dataclasses
+import warnings
 from dataclasses import dataclass
 from typing import Any, Mapping, Sequence
 
@@ -43,6 +44,23 @@ class LMReplica(Replica):
         return algo
 
 
+def scarce_labels(labels, train_idx, test_idx, label_names: Sequence[str], data) -> list[str]:
+    """One message per label that keeps fewer training examples than the balanced test split
+    takes from it: the clients then barely see a class the test asks for as often as any
+    other, and accuracy on it measures the filter, not the method (e.g. ``max_chars: 140``
+    leaves 37 limericks, 20 of them in the test)."""
+    import numpy as np
+
+    n = len(label_names)
+    train = np.bincount(np.asarray(labels)[train_idx], minlength=n)
+    test = np.bincount(np.asarray(labels)[test_idx], minlength=n)
+    return [f"fl.options.data: label {label_names[k]!r} keeps {int(train[k])} training examples "
+            f"(the test split takes {int(test[k])}); the clients will hardly learn it. Fix: widen "
+            f"data.min_chars/data.max_chars (now {data.min_chars}..{data.max_chars}) or lower "
+            f"data.n_test (now {data.n_test})."
+            for k in range(n) if train[k] < test[k]]
+
+
 class LMAlgorithm(Algorithm):
     """An :class:`~fl.algorithm.Algorithm` training a language model on a labelled task.
 
@@ -68,6 +86,8 @@ class LMAlgorithm(Algorithm):
         self.parts = partition(config.partition, labels[self.train_idx], context.n_clients,
                                numpy_stream(data_root, "partition"))
         self.client_idx = [self.train_idx[p] for p in self.parts]
+        for warning in scarce_labels(labels, self.train_idx, self.test_idx, self.dataset.label_names, config.data):
+            warnings.warn(warning, stacklevel=2)
 
     def ce_flops(self, flop_profile, plan: Sequence[Sequence[int]]) -> float:
         """Matmul FLOPs of CE training steps on these batches (index lists) of the task, for

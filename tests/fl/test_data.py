@@ -200,3 +200,45 @@ def test_long_texts_are_cut_to_max_len(tokenizer):
     assert tokenizer.decode(enc.prompts[0]).endswith("<|im_start|>assistant\n")
     with pytest.raises(ValueError, match="raise data.max_len"):
         encode_task(ds, tokenizer, max_len=40)
+
+
+def test_scarce_labels_names_the_label_and_the_fix():
+    from fl.lm_algorithm import scarce_labels
+
+    labels = np.array([0] * 50 + [1] * 12)
+    train = np.concatenate([np.arange(0, 40), np.arange(50, 55)])  # label 1: 5 training examples
+    test = np.concatenate([np.arange(40, 50), np.arange(55, 62)])  # label 1: 7 in the test
+    spec = DataSpec(max_chars=140, n_test=17)
+    [msg] = scarce_labels(labels, train, test, ("common", "rare"), spec)
+    assert "'rare' keeps 5 training examples" in msg and "takes 7" in msg
+    assert "data.max_chars" in msg and "20..140" in msg and "data.n_test (now 17)" in msg
+    assert scarce_labels(labels, np.arange(0, 60), test, ("common", "rare"), spec) == []
+
+
+def test_no_shipped_scenario_starves_a_label():
+    """Every scenario's data leaves each label more training than test examples (a 140-char
+    cap once left 17 limericks for 8 clients and 20 in the test: accuracy at chance)."""
+    from pathlib import Path
+
+    from fl.data import load_dataset
+    from fl.lm_algorithm import scarce_labels
+    from fl.partition import holdout_split
+    from fl.seeding import numpy_stream
+    from sim.scenario import load_scenario
+
+    root = Path(__file__).resolve().parents[2] / "scenarios"
+    checked = 0
+    for path in sorted(root.glob("*.yaml")):
+        scn = load_scenario(path)
+        options = scn.fl.options or {}
+        if "data" not in options:
+            continue
+        data = DataSpec(**options["data"])
+        if data.dataset != "fortunes":
+            continue
+        ds = load_dataset(data)
+        root_seed = options.get("data_seed") if options.get("data_seed") is not None else scn.seed
+        train, _, test = holdout_split(ds.labels, data.n_test, data.n_public, numpy_stream(root_seed, "holdout"))
+        assert scarce_labels(ds.labels, train, test, ds.label_names, data) == [], path.name
+        checked += 1
+    assert checked >= 4
