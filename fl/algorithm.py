@@ -45,11 +45,14 @@ class AlgorithmContext:
     n_clients: number of clients in the population.
     seed: the root seed; algorithms derive their own streams from it by stable name.
     run_dir: where the algorithm may write artefacts (histograms, maps), or None.
+    rounds: how many rounds the host will run, if it knows (the last one is always an
+        evaluation round, whatever an algorithm's ``eval_every``), else None.
     """
 
     n_clients: int
     seed: int
     run_dir: str | None = None
+    rounds: int | None = None
 
 
 ClientRound = Generator[Action, Any, Any]
@@ -85,6 +88,12 @@ class Algorithm(ABC):
     def __init__(self, config: AlgorithmConfig, context: AlgorithmContext) -> None:
         self.config = config
         self.context = context
+
+    def is_eval_round(self, rnd: int, every: int) -> bool:
+        """Whether to evaluate after round ``rnd``: every ``every`` rounds ((rnd + 1) % every
+        == 0), the initial model (rnd = −1) and the host's last round always."""
+        rounds = getattr(self.context, "rounds", None)  # None in checkpoints from before
+        return (rnd + 1) % every == 0 or (rounds is not None and rnd == rounds - 1)
 
     @abstractmethod
     def n_samples(self, client: int) -> int:

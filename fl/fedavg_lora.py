@@ -67,7 +67,8 @@ class FedAvgLoRAConfig(AlgorithmConfig):
     model_download: model the one-time download of the frozen base model at a client's
         first participation (``Receive`` labelled ``base_model`` before the adapter), sent
         with ``model_download_dtype``; off by default (the phones already hold the model).
-    eval_every: evaluate the global model after rounds where (round + 1) % eval_every == 0.
+    eval_every: evaluate the global model after rounds where (round + 1) % eval_every == 0
+        (and after the host's last round).
     eval_batch_size: prompts per evaluation forward pass.
     data_seed: seed of the data splits (test set, partition); None uses the run's seed.
     seed_offset: added to the run's seed for the training streams (LoRA init, batches).
@@ -241,9 +242,9 @@ class FedAvgLoRA(LMAlgorithm):
 
     def evaluate(self, rnd: int) -> Mapping[str, float]:
         """Accuracy and loss of the global model on the test set after round ``rnd``, or {}
-        when ``rnd`` is not an evaluation round ((rnd + 1) % eval_every != 0; rnd = -1, the
-        initial model, always is)."""
-        if (rnd + 1) % self.config.eval_every:
+        when ``rnd`` is not an evaluation round (:meth:`~fl.algorithm.Algorithm.is_eval_round`:
+        every ``eval_every`` rounds, the initial model (rnd = -1) and the last round)."""
+        if not self.is_eval_round(rnd, self.config.eval_every):
             return {}
         return self.evaluate_global()
 

@@ -297,7 +297,7 @@ class FedSODA(LMAlgorithm):
         return row
 
     def evaluate(self, rnd: int) -> Mapping[str, float]:
-        if (rnd + 1) % self.config.eval_every:
+        if not self.is_eval_round(rnd, self.config.eval_every):
             return {}
         return self.evaluate_global()
 

@@ -435,8 +435,8 @@ class KDTopK(LMAlgorithm):
 
     def evaluate(self, rnd: int) -> Mapping[str, float]:
         """Server-model accuracy and loss after round ``rnd`` (every ``eval_every`` rounds;
-        rnd = −1, the initial model, always), plus client-model accuracy if ``eval_clients``."""
-        if (rnd + 1) % self.config.eval_every:
+        rnd = −1, the initial model, and the last round always), plus client-model accuracy if ``eval_clients``."""
+        if not self.is_eval_round(rnd, self.config.eval_every):
             return {}
         m = evaluate(self.server_model, self.task, self.test_idx, self.config.eval_batch_size)
         out = {"accuracy": m["accuracy"], "loss": m["loss"]}

@@ -333,7 +333,7 @@ class SplitLoRA(LMAlgorithm):
     def evaluate(self, rnd: int) -> Mapping[str, float]:
         """Accuracy and loss of the global model (global client-side adapter + the server's
         adapter) after round ``rnd``, or {} when it is not an evaluation round."""
-        if (rnd + 1) % self.config.eval_every:
+        if not self.is_eval_round(rnd, self.config.eval_every):
             return {}
         return self.evaluate_global()
 

@@ -918,7 +918,8 @@ def _group_of(scn: Scenario, n: int) -> list[str]:
 def _make_algorithm(scn: Scenario, run_dir: str | None) -> Algorithm:
     cls = get_algorithm(scn.fl.algorithm)
     return cls(cls.Config(**scn.fl.options),
-               AlgorithmContext(n_clients=scn.clients.n_clients, seed=scn.seed, run_dir=run_dir))
+               AlgorithmContext(n_clients=scn.clients.n_clients, seed=scn.seed, run_dir=run_dir,
+                                rounds=scn.fl.rounds))
 
 
 def _timeout_at(env: simpy.Environment, t_s: float) -> simpy.Event:

@@ -72,3 +72,21 @@ def test_run_plain_rows_and_selection():
     assert again == rows  # the selection stream is seeded
     with pytest.raises(ValueError, match=r"clients_per_round must be in \[1, 5\]. Got 6"):
         run_plain(algo, rounds=1, clients_per_round=6)
+
+
+def test_eval_rounds_every_n_plus_the_initial_and_the_hosts_last():
+    known = Counting(AlgorithmConfig(), AlgorithmContext(n_clients=2, seed=0, rounds=5))
+    assert [r for r in range(-1, 5) if known.is_eval_round(r, 3)] == [-1, 2, 4]
+    unknown = Counting(AlgorithmConfig(), AlgorithmContext(n_clients=2, seed=0))
+    assert [r for r in range(-1, 5) if unknown.is_eval_round(r, 3)] == [-1, 2]
+    assert [r for r in range(-1, 5) if known.is_eval_round(r, 1)] == list(range(-1, 5))
+
+
+def test_the_simulator_tells_the_algorithm_its_rounds():
+    from sim.scenario import load_scenario
+    from sim.simulation import _make_algorithm
+    from pathlib import Path
+
+    scn = load_scenario(Path(__file__).resolve().parents[2] / "scenarios" / "surrogate_quickstart.yaml",
+                        ["fl.rounds=7"])
+    assert _make_algorithm(scn, None).context.rounds == 7
