@@ -18,7 +18,7 @@ point (ALGORITHMS.md: "at ≤ 1 point lower accuracy"). It also writes a plot of
 client chose against the SNR of its uplink at that moment (from events.parquet) to
 ``--plot``.
 
-    python bench/kd_comm.py                 # the real run (~10 min per variant on 2 free cores)
+    python bench/kd_comm.py                 # the real run (~1 h per variant on 2 free cores)
     python bench/kd_comm.py --quick         # tiny random model, 3 rounds: a smoke run (~2 min)
     python bench/kd_comm.py --set fl.rounds=4 --only adaptive_adaptive,full
     python bench/kd_comm.py --resume        # reuse the variants finished in --runs, go on with
