@@ -521,10 +521,28 @@ class Simulation:
             t = (down / self._predicted_rate(ids, DOWN, n_cand, k)
                  + flops / self.compute.flops_of[ids]
                  + up / self._predicted_rate(ids, UP, n_cand, k))
-        wired = np.array([self.backhaul.path(self._site_of(int(c)), self.server.node).delay_s(up)
-                          + self.backhaul.path(self.server.node, self._site_of(int(c))).delay_s(down)
-                          for c in ids])
-        return np.nan_to_num(t + wired, nan=math.inf)
+        return np.nan_to_num(t + self._predicted_wired(ids, n_cand, k, up, down), nan=math.inf)
+
+    def _predicted_wired(self, ids, n_cand, k, up_bits: float, down_bits: float) -> np.ndarray:
+        """Wired time of each client's upload (site → server) and download (server → site):
+        latency + bits / its path's bottleneck share. With ``backhaul.sharing: fair`` a hop is
+        expected to carry as many flows as the clients in ``ids`` whose path crosses it, times
+        k / n_cand (those of them selected; at least one), like the radio's per-cell share."""
+        share = k / max(n_cand, 1) if self.scenario.backhaul.sharing == "fair" else 0.0
+        out = np.zeros(len(ids))
+        for bits, route in ((up_bits, lambda site: (site, self.server.node)),
+                            (down_bits, lambda site: (self.server.node, site))):
+            paths = [self.backhaul.path(*route(self._site_of(int(c)))) for c in ids]
+            load: dict = {}
+            for path in paths:
+                for hop, _ in path.finite_hops:
+                    load[hop] = load.get(hop, 0) + 1
+            for i, path in enumerate(paths):
+                if len(path.nodes) < 2:
+                    continue
+                rate = min((cap / max(1.0, load[hop] * share) for hop, cap in path.finite_hops), default=math.inf)
+                out[i] += path.latency_s + bits / rate
+        return out
 
     # ------------------------------------------------------------------ drivers
     def _start_task(self, task: _Task, deadline_interrupt: bool) -> Any:

@@ -201,3 +201,21 @@ def test_shared_link_schedules_constant_events_per_change(n):
         steps += 1
     assert out == {k: approx(0.1 * (k * n - k * (k - 1) / 2) + 0.01) for k in range(1, n + 1)}
     assert steps <= 7 * n
+
+
+@pytest.mark.parametrize("sharing", ["fair", "none"])
+def test_predicted_wired_time_counts_the_flows_sharing_a_hop(sharing):
+    """Two clients behind site0 (site0 → edge 10 Mbit/s, everything else unconstrained, no
+    latency): a 1 Mbit upload each. Both selected (k = 2 of 2): with fair sharing they are
+    expected to split the hop, 1e6 / 5e6 = 0.2 s each; k = 1 of 2 expects one flow, 0.1 s;
+    without sharing it is 0.1 s whatever k. The download direction adds its own bits."""
+    scn = scenario(backhaul={"site_edge_capacity_bps": 1e7, "site_edge_latency_s": 0.0,
+                             "edge_cloud_capacity_bps": math.inf, "edge_cloud_latency_s": 0.0,
+                             "sharing": sharing})
+    sim = Simulation(scn, algorithm=ScriptAlgo(2), link=TableLink([1e6, 1e6], cells=[0, 0]))
+    ids = np.array([0, 1])
+    both = sim._predicted_wired(ids, 2, 2, 1e6, 0.0)
+    one = sim._predicted_wired(ids, 2, 1, 1e6, 0.0)
+    assert both == pytest.approx([0.2, 0.2] if sharing == "fair" else [0.1, 0.1])
+    assert one == pytest.approx([0.1, 0.1])
+    assert sim._predicted_wired(ids[:1], 2, 1, 1e6, 1e6) == pytest.approx([0.2])  # 0.1 up + 0.1 down
