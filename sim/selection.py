@@ -101,7 +101,9 @@ class SelectDeadlineAware(SelectionPolicy):
     """Up to K clients chosen at random among those predicted to finish in time.
 
     Predicted time = download + compute + upload at the predicted rates + wired delay
-    (payload sizes and FLOPs estimated from previous rounds). Without a deadline every
+    (payload sizes and FLOPs estimated from previous rounds; the radio share per cell and,
+    with ``backhaul.sharing: fair``, each backhaul hop's share count the candidates expected
+    to be selected with the client). Without a deadline every
     candidate is feasible. May select fewer than K (even none).
     """
 
