@@ -41,3 +41,29 @@ def test_kd_adaptive_runs_with_real_distillation_and_adaptive_k(tmp_path):
     assert len(up) == 3 and up[["k", "capacity_bits", "snr_db"]].notna().all().all()
     assert ((up.k >= 8) & (up.k <= 256)).all()  # k_min, k_max of the scenario
     assert rounds["bits_up"].sum() == ev[(ev.event == "send_end") & (ev.direction == "up")].bits.sum()
+
+
+def test_kd_diagnose_scores_the_server_every_trained_client_and_their_ensemble(tmp_path):
+    import sys
+
+    import pytest
+
+    sys.path.insert(0, str(ROOT / "bench"))
+    from kd_diagnose import diagnose, format_report, main
+
+    out = tmp_path / "run"
+    r = CliRunner().invoke(app, ["run", str(SCENARIO), "--out", str(out), "--quiet", "--no-plots", *TINY,
+                                 "--set", "fl.rounds=2"])
+    assert r.exit_code == 0, r.output + repr(r.exception)
+    report = diagnose(out)
+    rounds = pd.read_csv(out / "rounds.csv")
+    assert report["round"] == 2 and report["n_test"] == 6 and len(report["labels"]) == 6
+    assert report["server"]["accuracy"] == pytest.approx(rounds["accuracy"].iloc[-1])  # the same model, same prompts
+    trained = {c for c in pd.read_parquet(out / "events.parquet").query("event == 'send_end'").client.dropna()}
+    assert {c["client"] for c in report["clients"]} == {int(c) for c in trained} and report["clients"]
+    for m in [report["server"], report["ensemble"], *report["clients"]]:
+        assert sum(m["answers"].values()) == 6 and 0.0 <= m["accuracy"] <= 1.0
+    assert all(sum(c["train_counts"].values()) > 0 for c in report["clients"])
+    text = format_report(report)
+    assert "server" in text and "ensemble" in text and "client" in text
+    assert main([str(tmp_path / "nowhere")]) == 2  # a clear error, not a traceback
