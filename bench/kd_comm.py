@@ -182,6 +182,7 @@ def table_rows(results: dict, target: float) -> list[dict]:
             "final_loss": float(loss.iloc[-1]) if len(loss) else math.nan,
             "client_acc": float(client_acc.iloc[-1]) if len(client_acc) else math.nan,
             "teacher_acc": float(teacher_acc.mean()) if len(teacher_acc) else math.nan,
+            "teacher_by_round": {int(n): float(v) for n, v in zip(df.loc[teacher_acc.index, "round"], teacher_acc)},
             "up_bits_per_round": float(df["bits_up"].mean()),
             "down_bits_per_round": float(df["bits_down"].mean()),
             "k_mean": float(up["k"].mean()) if len(up) else math.nan,
@@ -249,21 +250,45 @@ def _client_words(result: dict) -> str:
     return "whole-model clients" if keep is None else f"{len(keep)}-layer clients"
 
 
-def _n_test(result: dict) -> int | None:
+def _options(result: dict) -> dict:
     import yaml
 
     try:
         scn = yaml.safe_load((Path(result["run_dir"]) / "scenario.resolved.yaml").read_text())
-        return int(scn["fl"]["options"]["data"]["n_test"])
+        return dict(scn["fl"]["options"])
     except (OSError, KeyError, TypeError, ValueError):
+        return {}
+
+
+def _n_test(result: dict) -> int | None:
+    try:
+        return int(_options(result)["data"]["n_test"])
+    except (KeyError, TypeError, ValueError):
         return None
 
 
-def verdict(rows: dict[str, dict], n_test: int | None) -> list[str]:
+def paired_teacher(a: dict, r: dict) -> str | None:
+    """Teacher accuracy of ``a`` minus ``r``'s, paired round by round: mean difference in points
+    and two standard errors of that mean (None with fewer than two common rounds)."""
+    common = sorted(set(a["teacher_by_round"]) & set(r["teacher_by_round"]))
+    if len(common) < 2:
+        return None
+    d = [100 * (a["teacher_by_round"][n] - r["teacher_by_round"][n]) for n in common]
+    mean = sum(d) / len(d)
+    se = math.sqrt(sum((x - mean) ** 2 for x in d) / (len(d) - 1) / len(d))
+    return f"teacher acc {mean:+.1f} points (paired over {len(d)} rounds, ±{2 * se:.1f})"
+
+
+def verdict(rows: dict[str, dict], n_test: int | None, paired: bool = False) -> list[str]:
     """The aims of ALGORITHMS.md, checked on this run: adaptive k + adaptive aggregation needs
     ≥ 50 % less uplink than full/fixed k at ≤ 1 point lower accuracy, and beats zero_pad at
     equal bits. Accuracy differences are set against their noise — two standard errors of a
-    difference of two accuracies on ``n_test`` prompts — and against the untrained server."""
+    difference of two accuracies on ``n_test`` prompts — and against the untrained server.
+
+    ``paired`` (mutual distillation off: every variant's clients are the same models on the
+    same public batches, only the messages and their aggregation differ): the round-by-round
+    difference of the teacher's accuracy on the public batch is added — a paired measure of
+    what the compressed messages keep, far less noisy than the server's test accuracy."""
     a = rows.get("adaptive_adaptive")
     if a is None:
         return []
@@ -277,6 +302,10 @@ def verdict(rows: dict[str, dict], n_test: int | None) -> list[str]:
         within = "within" if abs(d) <= noise else "OUTSIDE"
         return f"accuracy {d:+.1f} points ({within} the ±{noise:.1f}-point noise of {n_test} test prompts)"
 
+    def teacher(r: dict) -> str:
+        t = paired_teacher(a, r) if paired else None
+        return f"; {t}" if t else ""
+
     out = ["aims (adaptive k + adaptive aggregation), final round:"]
     for key, name in (("full", "full logits"), ("fixed", "fixed k")):
         r = rows.get(key)
@@ -284,11 +313,12 @@ def verdict(rows: dict[str, dict], n_test: int | None) -> list[str]:
             continue
         save = 100 * (1 - a["up_bits_per_round"] / r["up_bits_per_round"])
         out.append(f"  vs {name:<12}: uplink {save:.1f} % less (aim ≥ 50 %: {'met' if save >= 50 else 'NOT met'}); "
-                   f"{acc(r)}; test loss {a['final_loss'] - r['final_loss']:+.3f}")
+                   f"{acc(r)}; test loss {a['final_loss'] - r['final_loss']:+.3f}" + teacher(r))
     z = rows.get("adaptive_zero_pad")
     if z is not None:
         ratio = a["up_bits_per_round"] / z["up_bits_per_round"]
-        out.append(f"  vs zero_pad    : bits ×{ratio:.3f}; {acc(z)}; test loss {a['final_loss'] - z['final_loss']:+.3f}")
+        out.append(f"  vs zero_pad    : bits ×{ratio:.3f}; {acc(z)}; test loss {a['final_loss'] - z['final_loss']:+.3f}"
+                   + teacher(z))
     untrained = a["initial_acc"]
     if not math.isnan(untrained) and all(r["best_acc"] <= untrained + 1e-9 for r in rows.values()):
         out.append(f"  no accuracy signal: no variant's server ever beat the untrained server ({untrained:.3f}); "
@@ -395,7 +425,8 @@ def main(argv: list[str] | None = None) -> int:
                  if initial else "")
     print(f"target accuracy {target:.3f} ({how}); accuracy = server model, rank classification on the test "
           f"split; test loss = its answer loss{untrained}")
-    for line in verdict(by_key, _n_test(next(iter(results.values())))):
+    first = next(iter(results.values()))
+    for line in verdict(by_key, _n_test(first), paired=_options(first).get("mutual") is False):
         print(line)
     plot = plot_k_vs_snr(results, args.plot or runs / "k_vs_snr.png")
     if plot is not None:

@@ -67,3 +67,27 @@ def test_kd_diagnose_scores_the_server_every_trained_client_and_their_ensemble(t
     text = format_report(report)
     assert "server" in text and "ensemble" in text and "client" in text
     assert main([str(tmp_path / "nowhere")]) == 2  # a clear error, not a traceback
+
+
+def test_kd_comm_verdict_pairs_teacher_accuracy_by_round_only_when_clients_are_shared():
+    import sys
+
+    sys.path.insert(0, str(ROOT / "bench"))
+    from kd_comm import paired_teacher, verdict
+
+    def row(acc: float, bits: float, teacher: dict[int, float]) -> dict:
+        return {"final_acc": acc, "best_acc": acc, "initial_acc": 0.3, "final_loss": 1.0, "up_bits_per_round": bits,
+                "teacher_by_round": teacher}
+
+    a = row(0.40, 1e5, {1: 0.5, 2: 0.4, 3: 0.6})
+    z = row(0.35, 1e5, {1: 0.4, 2: 0.4, 3: 0.4, 4: 0.9})  # round 4: not in a, left out of the pairing
+    full = row(0.42, 4e7, {1: 0.5, 2: 0.4, 3: 0.6})
+    # differences 10, 0, 20 points: mean 10, sd 10, two standard errors 2·10/√3 = 11.5
+    assert paired_teacher(a, z) == "teacher acc +10.0 points (paired over 3 rounds, ±11.5)"
+    assert paired_teacher(a, row(0.4, 1e5, {1: 0.5})) is None  # one common round: no spread to judge
+    rows = {"adaptive_adaptive": a, "adaptive_zero_pad": z, "full": full}
+    lines = verdict(rows, n_test=96, paired=True)
+    assert any("vs full" in l and "99.8 % less (aim ≥ 50 %: met)" in l and "teacher acc +0.0 points" in l
+               for l in lines), lines
+    assert any("vs zero_pad" in l and "teacher acc +10.0 points" in l for l in lines), lines
+    assert not any("teacher acc" in l for l in verdict(rows, n_test=96, paired=False))  # mutual on: not paired
