@@ -1,6 +1,7 @@
 """What the models of a kd_topk run know: every client and the server, scored on the test prompts.
 
     python bench/kd_diagnose.py runs/kd_comm/full            # a finished or interrupted run
+    python bench/kd_diagnose.py runs/kd_comm/fixed --server-only
 
 Loads the run's ``checkpoint.pkl`` (the state at its last round boundary; the scenario is the
 checkpoint's own), rank-classifies the run's test prompts with the server model and with
@@ -30,8 +31,10 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 
-def diagnose(run_dir: str | Path, batch_size: int = 16) -> dict:
-    """Score the server and every trained client of the run in ``run_dir`` on its test split.
+def diagnose(run_dir: str | Path, batch_size: int = 16, clients: bool = True) -> dict:
+    """Score the server and (``clients``) every trained client of the run in ``run_dir`` on its
+    test split. With mutual distillation off every variant of a benchmark trains the same
+    clients, so ``clients=False`` is enough for all but one of them.
 
     Returns ``{"round": rounds completed, "labels": [...], "n_test": int, "server": model,
     "clients": [model + "client", "train_counts"], "ensemble": model}`` where a model is
@@ -69,7 +72,7 @@ def diagnose(run_dir: str | Path, batch_size: int = 16) -> dict:
     out = {"round": int(head["next_round"]), "labels": names, "n_test": len(test),
            "server": scored(score_labels(alg.server_model, alg.task, test, batch_size)), "clients": []}
     per_client = []
-    for c in sorted(alg.client_states):
+    for c in sorted(alg.client_states) if clients else []:
         set_lora_state(alg.client_model, alg.client_states[c])
         alg.client_model.eval()
         scores = score_labels(alg.client_model, alg.task, test, batch_size)
@@ -105,9 +108,11 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("run_dir", type=Path, help="a kd_topk run directory with checkpoint.pkl")
     ap.add_argument("--json", type=Path, default=None, help="also write the report as JSON here")
+    ap.add_argument("--server-only", action="store_true",
+                    help="score the server model only (one evaluation instead of one per client)")
     args = ap.parse_args(argv)
     try:
-        report = diagnose(args.run_dir)
+        report = diagnose(args.run_dir, clients=not args.server_only)
     except (FileNotFoundError, ValueError) as exc:
         print(f"kd_diagnose: {exc}", file=sys.stderr)
         return 2

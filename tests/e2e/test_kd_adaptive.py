@@ -67,6 +67,9 @@ def test_kd_diagnose_scores_the_server_every_trained_client_and_their_ensemble(t
     text = format_report(report)
     assert "server" in text and "ensemble" in text and "client" in text
     assert main([str(tmp_path / "nowhere")]) == 2  # a clear error, not a traceback
+    alone = diagnose(out, clients=False)
+    assert alone["server"] == report["server"] and alone["clients"] == [] and alone["ensemble"] is None
+    assert "client" not in format_report(alone)
 
 
 def test_kd_comm_verdict_pairs_teacher_accuracy_by_round_only_when_clients_are_shared():
