@@ -165,56 +165,59 @@ class LMAlgorithm(Algorithm):
                          self._fingerprints(self._rebuilt()))
 
     def state_dict(self) -> dict[str, Any]:
-        """The algorithm's attributes, pickled with models, tokenizer and data by name; the
-        trainable tensors' values alongside.
+        """The algorithm's attributes as a code-free :func:`fl.statefile.encode` document,
+        with models, tokenizer and data referred to by name; the trainable tensors' values
+        alongside.
 
         Each frozen tensor's fingerprint (sum of its values in float64) travels along, and
         :meth:`load_state_dict` refuses a build whose frozen tensors differ.
         """
-        import io
-        import pickle
+        from fl.statefile import encode
 
         rebuilt = self._rebuilt()
         by_id = {id(obj): key for key, obj in rebuilt.items()}
-        trainable = {k: v.detach().clone() for k, v in rebuilt.items()
+        trainable = {_key_name(k): v.detach().clone() for k, v in rebuilt.items()
                      if k[0] == "param" and v.requires_grad}
-        fingerprints = self._fingerprints(rebuilt)
-
-        class _Pickler(pickle.Pickler):
-            def persistent_id(self, obj):
-                return by_id.get(id(obj))
-
-        buf = io.BytesIO()
         try:
-            _Pickler(buf, protocol=pickle.HIGHEST_PROTOCOL).dump(dict(self.__dict__))
-        except (pickle.PicklingError, AttributeError, TypeError) as exc:
+            attrs = encode(dict(self.__dict__), lambda obj: by_id.get(id(obj)))
+        except TypeError as exc:
             raise TypeError(f"{self.name}: its state cannot be checkpointed ({exc}); override "
-                            "state_dict/load_state_dict for what pickle cannot store.") from exc
-        return {"format": "lm_algorithm/2", "pickle": buf.getvalue(), "trainable": trainable,
-                "fingerprints": fingerprints}
+                            "state_dict/load_state_dict, or list what a fresh build recreates "
+                            "in _REBUILT_ATTRS.") from exc
+        return {"format": "lm_algorithm/3", "attrs": attrs, "trainable": trainable,
+                "fingerprints": [[list(k), v] for k, v in self._fingerprints(rebuilt).items()]}
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
-        import io
-        import pickle
-
         import torch
 
-        if state.get("format") != "lm_algorithm/2":
+        from fl.statefile import decode
+
+        if state.get("format") != "lm_algorithm/3":
             raise ValueError(f"{self.name}: not a checkpoint of this algorithm "
-                             f"(format {state.get('format')!r}, expected 'lm_algorithm/2').")
+                             f"(format {state.get('format')!r}, expected 'lm_algorithm/3').")
         fresh = self._rebuilt()
-        self._check_fingerprints(state["fingerprints"], "the checkpoint was written",
+        fingerprints = {tuple(k): float(v) for k, v in state["fingerprints"]}
+        self._check_fingerprints(fingerprints, "the checkpoint was written",
                                  "resume with the same model files and fl.options as the "
                                  "interrupted run.", fresh)
 
-        class _Unpickler(pickle.Unpickler):
-            def persistent_load(self, key):
-                if key not in fresh:
-                    raise ValueError(f"checkpoint refers to {key!r}, which this build does not have.")
-                return fresh[key]
+        def resolve(key):
+            if key not in fresh:
+                raise ValueError(f"{self.name}: the checkpoint refers to {key!r}, which this "
+                                 "build does not have.")
+            return fresh[key]
 
-        attrs = _Unpickler(io.BytesIO(state["pickle"])).load()
+        attrs = decode(state["attrs"], resolve)
+        by_name = {_key_name(k): v for k, v in fresh.items() if k[0] == "param"}
         with torch.no_grad():
-            for key, value in state["trainable"].items():
-                fresh[key].copy_(value)
+            for name, value in state["trainable"].items():
+                if name not in by_name:
+                    raise ValueError(f"{self.name}: the checkpoint holds a trainable tensor "
+                                     f"{name!r} that this build does not have.")
+                by_name[name].copy_(value)
         self.__dict__.update(attrs)
+
+
+def _key_name(key: tuple) -> str:
+    """A rebuilt object's key as one string (a dict key a state file can hold)."""
+    return "/".join(map(str, key))

@@ -185,6 +185,8 @@ class SplitLoRA(LMAlgorithm):
 
     name = "split_lora"
     Config = SplitLoRAConfig
+    # the two halves of the model are views of self.model that a fresh build recreates
+    _REBUILT_ATTRS = LMAlgorithm._REBUILT_ATTRS + ("split",)
 
     def __init__(self, config: SplitLoRAConfig, context: AlgorithmContext) -> None:
         super().__init__(config, context)

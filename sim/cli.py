@@ -92,26 +92,41 @@ def run(file: Path = typer.Argument(..., help="Scenario YAML file."),
         quiet: bool = typer.Option(False, "--quiet", help="No progress bar, no table."),
         no_plots: bool = typer.Option(False, "--no-plots", help="Skip the PNG plots."),
         resume: bool = typer.Option(False, "--resume", help="Continue the interrupted run in "
-                                    "--out DIR from its checkpoint.pkl (sync driver).")) -> None:
+                                    "--out DIR from its checkpoint.zip (sync driver)."),
+        overwrite: bool = typer.Option(False, "--overwrite", help="Empty a used --out DIR "
+                                       "first (else a non-empty DIR is refused).")) -> None:
     """Run a scenario and write its run directory."""
+    from rich.markup import escape
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
 
+    from sim.outputs import RunDirError
     from sim.runner import run_scenario
 
     scn = _load(file, set_)
+    _terminate_as_interrupt()
     try:
         if quiet:
-            run_dir, summary = run_scenario(scn, out=out, plots=not no_plots, resume=resume)
+            run_dir, summary = run_scenario(scn, out=out, plots=not no_plots, resume=resume,
+                                            overwrite=overwrite)
         else:
             with Progress("[progress.description]{task.description}", BarColumn(),
                           MofNCompleteColumn(), TimeElapsedColumn(), console=_err,
                           transient=True) as prog:
                 task = prog.add_task(f"{scn.name} rounds", total=scn.fl.rounds)
                 run_dir, summary = run_scenario(
-                    scn, out=out, plots=not no_plots, resume=resume,
+                    scn, out=out, plots=not no_plots, resume=resume, overwrite=overwrite,
                     progress=lambda done, total: prog.update(task, completed=done))
+    except RunDirError as exc:
+        _err.print(f"[red]{escape(str(exc))}[/red]", highlight=False, soft_wrap=True)
+        raise typer.Exit(2) from None
+    except KeyboardInterrupt:
+        where = f" --out {out}" if out is not None else ""
+        _err.print(f"[yellow]Interrupted. Resume with: fedwave run {escape(str(file))}{where} "
+                   "--resume (with the same --set overrides).[/yellow]", highlight=False)
+        raise typer.Exit(130) from None
     except Exception as exc:  # noqa: BLE001  (the run directory says why)
-        _err.print(f"[red]Run failed: {type(exc).__name__}: {exc}[/red]")
+        _err.print(f"[red]Run failed: {escape(type(exc).__name__)}: {escape(str(exc))}[/red]",
+                   highlight=False, soft_wrap=True)
         raise typer.Exit(1) from None
     if not quiet:
         import pandas as pd
@@ -120,6 +135,18 @@ def run(file: Path = typer.Argument(..., help="Scenario YAML file."),
         _out.print(_summary_table(summary))
     else:
         _out.print(str(run_dir))
+
+
+def _terminate_as_interrupt() -> None:
+    """SIGTERM ends a run as Ctrl-C does (marked interrupted, resumable), not mid-write."""
+    import signal
+    import threading
+
+    if threading.current_thread() is threading.main_thread():
+        def handler(signum, frame):
+            raise KeyboardInterrupt(f"signal {signum}")
+
+        signal.signal(signal.SIGTERM, handler)
 
 
 class Backend(str, Enum):
@@ -198,6 +225,8 @@ def sweep(file: Path = typer.Argument(..., help="Scenario YAML, or a sweep file 
           plots: bool = typer.Option(False, "--plots", help="Draw each variant's PNG plots."),
           dry_run: bool = typer.Option(False, "--dry-run",
                                        help="Validate and list the variants; run nothing."),
+          overwrite: bool = typer.Option(False, "--overwrite", help="Empty a used --out DIR "
+                                         "first (else a non-empty DIR is refused)."),
           quiet: bool = typer.Option(False, "--quiet", help="No progress bar, no table.")) -> None:
     """Run every grid × seeds variant of a scenario in parallel; write DIR/sweep.csv.
 
@@ -208,7 +237,7 @@ def sweep(file: Path = typer.Argument(..., help="Scenario YAML, or a sweep file 
     from rich.markup import escape
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
 
-    from sim.outputs import make_run_dir
+    from sim.outputs import RunDirError, claim_out_dir, make_run_dir
     from sim.scenario import ScenarioError
     from sim.sweep import check_nesting, failed, run_sweep, validate
 
@@ -231,10 +260,17 @@ def sweep(file: Path = typer.Argument(..., help="Scenario YAML, or a sweep file 
             _out.print(v.name, highlight=False)
         _out.print(f"{len(checked)} variants of {name}: all valid.", highlight=False)
         return
-    out_dir = make_run_dir(f"{name}-sweep", out)
+    out_dir = make_run_dir(f"{name}-sweep", None) if out is None else out
+    if out is not None and out.is_dir() and any(out.iterdir()) and not overwrite:
+        try:  # refused before the progress bar starts
+            claim_out_dir(out, what="sweep", flags="--overwrite")
+        except RunDirError as exc:
+            _err.print(f"[red]{escape(str(exc))}[/red]", highlight=False, soft_wrap=True)
+            raise typer.Exit(2) from None
     n = len(checked)
     if quiet:
-        rows = run_sweep(spec, out_dir, backend=backend.value, workers=workers, plots=plots)
+        rows = run_sweep(spec, out_dir, backend=backend.value, workers=workers, plots=plots,
+                         overwrite=overwrite)
     else:
         with Progress("[progress.description]{task.description}", BarColumn(),
                       MofNCompleteColumn(), TimeElapsedColumn(), console=_err,
@@ -249,7 +285,7 @@ def sweep(file: Path = typer.Argument(..., help="Scenario YAML, or a sweep file 
                             + (f" [red]{n_failed} failed[/red]" if n_failed else ""))
 
             rows = run_sweep(spec, out_dir, backend=backend.value, workers=workers,
-                             plots=plots, on_done=on_done)
+                             plots=plots, on_done=on_done, overwrite=overwrite)
     bad = failed(rows)
     if not quiet:
         learners = {r["learner"] for r in rows if r["learner"]}
@@ -273,28 +309,53 @@ def plot(run_dir: Path = typer.Argument(..., help="A run directory.")) -> None:
     """(Re)draw the plots of a run directory."""
     from sim.plots import plot_run
 
-    if not (run_dir / "rounds.csv").exists():
-        _err.print(f"[red]{run_dir}: no rounds.csv here; is it a completed run directory?[/red]")
-        raise typer.Exit(2)
-    for f in plot_run(run_dir):
+    _finished(run_dir)
+    try:
+        files = plot_run(run_dir)
+    except (OSError, ValueError, KeyError) as exc:
+        _err.print(f"[red]{run_dir}: cannot draw the plots ({_escape(type(exc).__name__)}: "
+                   f"{_escape(str(exc))}); a file of the run is truncated or damaged. Fix: run the "
+                   "scenario again with --overwrite.[/red]", highlight=False, soft_wrap=True)
+        raise typer.Exit(1) from None
+    for f in files:
         _out.print(str(run_dir / f))
+
+
+def _escape(text: str) -> str:
+    from rich.markup import escape
+
+    return escape(text)
+
+
+def _finished(run_dir: Path) -> dict:
+    """The summary of a finished run directory; a clear message and exit otherwise."""
+    from sim.outputs import OutputError, read_summary, run_status
+
+    try:
+        summary = read_summary(run_dir)
+        status, why = run_status(run_dir, summary)
+    except OutputError as exc:
+        _err.print(f"[red]{_escape(str(exc))}[/red]", highlight=False, soft_wrap=True)
+        raise typer.Exit(2) from None
+    if status != "ok":
+        _err.print(f"[red]{_escape(why)}[/red]", highlight=False, soft_wrap=True)
+        raise typer.Exit(1)
+    return summary
 
 
 @app.command()
 def report(run_dir: Path = typer.Argument(..., help="A run directory.")) -> None:
     """Print the summary table and the per-round table of a run directory."""
-    import pandas as pd
+    from sim.outputs import OutputError, read_rounds
 
-    summ = run_dir / "summary.json"
-    if not summ.exists():
-        _err.print(f"[red]{run_dir}: no summary.json here; is it a run directory?[/red]")
-        raise typer.Exit(2)
-    summary = json.loads(summ.read_text())
-    if summary.get("status") == "failed":
-        _err.print(f"[red]{run_dir}: the run failed: {summary.get('error')}[/red]")
-        raise typer.Exit(1)
+    summary = _finished(run_dir)
+    try:
+        rounds = read_rounds(run_dir)
+    except OutputError as exc:
+        _err.print(f"[red]{_escape(str(exc))}[/red]", highlight=False, soft_wrap=True)
+        raise typer.Exit(1) from None
     _out.print(_summary_table(summary))
-    _out.print(_rounds_table(pd.read_csv(run_dir / "rounds.csv")))
+    _out.print(_rounds_table(rounds))
 
 
 def _rounds_table(df, max_rows: int = 40) -> Table:
@@ -360,12 +421,15 @@ def _raw_scenario(file: Path, sets: list[str]) -> dict:
 def compare(file: Path = typer.Argument(..., help="Scenario YAML file."),
             algorithms: str = typer.Option(..., "--algorithms", help="Comma-separated names."),
             set_: Optional[List[str]] = SetOpt,
-            out: Path = typer.Option(Path("runs"), "--out", help="Parent directory of the runs.")) -> None:
+            out: Path = typer.Option(Path("runs"), "--out", help="Parent directory of the runs."),
+            overwrite: bool = typer.Option(False, "--overwrite", help="Empty the used run "
+                                           "directories first (else they are refused).")) -> None:
     """Run the same scenario once per algorithm and print one table.
 
     Each algorithm keeps the ``fl.options`` keys its own config accepts (model, data, lora,
     lr, ... are shared by the real learners) and drops the others, saying which.
     """
+    from sim.outputs import RunDirError, claim_out_dir
     from sim.runner import run_scenario
     from sim.sweep import yaml_inline
 
@@ -384,11 +448,20 @@ def compare(file: Path = typer.Argument(..., help="Scenario YAML file."),
             kept, dropped = {}, []  # _load below names the algorithm problem
         scn = _load(file, sets + [f"fl.algorithm={name}", f"fl.options={yaml_inline(kept)}"])
         runs.append((name, scn, dropped))
+    for name, scn, _ in runs:  # refuse used run directories before running any
+        run_dir = out / f"{scn.name}-{name}"
+        if run_dir.is_dir() and any(run_dir.iterdir()) and not overwrite:
+            try:
+                claim_out_dir(run_dir, what="run", flags="--overwrite")
+            except RunDirError as exc:
+                _err.print(f"[red]{_escape(str(exc))}[/red]", highlight=False, soft_wrap=True)
+                raise typer.Exit(2) from None
     for name, scn, dropped in runs:
         if dropped:
             _err.print(f"{name}: dropped fl.options it does not accept: {', '.join(dropped)}",
                        highlight=False, soft_wrap=True)
-        run_dir, s = run_scenario(scn, out=out / f"{scn.name}-{name}", plots=False)
+        run_dir, s = run_scenario(scn, out=out / f"{scn.name}-{name}", plots=False,
+                                  overwrite=overwrite)
         tot = s["totals"]
         t.add_row(name, s["learner"], _fmt(s["simulated_time_s"]), _fmt(tot["bits_up"] / 1e6),
                   _fmt(tot["bits_down"] / 1e6), _fmt(tot["energy_j"]),

@@ -13,8 +13,15 @@ Layout of ``runs/<name>-<timestamp>/``:
   ``learner: real|surrogate``, ``status: ok|failed``.
 - ``plots/*.png``: see :mod:`sim.plots`.
 
-- ``checkpoint.pkl`` (sync driver): the state at the last round boundary, for
-  ``fedwave run --resume`` (see :meth:`sim.simulation.Simulation.resume`).
+- ``checkpoint.zip`` (sync driver): the state at the last round boundary, for
+  ``fedwave run --resume`` (see :meth:`sim.simulation.Simulation.resume`); a
+  :mod:`fl.statefile` archive, which cannot execute code.
+
+A directory is never silently reused: :func:`claim_out_dir` refuses a non-empty one unless
+the caller resumes it or asked to overwrite it (then it is emptied first, so nothing stale
+remains). While a run goes on its ``summary.json`` says ``"status": "running"``; an
+interrupted run says ``"interrupted"`` (or stays ``"running"`` when the process was killed
+outright), and :func:`run_status` tells the two apart.
 """
 
 from __future__ import annotations
@@ -24,13 +31,27 @@ import json
 import os
 import platform
 import sys
-import tempfile
 import traceback
 from pathlib import Path
 from typing import Any
 
+from fl.statefile import atomic_write_bytes
+
 __all__ = ["make_run_dir", "atomic_write_text", "atomic_write_bytes", "versions",
-           "write_run", "write_failure"]
+           "write_run", "write_failure", "write_started", "write_interrupted", "claim_out_dir",
+           "RunDirError", "OutputError", "run_status", "read_summary", "read_rounds"]
+
+# Files by which a directory is recognised as fedwave's own (the only kind --overwrite empties).
+_OWN_FILES = ("summary.json", "error.txt", "scenario.resolved.yaml", "sweep.yaml", "sweep.csv",
+              "checkpoint.zip", "checkpoint.pkl", "rounds.csv", "events.parquet")
+
+
+class RunDirError(ValueError):
+    """An output directory that fedwave will not write into as asked."""
+
+
+class OutputError(ValueError):
+    """A run directory's file that is missing, truncated or damaged."""
 
 
 def make_run_dir(name: str, out: str | Path | None = None, root: str | Path = "runs") -> Path:
@@ -48,19 +69,42 @@ def make_run_dir(name: str, out: str | Path | None = None, root: str | Path = "r
     return path
 
 
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` via a temp file in the same directory and a rename."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+def claim_out_dir(out: str | Path, *, overwrite: bool = False, resume: bool = False,
+                  what: str = "run", flags: str = "--overwrite, --resume") -> Path:
+    """Make ``out`` ready for a new run (or a resumed one) without destroying anything silently.
+
+    A missing or empty directory is used as is. A non-empty one is refused (``RunDirError``
+    naming the fix) unless ``resume`` (kept as it is) or ``overwrite`` (emptied first, so no
+    stale file of the old run remains — and only if it looks like fedwave's own output).
+    """
+    path = Path(out)
+    if path.exists() and not path.is_dir():
+        raise RunDirError(f"--out {path}: exists and is not a directory. Fix: choose another --out.")
+    used = path.is_dir() and any(path.iterdir())
+    if resume or not used:
+        path.mkdir(parents=True, exist_ok=True)
+        return path
+    if not overwrite:
+        raise RunDirError(f"--out {path}: the directory is not empty (it holds an earlier {what}: "
+                          f"{_listing(path)}); fedwave never replaces a {what} silently. Fix: "
+                          f"choose a new --out, or pass {flags}.")
+    if not any((path / f).exists() for f in _OWN_FILES):
+        raise RunDirError(f"--out {path}: not a fedwave output directory (none of "
+                          f"{', '.join(_OWN_FILES[:4])}, ... in it), so --overwrite will not "
+                          "empty it. Fix: choose a new or empty --out.")
+    import shutil
+
+    for child in path.iterdir():
+        if child.is_dir() and not child.is_symlink():
+            shutil.rmtree(child)
+        else:
+            child.unlink()
+    return path
+
+
+def _listing(path: Path, n: int = 4) -> str:
+    names = sorted(p.name for p in path.iterdir())
+    return ", ".join(names[:n]) + (f" and {len(names) - n} more" if len(names) > n else "")
 
 
 def atomic_write_text(path: Path, text: str) -> None:
@@ -146,6 +190,105 @@ def write_run(run_dir: Path, result, plots: bool = True) -> dict:
     summary = _clean(summary)
     atomic_write_text(run_dir / "summary.json", _json(summary))
     return summary
+
+
+def write_started(run_dir: Path, scenario_name: str, resumed: bool) -> None:
+    """Mark ``run_dir`` as a run in progress (what a killed run leaves behind)."""
+    atomic_write_text(Path(run_dir) / "summary.json", _json({
+        "scenario": scenario_name, "status": "running", "pid": os.getpid(),
+        "host": platform.node(), "resumed": resumed, "versions": versions()}))
+
+
+def write_interrupted(run_dir: Path, scenario_name: str, exc: BaseException) -> None:
+    """Mark ``run_dir`` as interrupted (Ctrl-C, SIGTERM): its checkpoint can resume it."""
+    atomic_write_text(Path(run_dir) / "summary.json", _json({
+        "scenario": scenario_name, "status": "interrupted",
+        "error": f"{type(exc).__name__}: {exc}".rstrip(": "), "versions": versions()}))
+
+
+def run_status(run_dir: str | Path, summary: dict | None = None) -> tuple[str, str]:
+    """``(status, sentence)`` of a run directory: ``ok``, ``failed``, ``running`` (its process
+    is alive on this host), ``interrupted`` (marked so, or marked running by a process that is
+    gone), with what to do about it."""
+    run_dir = Path(run_dir)
+    summary = read_summary(run_dir) if summary is None else summary
+    status = summary.get("status")
+    if status == "running" and summary.get("host") == platform.node() \
+            and _alive(summary.get("pid")):
+        return "running", f"{run_dir}: the run is still going (process {summary.get('pid')})."
+    if status in ("running", "interrupted"):
+        done = _rounds_done(run_dir)
+        after = f"after round {done - 1}" if done else "before its first round ended"
+        how = (f"resume with: fedwave run SCENARIO --out {run_dir} --resume (the same scenario "
+               "file and --set overrides; scenario.resolved.yaml here is that scenario)"
+               if done else f"run it again: fedwave run SCENARIO --out {run_dir} --overwrite")
+        return "interrupted", f"{run_dir}: the run was interrupted {after} — {how}."
+    if status == "failed":
+        return "failed", f"{run_dir}: the run failed: {summary.get('error')}"
+    return str(status), ""
+
+
+def _alive(pid: Any) -> bool:
+    if not isinstance(pid, int) or pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _rounds_done(run_dir: Path) -> int:
+    """Rounds a checkpoint in ``run_dir`` holds (0 if none can be read)."""
+    from fl.statefile import StateFileError, read_state_head
+    from sim.simulation import CHECKPOINT_KIND
+
+    try:
+        return int(read_state_head(run_dir / "checkpoint.zip", CHECKPOINT_KIND)["next_round"])
+    except (StateFileError, KeyError, TypeError, ValueError):
+        return 0
+
+
+def read_summary(run_dir: str | Path) -> dict:
+    """``run_dir/summary.json``; :class:`OutputError` says what is wrong with it."""
+    path = Path(run_dir) / "summary.json"
+    if not path.is_file():
+        raise OutputError(f"{run_dir}: no summary.json here; is it a fedwave run directory? "
+                          "Fix: give the directory a run wrote (--out).")
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        raise OutputError(f"{path}: cannot be read ({type(exc).__name__}: {exc}); the file is "
+                          "truncated or damaged. Fix: run the scenario again into this directory "
+                          "with --overwrite.") from None
+    if not isinstance(data, dict):
+        raise OutputError(f"{path}: not a run summary (a JSON object). Fix: run the scenario again "
+                          "with --overwrite.")
+    return data
+
+
+def read_rounds(run_dir: str | Path):
+    """``run_dir/rounds.csv`` as a DataFrame; :class:`OutputError` for a missing, truncated or
+    damaged file."""
+    import pandas as pd
+
+    path = Path(run_dir) / "rounds.csv"
+    if not path.is_file():
+        raise OutputError(f"{run_dir}: no rounds.csv here (the run has not finished). Fix: "
+                          "resume or rerun it.")
+    try:
+        df = pd.read_csv(path)
+    except (OSError, UnicodeDecodeError, ValueError, pd.errors.ParserError) as exc:
+        raise OutputError(f"{path}: cannot be read ({type(exc).__name__}: {str(exc).strip()}); "
+                          "the file is truncated or damaged. Fix: run the scenario again with "
+                          "--overwrite.") from None
+    missing = [c for c in ("round", "t_end_s", "accuracy") if c not in df.columns]
+    if missing:
+        raise OutputError(f"{path}: lacks the column(s) {', '.join(missing)}; the file is "
+                          "truncated or not fedwave's. Fix: run the scenario again with --overwrite.")
+    return df
 
 
 def write_failure(run_dir: Path, exc: BaseException, scenario_name: str | None = None) -> None:

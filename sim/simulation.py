@@ -32,11 +32,8 @@ A failure (deadline, outage timeout, drop-out, stale) closes the generator and r
 from __future__ import annotations
 
 import math
-import os
-import pickle
 import random
 import sys
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -47,6 +44,7 @@ import simpy
 
 from fl.actions import ClientResult, Compute, Failure, Receive, Send, ServerCompute
 from fl.algorithm import Algorithm, AlgorithmContext, get_algorithm
+from fl.statefile import StateFileError, read_state_file, read_state_head, write_state_file
 from sim.backhaul import Backhaul, WiredNet, site_node
 from sim.compute import ComputeModel, DeviceProfile, ProcessorSharing
 from sim.execution import Executor, make_executor, torch_threads
@@ -58,6 +56,8 @@ from sim.selection import SelectionContext, make_selection
 from sim.trace import Tracer
 
 __all__ = ["Simulation", "RunResult", "Client", "Cell", "Server", "ROUND_COLUMNS"]
+
+CHECKPOINT_KIND = "simulation-checkpoint"
 
 ROUND_COLUMNS: tuple[str, ...] = (
     "round", "t_start_s", "t_end_s", "n_selected", "n_completed", "n_failed", "bits_up",
@@ -663,33 +663,32 @@ class Simulation:
 
         Returns False (and keeps the previous checkpoint) when something is still in flight.
 
-        The SimPy environment and its event queue are not pickled: at a round boundary the
-        queue holds only wake-ups that no longer do anything (ended tasks' timers, stale
+        The file is a :mod:`fl.statefile` archive (JSON, npy, safetensors; reading it runs
+        no code from it). The SimPy environment and its event queue are not written: at a
+        round boundary the queue holds only wake-ups that no longer do anything (ended tasks' timers, stale
         pool wake-ups) plus the network's fading-block timer, which :meth:`resume`
         reschedules at its exact time. Mobility and fading are evaluated lazily from their
-        (pickled) state, so nothing else is scheduled ahead.
+        (written) state, so nothing else is scheduled ahead.
         """
         if not self._quiescent():
             return False
         skip = {"env", "scenario", "algorithm", "progress", "checkpoint", "stop_after_rounds",
                 "_start_round", "_edge_dl", "_executor"}
-        head = {"format": 1, "scenario": self.scenario.model_dump(mode="json"),
-                "next_round": next_round, "now": self.env.now,
+        head = {"scenario": self.scenario.model_dump(mode="json"), "next_round": next_round,
+                "now": self.env.now,
                 "block_at": self.network._block_at if self.network._block_pending else None}
         body = {"sim": {k: v for k, v in self.__dict__.items() if k not in skip},
                 "algorithm": self.algorithm.state_dict(), "global_rng": _global_rng_state()}
-        path = self.checkpoint
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-        try:
-            with os.fdopen(fd, "wb") as fh:
-                pickle.dump(head, fh, protocol=pickle.HIGHEST_PROTOCOL)
-                _Pickler(fh, self.env).dump(body)
-            os.replace(tmp, path)
-        except BaseException:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
-            raise
+        env = self.env
+
+        def external(obj):
+            if obj is env:
+                return "env"
+            if type(obj) is simpy.Resource:  # idle at a round boundary: rebuilt empty
+                return ("resource", obj.capacity)
+            return None
+
+        write_state_file(self.checkpoint, CHECKPOINT_KIND, head, body, external)
         return True
 
     @classmethod
@@ -709,19 +708,24 @@ class Simulation:
                              f"scenario has fl.driver: {scenario.fl.driver!r}. Fix: run it "
                              "again from the start.")
         path = Path(checkpoint)
-        with open(path, "rb") as fh:
-            head = pickle.load(fh)
-            if head.get("format") != 1:
-                raise ValueError(f"{path}: unknown checkpoint format {head.get('format')!r}.")
-            diff = _first_difference(_numerics(head["scenario"]),
-                                     _numerics(scenario.model_dump(mode="json")))
-            if diff is not None:
-                key, old, new = diff
-                raise ValueError(f"The scenario does not match the checkpoint {path}: {key} is "
-                                 f"{old!r} in the checkpoint and {new!r} in the scenario given. "
-                                 "Fix: resume with the same scenario file and --set overrides.")
-            env = simpy.Environment(initial_time=head["now"])
-            body = _Unpickler(fh, env).load()
+        head = read_state_head(path, CHECKPOINT_KIND)
+        diff = _first_difference(_numerics(head.get("scenario")),
+                                 _numerics(scenario.model_dump(mode="json")))
+        if diff is not None:
+            key, old, new = diff
+            raise ValueError(f"The scenario does not match the checkpoint {path}: {key} is "
+                             f"{old!r} in the checkpoint and {new!r} in the scenario given. "
+                             "Fix: resume with the same scenario file and --set overrides.")
+        env = simpy.Environment(initial_time=float(head["now"]))
+
+        def resolve(key):
+            if key == "env":
+                return env
+            if isinstance(key, tuple) and len(key) == 2 and key[0] == "resource":
+                return simpy.Resource(env, capacity=int(key[1]))
+            raise StateFileError(f"unknown external object {key!r}")
+
+        _, body = read_state_file(path, CHECKPOINT_KIND, resolve)
         sim = cls.__new__(cls)
         sim.__dict__.update(body["sim"])
         sim.env = env
@@ -950,54 +954,6 @@ def _timeout_at(env: simpy.Environment, t_s: float) -> simpy.Event:
             break
         delay = math.nextafter(delay, math.inf if got < t_s else -math.inf)
     return env.timeout(delay)
-
-
-class _Pickler(pickle.Pickler):
-    """Pickles a simulation's state by reference to its environment (rebuilt on resume)."""
-
-    def __init__(self, fh, env: simpy.Environment) -> None:
-        super().__init__(fh, protocol=pickle.HIGHEST_PROTOCOL)
-        self._env = env
-
-    def reducer_override(self, obj):
-        # A numpy view stays a view of its (shared) base: the channel models keep views
-        # into buffers they update in place; plain pickling would copy them apart.
-        if type(obj) is np.ndarray and isinstance(obj.base, np.ndarray):
-            root = obj.base
-            while isinstance(root.base, np.ndarray):
-                root = root.base
-            if root.base is None and (root.flags.c_contiguous or root.flags.f_contiguous):
-                offset = (obj.__array_interface__["data"][0]
-                          - root.__array_interface__["data"][0])
-                return _view_of, (root, offset, obj.shape, obj.strides, obj.dtype,
-                                  obj.flags.writeable)
-        return NotImplemented
-
-    def persistent_id(self, obj):
-        if obj is self._env:
-            return "env"
-        if type(obj) is simpy.Resource:  # idle at a round boundary: rebuilt empty
-            return ("resource", obj.capacity)
-        return None
-
-
-def _view_of(root: np.ndarray, offset: int, shape, strides, dtype, writeable: bool) -> np.ndarray:
-    view = np.ndarray(shape, dtype, buffer=root, offset=offset, strides=strides)
-    view.flags.writeable = writeable and root.flags.writeable
-    return view
-
-
-class _Unpickler(pickle.Unpickler):
-    def __init__(self, fh, env: simpy.Environment) -> None:
-        super().__init__(fh)
-        self._env = env
-
-    def persistent_load(self, pid):
-        if pid == "env":
-            return self._env
-        if isinstance(pid, tuple) and pid[0] == "resource":
-            return simpy.Resource(self._env, capacity=pid[1])
-        raise pickle.UnpicklingError(f"Unknown persistent id {pid!r} in a checkpoint.")
 
 
 def _global_rng_state() -> dict:

@@ -497,13 +497,16 @@ def write_sweep_csv(path: str | Path, spec: SweepSpec, variants: Sequence[Varian
 
 def run_sweep(spec: SweepSpec, out: str | Path, backend: str = "process",
               workers: int | None = None, plots: bool = False,
-              on_done: Callable[[int, dict], None] | None = None) -> list[dict]:
+              on_done: Callable[[int, dict], None] | None = None,
+              overwrite: bool = False) -> list[dict]:
     """Validate every variant, run them, write ``out/<variant>/`` and ``out/sweep.csv``.
 
-    Raises :class:`ScenarioError` (nothing written) if any variant is invalid. Returns the
-    ``sweep.csv`` rows in variant order; a failed variant has ``status == "failed"``.
+    Raises :class:`ScenarioError` (nothing written) if any variant is invalid, and
+    :class:`sim.outputs.RunDirError` (nothing written) if ``out`` is not empty, unless
+    ``overwrite`` (it is emptied first). Returns the ``sweep.csv`` rows in variant order; a
+    failed variant has ``status == "failed"``.
     """
-    from sim.outputs import atomic_write_text
+    from sim.outputs import atomic_write_text, claim_out_dir
 
     if backend == "ray" and not _ray_available():
         raise RuntimeError("The 'ray' backend needs Ray, which is not installed. "
@@ -511,8 +514,7 @@ def run_sweep(spec: SweepSpec, out: str | Path, backend: str = "process",
     checked = validate(spec)
     check_nesting(checked, backend, spec)
     variants = [v for v, _ in checked]
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
+    out = claim_out_dir(out, overwrite=overwrite, what="sweep", flags="--overwrite")
     atomic_write_text(out / "sweep.yaml", spec_yaml(spec))
     jobs = [(v.overrides, str(out / v.name)) for v in variants]
     rows = run_variants(str(spec.base), jobs, backend=backend, workers=workers, plots=plots,
