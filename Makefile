@@ -26,7 +26,7 @@ $(STAMP): $(PY) pyproject.toml
 install: $(STAMP)
 
 demo: $(STAMP)
-	$(VENV)/bin/fedwave run scenarios/quickstart.yaml --out runs/demo
+	$(VENV)/bin/fedwave run scenarios/quickstart.yaml --out runs/demo --overwrite
 
 # The whole suite: fast tests and the slow end-to-end ones.
 test: $(STAMP)

@@ -125,7 +125,7 @@ def finished(run_dir: Path, overrides: list[str]) -> dict | None:
 
 def interrupted(run_dir: Path, overrides: list[str]) -> bool:
     """An unfinished run of these overrides with a round-boundary checkpoint to go on from."""
-    return (run_dir / "checkpoint.pkl").is_file() and _same_run(run_dir, overrides)
+    return (run_dir / "checkpoint.zip").is_file() and _same_run(run_dir, overrides)
 
 
 def run_config(key: str, overrides: list[str], runs: Path, resume: bool = False) -> dict:
@@ -136,17 +136,17 @@ def run_config(key: str, overrides: list[str], runs: Path, resume: bool = False)
     out = runs / key
     out.mkdir(parents=True, exist_ok=True)
     prior = _wall(out) if resume else 0.0
-    (out / "summary.json").unlink(missing_ok=True)  # an older run's: never taken for this one's
-    if not resume:
-        (out / "bench_overrides.json").write_text(json.dumps(overrides))
     t0 = time.perf_counter()
 
     def progress(done: int, total: int) -> None:
+        if not (out / "bench_overrides.json").exists():  # after --overwrite emptied the directory
+            (out / "bench_overrides.json").write_text(json.dumps(overrides))
         wall = prior + time.perf_counter() - t0
         (out / "bench_wall.json").write_text(json.dumps({"wall_s": wall}))
         print(f"[kd_comm]   round {done}/{total} ({wall:.0f} s)", file=sys.stderr, flush=True)
 
-    run_dir, _ = run_scenario(SCENARIO, overrides=overrides, out=out, plots=False, progress=progress, resume=resume)
+    run_dir, _ = run_scenario(SCENARIO, overrides=overrides, out=out, plots=False, progress=progress,
+                              resume=resume, overwrite=not resume)
     wall = prior + time.perf_counter() - t0
     (out / "bench_wall.json").write_text(json.dumps({"wall_s": wall}))
     return _load(run_dir, wall)

