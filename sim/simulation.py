@@ -123,6 +123,7 @@ class _Acct:
     bits_up: float = 0.0
     bits_down: float = 0.0
     energy_j: float = 0.0
+    in_row: bool = False  # already written as a row of rounds.csv
 
 
 class _TaskFailed(Exception):
@@ -145,6 +146,7 @@ class _Task:
     flow: Any = None
     proc: Any = None
     upload_bits: int = 0
+    compute_t0: float | None = None  # simulated start of the computation under way, if any
 
 
 @dataclass
@@ -219,6 +221,7 @@ class Simulation:
         self.progress: Callable[[int, int], None] | None = None
         self.n_results = 0
         self.n_failures = 0
+        self._live: dict[int, _Task] = {}  # client tasks under way (what duration_s cuts)
         self.initial: dict[str, float] = {}  # the untrained model's metrics (evaluate(-1))
         self.checkpoint = None if checkpoint is None else Path(checkpoint)
         self.stop_after_rounds: int | None = None  # test hook: stop the sync driver early
@@ -243,6 +246,8 @@ class Simulation:
             until = proc if self.scenario.duration_s is None else self.env.any_of(
                 [proc, _timeout_at(self.env, self.scenario.duration_s)])
             self.env.run(until=until)
+            if not proc.triggered:  # stopped at duration_s with work under way
+                self._cut_at_duration()
             self.network.check_accounting()
         finally:  # also on error: no worker outlives the run
             self.close()
@@ -306,6 +311,7 @@ class Simulation:
         gen = self.algorithm.client_round(task.rnd, cid)
         value = None
         self.network.hold(cid)  # a participant: its link is evaluated with each block's batch
+        self._live[id(task)] = task
         try:
             while True:
                 try:
@@ -337,6 +343,8 @@ class Simulation:
                         bits_delivered=task.bits_delivered, detail=f"{reason}:{task.stage}")
             self.n_failures += 1
             return Failure(cid, str(reason), task.stage, float(task.bits_delivered))
+        finally:
+            self._live.pop(id(task), None)
         self.network.release(cid)
         self._trace("client_done", round=task.rnd, client=cid)
         self.n_results += 1
@@ -392,20 +400,41 @@ class Simulation:
         self._hist["flops"].append(action.flops)
         dt = self.compute.duration_s(client.id, action.flops)
         self._trace("compute_start", round=task.rnd, client=client.id, detail=action.label)
-        t0 = self.env.now
+        t0 = task.compute_t0 = self.env.now
         try:
             yield self.env.timeout(dt)
-        except simpy.Interrupt:
-            e = self.compute.energy_j(client.id, self.env.now - t0)  # energy spent so far
-            client.energy_j += e
-            self._acct.energy_j += e
+        except simpy.Interrupt as exc:
+            self._cut_compute(task, client, f"{action.label}: {exc.cause}")
             raise
+        finally:
+            task.compute_t0 = None
         e = self.compute.energy_j(client.id, dt)
         client.energy_j += e
         self._acct.energy_j += e
         self._trace("compute_end", round=task.rnd, client=client.id, energy_j=e,
                     detail=action.label)
         return action.work() if action.work is not None else None
+
+    def _cut_compute(self, task: _Task, client: Client, detail: str) -> None:
+        """Account (and trace) the energy of a computation cut short now."""
+        e = self.compute.energy_j(client.id, self.env.now - task.compute_t0)  # spent so far
+        client.energy_j += e
+        self._acct.energy_j += e
+        self._trace("compute_cut", round=task.rnd, client=client.id, energy_j=e, detail=detail)
+
+    def _cut_at_duration(self) -> None:
+        """The run stops at ``duration_s``: what is under way is accounted as of now — an
+        upload's delivered bits and the rest as lost (``send_failed``, reason
+        ``duration_end``), a computation's energy so far (``compute_cut``)."""
+        for task in sorted(self._live.values(), key=lambda t: (t.rnd, t.client)):
+            client = self.clients[task.client]
+            if task.flow is not None and task.flow.ok is None:
+                self.network.cancel(task.flow, "duration_end")
+                self._account_flow(task.flow, client)
+                task.bits_delivered = task.flow.sent
+            if task.compute_t0 is not None:
+                self._cut_compute(task, client, "duration_end")
+                task.compute_t0 = None
 
     def _send(self, task: _Task, client: Client, action: Send):
         rate = self.network.predict_rate(client.id, UP)
@@ -583,6 +612,7 @@ class Simulation:
             for k, v in evaluated.items():
                 row[k] = float(v)
         self.rows.append(row)
+        a.in_row = True
         if self.progress is not None:
             self.progress(len(self.rows), self.scenario.fl.rounds)
 
@@ -673,7 +703,7 @@ class Simulation:
         if not self._quiescent():
             return False
         skip = {"env", "scenario", "algorithm", "progress", "checkpoint", "stop_after_rounds",
-                "_start_round", "_edge_dl", "_executor"}
+                "_start_round", "_edge_dl", "_executor", "_live"}
         head = {"scenario": self.scenario.model_dump(mode="json"), "next_round": next_round,
                 "now": self.env.now,
                 "block_at": self.network._block_at if self.network._block_pending else None}
@@ -732,6 +762,7 @@ class Simulation:
         sim.scenario = scenario
         sim.progress = None
         sim._edge_dl = {}
+        sim._live = {}  # nothing is under way at a round boundary
         sim._executor = None  # workers are not checkpointed: started again at the first job
         sim.checkpoint = path if keep_checkpointing else None
         sim.stop_after_rounds = None
@@ -869,6 +900,8 @@ class Simulation:
     # ------------------------------------------------------------------ outputs
     def _summary(self, wall_s: float) -> dict:
         df_rows = self.rows
+        # a run stopped at duration_s mid-round: that round's bits and energy have no row
+        rest = self._acct if not self._acct.in_row else _Acct(0.0)
         last_acc = next((r["accuracy"] for r in reversed(df_rows)
                          if not math.isnan(r["accuracy"])), None)
         last_loss = next((r["loss"] for r in reversed(df_rows)
@@ -888,9 +921,9 @@ class Simulation:
             "n_clients": len(self.clients),
             "n_cells": self.link.n_cells,
             "totals": {
-                "bits_up": float(sum(r["bits_up"] for r in df_rows)),
-                "bits_down": float(sum(r["bits_down"] for r in df_rows)),
-                "energy_j": float(sum(r["energy_j"] for r in df_rows)),
+                "bits_up": float(sum(r["bits_up"] for r in df_rows) + rest.bits_up),
+                "bits_down": float(sum(r["bits_down"] for r in df_rows) + rest.bits_down),
+                "energy_j": float(sum(r["energy_j"] for r in df_rows) + rest.energy_j),
                 "updates_delivered": int(self.n_results),
                 "failures": int(self.n_failures),
                 "bits_offered": float(self.network.bits_offered),

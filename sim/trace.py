@@ -40,6 +40,8 @@ wired_end            a message finished its wired (backhaul) path; for uplink th
                      is the arrival at the aggregator
 compute_start        local computation starts on the device
 compute_end          local computation ends (``energy_j``: compute energy)
+compute_cut          a computation is cut short by a deadline, a drop-out or the end of the
+                     run (``duration_s``); ``energy_j``: the energy spent until then
 server_compute_start server-side computation starts (queued service excluded)
 server_compute_end   server-side computation ends
 handover             the client's serving cell changed (``cell``: new cell,
@@ -75,7 +77,7 @@ EVENT_COLUMNS: tuple[str, ...] = (
 
 EVENT_KINDS: tuple[str, ...] = (
     "round_start", "selected", "send_start", "send_end", "send_failed", "wired_end",
-    "compute_start", "compute_end", "server_compute_start", "server_compute_end",
+    "compute_start", "compute_end", "compute_cut", "server_compute_start", "server_compute_end",
     "handover", "outage_start", "outage_end", "dropout", "client_done", "client_failed",
     "stale_discarded", "edge_sync", "aggregate", "round_failed", "evaluate", "round_end",
 )
