@@ -124,6 +124,11 @@ def run(file: Path = typer.Argument(..., help="Scenario YAML file."),
         _err.print(f"[yellow]Interrupted. Resume with: fedwave run {escape(str(file))}{where} "
                    "--resume (with the same --set overrides).[/yellow]", highlight=False)
         raise typer.Exit(130) from None
+    except MemoryError:
+        _err.print("[red]Run failed: out of memory (MemoryError). Fix: fewer clients or cells, "
+                   "smaller models or batches, or a machine with more memory.[/red]",
+                   highlight=False, soft_wrap=True)
+        raise typer.Exit(1) from None
     except Exception as exc:  # noqa: BLE001  (the run directory says why)
         _err.print(f"[red]Run failed: {escape(type(exc).__name__)}: {escape(str(exc))}[/red]",
                    highlight=False, soft_wrap=True)

@@ -51,7 +51,8 @@ from sim.execution import Executor, make_executor, torch_threads
 from sim.links import DOWN, UP, LinkModel
 from sim.network import Network
 from sim.rng import RngStreams
-from sim.scenario import Scenario
+from sim.resources import memory_problems
+from sim.scenario import Scenario, ScenarioError
 from sim.selection import SelectionContext, make_selection
 from sim.trace import Tracer
 
@@ -177,6 +178,9 @@ class Simulation:
                  link: LinkModel | None = None, cell_site=None, run_dir: str | None = None,
                  trace: bool = True, checkpoint: str | Path | None = None) -> None:
         self.scenario = scn = scenario
+        problems = memory_problems(scn)  # before anything is allocated
+        if problems:
+            raise ScenarioError(problems)
         self.env = simpy.Environment()
         self.rng = RngStreams(scn.seed)
         self.tracer = Tracer(enabled=trace)

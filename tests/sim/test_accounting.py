@@ -53,3 +53,19 @@ def test_a_run_stopped_mid_transfer_accounts_its_bits(tmp_path):
     assert len(cut) >= 1 and (cut["bits_delivered"] > 0).all()
     assert summary["totals"]["bits_lost"] > 0 and summary["simulated_time_s"] == t_mid
     assert summary["n_rounds"] == 0 and summary["totals"]["bits_up"] > 0  # no row, but counted
+
+
+def test_a_scenario_that_cannot_fit_in_memory_is_refused_up_front(tmp_path):
+    from sim.resources import estimate_memory_bytes, memory_problems
+    from sim.scenario import ScenarioError, load_scenario
+
+    scn = load_scenario(SCN / "hex7_uma_mixed.yaml", ["clients.n_clients=1000000"])
+    need = estimate_memory_bytes(1_000_000, 21, checkpoint=True)
+    assert need > 5 * 2 ** 30  # the state of 1e6 clients over 21 cells, twice while checkpointing
+    lines = memory_problems(scn, available=need - 1)
+    assert len(lines) == 1 and lines[0].startswith("clients.n_clients: 1,000,000 clients over 21 cells")
+    assert "GiB" in lines[0] and "Fix:" in lines[0]
+    assert memory_problems(scn, available=need) == []
+    huge = load_scenario(SCN / "surrogate_quickstart.yaml", ["clients.n_clients=100000000"])
+    with pytest.raises(ScenarioError, match="need about .* GiB"):  # on this machine: refused
+        run_scenario(huge, out=tmp_path / "r", plots=False)
