@@ -10,7 +10,7 @@ answer given the prompt and takes the argmax.
 
 from __future__ import annotations
 
-from typing import Iterable, Sequence
+from typing import Callable, Iterable, Sequence
 
 import numpy as np
 import torch
@@ -63,13 +63,17 @@ def draw_batches(indices: Sequence[int] | np.ndarray, batch_size: int, steps: in
 
 
 def local_train(
-    model: nn.Module, batches: Iterable[Batch], steps: int, lr: float,
+    model: nn.Module, batches: Iterable, steps: int, lr: float,
     generator: torch.Generator, weight_decay: float = 0.0,
+    loss_fn: Callable[[object], torch.Tensor] | None = None,
 ) -> list[float]:
     """``steps`` AdamW steps on the trainable (LoRA) parameters; returns the step losses.
 
     A fresh optimiser each call (a client keeps no optimiser state between rounds). Dropout
     draws come from a torch RNG seeded from ``generator``; the global RNG is left untouched.
+    ``loss_fn(item)`` gives the loss of each item of ``batches`` (default:
+    :func:`answer_loss` of a :class:`~fl.data.Batch`; e.g. a
+    :meth:`~fl.prefix.FrozenPrefix.answer_loss` of index lists).
     """
     params = [p for p in model.parameters() if p.requires_grad]
     if not params:
@@ -82,7 +86,7 @@ def local_train(
         torch.manual_seed(int(torch.randint(0, 2**62, (1,), generator=generator)))
         for _ in range(steps):
             batch = next(batches)
-            loss = answer_loss(model, batch)
+            loss = answer_loss(model, batch) if loss_fn is None else loss_fn(batch)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()

@@ -1,0 +1,114 @@
+"""The frozen prefix computed once, and clients batched: exact against the plain computation."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from fl.data import collate, encode_task, load_dataset
+from fl.models import lora_state, set_lora_state, tiny_llama
+from fl.multilora import train_clients
+from fl.prefix import FrozenPrefix, prefix_layer
+from fl.specs import DataSpec
+from fl.train import answer_loss, local_train, score_labels
+
+
+def _model(layers, n_layers=4, dtype=torch.float32, dropout=0.0, seed=0):
+    from peft import LoraConfig, get_peft_model
+
+    base, tok = tiny_llama(n_layers=n_layers, hidden=64)
+    base = base.to(dtype)
+    cfg = LoraConfig(r=4, lora_alpha=8, lora_dropout=dropout, target_modules=["q_proj", "v_proj"],
+                     layers_to_transform=layers, task_type="CAUSAL_LM")
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = get_peft_model(base, cfg)
+        with torch.no_grad():  # a trained-looking adapter (B is zero when fresh)
+            for p in model.parameters():
+                if p.requires_grad:
+                    p.normal_(0, 0.05)
+    return model, tok
+
+
+@pytest.fixture(scope="module")
+def task():
+    _, tok = tiny_llama(n_layers=1, hidden=32)
+    return encode_task(load_dataset(DataSpec(max_per_class=20, n_test=12)), tok, 128)
+
+
+def test_prefix_layer_is_the_lowest_trainable_layer():
+    assert prefix_layer(_model([2, 3])[0]) == 2
+    assert prefix_layer(_model(None)[0]) == 0  # LoRA in every layer: nothing to cache
+
+
+def test_cached_loss_and_scores_equal_the_plain_model(task):
+    model, _ = _model([2, 3])
+    pf = FrozenPrefix(model, task, 2)
+    for idx in ([0, 5, 9, 13], [5, 20, 0], [7]):  # paddings differ from batch to batch
+        assert pf.answer_loss(idx).item() == pytest.approx(answer_loss(model, collate(task, idx)).item(), rel=1e-5)
+    ref = score_labels(model, task, list(range(10)), 4)
+    got = pf.score_labels(list(range(10)), 4)
+    assert torch.allclose(got, ref, atol=1e-4, rtol=1e-5)
+    assert pf.hits > 0 and pf.nbytes > 0
+
+
+def test_cached_training_gives_the_same_adapter(task):
+    """float64: nothing but summation order differs, so the adapters agree to 1e-10 (in
+    float32 Adam turns rounding noise on near-zero gradients into visible steps)."""
+    model, _ = _model([2, 3], dtype=torch.float64)
+    start = lora_state(model)
+    plan = [[0, 4, 8, 12], [1, 5, 9], [2, 6, 10, 14]]
+    ref_losses = local_train(model, (collate(task, b) for b in plan), 3, 1e-2, torch.Generator().manual_seed(1))
+    ref = lora_state(model)
+    set_lora_state(model, start)
+    pf = FrozenPrefix(model, task, prefix_layer(model))
+    losses = local_train(model, iter(plan), 3, 1e-2, torch.Generator().manual_seed(1), loss_fn=pf.answer_loss)
+    assert losses == pytest.approx(ref_losses, rel=1e-6)
+    for k in ref:
+        assert torch.allclose(lora_state(model)[k], ref[k], atol=1e-10)
+
+
+@pytest.mark.parametrize("cached", [False, True])
+def test_batched_clients_equal_clients_trained_alone(task, cached):
+    model, _ = _model([2, 3], dtype=torch.float64)
+    starts = []
+    for c in range(3):
+        with torch.no_grad():
+            for p in model.parameters():
+                if p.requires_grad:
+                    p.normal_(0, 0.05)
+        starts.append(lora_state(model))
+    plans = [[[c * 10 + s * 3 + j for j in range(4)] for s in range(3)] for c in range(3)]
+    alone = []
+    for c in range(3):
+        set_lora_state(model, starts[c])
+        losses = local_train(model, (collate(task, b) for b in plans[c]), 3, 1e-2,
+                             torch.Generator().manual_seed(0), weight_decay=0.01)
+        alone.append((lora_state(model), losses))
+    prefix = FrozenPrefix(model, task, 2) if cached else None
+    got = train_clients(model, task, starts, plans, 1e-2, weight_decay=0.01, prefix=prefix)
+    for (state, losses), (ref, ref_losses) in zip(got, alone):
+        assert list(state) == list(ref)
+        assert losses == pytest.approx(ref_losses, rel=1e-6)
+        for k in ref:
+            assert torch.allclose(state[k], ref[k], atol=1e-10)
+
+
+def test_batching_refuses_dropout_and_unequal_plans(task):
+    model, _ = _model([2, 3], dropout=0.1)
+    s = lora_state(model)
+    with pytest.raises(ValueError, match="lora.dropout 0"):
+        train_clients(model, task, [s, s], [[[0, 1]], [[2, 3]]], 1e-3)
+    model, _ = _model([2, 3])
+    with pytest.raises(ValueError, match="same number of steps"):
+        train_clients(model, task, [s, s], [[[0, 1]], [[2, 3], [4, 5]]], 1e-3)
+
+
+def test_the_cache_is_bounded_and_can_be_cleared(task):
+    model, _ = _model([2, 3])
+    pf = FrozenPrefix(model, task, 2, max_bytes=100_000)
+    ref = answer_loss(model, collate(task, list(range(8)))).item()
+    assert pf.answer_loss(list(range(8))).item() == pytest.approx(ref, rel=1e-5)
+    assert 0 < pf.nbytes <= 100_000 and len(pf._train) < 8  # some kept, the rest computed for the batch only
+    pf.clear()
+    assert pf.nbytes == 0 and pf.answer_loss(list(range(8))).item() == pytest.approx(ref, rel=1e-5)
