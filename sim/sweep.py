@@ -396,8 +396,9 @@ def run_variants(base: str, jobs: Sequence[tuple[Sequence[str], str]], backend: 
 
     ``on_done(index, row)`` is called as each job finishes (in completion order).
     backend: ``inline`` (this process, one after another), ``process`` (a process pool of
-    ``workers``, default ``os.cpu_count()``) or ``ray`` (remote tasks; ``ray.init`` with
-    ``num_cpus=workers``, or the cluster at ``RAY_ADDRESS``).
+    ``workers``, default ``os.cpu_count()``) or ``ray`` (remote tasks on a local Ray of
+    ``workers`` CPUs, or on the cluster at ``RAY_ADDRESS``: :func:`sim.execution.init_ray`).
+    Workers and a local Ray die with this process, whatever kills it.
     """
     if backend not in BACKENDS:
         raise ValueError(f"The 'backend' parameter of run_variants must be one of "
@@ -419,10 +420,13 @@ def run_variants(base: str, jobs: Sequence[tuple[Sequence[str], str]], backend: 
         import multiprocessing
         from concurrent.futures import ProcessPoolExecutor, as_completed
 
-        # spawn: the parent may hold threads (progress bar, torch) that fork would copy
+        from sim.execution import die_with_parent
+
+        # spawn: the parent may hold threads (progress bar, torch) that fork would copy;
+        # die_with_parent: no worker outlives this process, whatever kills it
         ctx = multiprocessing.get_context("spawn")
-        with ProcessPoolExecutor(max_workers=min(workers, max(len(jobs), 1)),
-                                 mp_context=ctx) as pool:
+        with ProcessPoolExecutor(max_workers=min(workers, max(len(jobs), 1)), mp_context=ctx,
+                                 initializer=die_with_parent, initargs=(os.getpid(),)) as pool:
             futs = {pool.submit(run_variant, base, list(ov), rd, plots): i
                     for i, (ov, rd) in enumerate(jobs)}
             for fut in as_completed(futs):
@@ -438,12 +442,9 @@ def _run_ray(base, jobs, workers, plots, done) -> None:
                            "Fix: pip install 'fedwave[ray]' (or use --backend process).")
     import ray
 
-    started = not ray.is_initialized()
-    if started:
-        if os.environ.get("RAY_ADDRESS"):
-            ray.init(log_to_driver=False)  # an existing cluster: its CPUs, not ours
-        else:
-            ray.init(num_cpus=workers, include_dashboard=False, log_to_driver=False)
+    from sim.execution import init_ray
+
+    stop_ray = init_ray(num_cpus=workers)  # a local Ray dies with this process, however
     try:
         task = ray.remote(num_cpus=1, max_retries=0)(run_variant)
         refs = {task.remote(base, list(ov), rd, plots): i for i, (ov, rd) in enumerate(jobs)}
@@ -453,8 +454,7 @@ def _run_ray(base, jobs, workers, plots, done) -> None:
             for ref in ready:
                 done(refs[ref], ray.get(ref))
     finally:
-        if started:
-            ray.shutdown()
+        stop_ray()
 
 
 # ----------------------------------------------------------------------------- collecting
