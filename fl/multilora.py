@@ -28,6 +28,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from fl.data import Batch, collate
+from fl.train import upcast
 
 __all__ = ["lora_modules", "multi_lora", "train_clients"]
 
@@ -93,7 +94,7 @@ def _client_losses(logits_of, batch: Batch, n: int) -> torch.Tensor:
     logits = logits_of(keep)  # (C*B, keep, V)
     rel = batch.target_pos - (T - keep)
     picked = logits.gather(1, rel.clamp(min=0).unsqueeze(-1).expand(-1, -1, logits.shape[-1]))  # (C*B, A, V)
-    tok = F.cross_entropy(picked.float().flatten(0, 1), batch.target_ids.flatten(), reduction="none")
+    tok = F.cross_entropy(upcast(picked).flatten(0, 1), batch.target_ids.flatten(), reduction="none")
     tok = tok.view(batch.target_ids.shape) * batch.target_mask  # (C*B, A)
     per = tok.view(n, -1).sum(1) / batch.target_mask.view(n, -1).sum(1)  # (C,)
     return per

@@ -30,6 +30,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from fl.data import Batch, EncodedTask, collate
+from fl.train import upcast
 from fl.split import layer_of
 
 __all__ = ["prefix_layer", "FrozenPrefix"]
@@ -176,7 +177,7 @@ class FrozenPrefix:
         logits = self.head(self.norm(hidden[:, -keep:, :]))  # (B, keep, V)
         rel = target_pos - (T - keep)  # (B, A) index into the kept positions
         picked = logits.gather(1, rel.clamp(min=0).unsqueeze(-1).expand(-1, -1, logits.shape[-1]))  # (B, A, V)
-        return F.cross_entropy(picked[target_mask].float(), batch.target_ids.to(dev)[target_mask])
+        return F.cross_entropy(upcast(picked[target_mask]), batch.target_ids.to(dev)[target_mask])
 
     # ------------------------------------------------------------------ evaluation
     def _answers(self) -> tuple[torch.Tensor, torch.Tensor]:
@@ -253,7 +254,7 @@ class FrozenPrefix:
                 mask[row, Tp - p.shape[0]:] = 1
             cache = DynamicCache(config=self.config)
             h = self._run(self.upper, hidden, mask, cache=cache)
-            first = self.head(self.norm(h[:, -1:, :]))[:, -1].float().log_softmax(-1)  # (B, V)
+            first = upcast(self.head(self.norm(h[:, -1:, :]))[:, -1]).log_softmax(-1)  # (B, V)
             score = first[:, answers[:, 0].to(dev)]  # (B, L)
             if A > 1:
                 cache.batch_repeat_interleave(L)  # row b*L + k: prompt b, label k
@@ -263,7 +264,7 @@ class FrozenPrefix:
                 n_prompt = mask.sum(1).repeat_interleave(L)  # (B*L,)
                 pos = n_prompt[:, None] + torch.arange(A - 1, device=dev)[None, :]  # (B*L, A-1)
                 h2 = self._run(self.upper, cont, cont_mask, cache=cache, pos=pos)
-                logp = self.head(self.norm(h2)).float().log_softmax(-1)  # (B*L, A-1, V)
+                logp = upcast(self.head(self.norm(h2))).log_softmax(-1)  # (B*L, A-1, V)
                 nxt = answers[:, 1:].to(dev).repeat(B, 1)  # (B*L, A-1) the tokens they predict
                 tok = logp.gather(-1, nxt.unsqueeze(-1)).squeeze(-1)  # (B*L, A-1)
                 score = score + (tok * am[:, 1:].repeat(B, 1)).sum(-1).view(B, L)

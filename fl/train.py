@@ -19,12 +19,18 @@ from torch import nn
 
 from fl.data import Batch, EncodedTask
 
-__all__ = ["causal_lm", "answer_loss", "draw_batches", "local_train", "evaluate", "score_labels"]
+__all__ = ["causal_lm", "upcast", "answer_loss", "draw_batches", "local_train", "evaluate", "score_labels"]
 
 
 def causal_lm(model: nn.Module) -> nn.Module:
     """The underlying ``*ForCausalLM`` (a peft model's adapters stay injected in it)."""
     return model.get_base_model() if hasattr(model, "get_base_model") else model
+
+
+def upcast(t: torch.Tensor) -> torch.Tensor:
+    """``t`` in float32 at least: losses and log-probabilities of half-precision logits are
+    taken in float32; float32 and float64 stay as they are."""
+    return t if t.dtype in (torch.float32, torch.float64) else t.float()
 
 
 def _positions(attention_mask: torch.Tensor) -> torch.Tensor:
@@ -46,7 +52,7 @@ def answer_loss(model: nn.Module, batch: Batch) -> torch.Tensor:
     logits = out.logits  # (B, keep, V)
     rel = batch.target_pos - (T - keep)  # (B, A) index into the kept positions
     picked = logits.gather(1, rel.clamp(min=0).unsqueeze(-1).expand(-1, -1, logits.shape[-1]))  # (B, A, V)
-    return F.cross_entropy(picked[batch.target_mask].float(), batch.target_ids[batch.target_mask])
+    return F.cross_entropy(upcast(picked[batch.target_mask]), batch.target_ids[batch.target_mask])
 
 
 def draw_batches(indices: Sequence[int] | np.ndarray, batch_size: int, steps: int,
@@ -122,7 +128,7 @@ def score_labels(model: nn.Module, task: EncodedTask, indices: Sequence[int], ba
             ids[row, Tp - len(p):] = torch.tensor(p)
             mask[row, Tp - len(p):] = 1
         out = lm(input_ids=ids, attention_mask=mask, position_ids=_positions(mask), use_cache=True, logits_to_keep=1)
-        first = out.logits[:, -1].float().log_softmax(-1)  # (B, V): the first answer token
+        first = upcast(out.logits[:, -1]).log_softmax(-1)  # (B, V): the first answer token
         score = first[:, answers[:, 0]]  # (B, L)
         if A > 1:
             cache = out.past_key_values
@@ -132,7 +138,7 @@ def score_labels(model: nn.Module, task: EncodedTask, indices: Sequence[int], ba
             n_prompt = mask.sum(1).repeat_interleave(L)  # (B*L,)
             pos = n_prompt[:, None] + torch.arange(A - 1)[None, :]  # (B*L, A-1)
             out2 = lm(input_ids=cont, attention_mask=cont_mask, position_ids=pos, past_key_values=cache, use_cache=True)
-            logp = out2.logits.float().log_softmax(-1)  # (B*L, A-1, V)
+            logp = upcast(out2.logits).log_softmax(-1)  # (B*L, A-1, V)
             nxt = answers[:, 1:].repeat(B, 1)  # (B*L, A-1) the tokens they predict
             tok = logp.gather(-1, nxt.unsqueeze(-1)).squeeze(-1)  # (B*L, A-1)
             tok = tok * answer_mask[:, 1:].repeat(B, 1)
