@@ -52,7 +52,7 @@ QUICK = [
 
 def run(scenario, algorithm: str):
     """Simulate ``scenario`` with ``algorithm``; returns (rounds DataFrame, algorithm)."""
-    options = dict(scenario.fl.options)
+    options = scenario.fl.options.model_dump(exclude_unset=True)  # the options given
     if algorithm != "fedsoda":
         options = {k: v for k, v in options.items() if k not in SODA_ONLY}
         # symmetric with fedsoda's one-time sub-model download: the full fp16 base, once
@@ -129,7 +129,7 @@ def main(argv=None) -> None:
     target = args.target
     if target is None:
         target = min(float(r["rounds"]["accuracy"].max()) for r in rows)
-    opts = scenario.fl.options
+    opts = scenario.fl.options.model_dump(exclude_unset=True)
     model = opts.get("model", "smollm2")
     print(f"{scenario.name}: model {model if isinstance(model, str) else model.get('kind', 'pretrained')}, "
           f"{scenario.fl.rounds} rounds x {scenario.fl.clients_per_round} clients, "

@@ -95,7 +95,7 @@ class Tally(Algorithm):
 
 def run(scenario, algorithm: str):
     """Simulate ``scenario`` with ``algorithm``; returns (rounds, events, tally, algorithm)."""
-    options = dict(scenario.fl.options)
+    options = scenario.fl.options.model_dump(exclude_unset=True)  # the options given
     if algorithm != "split_lora":
         options = {k: v for k, v in options.items() if k not in SPLIT_ONLY}
     cls = get_algorithm(algorithm)
@@ -205,7 +205,7 @@ def main(argv=None) -> None:
     # no deadline by default: fedavg's local training alone outlasts split_lora's round
     # deadline (a fedavg round would never aggregate); --set fl.deadline_s=... restores one
     scenario = load_scenario(args.scenario, ["fl.deadline_s=null"] + (QUICK if args.quick else []) + args.overrides)
-    opts = scenario.fl.options
+    opts = scenario.fl.options.model_dump(exclude_unset=True)
     local_steps = int(opts.get("local_steps", 5))
     rows, steps = [], None
     for name in ("split_lora", "fedavg_lora"):

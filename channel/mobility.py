@@ -55,6 +55,7 @@ __all__ = [
     "ConstantVelocity",
     "TraceReplay",
     "TraceFormatError",
+    "read_trace_csv",
     "MOBILITY_MODELS",
     "make_mobility",
 ]
@@ -713,7 +714,7 @@ class TraceReplay(_Waypoints):
         times, xys, ids = [], [], []
         multi = len(paths) > 1
         for p in paths:
-            rows, has_client = _read_trace_csv(Path(p))
+            rows, has_client = read_trace_csv(Path(p))
             if multi and has_client:
                 raise TraceFormatError(f"{p}: per-client files must have columns t,x,y. Got a 'client' column instead.")
             if has_client:
@@ -742,7 +743,10 @@ def _is_int(s: str) -> bool:
         return False
 
 
-def _read_trace_csv(path: Path):
+def read_trace_csv(path: Path):
+    """The samples of one trace file: ``(rows, has_client)``, rows ``(line, t, client or
+    None, x, y)``; raises :class:`TraceFormatError` naming the file and line of the first
+    problem (what :meth:`TraceReplay.from_csv` reads)."""
     if not path.is_file():
         raise TraceFormatError(f"{path}: no such trace file.")
     with path.open(newline="") as fh:

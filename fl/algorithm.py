@@ -1,9 +1,11 @@
 """The federated-algorithm plug-in point: a small ABC, a config per algorithm, a registry.
 
-An algorithm is registered under the name YAML uses (``fl.algorithm: fedavg_lora``) with a
-pydantic config class (``extra="forbid"``) that validates the ``fl.options`` mapping. The
-simulator drives it through :mod:`fl.actions`; nothing here imports torch or simpy, so the
-surrogate learner runs without torch and real learners import torch lazily.
+An algorithm is registered in :data:`ALGORITHMS` under the name YAML uses (``fl.algorithm:
+fedavg_lora``) with its pydantic config class (``extra="forbid"``, torch-free, in
+``fl/algorithms/<name>/config.py``) that validates the ``fl.options`` mapping, and a lazy
+``"module:Class"`` reference to the algorithm. The simulator drives it through
+:mod:`fl.actions`; nothing here imports torch or simpy, so scenarios validate and the
+surrogate learner runs without torch, and real learners import torch when they are built.
 
 A host that runs ``Send.job`` s in worker processes asks the algorithm for a picklable
 :meth:`~Algorithm.replica` builder once, and each worker builds its own copy from it.
@@ -12,30 +14,30 @@ A host that runs ``Send.job`` s in worker processes asks the algorithm for a pic
 from __future__ import annotations
 
 import dataclasses
-import importlib
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Generator, Iterator, Mapping, Sequence
 
-from pydantic import BaseModel, ConfigDict
-
 from fl.actions import Action, ClientResult, Failure
+from fl.algorithms.fedavg_lora.config import FedAvgLoRAConfig
+from fl.algorithms.fedsoda.config import FedSODAConfig
+from fl.algorithms.kd_topk.config import KDTopKConfig
+from fl.algorithms.split_lora.config import SplitLoRAConfig
+from fl.algorithms.surrogate.config import SurrogateConfig
+from fl.registry import Registry
+from fl.specs import AlgorithmConfig
 
 __all__ = [
     "AlgorithmConfig",
     "AlgorithmContext",
     "Algorithm",
     "Replica",
+    "ALGORITHMS",
     "register_algorithm",
     "get_algorithm",
+    "algorithm_config",
     "algorithm_names",
 ]
-
-
-class AlgorithmConfig(BaseModel):
-    """Base for every algorithm's options: unknown keys are errors."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
 
 @dataclass(frozen=True)
@@ -148,48 +150,45 @@ class Algorithm(ABC):
         self.__dict__.update(state)
 
 
-_REGISTRY: dict[str, str | type[Algorithm]] = {
-    # name -> "module:Class" (imported lazily so torch loads only when used) or the class.
-    "surrogate": "fl.surrogate:SurrogateAlgorithm",
-    "fedavg_lora": "fl.fedavg_lora:FedAvgLoRA",
-    "kd_topk": "fl.kd_topk:KDTopK",
-    "split_lora": "fl.split_lora:SplitLoRA",
-    "fedsoda": "fl.fedsoda:FedSODA",
-}
+#: The algorithms by the name YAML uses: config class (torch-free) and the algorithm class,
+#: as a lazy "module:Class" reference until it is first built (torch loads only then).
+ALGORITHMS: Registry[type[Algorithm]] = Registry("algorithm", "Fl")
+ALGORITHMS.register("surrogate", SurrogateConfig, "fl.surrogate:SurrogateAlgorithm")
+ALGORITHMS.register("fedavg_lora", FedAvgLoRAConfig, "fl.fedavg_lora:FedAvgLoRA")
+ALGORITHMS.register("kd_topk", KDTopKConfig, "fl.kd_topk:KDTopK")
+ALGORITHMS.register("split_lora", SplitLoRAConfig, "fl.split_lora:SplitLoRA")
+ALGORITHMS.register("fedsoda", FedSODAConfig, "fl.fedsoda:FedSODA")
 
 
 def register_algorithm(cls: type[Algorithm]) -> type[Algorithm]:
-    """Class decorator: register ``cls`` under ``cls.name``."""
-    _REGISTRY[cls.name] = cls
+    """Class decorator: register ``cls`` (with ``cls.Config``) under ``cls.name``.
+
+    The scenario schema (:mod:`sim.scenario`) is generated from :data:`ALGORITHMS` when it is
+    imported: register a new algorithm before that, so that scenarios may name it.
+    """
+    ALGORITHMS.register(cls.name, cls.Config, cls)
     return cls
 
 
 def algorithm_names() -> list[str]:
-    """Registered algorithm names, sorted (some may not be implemented yet)."""
-    return sorted(_REGISTRY)
+    """Registered algorithm names, sorted."""
+    return ALGORITHMS.names()
+
+
+def algorithm_config(name: str) -> type[AlgorithmConfig]:
+    """The config class of algorithm ``name`` (no torch import); KeyError if unknown."""
+    return ALGORITHMS.config(name)
 
 
 def get_algorithm(name: str) -> type[Algorithm]:
-    """The algorithm class registered as ``name``; a clear error otherwise."""
-    try:
-        entry = _REGISTRY[name]
-    except KeyError:
-        raise KeyError(
-            f"Unknown FL algorithm {name!r}. Known: {', '.join(algorithm_names())}."
-        ) from None
-    if isinstance(entry, str):
-        module, _, attr = entry.partition(":")
-        try:
-            cls = getattr(importlib.import_module(module), attr)
-        except (ImportError, AttributeError) as exc:
-            raise NotImplementedError(
-                f"FL algorithm {name!r} is registered but not available ({exc})."
-            ) from exc
-        _REGISTRY[name] = cls
-        return cls
-    return entry
+    """The algorithm class registered as ``name`` (imported on first use).
+
+    Raises KeyError for an unknown name and NotImplementedError when the algorithm cannot
+    be imported (a missing dependency).
+    """
+    return ALGORITHMS.get(name)
 
 
-def iter_registry() -> Iterator[tuple[str, str | type[Algorithm]]]:
-    """(name, entry) pairs for contract tests."""
-    return iter(sorted(_REGISTRY.items()))
+def iter_registry() -> Iterator[tuple[str, Any]]:
+    """(name, class or "module:Class" reference) pairs, for contract tests."""
+    return iter([(name, ALGORITHMS.reference(name)) for name in ALGORITHMS.names()])

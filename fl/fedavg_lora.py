@@ -28,72 +28,26 @@ import math
 from collections import OrderedDict
 from dataclasses import dataclass
 from functools import partial
-from typing import Literal, Mapping, Sequence
+from typing import Mapping, Sequence
 
 import numpy as np
 import torch
-from pydantic import Field
 
 from fl.actions import ClientResult, Compute, Failure, Receive, Send, SendPlan
 from fl.aggregation import fedavg
-from fl.algorithm import AlgorithmConfig, AlgorithmContext, register_algorithm
+from fl.algorithm import AlgorithmContext, register_algorithm
+from fl.algorithms.fedavg_lora.config import FedAvgLoRAConfig
 from fl.lm_algorithm import LMAlgorithm
 from fl.data import collate
 from fl.flops import profile
 from fl.models import add_lora, bytes_resident, count_parameters, count_trainable, load_model, lora_shapes, \
     lora_state, set_lora_state
-from fl.partition import DirichletPartition, PartitionSpec
 from fl.payload import DTYPE_BITS, LoraPayload, payload_bits
 from fl.seeding import int_seed
-from fl.specs import AnyModelSpec, DataSpec, LoraSpec, ModelSpec, WireDtype
+from fl.specs import WireDtype
 from fl.train import draw_batches, evaluate, local_train
 
 __all__ = ["FedAvgLoRAConfig", "FedAvgLoRA", "LoraUpdate", "LocalTrainJob", "TrainedUpload"]
-
-
-class FedAvgLoRAConfig(AlgorithmConfig):
-    """Options of ``fedavg_lora`` (``fl.options`` in a scenario).
-
-    model: a :class:`~fl.specs.ModelSpec` (or just its name, e.g. ``smollm2``) or a
-        :class:`~fl.specs.TinyLlamaSpec` (``{kind: tiny, ...}``).
-    lora: adapter rank, alpha, dropout, target modules.
-    data: dataset, columns, length filter, per-class cap, max_len, n_test, n_public.
-    partition: how the training pool is split among clients (``kind``: iid, dirichlet,
-        shards, by_category, with their options).
-    local_steps, batch_size, lr, weight_decay: local AdamW training per round.
-    upload_dtype, download_dtype: how adapters travel (fp32, fp16, bf16, int8).
-    upload: ``adapter`` (the trained adapter) or ``delta`` (trained − received).
-    header_bits: modelled header bits added to every payload.
-    model_download: model the one-time download of the frozen base model at a client's
-        first participation (``Receive`` labelled ``base_model`` before the adapter), sent
-        with ``model_download_dtype``; off by default (the phones already hold the model).
-    eval_every: evaluate the global model after rounds where (round + 1) % eval_every == 0
-        (and after the host's last round).
-    eval_batch_size: prompts per evaluation forward pass.
-    data_seed: seed of the data splits (test set, partition); None uses the run's seed.
-    seed_offset: added to the run's seed for the training streams (LoRA init, batches).
-    cache_dir: model cache root (default ``$FEDWAVE_CACHE`` or ``~/.cache/fedwave/models``).
-    """
-
-    model: AnyModelSpec = ModelSpec()
-    lora: LoraSpec = LoraSpec()
-    data: DataSpec = DataSpec()
-    partition: PartitionSpec = DirichletPartition()
-    local_steps: int = Field(5, ge=1)
-    batch_size: int = Field(8, ge=1)
-    lr: float = Field(2e-3, gt=0)
-    weight_decay: float = Field(0.0, ge=0)
-    upload_dtype: WireDtype = "fp16"
-    download_dtype: WireDtype = "fp16"
-    upload: Literal["adapter", "delta"] = "adapter"
-    header_bits: int = Field(0, ge=0)
-    model_download: bool = False
-    model_download_dtype: WireDtype = "fp16"
-    eval_every: int = Field(1, ge=1)
-    eval_batch_size: int = Field(16, ge=1)
-    data_seed: int | None = Field(None, ge=0)
-    seed_offset: int = Field(0, ge=0)
-    cache_dir: str | None = None
 
 
 @dataclass(frozen=True)

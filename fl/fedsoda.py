@@ -59,98 +59,26 @@ from typing import Mapping, Sequence
 import numpy as np
 import torch
 import torch.nn.functional as F
-from pydantic import Field, model_validator
 
 from fl.actions import ClientResult, Compute, Failure, Receive, Send, SendPlan, ServerCompute
 from fl.aggregation import fedavg
-from fl.algorithm import AlgorithmConfig, AlgorithmContext, register_algorithm
+from fl.algorithm import AlgorithmContext, register_algorithm
+from fl.algorithms.fedsoda.config import FedSODAConfig
 from fl.lm_algorithm import LMAlgorithm, LMReplica
 from fl.data import Batch, batch_shape, collate
 from fl.fedavg_lora import LocalTrainJob, LoraUpdate, TrainedUpload
 from fl.flops import profile
 from fl.models import add_lora, count_parameters, count_trainable, keep_layers, load_model, lora_shapes, \
     lora_state, set_lora_state
-from fl.nf4 import AbsmaxDtype, NF4Linear, quantize_model
-from fl.partition import DirichletPartition, PartitionSpec
+from fl.nf4 import NF4Linear, quantize_model
 from fl.payload import LoraPayload, payload_bits
 from fl.seeding import int_seed
-from fl.sgp import SGPResult, SimilarityMetric, similarity_group_pruning
-from fl.specs import AnyModelSpec, DataSpec, LoraSpec, ModelSpec, WireDtype
+from fl.sgp import SGPResult, similarity_group_pruning
 from fl.train import _positions, answer_loss, causal_lm, draw_batches, evaluate, local_train
 
 __all__ = ["FedSODAConfig", "FedSODA", "SubModelPayload"]
 
 _LAYER = re.compile(r"(\.layers\.)(\d+)(\.)")
-
-
-class FedSODAConfig(AlgorithmConfig):
-    """Options of ``fedsoda`` (``fl.options``); the shared ones as in ``fedavg_lora``.
-
-    data: must have ``n_public >= 1`` (calibration, divergence probe and ODA use the public
-        split; default 32).
-    sgp_keep: layers the sub-model keeps (first and last included), or None with
-        ``sgp_threshold``: cut between consecutive middle layers whose outputs' similarity
-        is below it. sgp_metric: ``cosine`` or ``cka``. sgp_calibration: public examples
-        SGP runs on.
-    nf4_block_size, nf4_absmax_dtype: NF4 blocks (64) and how absmax values are stored.
-    oda_every: τ, align after rounds t with (t + 1) % τ == 0 (0: never on schedule).
-    oda_threshold: δ, also align when the divergence exceeds it (None: never by divergence).
-    oda_steps, oda_batch_size, oda_lr: the server's alignment steps on public batches.
-    oda_initial_steps: alignment steps before round 0 (heals the pruned model; 0: none).
-    lambda_lm, lambda_h, lambda_kl: weights of the alignment loss terms.
-    probe_batch_size: public examples of the divergence probe batch.
-    eval_full: also evaluate the adapters plugged into the full model.
-    """
-
-    model: AnyModelSpec = ModelSpec()
-    lora: LoraSpec = LoraSpec()
-    data: DataSpec = DataSpec(n_public=32)
-    partition: PartitionSpec = DirichletPartition()
-    local_steps: int = Field(5, ge=1)
-    batch_size: int = Field(8, ge=1)
-    lr: float = Field(2e-3, gt=0)
-    weight_decay: float = Field(0.0, ge=0)
-    upload_dtype: WireDtype = "fp16"
-    download_dtype: WireDtype = "fp16"
-    header_bits: int = Field(0, ge=0)
-    eval_every: int = Field(1, ge=1)
-    eval_batch_size: int = Field(16, ge=1)
-    data_seed: int | None = Field(None, ge=0)
-    seed_offset: int = Field(0, ge=0)
-    cache_dir: str | None = None
-    sgp_keep: int | None = Field(8, ge=2)
-    sgp_threshold: float | None = None
-    sgp_metric: SimilarityMetric = "cosine"
-    sgp_calibration: int = Field(16, ge=1)
-    nf4_block_size: int = Field(64, ge=2)
-    nf4_absmax_dtype: AbsmaxDtype = "fp32"
-    oda_every: int = Field(2, ge=0)
-    oda_threshold: float | None = Field(None, ge=0)
-    oda_steps: int = Field(4, ge=1)
-    oda_batch_size: int = Field(8, ge=1)
-    oda_lr: float = Field(2e-3, gt=0)
-    oda_initial_steps: int = Field(10, ge=0)
-    lambda_lm: float = Field(1.0, ge=0)
-    lambda_h: float = Field(1.0, ge=0)
-    lambda_kl: float = Field(1.0, ge=0)
-    probe_batch_size: int = Field(8, ge=1)
-    eval_full: bool = True
-
-    @model_validator(mode="after")
-    def _consistent(self) -> "FedSODAConfig":
-        if (self.sgp_keep is None) == (self.sgp_threshold is None):
-            raise ValueError(
-                "fedsoda needs exactly one of sgp_keep and sgp_threshold. Got sgp_keep="
-                f"{self.sgp_keep}, sgp_threshold={self.sgp_threshold}; to use a threshold set sgp_keep: null."
-            )
-        if self.data.n_public < 1:
-            raise ValueError(
-                f"fedsoda needs public data (SGP calibration, divergence probe, ODA). Got data.n_public="
-                f"{self.data.n_public}; set data.n_public >= 1 (e.g. 32)."
-            )
-        if self.nf4_block_size % 2:
-            raise ValueError(f"nf4_block_size must be even. Got {self.nf4_block_size} instead.")
-        return self
 
 
 @dataclass(frozen=True)

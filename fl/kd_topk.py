@@ -59,14 +59,14 @@ import copy
 import math
 from dataclasses import dataclass
 from functools import partial
-from typing import Literal, Mapping, Sequence, Union
+from typing import Mapping, Sequence
 
 import numpy as np
 import torch
-from pydantic import Field, model_validator
 
 from fl.actions import ClientResult, Compute, Failure, Receive, Send, SendPlan, ServerCompute
-from fl.algorithm import AlgorithmConfig, AlgorithmContext, register_algorithm
+from fl.algorithm import AlgorithmContext, register_algorithm
+from fl.algorithms.kd_topk.config import KDTopKConfig, ProjectionSpec
 from fl.lm_algorithm import LMAlgorithm
 from fl.data import Batch, batch_shape, collate
 from fl.distill import (Teacher, build_teacher, kd_loss, mass_k, message_probs,
@@ -74,117 +74,13 @@ from fl.distill import (Teacher, build_teacher, kd_loss, mass_k, message_probs,
 from fl.flops import profile
 from fl.models import add_lora, bytes_resident, count_parameters, keep_layers, load_model, lora_state, \
     set_lora_state
-from fl.partition import DirichletPartition, PartitionSpec
 from fl.payload import DTYPE_BITS, SCALE_BITS
 from fl.seeding import int_seed, numpy_stream
-from fl.specs import AnyModelSpec, DataSpec, LoraSpec, ModelSpec, WireDtype
 from fl.topk_payload import TopKPayload, count_bits, index_bits, topk_bits
 from fl.train import answer_loss, causal_lm, draw_batches, evaluate
 
 __all__ = ["ProjectionSpec", "KDTopKConfig", "KDTopK", "KDUpdate", "DistilJob", "TrainedLogits", "choose_k",
            "PublicSelection"]
-
-
-class ProjectionSpec(AlgorithmConfig):
-    """The LoRA-style hidden projection [P1] (off while ``rank`` is 0).
-
-    rank: r numbers per position sent with the logits (A is r × d: Kaiming-uniform like
-        LoRA's A, drawn once from the run's seed and shared by every party, frozen).
-    client_layer, server_layer: index into each model's hidden states (0: embeddings, i:
-        after decoder layer i of that model, −1: the last, after the final norm).
-    normalise: MSE on unit-normalised projections (default) or on raw ones.
-    """
-
-    rank: int = Field(0, ge=0)
-    client_layer: int = -1
-    server_layer: int = -1
-    normalise: bool = True
-
-
-class KDTopKConfig(AlgorithmConfig):
-    """Options of ``kd_topk`` (``fl.options`` in a scenario); see the module docstring.
-
-    model: the server model (a :class:`~fl.specs.ModelSpec`, e.g. ``smollm2``, or ``{kind:
-        tiny}``). client_keep_layers: the server model's decoder layers the clients keep
-        (increasing indices), or None for the whole model.
-    lora, data, partition: as in fedavg_lora (``data.n_public`` ≥ ``public_batch_size``).
-    local_steps, batch_size, lr, weight_decay: client training per round (AdamW, fresh each round).
-    warmup_steps: CE-only LoRA steps a client runs on its private data the first time it
-        takes part (before that round's distillation), so that it distils from a model that
-        knows its own data — the locally fine-tuned small models KD-FedLLM methods start
-        from; their FLOPs count in that round's compute. 0: none.
-    server_steps, server_lr: the server's distillation steps per round.
-    public_batch_size: public examples per round. positions: ``answer`` or ``all``.
-    k: an int, ``full``, ``adaptive`` or ``adaptive_mass``; k_min, k_max (None: V) clip it;
-        mass_target: the probability mass of ``adaptive_mass``.
-    k_down: entries per position the server sends back (an int or ``full``).
-    values: ``logits`` (raw) or ``logprobs`` (log_softmax over V; needed by ``prob_tail``).
-    value_dtype: fp32, fp16, bf16 or int8 (absmax per position) for values and projections.
-    aggregation: ``adaptive`` [P1], ``zero_pad`` (baseline) or ``prob_tail``.
-    weight_by: ``samples`` (client sample counts) or ``k`` (entries per position).
-    temperature, alpha, beta: the loss L = CE + α·τ²·KL + β·projection term.
-    client_alpha: α in the clients' loss, the weight of the downlink teacher (None: alpha).
-        A server that has not learned the task yet teaches its clients its own mistakes; a
-        smaller weight lets clients keep what their data taught them.
-    mutual: the server sends its logits back and clients distil from them.
-    header_bits: modelled header bits of every message.
-    eval_every, eval_batch_size: server-model evaluation; eval_clients: also evaluate the
-        client models (mean/min accuracy of the clients trained so far; slower).
-    data_seed, seed_offset, cache_dir: as in fedavg_lora.
-    """
-
-    model: AnyModelSpec = ModelSpec()
-    client_keep_layers: tuple[int, ...] | None = None
-    lora: LoraSpec = LoraSpec()
-    data: DataSpec = DataSpec(n_public=64)
-    partition: PartitionSpec = DirichletPartition()
-    local_steps: int = Field(5, ge=1)
-    warmup_steps: int = Field(0, ge=0)
-    batch_size: int = Field(8, ge=1)
-    lr: float = Field(2e-3, gt=0)
-    weight_decay: float = Field(0.0, ge=0)
-    server_steps: int = Field(5, ge=0)
-    server_lr: float = Field(2e-3, gt=0)
-    public_batch_size: int = Field(8, ge=1)
-    positions: Literal["answer", "all"] = "answer"
-    k: Union[int, Literal["full", "adaptive", "adaptive_mass"]] = "adaptive"
-    k_min: int = Field(1, ge=1)
-    k_max: int | None = Field(None, ge=1)
-    mass_target: float = Field(0.95, gt=0, le=1)
-    k_down: Union[int, Literal["full"]] = 64
-    values: Literal["logits", "logprobs"] = "logits"
-    value_dtype: WireDtype = "fp16"
-    aggregation: Literal["adaptive", "zero_pad", "prob_tail"] = "adaptive"
-    weight_by: Literal["samples", "k"] = "samples"
-    temperature: float = Field(1.0, gt=0)
-    alpha: float = Field(1.0, ge=0)
-    client_alpha: float | None = Field(None, ge=0)
-    beta: float = Field(1.0, ge=0)
-    projection: ProjectionSpec = ProjectionSpec()
-    mutual: bool = True
-    header_bits: int = Field(0, ge=0)
-    eval_every: int = Field(1, ge=1)
-    eval_batch_size: int = Field(16, ge=1)
-    eval_clients: bool = False
-    data_seed: int | None = Field(None, ge=0)
-    seed_offset: int = Field(0, ge=0)
-    cache_dir: str | None = None
-
-    @model_validator(mode="after")
-    def _consistent(self) -> "KDTopKConfig":
-        if isinstance(self.k, int) and self.k < 1:
-            raise ValueError(f"k must be >= 1, 'full', 'adaptive' or 'adaptive_mass'. Got {self.k} instead.")
-        if isinstance(self.k_down, int) and self.k_down < 1:
-            raise ValueError(f"k_down must be >= 1 or 'full'. Got {self.k_down} instead.")
-        if self.k_max is not None and self.k_max < self.k_min:
-            raise ValueError(f"k_max ({self.k_max}) must be >= k_min ({self.k_min}).")
-        if self.aggregation == "prob_tail" and self.values != "logprobs":
-            raise ValueError("aggregation 'prob_tail' needs values: logprobs (the tail mass 1 − Σp needs "
-                             "the full-vocabulary normaliser); set values: logprobs.")
-        if self.data.n_public < self.public_batch_size:
-            raise ValueError(f"data.n_public ({self.data.n_public}) must be >= public_batch_size "
-                             f"({self.public_batch_size}); raise data.n_public.")
-        return self
 
 
 def choose_k(capacity_bits: float, n_tokens: int, vocab_size: int, dtype: str, k_min: int, k_max: int,

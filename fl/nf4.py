@@ -21,11 +21,13 @@ calls ``self.base_layer(x)`` and adds its adapters on top, which is all it needs
 from __future__ import annotations
 
 import math
-from typing import Callable, Literal
+from typing import Callable
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from fl.specs import AbsmaxDtype
 
 __all__ = [
     "NF4_CODE",
@@ -49,7 +51,6 @@ NF4_CODE = torch.tensor([
 NF4_MAX_HALF_GAP = float((NF4_CODE[1:] - NF4_CODE[:-1]).max()) / 2  # 0.1519 (between -1 and -0.696)
 _MIDPOINTS = (NF4_CODE[1:] + NF4_CODE[:-1]) / 2  # (15,) decision boundaries
 
-AbsmaxDtype = Literal["fp32", "fp16"]
 _ABSMAX_TORCH = {"fp32": torch.float32, "fp16": torch.float16}
 
 

@@ -3,16 +3,19 @@
 A partitioner maps the labels of the training pool to one index array per client. Every
 partitioner draws from an explicit ``numpy.random.Generator``, assigns every sample to
 exactly one client, and never leaves a client empty (it raises a clear error when that is
-impossible). Partitioners are registered by the name YAML uses (``partition.kind``), each
-with a small frozen config; :data:`PartitionSpec` is their discriminated union.
+impossible). Partitioners are registered in :data:`PARTITIONERS` by the name YAML uses
+(``partition.kind``), each with a small frozen config; :data:`PartitionSpec` is their
+discriminated union, built from the registry.
 """
 
 from __future__ import annotations
 
-from typing import Annotated, Callable, Literal, Sequence, Union
+from typing import Callable, Literal, Sequence
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
+
+from fl.registry import Registry
 
 __all__ = [
     "IIDPartition",
@@ -20,6 +23,7 @@ __all__ = [
     "ShardsPartition",
     "ByCategoryPartition",
     "PartitionSpec",
+    "PARTITIONERS",
     "partition",
     "partitioner_names",
     "iid",
@@ -32,13 +36,13 @@ __all__ = [
 
 
 class _Cfg(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 class IIDPartition(_Cfg):
     """Uniformly shuffled, near-equal client shares."""
 
-    kind: Literal["iid"] = "iid"
+    kind: Literal["iid"] = Field("iid", description="Uniformly shuffled, near-equal shares.")
 
 
 class DirichletPartition(_Cfg):
@@ -48,18 +52,18 @@ class DirichletPartition(_Cfg):
     client holds at least ``min_samples`` samples.
     """
 
-    kind: Literal["dirichlet"] = "dirichlet"
-    alpha: float = Field(0.5, gt=0)
-    min_samples: int = Field(1, ge=1)
-    max_tries: int = Field(1000, ge=1)
+    kind: Literal["dirichlet"] = Field("dirichlet", description="Label skew ~ Dir(alpha).")
+    alpha: float = Field(0.5, gt=0, description="Concentration; smaller gives more skew.")
+    min_samples: int = Field(1, ge=1, description="Redraw until every client holds this many.")
+    max_tries: int = Field(1000, ge=1, description="Most draws before giving up.")
 
 
 class ShardsPartition(_Cfg):
     """Sort by label, cut into ``n_clients × n_shards_per_client`` contiguous shards, deal them
     out at random (McMahan et al. 2017's pathological non-IID split)."""
 
-    kind: Literal["shards"] = "shards"
-    n_shards_per_client: int = Field(2, ge=1)
+    kind: Literal["shards"] = Field("shards", description="Label-sorted shards dealt at random.")
+    n_shards_per_client: int = Field(2, ge=1, description="Shards each client gets.")
 
 
 class ByCategoryPartition(_Cfg):
@@ -67,13 +71,7 @@ class ByCategoryPartition(_Cfg):
     c % n_labels == k (split evenly among them); with fewer clients than labels, client c
     holds every label k with k % n_clients == c."""
 
-    kind: Literal["by_category"] = "by_category"
-
-
-PartitionSpec = Annotated[
-    Union[IIDPartition, DirichletPartition, ShardsPartition, ByCategoryPartition],
-    Field(discriminator="kind"),
-]
+    kind: Literal["by_category"] = Field("by_category", description="One label per client.")
 
 
 def _check(n_samples: int, n_clients: int, what: str) -> None:
@@ -151,22 +149,26 @@ def by_category(labels: np.ndarray, n_clients: int, rng: np.random.Generator) ->
     return [np.sort(np.concatenate(p)) for p in parts]
 
 
-_PARTITIONERS: dict[str, Callable[..., list[np.ndarray]]] = {
-    "iid": iid,
-    "dirichlet": dirichlet,
-    "shards": shards,
-    "by_category": by_category,
-}
+#: Partitioners by the name YAML uses: config (with its ``kind`` tag) and function
+#: ``(labels, n_clients, rng, **options) -> parts``.
+PARTITIONERS: Registry[Callable[..., list[np.ndarray]]] = Registry("partitioner", "Partition")
+for _cfg, _fn in ((IIDPartition, iid), (DirichletPartition, dirichlet), (ShardsPartition, shards),
+                  (ByCategoryPartition, by_category)):
+    PARTITIONERS.register(_cfg.model_fields["kind"].default, _cfg, _fn)
+
+#: The ``partition`` option of the learning algorithms: ``{kind: dirichlet, alpha: 0.5}``
+#: (or just ``dirichlet``).
+PartitionSpec = PARTITIONERS.union(__name__)
 
 
 def partitioner_names() -> list[str]:
-    return sorted(_PARTITIONERS)
+    return PARTITIONERS.names()
 
 
 def partition(spec: BaseModel, labels: np.ndarray, n_clients: int, rng: np.random.Generator) -> list[np.ndarray]:
     """Apply the partitioner ``spec`` names; returns one sorted index array per client."""
     options = spec.model_dump(exclude={"kind"})
-    return _PARTITIONERS[spec.kind](np.asarray(labels), n_clients, rng, **options)
+    return PARTITIONERS.get(spec.kind)(np.asarray(labels), n_clients, rng, **options)
 
 
 def holdout_split(

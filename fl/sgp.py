@@ -23,19 +23,19 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal, Sequence
+from typing import Sequence
 
 import numpy as np
 import torch
 from torch import nn
 
 from fl.data import EncodedTask, collate
+from fl.specs import SimilarityMetric
 from fl.train import _positions, causal_lm
 
 __all__ = ["SimilarityMetric", "SGPResult", "layer_representations", "similarity_matrix", "group_layers",
            "similarity_group_pruning"]
 
-SimilarityMetric = Literal["cosine", "cka"]
 
 
 @dataclass(frozen=True)

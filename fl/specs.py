@@ -1,8 +1,9 @@
 """Small frozen configs shared by the learning algorithms (torch-free, pydantic).
 
-They validate YAML (``fl.options``) at load time: unknown keys are errors, and every error
-names the key, the constraint and the value received. Building the objects they describe
-(models, datasets) lives in :mod:`fl.models` and :mod:`fl.data`.
+They validate YAML (``fl.options``) at load time: unknown keys are errors, NaN and
+infinities are refused, and every error names the key, the constraint and the value
+received. Building the objects they describe (models, datasets) lives in :mod:`fl.models`
+and :mod:`fl.data`. :class:`AlgorithmConfig` is the base of every algorithm's options.
 """
 
 from __future__ import annotations
@@ -11,14 +12,26 @@ from typing import Annotated, Any, Literal, Union
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
 
-__all__ = ["ModelSpec", "TinyLlamaSpec", "AnyModelSpec", "LoraSpec", "DataSpec", "Dtype", "WireDtype"]
+__all__ = ["AlgorithmConfig", "ModelSpec", "TinyLlamaSpec", "AnyModelSpec", "LoraSpec", "DataSpec",
+           "Dtype", "WireDtype", "SimilarityMetric", "AbsmaxDtype"]
 
 Dtype = Literal["float32", "bfloat16", "float16"]
 WireDtype = Literal["fp32", "fp16", "bf16", "int8"]  # how tensors travel (fl.payload)
+SimilarityMetric = Literal["cosine", "cka"]  # layer similarity of fedsoda's SGP (fl.sgp)
+AbsmaxDtype = Literal["fp32", "fp16"]  # how NF4 block scales are stored (fl.nf4)
 
 
 class _Spec(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+
+
+class AlgorithmConfig(_Spec):
+    """Base for every algorithm's options: unknown keys are errors, numbers are finite."""
+
+    def context_problems(self, n_clients: int) -> list[str]:
+        """Problems of these options for a population of ``n_clients`` (checked at load time
+        and when the algorithm is built): lines ``"key: rule. Got ... Fix: ..."``."""
+        return []
 
 
 class ModelSpec(_Spec):
@@ -30,10 +43,14 @@ class ModelSpec(_Spec):
     dtype: dtype of the base weights once loaded.
     """
 
-    kind: Literal["pretrained"] = "pretrained"
-    name_or_path: str = "smollm2"
-    keep_layers: tuple[int, ...] | None = None
-    dtype: Dtype = "float32"
+    kind: Literal["pretrained"] = Field("pretrained", description="A pretrained causal LM.")
+    name_or_path: str = Field("smollm2", min_length=1, description=(
+        "'smollm2' (the embedded SmolLM2-135M-Instruct), a Hugging Face id already in the "
+        "local cache, a local model directory or a .gguf file (relative paths: from the "
+        "working directory)."))
+    keep_layers: tuple[int, ...] | None = Field(None, description=(
+        "Indices of the decoder layers to keep (strictly increasing, >= 0); null: all."))
+    dtype: Dtype = Field("float32", description="dtype of the base weights once loaded.")
 
     @field_validator("keep_layers")
     @classmethod
@@ -43,7 +60,8 @@ class ModelSpec(_Spec):
         if len(v) == 0 or min(v) < 0 or any(b <= a for a, b in zip(v, v[1:])):
             raise ValueError(
                 f"keep_layers must be a non-empty, strictly increasing list of layer indices >= 0. "
-                f"Got {list(v)} instead."
+                f"Got {list(v)} instead. Fix: list layer indices in increasing order, e.g. [0, 1, 29], "
+                f"or null for all."
             )
         return v
 
@@ -55,22 +73,25 @@ class TinyLlamaSpec(_Spec):
         cover only the first ``vocab_size`` token ids (FLOP-model tests).
     """
 
-    kind: Literal["tiny"] = "tiny"
-    n_layers: int = Field(2, gt=0)
-    hidden: int = Field(64, gt=0)
-    heads: int = Field(4, gt=0)
-    kv_heads: int = Field(2, gt=0)
-    intermediate: int = Field(128, gt=0)
-    vocab_size: int | None = Field(None, gt=0)
-    seed: int = Field(0, ge=0)
-    dtype: Dtype = "float32"
+    kind: Literal["tiny"] = Field("tiny", description="A tiny random-initialised Llama.")
+    n_layers: int = Field(2, gt=0, description="Decoder layers.")
+    hidden: int = Field(64, gt=0, description="Hidden size (a multiple of heads).")
+    heads: int = Field(4, gt=0, description="Attention heads (a multiple of kv_heads).")
+    kv_heads: int = Field(2, gt=0, description="Key/value heads.")
+    intermediate: int = Field(128, gt=0, description="MLP intermediate size.")
+    vocab_size: int | None = Field(None, gt=0, description=(
+        "Logits over the first vocab_size token ids; null: the tokenizer's (49152)."))
+    seed: int = Field(0, ge=0, description="Seed of the random initialisation.")
+    dtype: Dtype = Field("float32", description="dtype of the weights.")
 
     @model_validator(mode="after")
     def _heads_divide(self) -> "TinyLlamaSpec":
         if self.hidden % self.heads:
-            raise ValueError(f"hidden ({self.hidden}) must be a multiple of heads ({self.heads}).")
+            raise ValueError(f"hidden ({self.hidden}) must be a multiple of heads ({self.heads}). "
+                             "Fix: change hidden or heads.")
         if self.heads % self.kv_heads:
-            raise ValueError(f"heads ({self.heads}) must be a multiple of kv_heads ({self.kv_heads}).")
+            raise ValueError(f"heads ({self.heads}) must be a multiple of kv_heads ({self.kv_heads}). "
+                             "Fix: change heads or kv_heads.")
         return self
 
 
@@ -93,16 +114,18 @@ AnyModelSpec = Annotated[
 class LoraSpec(_Spec):
     """LoRA adapters (peft): rank, scaling alpha, dropout, and the module names adapted."""
 
-    rank: int = Field(8, gt=0)
-    alpha: float = Field(16.0, gt=0)
-    dropout: float = Field(0.0, ge=0, lt=1)
-    target_modules: tuple[str, ...] = ("q_proj", "v_proj")
+    rank: int = Field(8, gt=0, description="Adapter rank r.")
+    alpha: float = Field(16.0, gt=0, description="Scaling alpha (the update is scaled by alpha / r).")
+    dropout: float = Field(0.0, ge=0, lt=1, description="Dropout on the adapter input.")
+    target_modules: tuple[str, ...] = Field(("q_proj", "v_proj"), description=(
+        "Names of the linear modules that get adapters."))
 
     @field_validator("target_modules")
     @classmethod
     def _non_empty(cls, v: tuple[str, ...]) -> tuple[str, ...]:
         if not v or any(not m for m in v):
-            raise ValueError(f"target_modules must list module names, e.g. ['q_proj', 'v_proj']. Got {list(v)} instead.")
+            raise ValueError(f"target_modules must list module names. Got {list(v)} instead. "
+                             "Fix: e.g. [q_proj, v_proj].")
         return v
 
 
@@ -123,22 +146,27 @@ class DataSpec(_Spec):
     n_public: size of the public/proxy split (distillation); 0 for none.
     """
 
-    dataset: str = "fortunes"
-    text_column: str = "text"
-    label_column: str = "label"
-    split: str | None = None
-    instruction: str | None = None
-    min_chars: int = Field(20, ge=0)
-    max_chars: int = Field(200, gt=0)
-    max_per_class: int | None = Field(1000, gt=0)
-    max_len: int = Field(128, ge=8)
-    n_test: int = Field(60, gt=0)
-    n_public: int = Field(0, ge=0)
+    dataset: str = Field("fortunes", min_length=1, description=(
+        "'fortunes' (the embedded fortune-collection task), a .jsonl/.csv file or a local "
+        "Hugging Face datasets directory (relative paths: from the working directory)."))
+    text_column: str = Field("text", description="Text column of a local file / HF dataset.")
+    label_column: str = Field("label", description="Label column of a local file / HF dataset.")
+    split: str | None = Field(None, description=(
+        "Split of a HF DatasetDict (null: 'train' if present, else the only one)."))
+    instruction: str | None = Field(None, description=(
+        "The question put before the text (null: the dataset's own)."))
+    min_chars: int = Field(20, ge=0, description="Keep texts of at least this many characters.")
+    max_chars: int = Field(200, gt=0, description="Keep texts of at most this many characters.")
+    max_per_class: int | None = Field(1000, gt=0, description="Cap per label (null: no cap).")
+    max_len: int = Field(128, ge=8, description="Most tokens per example (prompt + answer).")
+    n_test: int = Field(60, gt=0, description="Held-out test examples (balanced over labels).")
+    n_public: int = Field(0, ge=0, description="Public/proxy examples (distillation); 0: none.")
 
     @model_validator(mode="after")
     def _range(self) -> "DataSpec":
         if self.min_chars > self.max_chars:
             raise ValueError(
-                f"min_chars ({self.min_chars}) must be <= max_chars ({self.max_chars})."
+                f"min_chars ({self.min_chars}) must be <= max_chars ({self.max_chars}). "
+                "Fix: lower min_chars or raise max_chars."
             )
         return self

@@ -56,23 +56,22 @@ import os
 import tempfile
 from collections import OrderedDict
 from dataclasses import dataclass, field
-from typing import Literal, Mapping, Sequence
+from typing import Mapping, Sequence
 
 import numpy as np
 import torch
-from pydantic import Field
 
 from fl.actions import ClientResult, Compute, Failure, Receive, Send, SendPlan, ServerCompute
 from fl.aggregation import fedavg
-from fl.algorithm import AlgorithmConfig, AlgorithmContext, register_algorithm
+from fl.algorithm import AlgorithmContext, register_algorithm
+from fl.algorithms.split_lora.config import SplitLoRAConfig
 from fl.lm_algorithm import LMAlgorithm
 from fl.data import batch_shape, collate
 from fl.flops import profile
 from fl.models import add_lora, bytes_resident, count_parameters, load_model, lora_state
-from fl.partition import DirichletPartition, PartitionSpec
 from fl.payload import LoraPayload, payload_bits
 from fl.seeding import int_seed
-from fl.specs import AnyModelSpec, DataSpec, LoraSpec, ModelSpec, WireDtype
+from fl.specs import WireDtype
 from fl.split import CutActivations, CutGradients, SplitModel, WireTensor, activation_bits, side_bits, \
     split_profile
 from fl.train import draw_batches, evaluate
@@ -80,50 +79,6 @@ from fl.train import draw_batches, evaluate
 __all__ = ["SplitLoRAConfig", "SplitLoRA", "SplitUpdate", "StepRecord"]
 
 STEPS_CSV = "split_steps.csv"
-
-
-class SplitLoRAConfig(AlgorithmConfig):
-    """Options of ``split_lora`` (``fl.options`` in a scenario).
-
-    model, lora, data, partition: as :class:`~fl.fedavg_lora.FedAvgLoRAConfig`.
-    cut_layer: decoder layers on the client (the cut is after layer ``cut_layer - 1``);
-        in [1, n_layers - 1], checked when the model is loaded.
-    local_steps, batch_size, lr, weight_decay: local AdamW training per round (the server
-        uses the same lr and weight decay for its adapter).
-    activation_dtype: how cut-layer activations travel uplink (fp32, fp16, bf16, int8).
-    gradient_dtype: how activation gradients travel downlink; None = ``activation_dtype``.
-    upload_dtype, download_dtype: how the client-side adapter travels each round.
-    header_bits: modelled header bits added to every message.
-    client_weighting: client-side adapter average weighted by ``samples`` (local sample
-        counts) or by ``steps`` (steps completed this round).
-    partial: ``aggregate`` (a client cut off mid-round contributes its adapter after its last
-        completed step) or ``discard`` (it contributes only its server-side steps).
-    eval_every, eval_batch_size, data_seed, seed_offset, cache_dir: as fedavg_lora.
-
-    Server service (sequential FIFO or parallel) is the scenario's ``server.service``.
-    """
-
-    model: AnyModelSpec = ModelSpec()
-    lora: LoraSpec = LoraSpec()
-    data: DataSpec = DataSpec()
-    partition: PartitionSpec = DirichletPartition()
-    cut_layer: int = Field(2, ge=1)
-    local_steps: int = Field(5, ge=1)
-    batch_size: int = Field(8, ge=1)
-    lr: float = Field(2e-3, gt=0)
-    weight_decay: float = Field(0.0, ge=0)
-    activation_dtype: WireDtype = "fp16"
-    gradient_dtype: WireDtype | None = None
-    upload_dtype: WireDtype = "fp16"
-    download_dtype: WireDtype = "fp16"
-    header_bits: int = Field(0, ge=0)
-    client_weighting: Literal["samples", "steps"] = "samples"
-    partial: Literal["aggregate", "discard"] = "aggregate"
-    eval_every: int = Field(1, ge=1)
-    eval_batch_size: int = Field(16, ge=1)
-    data_seed: int | None = Field(None, ge=0)
-    seed_offset: int = Field(0, ge=0)
-    cache_dir: str | None = None
 
 
 @dataclass(frozen=True)

@@ -20,49 +20,13 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Literal, Sequence
-
-from pydantic import Field, model_validator
+from typing import Sequence
 
 from fl.actions import ClientResult, Compute, Failure, Receive, Send, SendPlan
-from fl.algorithm import Algorithm, AlgorithmConfig, AlgorithmContext
+from fl.algorithm import Algorithm, AlgorithmContext
+from fl.algorithms.surrogate.config import SurrogateConfig
 
 __all__ = ["SurrogateConfig", "SurrogateAlgorithm", "SurrogatePayload"]
-
-
-class SurrogateConfig(AlgorithmConfig):
-    """Options of the surrogate learner (``fl.options`` in a scenario)."""
-
-    upload_bits: int = Field(8_000_000, ge=0, description="Fixed upload size, bits.")
-    download_bits: int = Field(8_000_000, ge=0, description="Global model size, bits.")
-    flops_per_round: float = Field(2e11, ge=0, description="Local training FLOPs per round.")
-    n_samples: int | list[int] = Field(
-        100, description="Samples per client: one number for all, or one per client.")
-    a0: float = Field(0.2, ge=0, le=1, description="Accuracy before training.")
-    a_max: float = Field(0.85, ge=0, le=1, description="Accuracy asymptote.")
-    n_half: float = Field(2000.0, gt=0, description="Delivered samples for 63 % of the gain.")
-    loss0: float = Field(2.0, ge=0)
-    loss_min: float = Field(0.4, ge=0)
-    staleness_exponent: float = Field(0.5, ge=0, description="Discount (1+s)^-e of stale updates.")
-    upload_mode: Literal["fixed", "adaptive"] = "fixed"
-    bits_per_k: int = Field(100_000, gt=0, description="Adaptive: bits per unit of k.")
-    header_bits: int = Field(0, ge=0, description="Adaptive: fixed header bits.")
-    k_min: int = Field(1, ge=1)
-    k_max: int = Field(80, ge=1)
-    capacity_fraction: float = Field(0.8, gt=0, le=1,
-                                     description="Adaptive: fraction of the capacity to use.")
-
-    @model_validator(mode="after")
-    def _check(self):
-        if self.a_max < self.a0:
-            raise ValueError(f"a_max must be >= a0. Got a_max={self.a_max}, a0={self.a0}.")
-        if self.k_max < self.k_min:
-            raise ValueError(f"k_max must be >= k_min. Got k_max={self.k_max}, k_min={self.k_min}.")
-        if isinstance(self.n_samples, list) and any(n < 0 for n in self.n_samples):
-            raise ValueError("n_samples must be >= 0 for every client.")
-        if isinstance(self.n_samples, int) and self.n_samples < 0:
-            raise ValueError(f"n_samples must be >= 0. Got {self.n_samples}.")
-        return self
 
 
 @dataclass(frozen=True)
@@ -82,11 +46,10 @@ class SurrogateAlgorithm(Algorithm):
 
     def __init__(self, config: SurrogateConfig, context: AlgorithmContext) -> None:
         super().__init__(config, context)
-        ns = config.n_samples
-        if isinstance(ns, list) and len(ns) != context.n_clients:
-            raise ValueError(f"SurrogateConfig.n_samples has {len(ns)} entries for "
-                             f"{context.n_clients} clients; give one per client or one number.")
-        self._n_samples = ns
+        problems = config.context_problems(context.n_clients)
+        if problems:
+            raise ValueError(f"SurrogateConfig.{problems[0]}")
+        self._n_samples = config.n_samples
         self.delivered = 0.0  # effective delivered samples, n in acc(n)
         self.version = 0
 

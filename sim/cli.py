@@ -395,22 +395,20 @@ def options_for(algorithm: str, options: dict) -> tuple[dict, list[str]]:
     Returns (kept options, sorted names of the dropped keys). Raises KeyError for an
     unknown algorithm (NotImplementedError when its dependencies are missing).
     """
-    from fl.algorithm import get_algorithm
+    from fl.algorithm import algorithm_config
 
-    accepted = get_algorithm(algorithm).Config.model_fields
+    accepted = algorithm_config(algorithm).model_fields
     kept = {k: v for k, v in options.items() if k in accepted}
     return kept, sorted(k for k in options if k not in accepted)
 
 
 def _raw_scenario(file: Path, sets: list[str]) -> dict:
     """The scenario mapping of ``file`` with ``sets`` applied (not yet validated)."""
-    import yaml
-
-    from sim.scenario import ScenarioError, apply_overrides
+    from sim.scenario import ScenarioError, apply_overrides, load_yaml
 
     try:
-        data = yaml.safe_load(file.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, yaml.YAMLError):
+        data = load_yaml(file.read_text(encoding="utf-8"), str(file))
+    except (OSError, UnicodeDecodeError, ScenarioError):
         data = None
     if not isinstance(data, dict):
         _load(file, sets)  # names the problem with the file and exits

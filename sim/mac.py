@@ -1,7 +1,7 @@
 """MAC sharing policies: how a cell's band is shared by its active flows.
 
-A policy is a small class with a frozen pydantic ``Config`` registered under the name YAML
-uses (``network.mac.kind``). The network calls :meth:`MacPolicy.shares` at every change
+A policy is a small class with a frozen pydantic ``Config``, registered in :data:`MAC` under
+the name YAML uses (``network.mac.kind``). The network calls :meth:`MacPolicy.shares` at every change
 point of a cell (a flow starts or ends, a fading block begins, a handover) with the
 *full-band* rate each flow's link would have alone; the policy returns, per flow, the
 fraction of the band it gets (FDMA) and the fraction of the time it transmits (TDMA). The
@@ -25,14 +25,16 @@ from typing import ClassVar, Sequence
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
-__all__ = ["MacPolicy", "MAC_POLICIES", "make_mac", "EqualShare", "RoundRobin",
+from fl.registry import Registry
+
+__all__ = ["MacPolicy", "MAC", "MAC_POLICIES", "make_mac", "EqualShare", "RoundRobin",
            "ProportionalFair", "MaxRate", "mac_names"]
 
 
 class MacConfig(BaseModel):
     """Base of every policy's options (unknown keys are errors)."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 class MacPolicy(ABC):
@@ -143,20 +145,19 @@ class MaxRate(MacPolicy):
         return bw, time
 
 
-MAC_POLICIES: dict[str, type[MacPolicy]] = {
-    cls.name: cls for cls in (EqualShare, RoundRobin, ProportionalFair, MaxRate)
-}
+#: MAC policies by the name YAML uses: config class and policy class.
+MAC: Registry[type[MacPolicy]] = Registry("MAC policy", "Mac")
+for _cls in (EqualShare, RoundRobin, ProportionalFair, MaxRate):
+    MAC.register(_cls.name, _cls.Config, _cls)
+MAC_POLICIES: dict[str, type[MacPolicy]] = {name: MAC.get(name) for name in MAC.names()}
 
 
 def mac_names() -> list[str]:
     """Registered MAC policy names, sorted."""
-    return sorted(MAC_POLICIES)
+    return MAC.names()
 
 
 def make_mac(kind: str, options: dict | None = None) -> MacPolicy:
     """A new policy instance of ``kind`` with ``options`` validated by its Config."""
-    try:
-        cls = MAC_POLICIES[kind]
-    except KeyError:
-        raise KeyError(f"Unknown MAC policy {kind!r}. Known: {', '.join(mac_names())}.") from None
-    return cls(cls.Config(**(options or {})))
+    cls = MAC.get(kind)
+    return cls(MAC.config(kind)(**(options or {})))

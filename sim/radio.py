@@ -24,48 +24,30 @@ band, so the downlink SINR does not depend on the share.
 Association (serving cell, handover) is evaluated with the same laziness: a client's
 handover is detected — and traced — at the first evaluation of that client after its
 strongest cell changed, i.e. while it transfers or when the driver asks about it.
+
+The models are built from the scenario's validated configs (:mod:`sim.radio_config`: one
+registry per plug-in point, configs whose fields are the builders' keyword arguments).
+:func:`check_radio` runs the same build steps at load time, with the run's random streams,
+and reports every problem with its YAML key path, so that a scenario that validates
+builds.
 """
 
 from __future__ import annotations
 
+import inspect
 import math
+import re
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from channel import link as L
 from sim.links import DOWN, UP, LinkModel
+from sim.radio_config import DROPS, LAYOUTS, MAX_COORD_M, MOBILITY, PATHLOSS, RATES
 
-__all__ = ["RadioLink", "build_radio", "channel_registries", "MOBILITY_PROVIDED",
-           "DROP_PROVIDED", "PATHLOSS_PROVIDED", "RATE_PROVIDED"]
-
-# Parameters the simulator fills in itself (not accepted from YAML).
-MOBILITY_PROVIDED = ("rng", "n_ue")  # plus the position parameter: mobility_provided(kind)
-DROP_PROVIDED = ("rng", "n", "layout")
-PATHLOSS_PROVIDED: tuple[str, ...] = ()
-RATE_PROVIDED = ("kind",)
-
-
-def _drop_table() -> dict[str, Any]:
-    from channel import geometry as g
-
-    return {"uniform_disc": g.drop_uniform_disc, "uniform_rectangle": g.drop_uniform_rectangle,
-            "in_cells": g.drop_uniform_in_cells, "hotspots": g.drop_hotspots,
-            "explicit": g.explicit_positions}
-
-
-def channel_registries() -> dict[str, dict[str, Any]]:
-    """Kinds YAML may name, by plug-in point: pathloss, rate, drop, mobility."""
-    from channel.link import RATE_MAPPERS, RateMapper
-    from channel.mobility import MOBILITY_MODELS
-    from channel.pathloss import PATHLOSS_MODELS
-
-    from channel.mobility import TraceReplay
-
-    mobility = dict(MOBILITY_MODELS)
-    mobility["trace"] = TraceReplay.from_csv
-    return {"pathloss": dict(PATHLOSS_MODELS), "rate": {k: RateMapper for k in RATE_MAPPERS},
-            "drop": _drop_table(), "mobility": mobility}
+__all__ = ["RadioLink", "build_radio", "check_radio", "build_layout", "build_drop",
+           "build_mobility", "build_pathloss", "build_rate_mapper", "fading_options"]
 
 
 class RadioLink(LinkModel):
@@ -302,35 +284,62 @@ class Radio:
         return np.stack(out)
 
 
-def _layout(spec):
+# ----------------------------------------------------------------------------- builders
+def _fields(spec) -> dict[str, Any]:
+    """Every option of a validated spec (defaults included), without its ``kind`` tag."""
+    return {k: getattr(spec, k) for k in type(spec).model_fields if k != "kind"}
+
+
+def _call(fn, provided: dict[str, Any], options: dict[str, Any]):
+    """``fn(**provided, **options)``, passing only the provided arguments ``fn`` takes."""
+    params = inspect.signature(fn).parameters
+    return fn(**{k: v for k, v in provided.items() if k in params}, **options)
+
+
+def build_layout(spec):
+    """The :class:`channel.geometry.Layout` of a ``network.layout`` spec."""
+    return LAYOUTS.get(spec.kind)(**_fields(spec))
+
+
+def explicit_layout(sites_xy_m, height_m, n_sectors, bounds_m):
+    """``layout: {kind: explicit}``: sites at the given positions."""
     from channel import geometry as g
 
-    if spec.kind == "single_cell":
-        return g.single_cell(spec.radius_m, spec.height_m, spec.n_sectors)
-    if spec.kind == "hex_grid":
-        return g.hex_grid(spec.n_rings, spec.isd_m, spec.height_m, spec.n_sectors)
-    return g.explicit_sites(np.asarray(spec.sites_xy_m, float), spec.height_m, spec.n_sectors,
-                            spec.bounds_m)
+    return g.explicit_sites(np.asarray(sites_xy_m, dtype=float), height_m, n_sectors, bounds_m)
 
 
-def _drop(scn, layout, rng) -> np.ndarray:
-    spec = scn.clients.drop
-    fn = _drop_table()[spec.kind]
-    n = scn.clients.n_clients
-    opts = spec.options
-    if spec.kind == "in_cells":
-        return fn(rng, layout, n, **opts)
-    if spec.kind == "explicit":
-        xy = fn(**opts)
-        if len(xy) != n:
-            raise ValueError(f"clients.drop.xy_m has {len(xy)} positions for {n} clients.")
-        return xy
-    if spec.kind == "uniform_rectangle" and "bounds_m" not in opts:
-        opts = {**opts, "bounds_m": layout.bounds_m}
-    if spec.kind == "uniform_disc":
-        opts = {"center_xy_m": layout.site_xy_m[0], "radius_m": _radius(layout), **opts}
-        opts["center_xy_m"] = np.asarray(opts["center_xy_m"], dtype=float).reshape(1, 2)
-    return fn(rng, n, **opts)
+def build_drop(spec, layout, n: int, rng: np.random.Generator) -> np.ndarray:
+    """(n, 2) initial client positions, m, from a ``clients.drop`` spec."""
+    return _call(DROPS.get(spec.kind), {"rng": rng, "n": n, "layout": layout}, _fields(spec))
+
+
+def drop_uniform_disc(rng, n, layout, center_xy_m, radius_m, min_distance_m):
+    """``drop: {kind: uniform_disc}``: centre default the first site, radius default the
+    layout's cell radius (else half the area's smaller side)."""
+    from channel import geometry as g
+
+    center = layout.site_xy_m[0] if center_xy_m is None else center_xy_m
+    radius = _radius(layout) if radius_m is None else radius_m
+    return g.drop_uniform_disc(rng, n, np.asarray(center, dtype=float).reshape(1, 2), radius,
+                               min_distance_m)
+
+
+def drop_uniform_rectangle(rng, n, layout, bounds_m):
+    """``drop: {kind: uniform_rectangle}``: default the layout's area."""
+    from channel import geometry as g
+
+    return g.drop_uniform_rectangle(rng, n, layout.bounds_m if bounds_m is None else bounds_m)
+
+
+def drop_explicit(n, xy_m):
+    """``drop: {kind: explicit}``: one position per client."""
+    from channel import geometry as g
+
+    if len(xy_m) != n:
+        raise ValueError(f"The 'xy_m' parameter of drop_explicit must hold one position per "
+                         f"client ({n}). Got {len(xy_m)} positions instead. Fix: give one [x, y] "
+                         "per client, or change clients.n_clients.")
+    return g.explicit_positions(xy_m)
 
 
 def _radius(layout) -> float:
@@ -347,69 +356,75 @@ def _position_param(kind: str) -> str | None:
     return {"static": "xy_m", "constant_velocity": None, "trace": None}.get(kind, "start_xy_m")
 
 
-def mobility_provided(kind: str) -> tuple[str, ...]:
-    """Constructor parameters of mobility ``kind`` the simulator fills in."""
-    p = _position_param(kind)
-    return ("rng", "n_ue") + ((p,) if p else ())
+def trace_mobility(path, bounds_m):
+    """``mobility: {kind: trace}``: :meth:`channel.mobility.TraceReplay.from_csv`."""
+    from channel.mobility import TraceReplay
+
+    return TraceReplay.from_csv(path, bounds_m)
 
 
-def _mobility(kind: str, options: dict, xy0: np.ndarray, layout, rng):
-    """Instantiate a channel mobility model, passing what the simulator provides by name."""
-    import inspect
-
-    from channel.mobility import MOBILITY_MODELS, TraceReplay
-
-    if kind == "trace":
-        mob = TraceReplay.from_csv(**options)
+def build_mobility(spec, xy0: np.ndarray, layout, rng: np.random.Generator):
+    """The mobility model of one group (``clients.groups[i].mobility``) of ``len(xy0)``
+    clients dropped at ``xy0``; the simulator provides positions, count, stream and, for the
+    models that move in an area, the layout's area when ``bounds_m`` is not given."""
+    kw = _fields(spec)
+    if spec.kind == "trace":
+        mob = trace_mobility(**kw)
         if mob.n_ue != len(xy0):
-            raise ValueError(f"The trace {options.get('path')!r} has {mob.n_ue} clients; its "
-                             f"group has {len(xy0)}.")
+            raise ValueError(f"The 'path' parameter of trace must hold one trajectory per client of "
+                             f"its group. Got {spec.path!r}, which has {mob.n_ue} clients; its group "
+                             f"has {len(xy0)} instead. Fix: record one trajectory per client, or "
+                             "change the group's fraction or clients.n_clients.")
         return mob
-    cls = MOBILITY_MODELS[kind]
-    params = inspect.signature(cls).parameters
-    kw = dict(options)
-    pos = _position_param(kind)
-    if pos is not None:
-        kw[pos] = xy0
-    if "bounds_m" in params and "bounds_m" not in kw:
+    if kw.get("bounds_m", ...) is None:
         kw["bounds_m"] = layout.bounds_m
-    if "rng" in params:
-        kw["rng"] = rng
-    if "n_ue" in params:
-        kw["n_ue"] = len(xy0)
-    return cls(**kw)
+    provided: dict[str, Any] = {"rng": rng, "n_ue": len(xy0)}
+    pos = _position_param(spec.kind)
+    if pos is not None:
+        provided[pos] = xy0
+    return _call(MOBILITY.get(spec.kind), provided, kw)
+
+
+def build_pathloss(spec):
+    """The :class:`channel.pathloss.PathlossModel` of a ``network.pathloss`` spec."""
+    return PATHLOSS.get(spec.kind)(**_fields(spec))
+
+
+def build_rate_mapper(spec):
+    """The :class:`channel.link.RateMapper` of a ``network.rate`` spec."""
+    return RATES.get(spec.kind)(kind=spec.kind, **_fields(spec))
+
+
+def fading_options(spec) -> dict | None:
+    """The ``fading`` argument of :class:`channel.radio.RadioChannel` for a
+    ``network.fading`` spec (None: no small-scale fading)."""
+    if spec.kind == "none":
+        return None
+    out: dict[str, Any] = {"kind": spec.kind, "iid": not spec.time_correlated}
+    if getattr(spec, "k_factor_db", None) is not None:
+        out["k_factor_db"] = spec.k_factor_db
+    return out
 
 
 def build_radio(scn, rng) -> Radio:
     """The radio models of ``scn`` with streams from ``rng`` (:class:`sim.rng.RngStreams`)."""
-    from channel import link as L
-    from channel.pathloss import make_pathloss
     from channel.radio import RadioChannel
 
     net = scn.network
-    layout = _layout(net.layout)
+    layout = build_layout(net.layout)
     n = scn.clients.n_clients
-    xy0 = _drop(scn, layout, rng.get("drops"))
-    from sim.simulation import _group_of  # group blocks are contiguous, in group order
-
-    groups = _group_of(scn, n)
+    xy0 = build_drop(scn.clients.drop, layout, n, rng.get("drops"))
+    groups = scn.clients.group_names()  # group blocks are contiguous, in group order
     mobilities = []
-    start = 0
-    for g in scn.clients.groups:
-        m = groups.count(g.name)
-        if m == 0:
-            continue
-        sl = slice(start, start + m)
-        mob = _mobility(g.mobility.kind, g.mobility.options, xy0[sl], layout,
-                        rng.get(f"mobility/{g.name}"))
+    for g, sl in _group_slices(scn, groups):
+        mob = build_mobility(g.mobility, xy0[sl], layout, rng.get(f"mobility/{g.name}"))
         mobilities.append((sl, mob))
-        start += m
-    pathloss = make_pathloss(net.pathloss.kind, **net.pathloss.options)
+    pathloss = build_pathloss(net.pathloss)
     channel = _make_channel(RadioChannel, scn, layout, pathloss, n, rng)
     tx = {g.name: (g.tx_power_dbm if g.tx_power_dbm is not None else scn.clients.tx_power_dbm)
           for g in scn.clients.groups}
     tx_power = np.array([tx[name] for name in groups])
-    mapper = L.RateMapper(kind=net.rate.kind, **net.rate.options)
+    mapper = build_rate_mapper(net.rate)
     radio = Radio(None, layout, np.asarray(layout.site_of_bs, dtype=np.int64), mobilities)
     radio.link = RadioLink(
         channel, radio.state_of, tx_power, net.bs_tx_power_dbm,
@@ -420,17 +435,207 @@ def build_radio(scn, rng) -> Radio:
     return radio
 
 
+def _group_slices(scn, groups: list[str]):
+    """(group spec, slice of its clients) of the non-empty groups, in order."""
+    start = 0
+    for g in scn.clients.groups:
+        m = groups.count(g.name)
+        if m:
+            yield g, slice(start, start + m)
+            start += m
+
+
 def _make_channel(RadioChannel, scn, layout, pathloss, n, rng):
     net = scn.network
-    fad = net.fading
-    fading = None
-    if fad.kind != "none":
-        fading = {"kind": fad.kind, "iid": not fad.time_correlated}
-        if fad.k_factor_db is not None:
-            fading["k_factor_db"] = fad.k_factor_db
     return RadioChannel(
-        layout, pathloss, net.carrier_hz, net.ue_height_m, n, fading=fading,
-        shadowing=net.shadowing.enabled, block_s=fad.block_s,
+        layout, pathloss, net.carrier_hz, net.ue_height_m, n, fading=fading_options(net.fading),
+        shadowing=net.shadowing.enabled, block_s=net.fading.block_s,
         rngs={"los": rng.get("los"), "shadowing": rng.get("shadowing"),
               "fading": rng.get("fading")},
     )
+
+
+# ----------------------------------------------------------------------------- load-time checks
+_CHANNEL_ERROR = re.compile(r"^The '(?P<param>[^']+)' parameter of (?P<owner>\S+) (?P<rule>.*?)\. "
+                            r"Got (?P<got>.*?) instead\.(?: (?P<fix>.*))?$", re.S)
+
+
+def _line(prefix: str, exc: Exception, fields=(), rename: dict[str, str] | None = None,
+          fix: str | None = None) -> str:
+    """One ScenarioError line for a channel error: the key path of the parameter it names
+    (``rename`` maps builder parameters to other scenario keys), rule, value and fix."""
+    msg = str(exc)
+    m = _CHANNEL_ERROR.match(msg)
+    if m is None:
+        fix = fix or f"see `fedwave schema` for what {prefix} accepts"
+        return f"{prefix}: {msg.rstrip('.')}. Fix: {fix}."
+    param = m["param"]
+    key = (rename or {}).get(param) or (f"{prefix}.{param}" if param in fields else prefix)
+    rule = m["rule"]
+    if key == prefix and param not in fields:
+        rule = f"{param} {rule}"
+    fixed = (m["fix"] or "").strip().removeprefix("Fix:").strip().rstrip(".")
+    fixed = fixed or fix or f"give {key.rsplit('.', 1)[-1]} a value that {_holds(rule)}"
+    return f"{key}: {rule}; got {m['got']}. Fix: {fixed}."
+
+
+def _holds(rule: str) -> str:
+    """``must be in [0, 1]`` -> ``is in [0, 1]`` (a rule as a property of the fixed value)."""
+    return re.sub(r"^must (\w+)", lambda m: {"be": "is", "have": "has"}.get(m[1], m[1] + "s"), rule)
+
+
+def check_radio(scn) -> list[str]:
+    """Build the radio side of ``scn`` the way a run does (layout, path-loss validity for the
+    carrier and the heights, rate mapping, the client drop with the run's stream, each
+    group's mobility, trace files) and return one line per problem, key path first."""
+    from sim.rng import RngStreams
+
+    net, cl = scn.network, scn.clients
+    lines: list[str] = []
+    try:
+        layout = build_layout(net.layout)
+    except ValueError as exc:
+        return [_line("network.layout", exc, type(net.layout).model_fields)]
+    try:
+        pathloss = build_pathloss(net.pathloss)
+        pathloss.validate(net.carrier_hz, layout.site_height_m[:, None], net.ue_height_m)
+    except ValueError as exc:
+        lines.append(_line("network.pathloss", exc, type(net.pathloss).model_fields, rename={
+            "carrier_hz": "network.carrier_hz", "h_bs_m": "network.layout.height_m",
+            "h_ut_m": "network.ue_height_m"}, fix=f"use values inside the validity range of "
+                                                   f"path loss {net.pathloss.kind!r}, or another model"))
+    try:
+        build_rate_mapper(net.rate)
+    except ValueError as exc:
+        lines.append(_line("network.rate", exc, type(net.rate).model_fields))
+    problem = _drop_region_problem(cl.drop, layout)
+    if problem:
+        return lines + [problem]
+    try:
+        xy0 = build_drop(cl.drop, layout, cl.n_clients, RngStreams(scn.seed).get("drops"))
+    except ValueError as exc:
+        return lines + [_line("clients.drop", exc, type(cl.drop).model_fields, rename={
+            "n": "clients.n_clients"})]
+    rng = RngStreams(scn.seed)
+    groups = cl.group_names()
+    for i, g in enumerate(cl.groups):
+        if g.mobility.kind == "trace":
+            lines.extend(_trace_problems(f"clients.groups.{i}.mobility.path", g.mobility.path))
+    if lines:
+        return lines
+    index = {g.name: i for i, g in enumerate(cl.groups)}
+    for g, sl in _group_slices(scn, groups):
+        prefix = f"clients.groups.{index[g.name]}.mobility"
+        per_client = _per_client_problems(prefix, g.mobility, sl.stop - sl.start, g.name)
+        if per_client:
+            lines.extend(per_client)
+            continue
+        xy = xy0[sl]
+        outside = _first_outside(xy, g.mobility, layout)
+        if outside is not None:
+            lines.append(_outside_line(prefix, g, cl.drop.kind, outside, xy[outside]))
+            continue
+        if _position_param(g.mobility.kind) is not None:
+            # the models check parameters and that the start positions lie in their area
+            # (done above, for every client): the clients at the extremes stand in for all,
+            # so a million-client scenario validates without a million trajectories
+            xy = xy[np.unique([xy[:, 0].argmin(), xy[:, 0].argmax(), xy[:, 1].argmin(),
+                               xy[:, 1].argmax()])]
+        try:
+            build_mobility(g.mobility, xy, layout, rng.get(f"mobility/{g.name}"))
+        except ValueError as exc:
+            lines.append(_line(prefix, exc, type(g.mobility).model_fields))
+    return lines
+
+
+def _drop_region_problem(drop, layout) -> str | None:
+    """A drop region that lies wholly outside the layout's area (no client can be served
+    from inside it), or None."""
+    x0, x1, y0, y1 = layout.bounds_m
+    if drop.kind == "uniform_disc" and drop.center_xy_m is not None:
+        (cx, cy), r = drop.center_xy_m, drop.radius_m if drop.radius_m is not None else _radius(layout)
+        dx, dy = max(x0 - cx, 0.0, cx - x1), max(y0 - cy, 0.0, cy - y1)
+        if math.hypot(dx, dy) > r:
+            return (f"clients.drop: the disc around {list(drop.center_xy_m)} of radius {r:g} m lies "
+                    f"outside every cell (the layout's area is {list(layout.bounds_m)}); got "
+                    f"center_xy_m {list(drop.center_xy_m)}. Fix: move center_xy_m into the area.")
+    regions = []
+    if drop.kind == "uniform_rectangle" and drop.bounds_m is not None:
+        regions = [drop.bounds_m]
+    elif drop.kind == "hotspots":
+        rs = drop.radius_m if isinstance(drop.radius_m, list) else [drop.radius_m] * len(drop.centers_xy_m)
+        regions = [(x - r, x + r, y - r, y + r) for (x, y), r in zip(drop.centers_xy_m, rs)]
+    elif drop.kind == "explicit":
+        regions = [(x, x, y, y) for x, y in drop.xy_m]
+    for j, (a0, a1, b0, b1) in enumerate(regions):
+        if a1 < x0 or a0 > x1 or b1 < y0 or b0 > y1:
+            what = {"uniform_rectangle": "the rectangle", "hotspots": f"hotspot {j}",
+                    "explicit": f"position {j}"}[drop.kind]
+            return (f"clients.drop: {what} lies outside every cell (the layout's area is "
+                    f"{list(layout.bounds_m)}); got {[round(v, 6) for v in (a0, a1, b0, b1)]}. "
+                    "Fix: move it into the area, or widen network.layout.")
+    return None
+
+
+def _per_client_problems(prefix: str, spec, n: int, group: str) -> list[str]:
+    """Per-client lists of a mobility spec must have one entry per client of its group."""
+    out = []
+    for name in ("start_xy_m", "end_xy_m", "speed_mps", "offset_m", "mean_direction_rad"):
+        v = getattr(spec, name, None)  # a list: per client (one [x, y] pair is a tuple)
+        if isinstance(v, list) and len(v) not in (1, n):
+            out.append(f"{prefix}.{name}: must have one entry per client of group {group!r} "
+                       f"({n}); got {len(v)} entries. Fix: give {n} entries, or one value for all.")
+    return out
+
+
+def _first_outside(xy: np.ndarray, spec, layout) -> int | None:
+    """The first client dropped outside the area its mobility model moves in (models that
+    start from the drop), or None."""
+    if _position_param(spec.kind) is None or not len(xy):
+        return None
+    x0, x1, y0, y1 = spec.bounds_m if spec.bounds_m is not None else layout.bounds_m
+    bad = (xy[:, 0] < x0) | (xy[:, 0] > x1) | (xy[:, 1] < y0) | (xy[:, 1] > y1)
+    return int(np.flatnonzero(bad)[0]) if bad.any() else None
+
+
+def _outside_line(prefix: str, group, drop_kind: str, i: int, xy: np.ndarray) -> str:
+    return (f"clients.drop: the drop ({drop_kind}) puts clients of group {group.name!r} outside "
+            f"the area they move in ({prefix}.bounds_m, default the layout's area); got "
+            f"({xy[0]:g}, {xy[1]:g}) for the group's client {i}. Fix: shrink the drop region, "
+            f"or give {prefix}.bounds_m an area that contains it.")
+
+
+def _trace_problems(key: str, path) -> list[str]:
+    """A trace file must exist, parse (the run's parser: file and line of the first problem)
+    and stay within ±MAX_COORD_M; relative paths are read from the working directory, as
+    the run reads them."""
+    from channel.mobility import TraceFormatError, read_trace_csv
+
+    out = []
+    for p in [path] if isinstance(path, str) else path:
+        f = Path(p).expanduser()
+        if not f.is_file():
+            out.append(f"{key}: no such trace file; got {str(p)!r} (looked for {f.absolute()}). "
+                       "Fix: give the path of an existing CSV file (relative paths start at the "
+                       "working directory).")
+            continue
+        try:
+            rows, _ = read_trace_csv(f)
+        except TraceFormatError as exc:
+            out.append(f"{key}: the trace is malformed: {exc} Fix: correct that line of the file.")
+            continue
+        except (OSError, UnicodeDecodeError) as exc:
+            out.append(f"{key}: cannot read the trace file {str(p)!r} ({exc}). Fix: check the "
+                       "file and its permissions.")
+            continue
+        for line_no, _t, _c, x, y in rows:
+            if abs(x) > MAX_COORD_M or abs(y) > MAX_COORD_M:
+                out.append(f"{key}: {f}, line {line_no}: positions must lie within ±{MAX_COORD_M:g} m; "
+                           f"got ({x:g}, {y:g}). Fix: give positions in metres.")
+                break
+    if not out:  # the whole trace, as the run reads it (columns of per-client files, ...)
+        try:
+            trace_mobility(path, None)
+        except ValueError as exc:
+            out.append(f"{key}: the trace is malformed: {exc} Fix: correct the file.")
+    return out

@@ -1,29 +1,54 @@
 """The scenario schema: pydantic models (``extra="forbid"``) loaded from YAML.
 
-``load_scenario(path, overrides)`` reads a file with ``yaml.safe_load``, applies ``--set
-key.path=value`` overrides, validates, and checks the plug-in options (MAC, selection,
-algorithm ``fl.options``, mobility, drops, path loss, rate mapping) against each plug-in's
-own config. Every problem becomes one line of a :class:`ScenarioError` naming the key path,
-the constraint, the value received and the fix, e.g.::
+``load_scenario(path, overrides)`` reads a file with :func:`load_yaml` (YAML 1.2 numbers,
+bounded alias expansion), applies ``--set key.path=value`` overrides, and checks at load
+time everything a run checks:
 
-    network.uplink_bandwidth_hz: must be > 0; got -5.0. Fix: give a positive number.
+- the schema. Every plug-in field — ``network.layout``, ``clients.drop``,
+  ``clients.groups[].mobility``, ``network.pathloss``, ``network.fading``, ``network.rate``,
+  ``network.mac``, ``fl.selection``, ``fl.algorithm`` with its ``fl.options`` (and the
+  partitioners inside them) — is a discriminated union generated from that plug-in point's
+  registry (:class:`fl.registry.Registry`: per ``kind``, a small typed config and the
+  implementation). Pydantic itself checks every option's type and range, refuses NaN and
+  infinities, and names the key path; ``Scenario.model_json_schema()`` (``fedwave schema``)
+  lists every option of every kind with its type and description;
+- rules across keys (K <= n_clients, backhaul nodes, ...) and an algorithm's rules for the
+  population (:meth:`fl.specs.AlgorithmConfig.context_problems`);
+- the radio side, built as the run builds it (:func:`sim.radio.check_radio`): the path-loss
+  model's validity for the carrier and heights, the drop (with the run's random stream),
+  each group's mobility, trace files (parsed by the run's parser); and, first, whether the
+  run fits in this machine's memory (:func:`sim.resources.memory_problems`);
+- the files a run reads: traces, local models and ``.gguf`` files, dataset files (relative
+  paths from the working directory, as the run reads them).
 
-``fedwave schema`` prints ``Scenario.model_json_schema()`` for editor completion.
+Validation imports neither torch nor an algorithm's module. Every problem becomes one line
+of a :class:`ScenarioError` naming the key path, the rule, the value received and the fix::
+
+    network.uplink_bandwidth_hz: Input should be greater than or equal to 1000; got -5.0.
+    Fix: give a number >= 1000.
 """
 
 from __future__ import annotations
 
-import inspect
+import re
+import types
 import typing
 from pathlib import Path
 from typing import Annotated, Any, Literal, Union
 
+import numpy as np
 import yaml
-from pydantic import (BaseModel, ConfigDict, Field, ValidationError, field_validator,
-                      model_validator)
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model, model_validator
+
+from fl.algorithm import ALGORITHMS
+from fl.registry import kind_union_of
+from fl.specs import DataSpec, ModelSpec
+from sim.mac import MAC
+from sim.radio_config import DROPS, FADING, LAYOUTS, MOBILITY, PATHLOSS, RATES
+from sim.selection import SELECTION
 
 __all__ = ["Scenario", "ScenarioError", "load_scenario", "parse_scenario", "apply_overrides",
-           "parse_set"]
+           "parse_set", "load_yaml", "dump_scenario", "MAX_YAML_NODES"]
 
 
 class ScenarioError(ValueError):
@@ -35,163 +60,235 @@ class ScenarioError(ValueError):
         super().__init__("\n".join([head] + [f"  - {ln}" for ln in lines]))
 
 
+# ----------------------------------------------------------------------------- YAML
+#: The most values a YAML document may hold once its aliases are expanded (an "alias
+#: bomb" — nested anchors and aliases — expands to billions from a few lines).
+MAX_YAML_NODES = 1_000_000
+
+_FLOAT_TAG = "tag:yaml.org,2002:float"
+
+
+class _Loader(yaml.SafeLoader):
+    """``yaml.SafeLoader`` with YAML 1.2 floats: ``1e1``, ``8.0e6``, ``1E-3`` and ``2.5e+3``
+    are numbers (PyYAML's YAML 1.1 rule needs a dot and a signed exponent, so ``1e1`` would
+    be a string)."""
+
+
+_Loader.yaml_implicit_resolvers = {
+    first: [(tag, rx) for tag, rx in resolvers if tag != _FLOAT_TAG]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
+_Loader.add_implicit_resolver(_FLOAT_TAG, re.compile(r"""^(?:
+     [-+]?(?:[0-9][0-9_]*)\.[0-9_]*(?:[eE][-+]?[0-9]+)?
+    |[-+]?(?:[0-9][0-9_]*)[eE][-+]?[0-9]+
+    |[-+]?\.[0-9_]+(?:[eE][-+]?[0-9]+)?
+    |[-+]?\.(?:inf|Inf|INF)
+    |\.(?:nan|NaN|NAN))$""", re.X), list("-+0123456789."))
+
+
+class _RecursiveAlias(ValueError):
+    pass
+
+
+def _expanded_size(root: yaml.Node, limit: int) -> int:
+    """Values in the document once aliases are expanded (counted on the composed node
+    graph, where an alias is the anchored node itself; shared nodes are counted once per
+    use, each node visited once). Stops early above ``limit``; raises _RecursiveAlias."""
+    size: dict[int, int] = {}
+    active: set[int] = set()
+
+    def visit(node: yaml.Node) -> int:
+        key = id(node)
+        if key in size:
+            return size[key]
+        if key in active:
+            raise _RecursiveAlias("an alias refers to a node that contains it (a recursive alias)")
+        active.add(key)
+        n = 1
+        if isinstance(node, yaml.SequenceNode):
+            for child in node.value:
+                n += visit(child)
+                if n > limit:
+                    break
+        elif isinstance(node, yaml.MappingNode):
+            for k, v in node.value:
+                n += visit(k) + visit(v)
+                if n > limit:
+                    break
+        active.discard(key)
+        size[key] = n
+        return n
+
+    return visit(root)
+
+
+def load_yaml(text: str, source: str = "<string>") -> Any:
+    """Parse YAML the way fedwave reads every file (scenarios, sweep specs, ``--set``).
+
+    Safe (no object construction), YAML 1.2 numbers (``1e1`` is 10.0), and bounded: a
+    document whose aliases expand to more than :data:`MAX_YAML_NODES` values, or that refers
+    to itself, is refused before anything is built. Raises :class:`ScenarioError` naming
+    ``source`` (and the line, for syntax errors).
+    """
+    loader = _Loader(text)
+    try:
+        node = loader.get_single_node()
+        if node is None:
+            return None
+        if _expanded_size(node, MAX_YAML_NODES) > MAX_YAML_NODES:
+            raise ScenarioError([
+                f"{source}: the YAML expands to more than {MAX_YAML_NODES:,} values through its "
+                "anchors and aliases (&name / *name), e.g. an alias bomb. Fix: write the values "
+                "out, or use fewer nested aliases."])
+        return loader.construct_document(node)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark is not None else ""
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise ScenarioError([f"{source}: not valid YAML ({where}{problem}). Fix: check "
+                             "indentation and quoting near that line."]) from None
+    except _RecursiveAlias as exc:
+        raise ScenarioError([f"{source}: {exc}. Fix: remove the recursive alias."]) from None
+    except RecursionError:
+        raise ScenarioError([f"{source}: the YAML is nested too deeply. Fix: flatten it."]) from None
+    finally:
+        loader.dispose()
+
+
+# ----------------------------------------------------------------------------- base
 class _Model(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
-def _kind_shorthand(value: Any) -> Any:
-    """``mac: equal_share`` means ``mac: {kind: equal_share}``."""
-    return {"kind": value} if isinstance(value, str) else value
+def _default(union: Any, kind: str):
+    """A default factory: the spec of ``kind`` with its own defaults."""
+    member = kind_union_of(union).members[kind]
+    return lambda: member()
 
 
-class _KindSpec(BaseModel):
-    """A plug-in reference: ``kind`` plus that plug-in's own options (checked after load)."""
+Bandwidth = Annotated[float, Field(ge=1e3, le=1e11)]
+Capacity = Annotated[float, Field(gt=0, allow_inf_nan=True)]  # .inf: no bottleneck
+TxPowerDbm = Annotated[float, Field(ge=-60, le=60)]
 
-    model_config = ConfigDict(extra="allow", frozen=True)
-    kind: str
-
-    @model_validator(mode="before")
-    @classmethod
-    def _shorthand(cls, v):
-        return _kind_shorthand(v)
-
-    @property
-    def options(self) -> dict[str, Any]:
-        return dict(self.model_extra or {})
+# The plug-in fields: discriminated unions built from the registries (see the docstring).
+Layout = LAYOUTS.union(__name__)
+Drop = DROPS.union(__name__)
+Mobility = MOBILITY.union(__name__)
+Pathloss = PATHLOSS.union(__name__)
+Fading = FADING.union(__name__, default="rayleigh")
+Rate = RATES.union(__name__)
+Mac = MAC.union(__name__)
+Selection = SELECTION.union(__name__)
 
 
 # ----------------------------------------------------------------------------- network
-class SingleCellLayout(_Model):
-    kind: Literal["single_cell"]
-    radius_m: float = Field(250.0, gt=0, description="Cell radius (drop area), m.")
-    height_m: float = Field(25.0, gt=0, description="BS antenna height, m.")
-    n_sectors: Literal[1, 3] = 1
-
-
-class HexGridLayout(_Model):
-    kind: Literal["hex_grid"]
-    n_rings: int = Field(1, ge=0, description="Rings around the centre site (1 -> 7 sites).")
-    isd_m: float = Field(500.0, gt=0, description="Inter-site distance, m.")
-    height_m: float = Field(25.0, gt=0)
-    n_sectors: Literal[1, 3] = 3
-
-
-class ExplicitLayout(_Model):
-    kind: Literal["explicit"]
-    sites_xy_m: list[tuple[float, float]] = Field(description="Site positions [[x, y], ...], m.")
-    height_m: float = Field(25.0, gt=0)
-    n_sectors: Literal[1, 3] = 1
-    bounds_m: tuple[float, float, float, float] | None = Field(
-        None, description="(xmin, xmax, ymin, ymax) of the area, m; default: sites ± 250 m.")
-
-    @field_validator("sites_xy_m")
-    @classmethod
-    def _non_empty(cls, v):
-        if len(v) == 0:
-            raise ValueError("the layout needs at least one site")
-        return v
-
-
-Layout = Annotated[Union[SingleCellLayout, HexGridLayout, ExplicitLayout],
-                   Field(discriminator="kind")]
-
-
-class FadingSpec(_Model):
-    kind: Literal["none", "rayleigh", "rician", "rician_los"] = Field(
-        "rayleigh", description="rician_los: Rician on LOS links, Rayleigh on NLOS ones.")
-    k_factor_db: float | None = Field(
-        None, description="Rician K-factor, dB (default: the path-loss scenario's 38.901 mean).")
-    block_s: float = Field(0.01, gt=0, description=(
-        "Fading block, s: link state (and rates) change only at multiples of it."))
-    time_correlated: bool = Field(True, description="Jakes-correlated blocks (else i.i.d.).")
-
-    @model_validator(mode="before")
-    @classmethod
-    def _shorthand(cls, v):
-        return _kind_shorthand(v)
-
-
 class ShadowingSpec(_Model):
     enabled: bool = Field(True, description=(
         "Correlated log-normal shadowing with the path-loss model's sigma and decorrelation."))
 
 
 class AssociationSpec(_Model):
-    hysteresis_db: float = Field(3.0, ge=0)
-    time_to_trigger_s: float = Field(0.0, ge=0)
+    hysteresis_db: float = Field(3.0, ge=0, le=30, description="Handover hysteresis, dB.")
+    time_to_trigger_s: float = Field(0.0, ge=0, le=3600, description="Handover time to trigger, s.")
 
 
 class NetworkSpec(_Model):
-    layout: Layout
-    carrier_hz: float = Field(3.5e9, gt=0)
-    pathloss: _KindSpec = Field(default_factory=lambda: _KindSpec(kind="uma"))
-    fading: FadingSpec = Field(default_factory=FadingSpec)
-    shadowing: ShadowingSpec = Field(default_factory=ShadowingSpec)
-    noise_figure_db: float = Field(5.0, ge=0, description="BS (uplink receiver) noise figure, dB.")
-    ue_noise_figure_db: float = Field(9.0, ge=0, description="UE (downlink) noise figure, dB.")
-    bs_tx_power_dbm: float = Field(46.0, description="BS transmit power over the band, dBm.")
-    ue_height_m: float = Field(1.5, gt=0)
-    uplink_bandwidth_hz: float = Field(20e6, gt=0, description="Uplink band per cell, Hz.")
-    downlink_bandwidth_hz: float = Field(20e6, gt=0, description="Downlink band per cell, Hz.")
-    mac: _KindSpec = Field(default_factory=lambda: _KindSpec(kind="equal_share"))
-    rate: _KindSpec = Field(default_factory=lambda: _KindSpec(kind="shannon"),
-                            description="Rate mapping: {kind: shannon, ...} or {kind: cqi, ...}.")
-    association: AssociationSpec = Field(default_factory=AssociationSpec)
+    layout: Layout = Field(description="Base stations: {kind: single_cell | hex_grid | explicit, ...}.")
+    carrier_hz: float = Field(3.5e9, ge=1e8, le=3e11, description=(
+        "Carrier frequency, Hz (the path-loss model's own validity range is checked too)."))
+    pathloss: Pathloss = Field(default_factory=_default(Pathloss, "uma"), description=(
+        "Path-loss model: {kind: uma | umi | rma | inh_office | free_space | log_distance, ...}."))
+    fading: Fading = Field(default_factory=_default(Fading, "rayleigh"), description=(
+        "Small-scale fading: {kind: none | rayleigh | rician | rician_los, block_s, ...}."))
+    shadowing: ShadowingSpec = Field(default_factory=ShadowingSpec, description="Shadowing on/off.")
+    noise_figure_db: float = Field(5.0, ge=0, le=30, description="BS (uplink receiver) noise figure, dB.")
+    ue_noise_figure_db: float = Field(9.0, ge=0, le=30, description="UE (downlink) noise figure, dB.")
+    bs_tx_power_dbm: float = Field(46.0, ge=-30, le=80, description="BS transmit power over the band, dBm.")
+    ue_height_m: float = Field(1.5, gt=0, le=1e4, description="UE antenna height, m.")
+    uplink_bandwidth_hz: Bandwidth = Field(20e6, description="Uplink band per cell, Hz (>= 1 kHz).")
+    downlink_bandwidth_hz: Bandwidth = Field(20e6, description="Downlink band per cell, Hz (>= 1 kHz).")
+    mac: Mac = Field(default_factory=_default(Mac, "equal_share"), description=(
+        "How a cell's band is shared: {kind: equal_share | round_robin | proportional_fair | max_rate}."))
+    rate: Rate = Field(default_factory=_default(Rate, "shannon"), description=(
+        "Rate mapping: {kind: shannon, gap_db, max_se_bps_hz, overhead} or {kind: cqi, table, ...}."))
+    association: AssociationSpec = Field(default_factory=AssociationSpec, description=(
+        "Cell association (max RSRP with hysteresis)."))
     outage_timeout_s: float | None = Field(
-        None, gt=0, description="A transfer in outage this long fails (None: wait).")
+        None, gt=0, description="A transfer in outage this long fails (null: wait).")
 
 
 # ----------------------------------------------------------------------------- clients
 class GroupSpec(_Model):
-    name: str
-    fraction: float = Field(1.0, gt=0, description="Share of the clients (normalised).")
-    mobility: _KindSpec = Field(default_factory=lambda: _KindSpec(kind="static"))
-    tx_power_dbm: float | None = Field(None, description="Override clients.tx_power_dbm.")
+    name: str = Field(min_length=1, description="Group name (unique).")
+    fraction: float = Field(1.0, gt=0, le=1e9, description="Share of the clients (normalised).")
+    mobility: Mobility = Field(default_factory=_default(Mobility, "static"), description=(
+        "How the group moves: {kind: static | random_waypoint | random_direction | gauss_markov "
+        "| constant_velocity | trace, ...}."))
+    tx_power_dbm: TxPowerDbm | None = Field(None, description="Override clients.tx_power_dbm, dBm.")
 
 
 class DeviceSpec(_Model):
-    name: str
-    flops: float = Field(gt=0, description="Sustained training FLOP/s.")
-    power_w: float = Field(3.0, ge=0, description="Power while computing, W.")
-    rx_power_w: float = Field(0.5, ge=0, description="Radio power while receiving, W.")
-    weight: float = Field(1.0, gt=0, description="Relative share of clients with this device.")
-    spread_sigma: float = Field(0.0, ge=0, description="Log-normal per-device speed spread.")
-    jitter_sigma: float = Field(0.0, ge=0, description="Log-normal per-computation jitter.")
+    name: str = Field(min_length=1, description="Device profile name (unique).")
+    flops: float = Field(gt=0, le=1e18, description="Sustained training FLOP/s.")
+    power_w: float = Field(3.0, ge=0, le=1e4, description="Power while computing, W.")
+    rx_power_w: float = Field(0.5, ge=0, le=1e4, description="Radio power while receiving, W.")
+    weight: float = Field(1.0, gt=0, le=1e9, description="Relative share of clients with this device.")
+    spread_sigma: float = Field(0.0, ge=0, le=5, description="Log-normal per-device speed spread.")
+    jitter_sigma: float = Field(0.0, ge=0, le=5, description="Log-normal per-computation jitter.")
 
 
 class ClientsSpec(_Model):
-    n_clients: int = Field(gt=0)
-    drop: _KindSpec = Field(default_factory=lambda: _KindSpec(kind="in_cells"))
+    n_clients: int = Field(gt=0, le=10_000_000, description="Number of clients.")
+    drop: Drop = Field(default_factory=_default(Drop, "in_cells"), description=(
+        "Initial positions: {kind: in_cells | uniform_disc | uniform_rectangle | hotspots | "
+        "explicit, ...}."))
     groups: list[GroupSpec] = Field(
-        default_factory=lambda: [GroupSpec(name="static")], min_length=1)
+        default_factory=lambda: [GroupSpec(name="static")], min_length=1,
+        description="Client groups (contiguous blocks of clients, by fraction), each with its mobility.")
     devices: list[DeviceSpec] = Field(
-        default_factory=lambda: [DeviceSpec(name="phone", flops=2e10)], min_length=1)
-    tx_power_dbm: float = Field(23.0, description="UE transmit power, dBm.")
+        default_factory=lambda: [DeviceSpec(name="phone", flops=2e10)], min_length=1,
+        description="Device profiles (assigned by weight).")
+    tx_power_dbm: TxPowerDbm = Field(23.0, description="UE transmit power, dBm.")
     dropout_prob: float = Field(0.0, ge=0, le=1, description="Per-round drop-out probability.")
     dropout_window_s: float | None = Field(
         None, gt=0, description="Drop-outs happen uniformly in this window (default deadline_s).")
 
+    def group_names(self) -> list[str]:
+        """Group name of each client: contiguous blocks by (normalised) fraction, largest
+        remainder (what the run assigns)."""
+        w = np.array([g.fraction for g in self.groups], dtype=np.float64)
+        n = self.n_clients
+        exact = w / w.sum() * n
+        counts = np.floor(exact).astype(int)
+        rest = n - counts.sum()
+        order = np.argsort(-(exact - counts), kind="stable")
+        counts[order[:rest]] += 1
+        out: list[str] = []
+        for g, c in zip(self.groups, counts):
+            out.extend([g.name] * int(c))
+        return out
+
 
 # ----------------------------------------------------------------------------- wired side
 class NodeSpec(_Model):
-    name: str
-    kind: Literal["site", "edge", "cloud"]
+    name: str = Field(min_length=1, description="Node name.")
+    kind: Literal["site", "edge", "cloud"] = Field(description="site, edge (server) or cloud.")
 
 
 class EdgeSpec(_Model):
-    a: str
-    b: str
-    capacity_bps: float = Field(gt=0)
-    latency_s: float = Field(ge=0)
+    a: str = Field(description="One end (a node name, or site0, site1, ...).")
+    b: str = Field(description="The other end.")
+    capacity_bps: Capacity = Field(description="Link capacity, bit/s (.inf: no bottleneck).")
+    latency_s: float = Field(ge=0, le=3600, description="One-way latency, s.")
 
 
 class BackhaulSpec(_Model):
     preset: Literal["star", "custom"] = Field(
         "star", description="star: sites -> one edge server 'edge' -> 'cloud'; custom: nodes/edges.")
-    site_edge_capacity_bps: float = Field(10e9, gt=0)
-    site_edge_latency_s: float = Field(0.5e-3, ge=0)
-    edge_cloud_capacity_bps: float = Field(10e9, gt=0)
-    edge_cloud_latency_s: float = Field(10e-3, ge=0)
+    site_edge_capacity_bps: Capacity = Field(10e9, description="star: site-edge capacity, bit/s.")
+    site_edge_latency_s: float = Field(0.5e-3, ge=0, le=3600, description="star: site-edge latency, s.")
+    edge_cloud_capacity_bps: Capacity = Field(10e9, description="star: edge-cloud capacity, bit/s.")
+    edge_cloud_latency_s: float = Field(10e-3, ge=0, le=3600, description="star: edge-cloud latency, s.")
     nodes: list[NodeSpec] = Field(default_factory=list, description="custom: edge/cloud nodes.")
     edges: list[EdgeSpec] = Field(default_factory=list,
                                   description="custom: links; sites are named site0, site1, ...")
@@ -202,35 +299,52 @@ class BackhaulSpec(_Model):
     @model_validator(mode="after")
     def _custom(self):
         if self.preset == "custom" and not self.edges:
-            raise ValueError("preset 'custom' needs a non-empty 'edges' list")
+            raise ValueError("preset 'custom' needs a non-empty 'edges' list. Fix: list the "
+                             "links in backhaul.edges, or use preset: star")
         return self
 
 
 class ServerSpec(_Model):
-    placement: Literal["edge", "cloud"] = "edge"
+    placement: Literal["edge", "cloud"] = Field("edge", description="Where the aggregator runs.")
     node: str | None = Field(None, description="Aggregator node name (default: first of its kind).")
-    flops: float = Field(1e13, gt=0, description="Server FLOP/s.")
-    service: Literal["sequential", "parallel"] = "parallel"
-    aggregation_flops_per_update: float = Field(0.0, ge=0)
+    flops: float = Field(1e13, gt=0, le=1e21, description="Server FLOP/s.")
+    service: Literal["sequential", "parallel"] = Field(
+        "parallel", description="Server compute: one job at a time (FIFO) or all in parallel.")
+    aggregation_flops_per_update: float = Field(0.0, ge=0, le=1e21, description=(
+        "Server FLOPs to aggregate one update."))
 
 
 # ----------------------------------------------------------------------------- fl
-class FlSpec(_Model):
-    algorithm: str = "surrogate"
+class FlBase(_Model):
+    """What every ``fl`` section has; the generated ``Fl<Algorithm>`` specs add
+    ``algorithm`` and the algorithm's own ``options``."""
+
     rounds: int = Field(10, gt=0, description="Rounds (sync) or aggregations (async).")
     clients_per_round: int = Field(10, gt=0, description="K (sync) or concurrency (async).")
-    selection: _KindSpec = Field(default_factory=lambda: _KindSpec(kind="random"))
-    driver: Literal["sync", "async"] = "sync"
-    deadline_s: float | None = Field(None, gt=0, description="Round (sync) / task (async) deadline.")
+    selection: Selection = Field(default_factory=_default(Selection, "random"), description=(
+        "Client selection: {kind: all | random | best_rate | deadline_aware | fair, ...}."))
+    driver: Literal["sync", "async"] = Field("sync", description="Synchronous or asynchronous rounds.")
+    deadline_s: float | None = Field(None, gt=0, description="Round (sync) / task (async) deadline, s.")
     min_updates: int = Field(1, ge=0, description="Sync: fewer updates -> the round fails.")
     buffer_size: int = Field(1, gt=0, description="Async: aggregate every buffer_size arrivals.")
     max_staleness: int | None = Field(None, ge=0, description="Async: discard older updates.")
-    eval_every: int = Field(1, gt=0)
+    eval_every: int = Field(1, gt=0, description="Evaluate every eval_every rounds.")
     hierarchical: bool = Field(False, description="Sync: clients -> edge servers -> cloud.")
     capacity_budget_s: float | None = Field(
         None, gt=0, description="Time budget for the sizer's capacity (default: time to deadline).")
-    options: dict[str, Any] = Field(default_factory=dict,
-                                    description="Validated by the algorithm's own Config.")
+
+
+def _fl_spec(name: str, config: type[BaseModel]) -> type[BaseModel]:
+    return create_model(
+        "Fl" + "".join(p.capitalize() for p in name.split("_")), __base__=FlBase,
+        __module__=__name__, __doc__=f"The ``fl`` section with ``algorithm: {name}``.",
+        algorithm=(Literal[name], Field(name, description="The FL algorithm (fl.options are its options).")),
+        options=(config, Field(default_factory=config, description=(
+            f"Options of {name}, checked by its config ({config.__name__})."))))
+
+
+#: The ``fl`` section: one spec per registered algorithm (``algorithm`` picks it).
+FlSpec = ALGORITHMS.union(__name__, key="algorithm", default="surrogate", spec=_fl_spec)
 
 
 # ----------------------------------------------------------------------------- execution
@@ -252,219 +366,198 @@ class ExecutionSpec(_Model):
 class Scenario(_Model):
     """A fedwave scenario (see scenarios/ for commented examples)."""
 
-    name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
-    seed: int = Field(0, ge=0)
-    duration_s: float | None = Field(None, gt=0, description="Stop at this simulated time.")
-    network: NetworkSpec
-    clients: ClientsSpec
-    backhaul: BackhaulSpec = Field(default_factory=BackhaulSpec)
-    server: ServerSpec = Field(default_factory=ServerSpec)
-    fl: FlSpec = Field(default_factory=FlSpec)
-    execution: ExecutionSpec = Field(default_factory=ExecutionSpec)
+    name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$", description="Scenario name (run directory prefix).")
+    seed: int = Field(0, ge=0, description="Root seed of every random stream.")
+    duration_s: float | None = Field(None, gt=0, description="Stop at this simulated time, s.")
+    network: NetworkSpec = Field(description="Cells, channel and radio resources.")
+    clients: ClientsSpec = Field(description="The clients: count, drop, groups, devices.")
+    backhaul: BackhaulSpec = Field(default_factory=BackhaulSpec, description="The wired side.")
+    server: ServerSpec = Field(default_factory=ServerSpec, description="The aggregator.")
+    fl: FlSpec = Field(default_factory=_default(FlSpec, "surrogate"), description=(
+        "The federated learning: algorithm, its options, rounds, selection, driver."))
+    execution: ExecutionSpec = Field(default_factory=ExecutionSpec, description=(
+        "Where client updates run."))
 
 
 # ----------------------------------------------------------------------------- errors
 _FIX = {
     "extra_forbidden": "remove it or check the spelling",
     "missing": "add this key",
-    "greater_than": "give a larger number",
-    "greater_than_equal": "give a larger number",
-    "less_than": "give a smaller number",
-    "less_than_equal": "give a smaller number",
     "literal_error": "use one of the listed values",
-    "union_tag_invalid": "use one of the listed kinds",
-    "union_tag_not_found": "add a 'kind' key",
     "int_type": "give an integer",
     "int_parsing": "give an integer",
     "int_from_float": "give a whole number",
     "float_type": "give a number",
     "float_parsing": "give a number",
+    "finite_number": "give a finite number (not .nan or .inf)",
     "bool_type": "give true or false",
     "bool_parsing": "give true or false",
     "string_type": "give a text value",
     "list_type": "give a list",
+    "tuple_type": "give a list",
     "dict_type": "give a mapping (key: value)",
     "model_type": "give a mapping (key: value)",
+    "model_attributes_type": "give a mapping (key: value)",
     "too_short": "add entries",
+    "too_long": "remove entries",
+    "string_too_short": "give a non-empty text",
     "string_pattern_mismatch": "use letters, digits, '_', '-', '.'",
-    "value_error": "fix the value as described",
 }
 
 
-def _model_at(model: type[BaseModel], path: list[str]) -> type[BaseModel] | None:
-    """The pydantic model class reached by ``path`` from ``model`` (None if not a model)."""
-    cur: Any = model
-    for key in path:
-        if not (isinstance(cur, type) and issubclass(cur, BaseModel)):
-            return None
-        if key.isdigit():
+def _strip(tp: Any) -> Any:
+    """``tp`` without ``Annotated``/``Optional`` wrappers (a registry union is kept whole)."""
+    while kind_union_of(tp) is None:
+        origin = typing.get_origin(tp)
+        if origin is Annotated:
+            tp = typing.get_args(tp)[0]
             continue
-        field = cur.model_fields.get(key)
-        if field is None:
-            return None
-        cur = _unwrap(field.annotation)
-    return cur if isinstance(cur, type) and issubclass(cur, BaseModel) else None
-
-
-def _unwrap(tp: Any) -> Any:
-    """The model class inside Optional[...]/list[...]/Annotated[...] (first model in a Union)."""
-    origin = typing.get_origin(tp)
-    if origin is Annotated:
-        return _unwrap(typing.get_args(tp)[0])
-    if origin in (list, tuple, Union) or str(origin) == "types.UnionType":
-        for arg in typing.get_args(tp):
-            got = _unwrap(arg)
-            if isinstance(got, type) and issubclass(got, BaseModel):
-                return got
-        return None
+        if origin in (Union, types.UnionType):
+            args = [a for a in typing.get_args(tp) if a is not type(None)]
+            if len(args) == 1:
+                tp = args[0]
+                continue
+        break
     return tp
 
 
-def _clean_loc(loc: tuple, data: Any) -> list[str]:
-    """Key path of an error, without pydantic's union tags (walks the input data)."""
+def _ann(field) -> Any:
+    """A field's type with its ``Annotated`` metadata (pydantic keeps it apart)."""
+    return Annotated[(field.annotation, *field.metadata)] if field.metadata else field.annotation
+
+
+def _is_model(tp: Any) -> bool:
+    return isinstance(tp, type) and issubclass(tp, BaseModel)
+
+
+def _model_of(tp: Any, raw: Any) -> type[BaseModel] | None:
+    """The model class that validates the raw value ``raw`` of a field typed ``tp`` (None:
+    not a model, or a kind that is not registered)."""
+    tp = _strip(tp)
+    info = kind_union_of(tp)
+    if info is not None:
+        return info.member(raw)
+    if _is_model(tp):
+        return tp
+    if typing.get_origin(tp) in (Union, types.UnionType):
+        members = [a for a in typing.get_args(_strip(tp)) if _is_model(a)]
+        kind = raw.get("kind") if isinstance(raw, dict) else None
+        for m in members:
+            f = m.model_fields.get("kind")
+            if f is not None and f.default == kind:
+                return m
+        return members[0] if members else None
+    return None
+
+
+def _item_type(tp: Any) -> Any:
+    tp = _strip(tp)
+    if typing.get_origin(tp) in (list, tuple):
+        args = typing.get_args(tp)
+        return args[0] if args else None
+    return None
+
+
+def _model_at(path: list[str], data: Any) -> type[BaseModel] | None:
+    """The model class of the mapping at key path ``path`` of the raw scenario ``data``."""
+    tp: Any = Scenario
+    cur = data
+    for key in path:
+        if isinstance(cur, list):
+            tp = _item_type(tp)
+            cur = cur[int(key)] if key.isdigit() and int(key) < len(cur) else None
+            continue
+        model = _model_of(tp, cur)
+        if model is None or key not in model.model_fields:
+            return None
+        tp = _ann(model.model_fields[key])
+        cur = cur.get(key) if isinstance(cur, dict) else None
+    return _model_of(tp, cur)
+
+
+def _clean_loc(loc: tuple, data: Any, missing: bool) -> list[str]:
+    """The YAML key path of an error: pydantic's location without its union tags (the
+    ``kind`` a discriminated union picked, the member type of a plain union)."""
     out: list[str] = []
     cur = data
-    for part in loc:
-        if isinstance(cur, dict):
-            if part in cur:
-                out.append(str(part))
-                cur = cur[part]
-            elif isinstance(part, str) and cur.get("kind") == part:
-                continue  # discriminated-union tag
-            else:
-                out.append(str(part))
-                cur = None
+    for i, part in enumerate(loc):
+        last = i == len(loc) - 1
+        if isinstance(cur, dict) and part in cur:
+            out.append(str(part))
+            cur = cur[part]
         elif isinstance(cur, list) and isinstance(part, int):
             out.append(str(part))
             cur = cur[part] if part < len(cur) else None
-        else:
-            out.append(str(part))
-            cur = None
+        elif last and (missing or isinstance(cur, dict)):
+            out.append(str(part))  # a missing key
+        # else: a union tag or member label (the raw value has no such key)
     return out
 
 
-def _format_error(err: dict, data: Any, prefix: str = "", root: type[BaseModel] = Scenario) -> str:
-    path = _clean_loc(tuple(err["loc"]), data)
-    key = ".".join(([prefix] if prefix else []) + path) or "(top level)"
+def _format_error(err: dict, data: Any) -> str:
     typ = err["type"]
-    msg = err["msg"]
-    if msg.startswith("Value error, "):
-        msg = msg[len("Value error, "):]
-    fix = _FIX.get(typ, "see `fedwave schema`")
     ctx = err.get("ctx") or {}
+    path = _clean_loc(tuple(err["loc"]), data, typ in ("missing", "missing_kind"))
+    key = ".".join(path) or "(top level)"
+    msg = err["msg"]
+    got = f"; got {err.get('input')!r}"
+    if typ == "unknown_kind":
+        return (f"{key}.{ctx['key']}: unknown {ctx['what']}; got {ctx['kind']!r}. "
+                f"Fix: use one of: {ctx['known']}.")
+    if typ == "missing_kind":
+        return (f"{key}.{ctx['key']}: required key is missing. Fix: add {ctx['key']}: one of "
+                f"{ctx['known']}.")
+    if typ == "value_error":
+        rule, _, fix = msg.removeprefix("Value error, ").partition(" Fix: ")
+        rule = rule.strip().rstrip(".").removeprefix(f"{path[-1]} " if path else "")
+        if "Got " in rule or "got " in rule or isinstance(err.get("input"), dict):
+            got = ""
+        return f"{key}: {rule}{got}. Fix: {fix.strip().rstrip('.') or 'see `fedwave schema`'}."
+    fix = _FIX.get(typ, "see `fedwave schema` for what this key accepts")
     for name, op in (("gt", ">"), ("ge", ">="), ("lt", "<"), ("le", "<=")):
         if name in ctx:
-            fix = f"give a number {op} {ctx[name]}"
+            v = ctx[name]
+            fix = f"give a number {op} {v:g}" if isinstance(v, (int, float)) else f"give a number {op} {v}"
+    if "min_length" in ctx and typ == "too_short":
+        n = ctx["min_length"]
+        fix = f"give at least {n} {'entry' if n == 1 else 'entries'}"
+    if "max_length" in ctx and typ == "too_long":
+        n = ctx["max_length"]
+        fix = f"give at most {n} {'entry' if n == 1 else 'entries'}"
     if typ == "literal_error" and "expected" in ctx:
         fix = f"use one of: {ctx['expected']}"
-    if typ == "union_tag_invalid" and "expected_tags" in ctx:
-        fix = f"use one of the listed kinds: {ctx['expected_tags']}"
     if typ == "extra_forbidden":
         msg = "unknown key"
-        parent = _model_at(root, path[:-1])
+        parent = _model_at(path[:-1], data)
         if parent is not None:
             fix += f" (allowed here: {', '.join(sorted(parent.model_fields))})"
     elif typ == "missing":
         msg = "required key is missing"
-    got = "" if typ == "missing" else f"; got {err.get('input')!r}"
+        got = ""
     return f"{key}: {msg}{got}. Fix: {fix}."
 
 
-def _wrap(exc: ValidationError, data: Any, prefix: str = "",
-          root: type[BaseModel] = Scenario) -> list[str]:
-    return [_format_error(e, data, prefix, root) for e in exc.errors()]
+_TYPE_ERRORS = {"list_type", "tuple_type", "float_type", "int_type", "string_type", "dict_type",
+                "model_type", "bool_type", "literal_error", "int_parsing", "float_parsing"}
 
 
-# ----------------------------------------------------------------------------- plug-ins
-def _check_config(cls: type[BaseModel], options: dict, prefix: str, lines: list[str]) -> None:
-    try:
-        cls(**options)
-    except ValidationError as exc:
-        lines.extend(_wrap(exc, options, prefix, cls))
+def _wrap(exc: ValidationError, data: Any) -> list[str]:
+    errors = exc.errors()
+    # A plain union (`radius_m: 5` or `[5, 8]`) reports an error per member: where one member
+    # took the value and found a problem, the other members' "not a list" add nothing.
+    keys = [tuple(_clean_loc(tuple(e["loc"]), data, e["type"] == "missing")) for e in errors]
+    substantive = {k for k, e in zip(keys, errors) if e["type"] not in _TYPE_ERRORS}
+    lines: list[str] = []
+    for k, e in zip(keys, errors):
+        if e["type"] in _TYPE_ERRORS and any(s[:len(k)] == k for s in substantive):
+            continue
+        line = _format_error(e, data)
+        if line not in lines:
+            lines.append(line)
+    return lines
 
 
-def _check_signature(fn: Any, options: dict, prefix: str, lines: list[str],
-                     provided: tuple[str, ...] = ()) -> None:
-    """Options must be keyword parameters of ``fn`` (a channel constructor or function)."""
-    try:
-        sig = inspect.signature(fn)
-    except (TypeError, ValueError):
-        return
-    params = sig.parameters
-    if any(p.kind is p.VAR_KEYWORD for p in params.values()):
-        return
-    names = [n for n, p in params.items() if n not in ("self", "rng") and n not in provided
-             and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
-    for key in sorted(options):
-        if key not in names:
-            lines.append(f"{prefix}.{key}: unknown option; got {options[key]!r}. Fix: remove it "
-                         f"or use one of: {', '.join(names) or '(none)'}.")
-
-
-def _check_plugins(scn: Scenario, lines: list[str]) -> None:
-    from fl.algorithm import algorithm_names, get_algorithm
-    from sim.mac import MAC_POLICIES, mac_names
-    from sim.selection import SELECTION_POLICIES, selection_names
-
-    mac = scn.network.mac
-    if mac.kind not in MAC_POLICIES:
-        lines.append(f"network.mac.kind: unknown MAC policy; got {mac.kind!r}. "
-                     f"Fix: use one of: {', '.join(mac_names())}.")
-    else:
-        _check_config(MAC_POLICIES[mac.kind].Config, mac.options, "network.mac", lines)
-    sel = scn.fl.selection
-    if sel.kind not in SELECTION_POLICIES:
-        lines.append(f"fl.selection.kind: unknown selection policy; got {sel.kind!r}. "
-                     f"Fix: use one of: {', '.join(selection_names())}.")
-    else:
-        _check_config(SELECTION_POLICIES[sel.kind].Config, sel.options, "fl.selection", lines)
-    try:
-        algo = get_algorithm(scn.fl.algorithm)
-    except KeyError:
-        lines.append(f"fl.algorithm: unknown algorithm; got {scn.fl.algorithm!r}. "
-                     f"Fix: use one of: {', '.join(algorithm_names())}.")
-    except NotImplementedError as exc:
-        lines.append(f"fl.algorithm: {exc} Fix: pick an available algorithm "
-                     f"(e.g. 'surrogate') or install its dependencies.")
-    else:
-        _check_config(algo.Config, scn.fl.options, "fl.options", lines)
-    _check_channel_plugins(scn, lines)
-    if scn.execution.backend == "ray":
-        from sim.execution import ray_available
-
-        if not ray_available():
-            lines.append("execution.backend: 'ray' needs Ray, which is not installed; got 'ray'. "
-                         "Fix: pip install 'fedwave[ray]', or set execution.backend: process.")
-
-
-def _check_channel_plugins(scn: Scenario, lines: list[str]) -> None:
-    from sim import radio
-
-    try:
-        reg = radio.channel_registries()
-    except ImportError as exc:  # the channel package is not importable
-        lines.append(f"network: the radio models cannot be loaded ({exc}). Fix: install fedwave "
-                     "completely (channel/ is part of it).")
-        return
-    for prefix, spec, table, provided in (
-        ("network.pathloss", scn.network.pathloss, reg["pathloss"], radio.PATHLOSS_PROVIDED),
-        ("network.rate", scn.network.rate, reg["rate"], radio.RATE_PROVIDED),
-        ("clients.drop", scn.clients.drop, reg["drop"], radio.DROP_PROVIDED),
-    ):
-        _check_kind(prefix, spec, table, provided, lines)
-    for i, g in enumerate(scn.clients.groups):
-        _check_kind(f"clients.groups.{i}.mobility", g.mobility, reg["mobility"],
-                    radio.mobility_provided(g.mobility.kind), lines)
-
-
-def _check_kind(prefix, spec, table, provided, lines) -> None:
-    if spec.kind not in table:
-        lines.append(f"{prefix}.kind: unknown kind; got {spec.kind!r}. "
-                     f"Fix: use one of: {', '.join(sorted(table))}.")
-    else:
-        _check_signature(table[spec.kind], spec.options, prefix, lines, provided)
-
-
+# ----------------------------------------------------------------------------- checks
 def _check_cross(scn: Scenario, lines: list[str]) -> None:
     fl, cl = scn.fl, scn.clients
     if fl.clients_per_round > cl.n_clients:
@@ -506,6 +599,82 @@ def _check_cross(scn: Scenario, lines: list[str]) -> None:
                          f"Fix: use one of: {', '.join(sorted(known))}.")
 
 
+def _check_algorithm(scn: Scenario, lines: list[str]) -> None:
+    """The algorithm's own rules for this population (what building it would check)."""
+    for problem in scn.fl.options.context_problems(scn.clients.n_clients):
+        key, _, rest = problem.partition(": ")
+        rule, _, fix = rest.partition(" Fix: ")
+        lines.append(f"fl.options.{key}: {rule.strip().rstrip('.')}. Fix: {fix.strip().rstrip('.')}.")
+    if scn.execution.backend == "ray":
+        from sim.execution import ray_available
+
+        if not ray_available():
+            lines.append("execution.backend: 'ray' needs Ray, which is not installed; got 'ray'. "
+                         "Fix: pip install 'fedwave[ray]', or set execution.backend: process.")
+
+
+def _specs_in(model: BaseModel, prefix: str):
+    """(key path, nested config) of every pydantic model inside ``model``, itself included."""
+    yield prefix, model
+    for name in type(model).model_fields:
+        value = getattr(model, name)
+        if isinstance(value, BaseModel):
+            yield from _specs_in(value, f"{prefix}.{name}")
+
+
+def _check_files(scn: Scenario, lines: list[str]) -> None:
+    """Files a run reads, from the working directory as the run reads them (trace files are
+    checked with the radio, :func:`sim.radio.check_radio`)."""
+    for key, spec in _specs_in(scn.fl.options, "fl.options"):
+        if isinstance(spec, ModelSpec):
+            _check_model_path(f"{key}.name_or_path", spec.name_or_path, lines)
+        elif isinstance(spec, DataSpec):
+            check_dataset(f"{key}.dataset", spec, lines)
+
+
+def _check_model_path(key: str, name: str, lines: list[str]) -> None:
+    """A local model directory or .gguf file must exist; ``smollm2`` and Hugging Face ids
+    (looked up in the local cache when the model loads) are not files."""
+    if name.lower() == "smollm2":
+        return
+    path = Path(name).expanduser()
+    local = path.suffix == ".gguf" or name.startswith(("/", "./", "../", "~", ".\\", "..\\"))
+    if local and not path.exists():
+        what = "GGUF file" if path.suffix == ".gguf" else "model directory"
+        lines.append(f"{key}: no such {what}; got {name!r} (looked for {path.absolute()}). Fix: "
+                     "give an existing path (relative paths start at the working directory), "
+                     "a cached Hugging Face id, or smollm2.")
+    elif path.suffix == ".gguf" and not path.is_file():
+        lines.append(f"{key}: a .gguf model must be a file; got {name!r}. Fix: name the .gguf file.")
+
+
+def check_dataset(key: str, spec: DataSpec, lines: list[str]) -> None:
+    """The one place dataset files are checked at load time (``fl.options.data.dataset``):
+    that a named file or directory exists (relative paths from the working directory), then
+    its rows (:func:`fl.data.check_data`, torch-free: file and line of each malformed row)."""
+    if spec.dataset != "fortunes":
+        path = Path(spec.dataset).expanduser()
+        if not path.exists():
+            lines.append(f"{key}: no such file or directory; got {spec.dataset!r} (looked for "
+                         f"{path.absolute()}). Fix: give an existing .jsonl/.csv file or Hugging "
+                         "Face datasets directory (relative paths start at the working "
+                         "directory), or fortunes.")
+            return
+    from fl.data import check_data
+
+    lines.extend(f"{key}: {problem}" for problem in check_data(spec))
+
+
+def _check_radio(scn: Scenario, lines: list[str]) -> None:
+    """The radio side, built as the run builds it — unless the run would not start here for
+    want of memory (what :class:`sim.simulation.Simulation` checks first)."""
+    from sim.radio import check_radio
+    from sim.resources import memory_problems
+
+    memory = memory_problems(scn)
+    lines.extend(memory if memory else check_radio(scn))
+
+
 # ----------------------------------------------------------------------------- loading
 def parse_set(item: str) -> tuple[list[str], Any]:
     """``"fl.rounds=3"`` -> (['fl', 'rounds'], 3) (the value is YAML-parsed)."""
@@ -513,24 +682,26 @@ def parse_set(item: str) -> tuple[list[str], Any]:
     if not sep or not key.strip():
         raise ScenarioError([f"--set {item!r}: expected key.path=value. Fix: e.g. --set fl.rounds=3."])
     try:
-        value = yaml.safe_load(raw) if raw.strip() else None
-    except yaml.YAMLError as exc:
-        raise ScenarioError([f"--set {key}: the value {raw!r} is not valid YAML ({exc})."]) from None
+        value = load_yaml(raw, f"--set {key.strip()}") if raw.strip() else None
+    except ScenarioError as exc:
+        raise ScenarioError([f"--set {key}: the value {raw!r} is not valid YAML ({exc.lines[0]})."]) from None
     return key.strip().split("."), value
 
 
 def apply_overrides(data: dict, overrides: list[str]) -> dict:
     """Apply ``--set key.path=value`` items to the raw scenario mapping (in place, returned).
 
-    A key must exist in the file or be a field of the schema at that place (plug-in option
-    mappings such as ``network.mac`` or ``fl.options`` accept any key; their own config
-    checks it afterwards). List items are addressed by index: ``clients.groups.0.fraction``.
+    A key must exist in the file or be a field of the schema at that place; plug-in options
+    are fields of the kind named at that place (``--set network.rate.gap_db=2``, ``--set
+    fl.options.local_steps=3``). A plug-in mapping missing from the file starts as its
+    default kind; a shorthand (``mac: round_robin``) becomes ``{kind: round_robin}``. List
+    items are addressed by index: ``clients.groups.0.fraction``.
     """
     for item in overrides:
         path, value = parse_set(item)
         full = ".".join(path)
         cur: Any = data
-        model: Any = Scenario
+        tp: Any = Scenario
         for i, part in enumerate(path):
             last = i == len(path) - 1
             where = ".".join(path[:i]) or "(top level)"
@@ -538,7 +709,7 @@ def apply_overrides(data: dict, overrides: list[str]) -> dict:
                 if not part.isdigit() or int(part) >= len(cur):
                     raise ScenarioError([f"--set {full}: {where} is a list of {len(cur)} entries; "
                                          f"got index {part!r}. Fix: use an index 0..{len(cur) - 1}."])
-                model = model.model if isinstance(model, _ListOf) else None
+                tp = _item_type(tp)
                 if last:
                     cur[int(part)] = value
                 else:
@@ -547,56 +718,26 @@ def apply_overrides(data: dict, overrides: list[str]) -> dict:
             if not isinstance(cur, dict):
                 raise ScenarioError([f"--set {full}: {where} is not a mapping (it holds {cur!r}). "
                                      f"Fix: set {where} itself."])
-            allowed = _fields_of(model, cur)
-            if part not in cur and allowed is not None and part not in allowed:
-                known = sorted(set(cur) | allowed)
+            model = _model_of(tp, cur)
+            if part not in cur and model is not None and part not in model.model_fields:
+                known = sorted(set(cur) | set(model.model_fields))
                 raise ScenarioError([f"--set {full}: no key {part!r} under {where}. "
                                      f"Fix: use one of: {', '.join(known)}."])
             if last:
                 cur[part] = value
-            else:
-                nxt = cur.get(part)
-                if nxt is None:
-                    nxt = cur[part] = {}
-                elif isinstance(nxt, str) and _child_model(model, part, {}) is _KindSpec:
-                    nxt = cur[part] = {"kind": nxt}  # shorthand `mac: round_robin`
-                model = _child_model(model, part, nxt)
-                cur = nxt
+                continue
+            field = model.model_fields.get(part) if model is not None else None
+            tp = _ann(field) if field is not None else None
+            info = kind_union_of(_strip(tp)) if tp is not None else None
+            nxt = cur.get(part)
+            if nxt is None:
+                nxt = cur[part] = {}
+                if info is not None and field.default_factory is not None:
+                    nxt[info.key] = getattr(field.default_factory(), info.key)
+            elif isinstance(nxt, str) and info is not None and info.key == "kind":
+                nxt = cur[part] = {"kind": nxt}  # shorthand `mac: round_robin`
+            cur = nxt
     return data
-
-
-class _ListOf:
-    """Marker: a list whose items are ``model``."""
-
-    def __init__(self, model: Any) -> None:
-        self.model = model
-
-
-_LAYOUTS = {"single_cell": SingleCellLayout, "hex_grid": HexGridLayout, "explicit": ExplicitLayout}
-
-
-def _fields_of(model: Any, cur: dict) -> set[str] | None:
-    """Keys allowed in the mapping ``cur`` described by ``model`` (None: any key)."""
-    if model == "layout":
-        model = _LAYOUTS.get(cur.get("kind"))
-    if not (isinstance(model, type) and issubclass(model, BaseModel)) or model is _KindSpec:
-        return None
-    return set(model.model_fields)
-
-
-def _child_model(model: Any, part: str, value: Any) -> Any:
-    if not (isinstance(model, type) and issubclass(model, BaseModel)):
-        return None
-    field = model.model_fields.get(part)
-    if field is None:
-        return None
-    if model is NetworkSpec and part == "layout":
-        return "layout"
-    ann = field.annotation
-    args = [a for a in typing.get_args(ann) if a is not type(None)]
-    if typing.get_origin(ann) is list or (len(args) == 1 and typing.get_origin(args[0]) is list):
-        return _ListOf(_unwrap(ann))
-    return _unwrap(ann)
 
 
 def parse_scenario(data: Any, source: str | None = None) -> Scenario:
@@ -610,7 +751,9 @@ def parse_scenario(data: Any, source: str | None = None) -> Scenario:
         raise ScenarioError(_wrap(exc, data), source) from None
     lines: list[str] = []
     _check_cross(scn, lines)
-    _check_plugins(scn, lines)
+    _check_algorithm(scn, lines)
+    _check_files(scn, lines)
+    _check_radio(scn, lines)
     if lines:
         raise ScenarioError(lines, source)
     return scn
@@ -624,14 +767,7 @@ def load_scenario(path: str | Path, overrides: list[str] | tuple[str, ...] = ())
     except (OSError, UnicodeDecodeError) as exc:
         raise ScenarioError([f"{path}: cannot read the file ({exc.__class__.__name__}: {exc}). "
                              "Fix: check the path and permissions."]) from None
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark is not None else ""
-        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
-        raise ScenarioError([f"{path}: not valid YAML ({where}{problem}). Fix: check "
-                             "indentation and quoting near that line."]) from None
+    data = load_yaml(text, str(path))
     if data is None:
         data = {}
     if isinstance(data, dict) and overrides:

@@ -1,7 +1,7 @@
 """Client selection policies: which clients take part in a round.
 
-A policy is a small class with a frozen pydantic ``Config``, registered under the name YAML
-uses (``fl.selection.kind``). :meth:`SelectionPolicy.select` receives a
+A policy is a small class with a frozen pydantic ``Config``, registered in :data:`SELECTION`
+under the name YAML uses (``fl.selection.kind``). :meth:`SelectionPolicy.select` receives a
 :class:`SelectionContext` (candidates, K, the ``selection`` random stream, predictions
 computed from the current channel state) and returns the chosen client ids, sorted.
 """
@@ -15,7 +15,9 @@ from typing import Callable, ClassVar
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
-__all__ = ["SelectionContext", "SelectionPolicy", "SELECTION_POLICIES", "make_selection",
+from fl.registry import Registry
+
+__all__ = ["SelectionContext", "SelectionPolicy", "SELECTION", "SELECTION_POLICIES", "make_selection",
            "selection_names"]
 
 
@@ -44,7 +46,9 @@ class SelectionContext:
 
 
 class SelectionConfig(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    """Base of every policy's options (unknown keys are errors)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 class SelectionPolicy(ABC):
@@ -131,22 +135,19 @@ class SelectFair(SelectionPolicy):
         return np.sort(ctx.candidates[order[: ctx.k]])
 
 
-SELECTION_POLICIES: dict[str, type[SelectionPolicy]] = {
-    cls.name: cls for cls in (SelectAll, SelectRandom, SelectBestRate, SelectDeadlineAware,
-                              SelectFair)
-}
+#: Selection policies by the name YAML uses: config class and policy class.
+SELECTION: Registry[type[SelectionPolicy]] = Registry("selection policy", "Selection")
+for _cls in (SelectAll, SelectRandom, SelectBestRate, SelectDeadlineAware, SelectFair):
+    SELECTION.register(_cls.name, _cls.Config, _cls)
+SELECTION_POLICIES: dict[str, type[SelectionPolicy]] = {n: SELECTION.get(n) for n in SELECTION.names()}
 
 
 def selection_names() -> list[str]:
     """Registered selection policy names, sorted."""
-    return sorted(SELECTION_POLICIES)
+    return SELECTION.names()
 
 
 def make_selection(kind: str, options: dict | None = None) -> SelectionPolicy:
     """A policy instance of ``kind`` with ``options`` validated by its Config."""
-    try:
-        cls = SELECTION_POLICIES[kind]
-    except KeyError:
-        raise KeyError(f"Unknown selection policy {kind!r}. Known: "
-                       f"{', '.join(selection_names())}.") from None
-    return cls(cls.Config(**(options or {})))
+    cls = SELECTION.get(kind)
+    return cls(SELECTION.config(kind)(**(options or {})))

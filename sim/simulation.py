@@ -210,7 +210,7 @@ class Simulation:
                                   d.jitter_sigma, d.weight) for d in scn.clients.devices]
         self.compute = ComputeModel(profiles, n, self.rng.get("devices"),
                                     self.rng.get("compute_jitter"))
-        groups = _group_of(scn, n)
+        groups = scn.clients.group_names()
         tx = {g.name: (g.tx_power_dbm if g.tx_power_dbm is not None else scn.clients.tx_power_dbm)
               for g in scn.clients.groups}
         self.clients = [Client(i, groups[i], self.compute.profile(i), tx[groups[i]], shard=i)
@@ -959,24 +959,9 @@ def _bits(update: Any) -> int:
         return 0
 
 
-def _group_of(scn: Scenario, n: int) -> list[str]:
-    """Group name of each client: contiguous blocks by (normalised) fraction, largest remainder."""
-    groups = scn.clients.groups
-    w = np.array([g.fraction for g in groups], dtype=np.float64)
-    exact = w / w.sum() * n
-    counts = np.floor(exact).astype(int)
-    rest = n - counts.sum()
-    order = np.argsort(-(exact - counts), kind="stable")
-    counts[order[:rest]] += 1
-    out: list[str] = []
-    for g, c in zip(groups, counts):
-        out.extend([g.name] * int(c))
-    return out
-
-
 def _make_algorithm(scn: Scenario, run_dir: str | None) -> Algorithm:
     cls = get_algorithm(scn.fl.algorithm)
-    return cls(cls.Config(**scn.fl.options),
+    return cls(scn.fl.options,  # already the algorithm's validated config
                AlgorithmContext(n_clients=scn.clients.n_clients, seed=scn.seed, run_dir=run_dir,
                                 rounds=scn.fl.rounds))
 

@@ -130,14 +130,16 @@ def parse_grid(item: str) -> tuple[str, tuple[Any, ...]]:
     if not sep or not key or not raw.strip():
         raise SweepError([f"--grid {item!r}: expected key.path=value1,value2,... "
                           "Fix: e.g. --grid fl.clients_per_round=2,4,8."])
+    from sim.scenario import ScenarioError, load_yaml
+
     try:
         if raw.strip().startswith("["):
-            values = yaml.safe_load(raw)
+            values = load_yaml(raw, f"--grid {key}")
             if not isinstance(values, list):
-                raise yaml.YAMLError("not a list")
+                raise ScenarioError(["not a list"])
         else:
-            values = [yaml.safe_load(v) if v.strip() else None for v in raw.split(",")]
-    except yaml.YAMLError as exc:
+            values = [load_yaml(v, f"--grid {key}") if v.strip() else None for v in raw.split(",")]
+    except ScenarioError as exc:
         raise SweepError([f"--grid {key}: the values {raw!r} are not valid YAML ({exc}). "
                           "Fix: e.g. --grid fl.clients_per_round=2,4,8 or "
                           "--grid 'key=[[1, 2], [3, 4]]'."]) from None
@@ -180,9 +182,11 @@ _SWEEP_KEYS = ("base", "grid", "seeds", "set")
 
 def is_sweep_file(path: str | Path) -> bool:
     """True when ``path`` is a sweep file (a mapping with ``base`` and no ``network``)."""
+    from sim.scenario import ScenarioError, load_yaml
+
     try:
-        data = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, yaml.YAMLError):
+        data = load_yaml(Path(path).read_text(encoding="utf-8"), str(path))
+    except (OSError, UnicodeDecodeError, ScenarioError):
         return False
     return isinstance(data, dict) and "base" in data and "network" not in data
 
@@ -191,13 +195,15 @@ def load_sweep_file(path: str | Path) -> SweepSpec:
     """Read a sweep file (keys: base, grid, seeds, set); ``base`` is relative to the file."""
     path = Path(path)
     src = str(path)
+    from sim.scenario import ScenarioError, load_yaml
+
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        data = load_yaml(path.read_text(encoding="utf-8"), src)
     except (OSError, UnicodeDecodeError) as exc:
         raise SweepError([f"{path}: cannot read the file ({type(exc).__name__}: {exc}). "
                           "Fix: check the path."]) from None
-    except yaml.YAMLError as exc:
-        raise SweepError([f"{path}: not valid YAML ({exc}). Fix: check indentation."]) from None
+    except ScenarioError as exc:
+        raise SweepError([str(exc)]) from None
     lines: list[str] = []
     if not isinstance(data, dict):
         raise SweepError([f"(top level): a sweep file is a mapping; got {type(data).__name__}. "

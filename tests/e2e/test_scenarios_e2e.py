@@ -84,11 +84,22 @@ def test_same_seed_identical_outputs_different_seed_differs(tmp_path):
     assert (a / "rounds.csv").read_bytes() != (c / "rounds.csv").read_bytes()
 
 
-def test_failed_run_leaves_error_and_summary(tmp_path):
+def test_failed_run_leaves_error_and_summary(tmp_path, monkeypatch):
+    import sim.radio
+
     q = ROOT / "scenarios" / "surrogate_quickstart.yaml"
     out = tmp_path / "bad"
-    r = runner.invoke(app, ["run", str(q), "--out", str(out), "--quiet", "--set",
-                            "clients.drop={kind: explicit, xy_m: [[0, 0]]}"])
+    bad_drop = "clients.drop={kind: explicit, xy_m: [[0, 0]]}"
+    r = runner.invoke(app, ["run", str(q), "--out", str(out), "--quiet", "--set", bad_drop])
+    assert r.exit_code == 2 and not out.exists()  # validation finds what the run would refuse
+    assert "clients.drop.xy_m: must hold one position per client (10); got 1 positions" in \
+        r.output.replace("\n", " ")
+
+    def fail(scn, rng):  # a failure only the run meets
+        raise ValueError("the radio cannot be built: 1 positions for 10 clients")
+
+    monkeypatch.setattr(sim.radio, "build_radio", fail)
+    r = runner.invoke(app, ["run", str(q), "--out", str(out), "--quiet"])
     assert r.exit_code == 1
     assert "Run failed" in r.output
     assert "1 positions for 10 clients" in (out / "error.txt").read_text()

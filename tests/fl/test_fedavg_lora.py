@@ -39,7 +39,8 @@ def test_registry_builds_it():
     ({"local_step": 3}, r"local_step\n.*Extra inputs are not permitted"),
     ({"upload_dtype": "fp8"}, r"upload_dtype\n.*'fp32', 'fp16', 'bf16' or 'int8'"),
     ({"partition": {"kind": "dirichlet", "alpha": -1}}, r"partition\.dirichlet\.alpha\n.*greater than 0"),
-    ({"partition": {"kind": "random"}}, r"partition\n.*'iid', 'dirichlet', 'shards', 'by_category'"),
+    ({"partition": {"kind": "random"}}, r"partition\n.*unknown partitioner 'random'; use one of: "
+                                        r"by_category, dirichlet, iid, shards"),
     ({"data": {"min_chars": 300, "max_chars": 100}}, r"data\n.*min_chars \(300\) must be <= max_chars \(100\)"),
     ({"model": {"name_or_path": "smollm2", "keep_layers": [5, 2]}}, r"model\.pretrained\.keep_layers\n.*strictly increasing"),
     ({"model": {"kind": "tiny", "heads": 3}}, r"model\.tiny\n.*multiple of heads"),

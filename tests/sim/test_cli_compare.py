@@ -42,4 +42,4 @@ def test_compare_keeps_shared_options_and_says_what_it_dropped(tmp_path):
     resolved = yaml.safe_load((tmp_path / "quickstart-surrogate" /
                                "scenario.resolved.yaml").read_text())
     assert resolved["fl"]["algorithm"] == "surrogate"
-    assert resolved["fl"]["options"] == {"header_bits": 64}  # kept, not reset to the default
+    assert resolved["fl"]["options"]["header_bits"] == 64  # kept, not reset to the default

@@ -134,7 +134,7 @@ def test_validate_names_every_bad_variant_and_its_key():
 # ----------------------------------------------------------------------------- CLI
 @pytest.mark.parametrize("grid, match", [
     ("fl.clients_per_rnd=2,4", "--grid fl.clients_per_rnd: no key 'clients_per_rnd' under fl"),
-    ("network.uplink_bandwidth_hz=5e6,-1", "network.uplink_bandwidth_hz: .*greater than 0"),
+    ("network.uplink_bandwidth_hz=5e6,-1", "network.uplink_bandwidth_hz: .*greater than or equal to 1000"),
 ])
 def test_cli_bad_grid_writes_nothing(tmp_path, grid, match):
     out = tmp_path / "sweep"
@@ -178,8 +178,8 @@ def test_cli_nested_worker_pools_are_refused(tmp_path):
     assert not out.exists()
 
 
-def test_failing_variant_is_recorded_and_others_run(tmp_path):
-    """A trace of 10 clients fits n_clients=10 and fails at run time for n_clients=12."""
+def test_variant_the_run_would_refuse_is_refused_before_anything_runs(tmp_path):
+    """A trace of 10 clients fits n_clients=10, not 12: validation finds it (key path, variant)."""
     trace = tmp_path / "trace10.csv"
     trace.write_text("t,client,x,y\n" + "".join(
         f"0,{c},{20 + 10 * c},0\n100,{c},{20 + 10 * c},50\n" for c in range(10)))
@@ -190,8 +190,31 @@ def test_failing_variant_is_recorded_and_others_run(tmp_path):
         f"clients.groups.0.mobility: {{kind: trace, path: {trace}}}}}\n"
         "grid: {clients.n_clients: [10, 12]}\nseeds: [0]\n")
     out = tmp_path / "out"
+    r = runner.invoke(app, ["sweep", str(sweep_file), "--out", str(out)])
+    assert r.exit_code == 2, r.output
+    text = r.output.replace("\n", " ")
+    assert "clients.groups.0.mobility" in text and "has 10 clients; its group has 12" in text
+    assert "(variant n_clients=12,seed=0)" in text and not out.exists()
+
+
+def test_failing_variant_is_recorded_and_others_run(tmp_path, monkeypatch):
+    """A variant that fails at run time (here: its radio cannot be built) is recorded."""
+    import sim.radio
+
+    build = sim.radio.build_radio
+
+    def fail_for_12(scn, rng):
+        if scn.clients.n_clients == 12:
+            raise ValueError("The trace has 10 clients; its group has 12.")
+        return build(scn, rng)
+
+    monkeypatch.setattr(sim.radio, "build_radio", fail_for_12)
+    sweep_file = tmp_path / "sweep.yaml"
+    sweep_file.write_text(f"base: {BASE}\nset: {{fl.rounds: 2, fl.clients_per_round: 2}}\n"
+                          "grid: {clients.n_clients: [10, 12]}\nseeds: [0]\n")
+    out = tmp_path / "out"
     r = runner.invoke(app, ["sweep", str(sweep_file), "--seeds", "0,1", "--out", str(out),
-                            "--workers", "2", "--backend", "process"])
+                            "--backend", "inline"])
     assert r.exit_code == 1, r.output
     rows = _read(out / "sweep.csv")
     assert [(r["clients.n_clients"], r["seed"], r["status"]) for r in rows] == [

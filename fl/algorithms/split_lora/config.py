@@ -1,0 +1,64 @@
+"""Options of ``split_lora`` (``fl.options`` with ``fl.algorithm: split_lora``); torch-free."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field
+
+from fl.partition import DirichletPartition, PartitionSpec
+from fl.specs import AlgorithmConfig, AnyModelSpec, DataSpec, LoraSpec, ModelSpec, WireDtype
+
+__all__ = ["SplitLoRAConfig"]
+
+
+class SplitLoRAConfig(AlgorithmConfig):
+    """Options of ``split_lora`` (``fl.options`` in a scenario).
+
+    model, lora, data, partition: as :class:`~fl.fedavg_lora.FedAvgLoRAConfig`.
+    cut_layer: decoder layers on the client (the cut is after layer ``cut_layer - 1``);
+        in [1, n_layers - 1], checked when the model is loaded.
+    local_steps, batch_size, lr, weight_decay: local AdamW training per round (the server
+        uses the same lr and weight decay for its adapter).
+    activation_dtype: how cut-layer activations travel uplink (fp32, fp16, bf16, int8).
+    gradient_dtype: how activation gradients travel downlink; None = ``activation_dtype``.
+    upload_dtype, download_dtype: how the client-side adapter travels each round.
+    header_bits: modelled header bits added to every message.
+    client_weighting: client-side adapter average weighted by ``samples`` (local sample
+        counts) or by ``steps`` (steps completed this round).
+    partial: ``aggregate`` (a client cut off mid-round contributes its adapter after its last
+        completed step) or ``discard`` (it contributes only its server-side steps).
+    eval_every, eval_batch_size, data_seed, seed_offset, cache_dir: as fedavg_lora.
+
+    Server service (sequential FIFO or parallel) is the scenario's ``server.service``.
+    """
+
+    model: AnyModelSpec = Field(ModelSpec(), description=(
+        "The model: a name/path (e.g. smollm2), {kind: pretrained, ...} or {kind: tiny, ...}."))
+    lora: LoraSpec = Field(LoraSpec(), description="LoRA adapters: rank, alpha, dropout, modules.")
+    data: DataSpec = Field(DataSpec(), description="The task data and its splits.")
+    partition: PartitionSpec = Field(DirichletPartition(), description=(
+        "How the training pool is split among clients (iid, dirichlet, shards, by_category)."))
+    cut_layer: int = Field(2, ge=1, description=(
+        "Decoder layers on the client (in [1, n_layers - 1], checked when the model loads)."))
+    local_steps: int = Field(5, ge=1, description="Local steps per round.")
+    batch_size: int = Field(8, ge=1, description="Examples per local step.")
+    lr: float = Field(2e-3, gt=0, description="Learning rate (client and server adapters).")
+    weight_decay: float = Field(0.0, ge=0, description="Weight decay (client and server).")
+    activation_dtype: WireDtype = Field("fp16", description="How cut-layer activations travel up.")
+    gradient_dtype: WireDtype | None = Field(None, description=(
+        "How activation gradients travel down (null: activation_dtype)."))
+    upload_dtype: WireDtype = Field("fp16", description="How the client adapter travels up.")
+    download_dtype: WireDtype = Field("fp16", description="How the client adapter travels down.")
+    header_bits: int = Field(0, ge=0, description="Modelled header bits of every message.")
+    client_weighting: Literal["samples", "steps"] = Field("samples", description=(
+        "Client adapter average weighted by sample counts or by steps completed this round."))
+    partial: Literal["aggregate", "discard"] = Field("aggregate", description=(
+        "A client cut off mid-round: its adapter after its last step counts, or not."))
+    eval_every: int = Field(1, ge=1, description="Evaluate after every eval_every rounds.")
+    eval_batch_size: int = Field(16, ge=1, description="Prompts per evaluation forward pass.")
+    data_seed: int | None = Field(None, ge=0, description=(
+        "Seed of the data splits (test set, partition); null: the run's seed."))
+    seed_offset: int = Field(0, ge=0, description="Added to the run's seed for training streams.")
+    cache_dir: str | None = Field(None, description=(
+        "Model cache root (null: $FEDWAVE_CACHE or ~/.cache/fedwave/models)."))

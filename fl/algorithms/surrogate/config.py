@@ -1,0 +1,58 @@
+"""Options of the surrogate learner (``fl.options`` with ``fl.algorithm: surrogate``)."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field, model_validator
+
+from fl.specs import AlgorithmConfig
+
+__all__ = ["SurrogateConfig"]
+
+
+class SurrogateConfig(AlgorithmConfig):
+    """Options of the surrogate learner (``fl.options`` in a scenario)."""
+
+    upload_bits: int = Field(8_000_000, ge=0, description="Fixed upload size, bits.")
+    download_bits: int = Field(8_000_000, ge=0, description="Global model size, bits.")
+    flops_per_round: float = Field(2e11, ge=0, description="Local training FLOPs per round.")
+    n_samples: int | list[int] = Field(
+        100, description="Samples per client: one number for all, or one per client.")
+    a0: float = Field(0.2, ge=0, le=1, description="Accuracy before training.")
+    a_max: float = Field(0.85, ge=0, le=1, description="Accuracy asymptote.")
+    n_half: float = Field(2000.0, gt=0, description="Delivered samples for 63 % of the gain.")
+    loss0: float = Field(2.0, ge=0, description="Loss before training.")
+    loss_min: float = Field(0.4, ge=0, description="Loss asymptote.")
+    staleness_exponent: float = Field(0.5, ge=0, description="Discount (1+s)^-e of stale updates.")
+    upload_mode: Literal["fixed", "adaptive"] = Field(
+        "fixed", description="fixed: upload_bits; adaptive: the size follows the capacity.")
+    bits_per_k: int = Field(100_000, gt=0, description="Adaptive: bits per unit of k.")
+    header_bits: int = Field(0, ge=0, description="Adaptive: fixed header bits.")
+    k_min: int = Field(1, ge=1, description="Adaptive: smallest k.")
+    k_max: int = Field(80, ge=1, description="Adaptive: largest k.")
+    capacity_fraction: float = Field(0.8, gt=0, le=1,
+                                     description="Adaptive: fraction of the capacity to use.")
+
+    @model_validator(mode="after")
+    def _check(self):
+        if self.a_max < self.a0:
+            raise ValueError(f"a_max must be >= a0. Got a_max={self.a_max}, a0={self.a0}. "
+                             "Fix: raise a_max or lower a0.")
+        if self.k_max < self.k_min:
+            raise ValueError(f"k_max must be >= k_min. Got k_max={self.k_max}, k_min={self.k_min}. "
+                             "Fix: raise k_max or lower k_min.")
+        if isinstance(self.n_samples, list) and any(n < 0 for n in self.n_samples):
+            raise ValueError("n_samples must be >= 0 for every client. Fix: give counts >= 0.")
+        if isinstance(self.n_samples, int) and self.n_samples < 0:
+            raise ValueError(f"n_samples must be >= 0. Got {self.n_samples}. Fix: give a count >= 0.")
+        return self
+
+    def context_problems(self, n_clients: int) -> list[str]:
+        """Problems of these options for a population of ``n_clients``: ``"key: rule. Got
+        ... Fix: ..."`` lines (the checks the algorithm makes when it is built)."""
+        ns = self.n_samples
+        if isinstance(ns, list) and len(ns) != n_clients:
+            return [f"n_samples: must have one entry per client ({n_clients}). Got {len(ns)} "
+                    "entries instead. Fix: give one number for all clients, or one per client."]
+        return []
