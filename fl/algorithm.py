@@ -30,6 +30,7 @@ from fl.specs import AlgorithmConfig
 __all__ = [
     "AlgorithmConfig",
     "AlgorithmContext",
+    "Runtime",
     "Algorithm",
     "Replica",
     "ALGORITHMS",
@@ -41,6 +42,25 @@ __all__ = [
 
 
 @dataclass(frozen=True)
+class Runtime:
+    """Where and how the real learners compute (what ``execution`` says; torch-free).
+
+    device: ``auto`` (a GPU when one is present, else the CPU), ``cpu``, ``cuda``,
+        ``cuda:N`` or ``mps``; see :func:`fl.device.resolve_device`.
+    dtype: the compute precision of forward passes: ``float32`` (no autocast), or
+        ``bfloat16`` / ``float16`` (autocast; adapters, optimiser states and losses stay float32).
+    prefix_cache: compute the hidden states below the lowest layer with adapters once per
+        example and reuse them (:mod:`fl.prefix`).
+    prefix_cache_mb: the most memory that cache may take, MiB.
+    """
+
+    device: str = "cpu"
+    dtype: str = "float32"
+    prefix_cache: bool = True
+    prefix_cache_mb: int = 2048
+
+
+@dataclass(frozen=True)
 class AlgorithmContext:
     """What the host (the simulator, or a plain loop) tells an algorithm at set-up.
 
@@ -49,12 +69,14 @@ class AlgorithmContext:
     run_dir: where the algorithm may write artefacts (histograms, maps), or None.
     rounds: how many rounds the host will run, if it knows (the last one is always an
         evaluation round, whatever an algorithm's ``eval_every``), else None.
+    runtime: device, precision and the prefix cache of the real learners.
     """
 
     n_clients: int
     seed: int
     run_dir: str | None = None
     rounds: int | None = None
+    runtime: Runtime = Runtime()
 
 
 ClientRound = Generator[Action, Any, Any]

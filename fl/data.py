@@ -20,6 +20,8 @@ without torch), for ``fedwave validate``.
 
 from __future__ import annotations
 
+import dataclasses
+
 import codecs
 import csv
 import functools
@@ -631,6 +633,12 @@ class Batch:
     @property
     def n_tokens(self) -> int:
         return int(self.input_ids.numel())
+
+    def to(self, device) -> "Batch":
+        """This batch on ``device`` (itself when it is there already)."""
+        if self.input_ids.device == device:
+            return self
+        return Batch(*(getattr(self, f.name).to(device) for f in dataclasses.fields(self)))
 
 
 def _prompt_template(tokenizer, question: str) -> tuple[str, str]:

@@ -38,14 +38,13 @@ from fl.aggregation import fedavg
 from fl.algorithm import AlgorithmContext, register_algorithm
 from fl.algorithms.fedavg_lora.config import FedAvgLoRAConfig
 from fl.lm_algorithm import LMAlgorithm
-from fl.data import collate
 from fl.flops import profile
 from fl.models import add_lora, bytes_resident, count_parameters, count_trainable, load_model, lora_shapes, \
     lora_state, set_lora_state
 from fl.payload import DTYPE_BITS, LoraPayload, payload_bits
 from fl.seeding import int_seed
 from fl.specs import WireDtype
-from fl.train import draw_batches, evaluate, local_train
+from fl.train import draw_batches
 
 __all__ = ["FedAvgLoRAConfig", "FedAvgLoRA", "LoraUpdate", "LocalTrainJob", "TrainedUpload"]
 
@@ -134,11 +133,12 @@ class FedAvgLoRA(LMAlgorithm):
         data_root = self.seed_roots(config, context)
 
         base, self.tokenizer = load_model(config.model, config.cache_dir)
-        self.model = add_lora(base, config.lora, seed=int_seed(self.train_root, "lora_init"))
+        self.model = add_lora(base.to(self.device), config.lora, seed=int_seed(self.train_root, "lora_init"))
         self.flop_profile = profile(self.model)
         self.shapes = lora_shapes(self.model)
 
         self.setup_task(config, context, self.tokenizer, data_root)
+        self.prefix = self.make_prefix(self.model, self.task)  # None: every step runs the whole model
 
         self.global_state = lora_state(self.model)
         self.version = 0  # aggregations so far
@@ -169,8 +169,8 @@ class FedAvgLoRA(LMAlgorithm):
         cfg = self.config
         start = job.received.decode()
         set_lora_state(self.model, start)
-        batches = (collate(self.task, idx) for idx in job.batches)
-        losses = local_train(self.model, batches, cfg.local_steps, cfg.lr, job.generator(), cfg.weight_decay)
+        losses = self.train_model(self.model, self.prefix, job.batches, cfg.lr, job.generator(),
+                                  cfg.weight_decay)
         trained = lora_state(self.model)
         if cfg.upload == "delta":
             trained = OrderedDict((n, trained[n] - start[n]) for n in trained)
@@ -207,7 +207,7 @@ class FedAvgLoRA(LMAlgorithm):
     def evaluate_global(self) -> dict[str, float]:
         """Accuracy and answer loss of the current global adapter on the test set."""
         set_lora_state(self.model, self.global_state)
-        m = evaluate(self.model, self.task, self.test_idx, self.config.eval_batch_size)
+        m = self.eval_model(self.model, self.prefix, self.test_idx, self.config.eval_batch_size)
         return {"accuracy": m["accuracy"], "loss": m["loss"]}
 
     def download_payload(self) -> LoraPayload:

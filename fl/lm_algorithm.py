@@ -89,6 +89,62 @@ class LMAlgorithm(Algorithm):
         for warning in scarce_labels(labels, self.train_idx, self.test_idx, self.dataset.label_names, config.data):
             warnings.warn(warning, stacklevel=2)
 
+    # --- device, precision, the frozen prefix -------------------------------------------------
+    @property
+    def device(self):
+        """The torch device of this algorithm's models (``execution.device``, resolved)."""
+        from fl.device import resolve_device
+
+        dev = self.__dict__.get("_device")
+        if dev is None:
+            dev = self.__dict__["_device"] = resolve_device(self.context.runtime.device)
+        return dev
+
+    def forward_ctx(self):
+        """The context of every forward pass (:func:`fl.device.autocast`)."""
+        from fl.device import autocast
+
+        return autocast(self.device, self.context.runtime.dtype)
+
+    def make_prefix(self, model, task):
+        """A :class:`~fl.prefix.FrozenPrefix` of ``model`` on ``task``, or None when the
+        prefix cache is off or there is nothing below the lowest layer with adapters."""
+        from fl.prefix import FrozenPrefix, prefix_layer
+
+        rt = self.context.runtime
+        layer = prefix_layer(model)
+        if not rt.prefix_cache or layer < 1:
+            return None
+        return FrozenPrefix(model, task, layer, max_bytes=rt.prefix_cache_mb << 20)
+
+    def train_model(self, model, prefix, plan, lr: float, generator, weight_decay: float = 0.0) -> list[float]:
+        """:func:`fl.train.local_train` of ``model`` on the batches ``plan`` (index lists) of
+        the task: from ``prefix``'s cached states when there is one, else the whole model."""
+        from fl.data import collate
+        from fl.train import local_train
+
+        if prefix is not None:
+            return local_train(model, iter(plan), len(plan), lr, generator, weight_decay,
+                               loss_fn=prefix.answer_loss, forward_ctx=self.forward_ctx)
+        return local_train(model, (collate(self.task, idx) for idx in plan), len(plan), lr, generator,
+                           weight_decay, forward_ctx=self.forward_ctx)
+
+    def eval_model(self, model, prefix, indices, batch_size: int) -> dict[str, float]:
+        """Rank-classification accuracy and answer loss of ``model`` on ``indices`` (from
+        ``prefix``'s cached states when there is one)."""
+        from fl.train import evaluate, rank_metrics
+
+        with self.forward_ctx():
+            if prefix is None:
+                return evaluate(model, self.task, indices, batch_size)
+            was = model.training
+            model.eval()
+            try:
+                scores = prefix.score_labels(indices, batch_size)
+            finally:
+                model.train(was)
+            return rank_metrics(scores, self.task, indices)
+
     def ce_flops(self, flop_profile, plan: Sequence[Sequence[int]]) -> float:
         """Matmul FLOPs of CE training steps on these batches (index lists) of the task, for
         the model ``flop_profile`` describes (the head runs on the answer positions: see
@@ -112,7 +168,7 @@ class LMAlgorithm(Algorithm):
     # frozen base weights are not written (a SmolLM2 checkpoint holds adapters, optimiser
     # states and counters, a few MB, not 540 MB of fp32 weights every round), the trainable
     # tensors' values are, and optimisers keep pointing at the live parameters.
-    _REBUILT_ATTRS = ("tokenizer", "dataset", "task")
+    _REBUILT_ATTRS = ("tokenizer", "dataset", "task", "prefix")
 
     def _rebuilt(self) -> dict[tuple, Any]:
         """key -> object for every module, parameter and buffer a fresh build has, and the
@@ -131,7 +187,8 @@ class LMAlgorithm(Algorithm):
 
         for attr, value in self.__dict__.items():
             if attr in self._REBUILT_ATTRS:
-                out[("attr", attr)] = value
+                if value is not None:  # None is no object of its own: written as None
+                    out[("attr", attr)] = value
             elif isinstance(value, torch.nn.Module):
                 add_module((attr,), value)
             elif isinstance(value, (list, tuple, dict)):

@@ -335,7 +335,8 @@ def keep_layers(model: nn.Module, indices: tuple[int, ...] | list[int]) -> nn.Mo
 
 
 def add_lora(model: nn.Module, spec: LoraSpec, seed: int = 0) -> nn.Module:
-    """Wrap ``model`` with peft LoRA adapters; only the adapters are trainable.
+    """Wrap ``model`` with peft LoRA adapters (in the decoder layers ``spec.layers`` selects);
+    only the adapters are trainable.
 
     The adapters' random initialisation (A: Kaiming-uniform, B: zeros) is drawn from a torch
     RNG seeded with ``seed``, without touching the global RNG state.
@@ -349,9 +350,12 @@ def add_lora(model: nn.Module, spec: LoraSpec, seed: int = 0) -> nn.Module:
             f"lora.target_modules {missing} name no linear layer of this model. "
             f"Linear layers: {sorted(names)}."
         )
+    n_layers = getattr(getattr(model, "config", None), "num_hidden_layers", None)
+    layers = spec.layer_indices(n_layers) if (spec.layers is not None and n_layers) else None
     config = LoraConfig(
         r=spec.rank, lora_alpha=spec.alpha, lora_dropout=spec.dropout,
         target_modules=list(spec.target_modules), bias="none", task_type="CAUSAL_LM",
+        layers_to_transform=layers,
     )
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
@@ -363,9 +367,10 @@ def add_lora(model: nn.Module, spec: LoraSpec, seed: int = 0) -> nn.Module:
 
 
 def lora_state(model: nn.Module) -> "OrderedDict[str, torch.Tensor]":
-    """A detached copy of the trainable (adapter) tensors, by parameter name, in module order."""
+    """A detached copy of the trainable (adapter) tensors, by parameter name, in module order,
+    on the CPU (payloads, aggregation and checkpoints live there, whatever the device)."""
     return OrderedDict(
-        (name, p.detach().clone()) for name, p in model.named_parameters() if p.requires_grad
+        (name, p.detach().to("cpu", copy=True)) for name, p in model.named_parameters() if p.requires_grad
     )
 
 

@@ -122,9 +122,10 @@ def train_clients(model: nn.Module, task, starts: Sequence[Mapping[str, torch.Te
     if set(trainable) != covered:
         raise ValueError(f"train_clients trains LoRA A/B tensors only; also trainable: "
                          f"{sorted(set(trainable) - covered)[:3]}.")
-    A = {m: torch.stack([s[a] for s in starts]).detach().clone().requires_grad_(True)
+    dev = next(model.parameters()).device
+    A = {m: torch.stack([s[a] for s in starts]).to(dev).requires_grad_(True)
          for m, (a, _) in names.items()}  # (C, r, d_in)
-    B = {m: torch.stack([s[b] for s in starts]).detach().clone().requires_grad_(True)
+    B = {m: torch.stack([s[b] for s in starts]).to(dev).requires_grad_(True)
          for m, (_, b) in names.items()}  # (C, d_out, r)
     opt = torch.optim.AdamW([*A.values(), *B.values()], lr=lr, weight_decay=weight_decay)
     losses: list[list[float]] = [[] for _ in range(n)]
@@ -142,7 +143,7 @@ def train_clients(model: nn.Module, task, starts: Sequence[Mapping[str, torch.Te
                     def logits_of(keep, h=h):
                         return prefix.head(prefix.norm(h[:, -keep:, :]))
                 else:
-                    batch = collate(task, idx)
+                    batch = collate(task, idx).to(next(model.parameters()).device)
                     lm = model.get_base_model() if hasattr(model, "get_base_model") else model
                     pos = (batch.attention_mask.cumsum(-1) - 1).clamp(min=0)
 
@@ -161,7 +162,7 @@ def train_clients(model: nn.Module, task, starts: Sequence[Mapping[str, torch.Te
     for c in range(n):
         state = OrderedDict()
         for m, (a, b) in names.items():
-            state[a] = A[m][c].detach().clone()
-            state[b] = B[m][c].detach().clone()
+            state[a] = A[m][c].detach().to("cpu", copy=True)
+            state[b] = B[m][c].detach().to("cpu", copy=True)
         out.append((OrderedDict((k, state[k]) for k in trainable), losses[c]))
     return out

@@ -7,10 +7,12 @@ training step, round and client — and for evaluation, the prompts' and each la
 continuations' states — so a step runs only layers >= L (forward and backward), the final
 norm and the output head on the answer positions.
 
-Exact up to float rounding: a cached state was computed in a batch padded differently from
-the one it is reused in, which changes the order of some sums in the last bits (attention
-to padding is masked out either way). Losses and trained adapters equal those of the
-uncached model on the same batches to float tolerance (tested).
+Exact up to float rounding: each sequence's states are computed alone (a batch of one, no
+padding), so they are a function of the sequence only — whatever batch, round, process or
+cache history asked first, a run gives the same bits (and resumes identically). Against the
+uncached model, which runs the lower layers inside each padded batch, sums are ordered
+differently in the last bits: losses and trained adapters equal it to float tolerance
+(tested; to 1e-10 in float64).
 
 What is cached is the states at the real tokens of each sequence (no padding), in the
 dtype the model computes in; ``max_bytes`` bounds it (beyond the bound, states are computed
@@ -76,11 +78,10 @@ class FrozenPrefix:
         task: the encoded task whose examples are cached (keys are its indices).
         layer: L, in [1, n_layers - 1] (see :func:`prefix_layer`).
         max_bytes: bound of the cache.
-        chunk: sequences per forward pass when filling the cache.
     """
 
     def __init__(self, model: nn.Module, task: EncodedTask, layer: int,
-                 max_bytes: int = 2 << 30, chunk: int = 16) -> None:
+                 max_bytes: int = 2 << 30) -> None:
         lm, dec = _decoder(model)
         if dec is None:
             raise ValueError(f"The frozen prefix needs a Llama-family decoder; {type(lm).__name__} is not one.")
@@ -89,7 +90,7 @@ class FrozenPrefix:
             raise ValueError(f"The prefix layer must be in [1, {n - 1}] for this {n}-layer model. "
                              f"Got {layer} instead.")
         self.model, self.lm, self.config = model, lm, lm.config
-        self.task, self.layer, self.max_bytes, self.chunk = task, int(layer), int(max_bytes), int(chunk)
+        self.task, self.layer, self.max_bytes = task, int(layer), int(max_bytes)
         self.embed, self.rotary, self.norm = dec.embed_tokens, dec.rotary_emb, dec.norm
         self.lower, self.upper = list(dec.layers[:layer]), list(dec.layers[layer:])
         self.head = lm.get_output_embeddings()
@@ -121,14 +122,17 @@ class FrozenPrefix:
         hidden = self.embed(input_ids)
         return self._run(self.lower, hidden, attention_mask)
 
-    def _run(self, layers, hidden, attention_mask, cache=None, pos=None):
+    def _run(self, layers, hidden, attention_mask, cache=None, pos=None, first=None):
+        """``layers`` on ``hidden`` (B, T, H); ``attention_mask`` (B, past + T) covers the
+        cached positions too; ``first``: the index of the first of ``layers`` (default L),
+        where the cache's length is read."""
         from transformers.masking_utils import create_causal_mask
 
         pos = _positions(attention_mask)[:, -hidden.shape[1]:] if pos is None else pos
-        # layer_idx: the cache holds layers >= L only; its length is read from the first of them
         causal = create_causal_mask(config=self.config, inputs_embeds=hidden,
                                     attention_mask=attention_mask.long(), cache=cache, position_ids=pos,
-                                    layer_idx=self.layer if cache is not None else None)
+                                    layer_idx=(self.layer if first is None else first)
+                                    if cache is not None else None)
         rope = self.rotary(hidden, position_ids=pos)
         for layer in layers:
             hidden = layer(hidden, attention_mask=causal, position_embeddings=rope, position_ids=pos,
@@ -141,17 +145,13 @@ class FrozenPrefix:
         indices = [int(i) for i in indices]
         missing = [i for i in dict.fromkeys(indices) if i not in self._train]
         fresh: dict[int, torch.Tensor] = {}
-        for s in range(0, len(missing), self.chunk):
-            part = missing[s:s + self.chunk]
-            b = collate(self.task, part)
-            h = self._lower(b.input_ids.to(self._device()), b.attention_mask.to(self._device()))
-            T = h.shape[1]
-            for row, i in enumerate(part):
-                n = int(b.attention_mask[row].sum())
-                state = h[row, T - n:].clone()  # (T_i, H): its real tokens
-                fresh[i] = state
-                if self._keep(state.numel() * state.element_size()):
-                    self._train[i] = state
+        dev = self._device()
+        for i in missing:  # alone: the state is a function of the sequence only
+            b = collate(self.task, [i])
+            state = self._lower(b.input_ids.to(dev), b.attention_mask.to(dev))[0]  # (T_i, H)
+            fresh[i] = state
+            if self._keep(state.numel() * state.element_size()):
+                self._train[i] = state
         self.misses += len(missing)
         self.hits += len(indices) - len(missing)
         batch = collate(self.task, indices)
@@ -191,35 +191,28 @@ class FrozenPrefix:
         return answers, answer_mask
 
     @torch.no_grad()
-    def _fill_eval(self, indices: list[int]) -> dict[int, tuple[torch.Tensor, torch.Tensor]]:
-        """Prompt states (T_p, H) and, per label, its answer continuation's states (L, A-1, H)."""
-        task = self.task
+    def _fill_eval(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Prompt ``i``'s states (T_p, H) and, per label, its answer continuation's states
+        (L, A-1, H), computed alone: the prompt once (KV cache of layers < L kept), every
+        label's continuation on top of it."""
+        from transformers import DynamicCache
+
         answers, answer_mask = self._answers()
         L, A = answers.shape
         dev = self._device()
-        out: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
-        for s in range(0, len(indices), self.chunk):
-            part = indices[s:s + self.chunk]
-            B = len(part)
-            Tp = max(len(task.prompts[i]) for i in part)
-            # every (prompt, label) sequence: prompt then the label's answer tokens but the last
-            ids = torch.full((B * L, Tp + A - 1), task.pad_id, dtype=torch.long)
-            mask = torch.zeros((B * L, Tp + A - 1), dtype=torch.long)
-            for row, i in enumerate(part):
-                p = torch.tensor(task.prompts[i])
-                for k in range(L):
-                    r = row * L + k
-                    ids[r, Tp - len(p):Tp] = p
-                    mask[r, Tp - len(p):Tp] = 1
-                    ids[r, Tp:] = answers[k, :-1]
-                    mask[r, Tp:] = answer_mask[k, :-1].long()
-            h = self._lower(ids.to(dev), mask.to(dev))  # (B*L, Tp+A-1, H)
-            for row, i in enumerate(part):
-                n = len(task.prompts[i])
-                prompt = h[row * L, Tp - n:Tp].clone()  # (T_p, H): the same for every label
-                cont = h[row * L:(row + 1) * L, Tp:].clone()  # (L, A-1, H)
-                out[i] = (prompt, cont)
-        return out
+        ids = torch.tensor([self.task.prompts[i]], device=dev)  # (1, T_p)
+        mask = torch.ones_like(ids)
+        cache = DynamicCache(config=self.config)
+        prompt = self._run(self.lower, self.embed(ids), mask, cache=cache, first=0)[0]  # (T_p, H)
+        if A == 1:
+            return prompt, prompt.new_zeros((L, 0, prompt.shape[-1]))
+        cache.batch_repeat_interleave(L)  # row k: label k
+        am = answer_mask.to(dev)
+        cont_mask = torch.cat([mask.repeat(L, 1), am[:, :-1].long()], 1)  # (L, T_p + A-1)
+        pos = ids.shape[1] + torch.arange(A - 1, device=dev)[None, :].expand(L, -1)  # (L, A-1)
+        cont = self._run(self.lower, self.embed(answers[:, :-1].to(dev)), cont_mask, cache=cache,
+                         pos=pos, first=0)  # (L, A-1, H)
+        return prompt, cont
 
     @torch.no_grad()
     def score_labels(self, indices: Sequence[int], batch_size: int = 16) -> torch.Tensor:
@@ -228,10 +221,9 @@ class FrozenPrefix:
         >= L once (KV cache kept), each label's answer continuation on top of it."""
         from transformers import DynamicCache
 
-        task = self.task
         indices = [int(i) for i in indices]
         missing = [i for i in dict.fromkeys(indices) if i not in self._eval]
-        fresh = self._fill_eval(missing) if missing else {}
+        fresh = {i: self._fill_eval(i) for i in missing}
         for i, (p, c) in fresh.items():
             if self._keep(p.numel() * p.element_size() + c.numel() * c.element_size()):
                 self._eval[i] = (p, c)
@@ -268,5 +260,5 @@ class FrozenPrefix:
                 nxt = answers[:, 1:].to(dev).repeat(B, 1)  # (B*L, A-1) the tokens they predict
                 tok = logp.gather(-1, nxt.unsqueeze(-1)).squeeze(-1)  # (B*L, A-1)
                 score = score + (tok * am[:, 1:].repeat(B, 1)).sum(-1).view(B, L)
-            scores.append(score)
+            scores.append(score.cpu())
         return torch.cat(scores)

@@ -12,7 +12,7 @@ from typing import Annotated, Any, Literal, Union
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
 
-__all__ = ["AlgorithmConfig", "ModelSpec", "TinyLlamaSpec", "AnyModelSpec", "LoraSpec", "DataSpec",
+__all__ = ["AlgorithmConfig", "ModelSpec", "TinyLlamaSpec", "AnyModelSpec", "LoraSpec", "TopLayers", "DataSpec",
            "Dtype", "WireDtype", "SimilarityMetric", "AbsmaxDtype"]
 
 Dtype = Literal["float32", "bfloat16", "float16"]
@@ -111,14 +111,50 @@ AnyModelSpec = Annotated[
 ]
 
 
+class TopLayers(_Spec):
+    """The top ``top`` decoder layers (``{top: 8}`` on a 30-layer model: layers 22..29)."""
+
+    top: int = Field(gt=0, le=1000, description="How many of the last decoder layers get adapters.")
+
+
 class LoraSpec(_Spec):
-    """LoRA adapters (peft): rank, scaling alpha, dropout, and the module names adapted."""
+    """LoRA adapters (peft): rank, scaling alpha, dropout, the module names adapted and the
+    decoder layers that get them."""
 
     rank: int = Field(8, gt=0, description="Adapter rank r.")
     alpha: float = Field(16.0, gt=0, description="Scaling alpha (the update is scaled by alpha / r).")
     dropout: float = Field(0.0, ge=0, lt=1, description="Dropout on the adapter input.")
     target_modules: tuple[str, ...] = Field(("q_proj", "v_proj"), description=(
         "Names of the linear modules that get adapters."))
+    layers: TopLayers | tuple[int, ...] | None = Field(None, description=(
+        "Decoder layers that get adapters: null (all), {top: N} (the last N), or a list of "
+        "indices. With adapters in layers >= L only, the hidden states entering layer L are "
+        "computed once per example and reused (execution.prefix_cache): a step then runs "
+        "only layers >= L."))
+
+    @field_validator("layers")
+    @classmethod
+    def _layer_list(cls, v):
+        if isinstance(v, tuple) and (not v or any(i < 0 for i in v) or len(set(v)) != len(v)):
+            raise ValueError(f"layers must be distinct layer indices >= 0. Got {list(v)} instead. "
+                             "Fix: e.g. [20, 21, 22] or {top: 8}.")
+        return v
+
+    def layer_indices(self, n_layers: int) -> list[int] | None:
+        """The adapted layers of an ``n_layers``-layer model (None: all); ValueError naming
+        ``lora.layers`` if they do not fit the model."""
+        if self.layers is None:
+            return None
+        if isinstance(self.layers, TopLayers):
+            if self.layers.top > n_layers:
+                raise ValueError(f"lora.layers: top {self.layers.top} is more than the model's "
+                                 f"{n_layers} layers. Fix: top <= {n_layers}.")
+            return list(range(n_layers - self.layers.top, n_layers))
+        bad = [i for i in self.layers if i >= n_layers]
+        if bad:
+            raise ValueError(f"lora.layers: {bad} are not layers of this {n_layers}-layer model. "
+                             f"Fix: indices in 0..{n_layers - 1}.")
+        return sorted(self.layers)
 
     @field_validator("target_modules")
     @classmethod

@@ -10,7 +10,8 @@ answer given the prompt and takes the argmax.
 
 from __future__ import annotations
 
-from typing import Callable, Iterable, Sequence
+import contextlib
+from typing import Callable, ContextManager, Iterable, Sequence
 
 import numpy as np
 import torch
@@ -19,7 +20,7 @@ from torch import nn
 
 from fl.data import Batch, EncodedTask
 
-__all__ = ["causal_lm", "upcast", "answer_loss", "draw_batches", "local_train", "evaluate", "score_labels"]
+__all__ = ["causal_lm", "upcast", "model_device", "rank_metrics", "answer_loss", "draw_batches", "local_train", "evaluate", "score_labels"]
 
 
 def causal_lm(model: nn.Module) -> nn.Module:
@@ -38,8 +39,14 @@ def _positions(attention_mask: torch.Tensor) -> torch.Tensor:
     return (attention_mask.cumsum(-1) - 1).clamp(min=0)
 
 
+def model_device(model: nn.Module) -> torch.device:
+    """The device of ``model``'s parameters (batches are moved there)."""
+    return next(model.parameters()).device
+
+
 def answer_loss(model: nn.Module, batch: Batch) -> torch.Tensor:
     """Mean cross-entropy of the answer tokens of ``batch`` (a scalar tensor)."""
+    batch = batch.to(model_device(model))
     T = batch.input_ids.shape[1]
     keep = T - int(batch.target_pos[batch.target_mask].min())  # head runs on the last `keep` positions
     out = causal_lm(model)(
@@ -72,6 +79,7 @@ def local_train(
     model: nn.Module, batches: Iterable, steps: int, lr: float,
     generator: torch.Generator, weight_decay: float = 0.0,
     loss_fn: Callable[[object], torch.Tensor] | None = None,
+    forward_ctx: Callable[[], ContextManager] | None = None,
 ) -> list[float]:
     """``steps`` AdamW steps on the trainable (LoRA) parameters; returns the step losses.
 
@@ -79,7 +87,8 @@ def local_train(
     draws come from a torch RNG seeded from ``generator``; the global RNG is left untouched.
     ``loss_fn(item)`` gives the loss of each item of ``batches`` (default:
     :func:`answer_loss` of a :class:`~fl.data.Batch`; e.g. a
-    :meth:`~fl.prefix.FrozenPrefix.answer_loss` of index lists).
+    :meth:`~fl.prefix.FrozenPrefix.answer_loss` of index lists). ``forward_ctx()`` wraps
+    each forward pass and loss (e.g. :func:`fl.device.autocast`), not the backward pass.
     """
     params = [p for p in model.parameters() if p.requires_grad]
     if not params:
@@ -92,7 +101,8 @@ def local_train(
         torch.manual_seed(int(torch.randint(0, 2**62, (1,), generator=generator)))
         for _ in range(steps):
             batch = next(batches)
-            loss = answer_loss(model, batch) if loss_fn is None else loss_fn(batch)
+            with forward_ctx() if forward_ctx is not None else contextlib.nullcontext():
+                loss = answer_loss(model, batch) if loss_fn is None else loss_fn(batch)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -109,6 +119,7 @@ def score_labels(model: nn.Module, task: EncodedTask, indices: Sequence[int], ba
     the answers' remaining tokens run on top of it.
     """
     lm = causal_lm(model)
+    dev = model_device(model)
     L = len(task.answers)
     A = max(len(a) for a in task.answers)
     answers = torch.full((L, A), task.pad_id, dtype=torch.long)
@@ -116,6 +127,7 @@ def score_labels(model: nn.Module, task: EncodedTask, indices: Sequence[int], ba
     for k, a in enumerate(task.answers):
         answers[k, :len(a)] = torch.tensor(a)
         answer_mask[k, :len(a)] = True
+    answers, answer_mask = answers.to(dev), answer_mask.to(dev)
     scores = []
     for start in range(0, len(indices), batch_size):
         chunk = list(indices[start:start + batch_size])
@@ -127,6 +139,7 @@ def score_labels(model: nn.Module, task: EncodedTask, indices: Sequence[int], ba
             p = task.prompts[i]
             ids[row, Tp - len(p):] = torch.tensor(p)
             mask[row, Tp - len(p):] = 1
+        ids, mask = ids.to(dev), mask.to(dev)
         out = lm(input_ids=ids, attention_mask=mask, position_ids=_positions(mask), use_cache=True, logits_to_keep=1)
         first = upcast(out.logits[:, -1]).log_softmax(-1)  # (B, V): the first answer token
         score = first[:, answers[:, 0]]  # (B, L)
@@ -136,14 +149,14 @@ def score_labels(model: nn.Module, task: EncodedTask, indices: Sequence[int], ba
             cont = answers[:, :-1].repeat(B, 1)  # (B*L, A-1) answer tokens fed after the prompt
             cont_mask = torch.cat([mask.repeat_interleave(L, 0), answer_mask[:, :-1].long().repeat(B, 1)], 1)
             n_prompt = mask.sum(1).repeat_interleave(L)  # (B*L,)
-            pos = n_prompt[:, None] + torch.arange(A - 1)[None, :]  # (B*L, A-1)
+            pos = n_prompt[:, None] + torch.arange(A - 1, device=dev)[None, :]  # (B*L, A-1)
             out2 = lm(input_ids=cont, attention_mask=cont_mask, position_ids=pos, past_key_values=cache, use_cache=True)
             logp = upcast(out2.logits).log_softmax(-1)  # (B*L, A-1, V)
             nxt = answers[:, 1:].repeat(B, 1)  # (B*L, A-1) the tokens they predict
             tok = logp.gather(-1, nxt.unsqueeze(-1)).squeeze(-1)  # (B*L, A-1)
             tok = tok * answer_mask[:, 1:].repeat(B, 1)
             score = score + tok.sum(-1).view(B, L)
-        scores.append(score)
+        scores.append(score.cpu())
     return torch.cat(scores)
 
 
@@ -164,7 +177,12 @@ def evaluate(model: nn.Module, task: EncodedTask, indices: Sequence[int] | None 
         scores = score_labels(model, task, indices, batch_size)  # (N, L)
     finally:
         model.train(was_training)
-    truth = torch.as_tensor(task.labels[indices])
+    return rank_metrics(scores, task, indices)
+
+
+def rank_metrics(scores: torch.Tensor, task: EncodedTask, indices: Sequence[int]) -> dict[str, float]:
+    """Accuracy and answer loss from label scores (N, L) of the examples ``indices``."""
+    truth = torch.as_tensor(task.labels[list(indices)])
     lengths = torch.tensor([len(a) for a in task.answers])[truth]  # answer tokens per example
     nll = -scores.gather(1, truth[:, None]).squeeze(1)
     return {

@@ -349,8 +349,9 @@ FlSpec = ALGORITHMS.union(__name__, key="algorithm", default="surrogate", spec=_
 
 # ----------------------------------------------------------------------------- execution
 class ExecutionSpec(_Model):
-    """Where client updates run (:mod:`sim.execution`). ``backend`` and ``workers`` never
-    change the results; ``threads`` is part of the numerics (the same in every backend)."""
+    """Where and how client updates run (:mod:`sim.execution`). ``backend`` and ``workers``
+    never change the results; ``threads``, ``device``, ``dtype`` and ``prefix_cache`` are
+    part of the numerics (the same in every backend)."""
 
     backend: Literal["inline", "process", "ray"] = Field("inline", description=(
         "inline: in this process, when each upload completes; process / ray: workers train "
@@ -361,6 +362,26 @@ class ExecutionSpec(_Model):
     threads: int | None = Field(None, ge=1, description=(
         "Torch threads of every client update, in every backend (default: this process's "
         "torch thread count). Float results depend on it, not on the backend."))
+    device: str = Field("auto", pattern=r"^(auto|cpu|mps|cuda(:[0-9]+)?)$", description=(
+        "Where the real learners compute: auto (a GPU when present, else the CPU), cpu, "
+        "cuda, cuda:N or mps. Part of the numerics."))
+    dtype: Literal["float32", "bfloat16", "float16"] = Field("float32", description=(
+        "Compute precision of forward passes: float32, or bfloat16/float16 under autocast "
+        "(adapters, optimiser states and losses stay float32). Part of the numerics."))
+    prefix_cache: bool = Field(True, description=(
+        "Compute the hidden states below the lowest layer with adapters (fl.options.lora."
+        "layers) once per example and reuse them in every step, round, client and "
+        "evaluation. Equal to the uncached model to float rounding; part of the numerics."))
+    prefix_cache_mb: int = Field(2048, ge=0, le=1 << 20, description=(
+        "The most memory the prefix cache may take, MiB (beyond it, states are computed "
+        "for the batch at hand and not kept)."))
+
+    def runtime(self):
+        """The :class:`fl.algorithm.Runtime` the learners get."""
+        from fl.algorithm import Runtime
+
+        return Runtime(device=self.device, dtype=self.dtype, prefix_cache=self.prefix_cache,
+                       prefix_cache_mb=self.prefix_cache_mb)
 
 
 class Scenario(_Model):

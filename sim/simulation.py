@@ -963,7 +963,7 @@ def _make_algorithm(scn: Scenario, run_dir: str | None) -> Algorithm:
     cls = get_algorithm(scn.fl.algorithm)
     return cls(scn.fl.options,  # already the algorithm's validated config
                AlgorithmContext(n_clients=scn.clients.n_clients, seed=scn.seed, run_dir=run_dir,
-                                rounds=scn.fl.rounds))
+                                rounds=scn.fl.rounds, runtime=scn.execution.runtime()))
 
 
 def _timeout_at(env: simpy.Environment, t_s: float) -> simpy.Event:
@@ -997,10 +997,11 @@ def _set_global_rng_state(state: dict) -> None:
 
 def _numerics(scenario: dict) -> dict:
     """A dumped scenario without what never changes the results: where client updates run
-    (``execution.backend``, ``execution.workers``; ``execution.threads`` stays), so a run
-    resumes on any backend."""
-    threads = (scenario.get("execution") or {}).get("threads")
-    return {**scenario, "execution": {"threads": threads}}
+    (``execution.backend``, ``execution.workers``; threads, device, dtype and the prefix
+    cache stay), so a run resumes on any backend."""
+    execution = {k: v for k, v in (scenario.get("execution") or {}).items()
+                 if k not in ("backend", "workers", "prefix_cache_mb")}
+    return {**scenario, "execution": execution}
 
 
 def _first_difference(a, b, key: str = ""):

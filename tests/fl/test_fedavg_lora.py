@@ -60,8 +60,8 @@ def test_model_shorthand():
 def test_client_round_is_receive_compute_send_and_trains_only_when_the_upload_completes(small_options, monkeypatch):
     algo = _algo(small_options)
     calls = []
-    real = fedavg_module.local_train
-    monkeypatch.setattr(fedavg_module, "local_train", lambda *a, **k: calls.append(1) or real(*a, **k))
+    real = type(algo).train_model
+    monkeypatch.setattr(type(algo), "train_model", lambda *a, **k: calls.append(1) or real(*a, **k))
     before = lora_state(algo.model)
 
     gen = algo.client_round(0, 1)

@@ -112,3 +112,17 @@ def test_the_cache_is_bounded_and_can_be_cleared(task):
     assert 0 < pf.nbytes <= 100_000 and len(pf._train) < 8  # some kept, the rest computed for the batch only
     pf.clear()
     assert pf.nbytes == 0 and pf.answer_loss(list(range(8))).item() == pytest.approx(ref, rel=1e-5)
+
+
+def test_cached_states_depend_on_the_sequence_only(task):
+    """Whatever batch asks first, an example's state is the same bits (so runs, resumes and
+    worker replicas agree whatever each one's cache history)."""
+    model, _ = _model([2, 3])
+    a, b = FrozenPrefix(model, task, 2), FrozenPrefix(model, task, 2)
+    _, ha = a.train_states([3, 11, 40])
+    _, hb = b.train_states([40, 2, 3, 7, 11])
+    assert all(torch.equal(a._train[i], b._train[i]) for i in (3, 11, 40))
+    a.score_labels([5, 6], 2)
+    b.score_labels([6, 9, 5], 3)
+    for i in (5, 6):
+        assert torch.equal(a._eval[i][0], b._eval[i][0]) and torch.equal(a._eval[i][1], b._eval[i][1])
