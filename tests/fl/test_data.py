@@ -230,14 +230,12 @@ def test_no_shipped_scenario_starves_a_label():
     checked = 0
     for path in sorted(root.glob("*.yaml")):
         scn = load_scenario(path)
-        options = scn.fl.options or {}
-        if "data" not in options:
-            continue
-        data = DataSpec(**options["data"])
-        if data.dataset != "fortunes":
+        options = scn.fl.options  # the algorithm's validated config
+        data = getattr(options, "data", None)
+        if data is None or data.dataset != "fortunes":
             continue
         ds = load_dataset(data)
-        root_seed = options.get("data_seed") if options.get("data_seed") is not None else scn.seed
+        root_seed = options.data_seed if options.data_seed is not None else scn.seed
         train, _, test = holdout_split(ds.labels, data.n_test, data.n_public, numpy_stream(root_seed, "holdout"))
         assert scarce_labels(ds.labels, train, test, ds.label_names, data) == [], path.name
         checked += 1
