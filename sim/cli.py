@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import sys
@@ -103,15 +104,15 @@ def run(file: Path = typer.Argument(..., help="Scenario YAML file."),
     from sim.runner import run_scenario
 
     scn = _load(file, set_)
-    _terminate_as_interrupt()
     try:
         if quiet:
-            run_dir, summary = run_scenario(scn, out=out, plots=not no_plots, resume=resume,
-                                            overwrite=overwrite)
+            with _terminate_as_interrupt():
+                run_dir, summary = run_scenario(scn, out=out, plots=not no_plots, resume=resume,
+                                                overwrite=overwrite)
         else:
-            with Progress("[progress.description]{task.description}", BarColumn(),
-                          MofNCompleteColumn(), TimeElapsedColumn(), console=_err,
-                          transient=True) as prog:
+            with _terminate_as_interrupt(), Progress(
+                    "[progress.description]{task.description}", BarColumn(), MofNCompleteColumn(),
+                    TimeElapsedColumn(), console=_err, transient=True) as prog:
                 task = prog.add_task(f"{scn.name} rounds", total=scn.fl.rounds)
                 run_dir, summary = run_scenario(
                     scn, out=out, plots=not no_plots, resume=resume, overwrite=overwrite,
@@ -142,16 +143,25 @@ def run(file: Path = typer.Argument(..., help="Scenario YAML file."),
         _out.print(str(run_dir))
 
 
-def _terminate_as_interrupt() -> None:
-    """SIGTERM ends a run as Ctrl-C does (marked interrupted, resumable), not mid-write."""
+@contextlib.contextmanager
+def _terminate_as_interrupt():
+    """Within the block SIGTERM ends a run as Ctrl-C does (marked interrupted, resumable);
+    the previous handler is back afterwards (the CLI may run inside another program)."""
     import signal
     import threading
 
-    if threading.current_thread() is threading.main_thread():
-        def handler(signum, frame):
-            raise KeyboardInterrupt(f"signal {signum}")
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
 
-        signal.signal(signal.SIGTERM, handler)
+    def handler(signum, frame):
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    previous = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 class Backend(str, Enum):

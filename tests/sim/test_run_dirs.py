@@ -176,3 +176,30 @@ def test_outputs_follow_the_umask(tmp_path):
     os.umask(mask)
     modes = {p.stat().st_mode & 0o777 for p in (tmp_path / "run2").iterdir() if p.is_file()}
     assert modes == {0o666 & ~mask}
+
+
+def test_sigterm_marks_a_cli_run_interrupted_and_the_handler_is_restored(tmp_path):
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    before = signal.getsignal(signal.SIGTERM)
+    _cli("run", str(SCN), "--set", "fl.rounds=1", "--out", str(tmp_path / "quick"), "--quiet", "--no-plots")
+    assert signal.getsignal(signal.SIGTERM) is before  # the CLI inside another program
+    out = tmp_path / "long"
+    proc = subprocess.Popen([sys.executable, "-m", "sim.cli", "run", str(SCN), "--set", "fl.rounds=5000",
+                             "--out", str(out), "--quiet", "--no-plots"],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        deadline = time.monotonic() + 60
+        while not (out / CHECKPOINT).exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert (out / CHECKPOINT).exists(), "the run never wrote a checkpoint"
+        proc.send_signal(signal.SIGTERM)
+        output, _ = proc.communicate(timeout=60)
+    finally:
+        proc.kill()
+    assert proc.returncode == 130, output
+    assert "Interrupted. Resume with" in output
+    assert json.loads((out / "summary.json").read_text())["status"] == "interrupted"
