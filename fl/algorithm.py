@@ -150,6 +150,13 @@ class Algorithm(ABC):
     def close(self) -> None:
         """Release resources (worker pools, files)."""
 
+    def run_jobs(self, items: Sequence[tuple[Any, Any]]) -> list[Any]:
+        """Run several clients' ``Send.job`` s at once — ``items`` are ``(job, plan)`` pairs —
+        and return their results in order; each result must equal ``job(self, plan)`` (to
+        float tolerance). The default runs them one after another; an algorithm whose clients
+        share a frozen base may batch them (``execution.batch_clients``)."""
+        return [job(self, plan) for job, plan in items]
+
     def replica(self) -> Replica:
         """What a worker process builds to run this algorithm's ``Send.job`` s (see
         :mod:`fl.actions`): by default a fresh build from the same config and context, which

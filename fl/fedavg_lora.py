@@ -176,6 +176,30 @@ class FedAvgLoRA(LMAlgorithm):
             trained = OrderedDict((n, trained[n] - start[n]) for n in trained)
         return TrainedUpload(LoraPayload.encode(trained, cfg.upload_dtype, cfg.header_bits), tuple(losses))
 
+    def run_jobs(self, items):
+        """Several clients' :class:`LocalTrainJob` s as one batched multi-LoRA training
+        (:func:`fl.multilora.train_clients`, from the frozen prefix when there is one): every
+        upload equals the client's :meth:`local_update` to float tolerance. One job, LoRA
+        dropout, or plans of unequal shape: one after another."""
+        cfg = self.config
+        jobs = [job for job, _ in items]
+        shapes = {(len(j.batches), *map(len, j.batches)) for j in jobs}
+        if len(jobs) < 2 or cfg.lora.dropout > 0 or len(shapes) != 1 \
+                or not all(isinstance(j, LocalTrainJob) for j in jobs):
+            return super().run_jobs(items)
+        from fl.multilora import train_clients
+
+        starts = [j.received.decode() for j in jobs]
+        trained = train_clients(self.model, self.task, starts, [j.batches for j in jobs], cfg.lr,
+                                cfg.weight_decay, prefix=self.prefix, forward_ctx=self.forward_ctx)
+        out = []
+        for start, (state, losses) in zip(starts, trained):
+            if cfg.upload == "delta":
+                state = OrderedDict((n, state[n] - start[n]) for n in state)
+            out.append(TrainedUpload(LoraPayload.encode(state, cfg.upload_dtype, cfg.header_bits),
+                                     tuple(losses)))
+        return out
+
     def size_update(self, capacity_bits: float) -> SendPlan:
         """The upload's exact size; a fixed-size adapter ignores the capacity."""
         return SendPlan(bits=self.upload_bits, info={"dtype": self.config.upload_dtype})

@@ -18,6 +18,7 @@ With a :class:`~fl.prefix.FrozenPrefix` only layers >= L run; without one, the w
 
 from __future__ import annotations
 
+import contextlib
 import types
 from collections import OrderedDict
 from contextlib import contextmanager
@@ -100,14 +101,35 @@ def _client_losses(logits_of, batch: Batch, n: int) -> torch.Tensor:
     return per
 
 
+def _step_losses(model: nn.Module, task, idx: list[int], n: int, prefix) -> torch.Tensor:
+    """(C,) mean answer loss of each client's slice of the batch ``idx`` (forward only)."""
+    if prefix is not None:
+        batch, hidden = prefix.train_states(idx)
+        h = prefix._run(prefix.upper, hidden, batch.attention_mask.to(hidden.device))
+        batch = batch.to(hidden.device)
+
+        def logits_of(keep):
+            return prefix.head(prefix.norm(h[:, -keep:, :]))
+    else:
+        batch = collate(task, idx).to(next(model.parameters()).device)
+        lm = model.get_base_model() if hasattr(model, "get_base_model") else model
+        pos = (batch.attention_mask.cumsum(-1) - 1).clamp(min=0)
+
+        def logits_of(keep):
+            return lm(input_ids=batch.input_ids, attention_mask=batch.attention_mask,
+                      position_ids=pos, use_cache=False, logits_to_keep=keep).logits
+    return _client_losses(logits_of, batch, n)
+
+
 def train_clients(model: nn.Module, task, starts: Sequence[Mapping[str, torch.Tensor]],
                   plans: Sequence[Sequence[Sequence[int]]], lr: float, weight_decay: float = 0.0,
-                  prefix=None) -> list[tuple["OrderedDict[str, torch.Tensor]", list[float]]]:
+                  prefix=None, forward_ctx=None) -> list[tuple["OrderedDict[str, torch.Tensor]", list[float]]]:
     """Train C clients at once: client c starts from adapter ``starts[c]`` and takes one
     AdamW step per batch of ``plans[c]`` (all plans: the same number of steps and batch size).
 
     Returns per client (trained adapter, step losses), as :func:`fl.train.local_train` would
     give training each alone on the model with that adapter (to float tolerance).
+    ``forward_ctx()`` wraps each forward pass and loss (e.g. :func:`fl.device.autocast`).
     """
     n = len(starts)
     steps = {len(p) for p in plans}
@@ -135,22 +157,8 @@ def train_clients(model: nn.Module, task, starts: Sequence[Mapping[str, torch.Te
         with multi_lora(model, A, B):
             for s in range(steps.pop()):
                 idx = [int(i) for p in plans for i in p[s]]  # client c's rows: the c-th slice
-                if prefix is not None:
-                    batch, hidden = prefix.train_states(idx)
-                    mask = batch.attention_mask.to(hidden.device)
-                    h = prefix._run(prefix.upper, hidden, mask)
-
-                    def logits_of(keep, h=h):
-                        return prefix.head(prefix.norm(h[:, -keep:, :]))
-                else:
-                    batch = collate(task, idx).to(next(model.parameters()).device)
-                    lm = model.get_base_model() if hasattr(model, "get_base_model") else model
-                    pos = (batch.attention_mask.cumsum(-1) - 1).clamp(min=0)
-
-                    def logits_of(keep, lm=lm, batch=batch, pos=pos):
-                        return lm(input_ids=batch.input_ids, attention_mask=batch.attention_mask,
-                                  position_ids=pos, use_cache=False, logits_to_keep=keep).logits
-                per = _client_losses(logits_of, batch, n)  # (C,)
+                with forward_ctx() if forward_ctx is not None else contextlib.nullcontext():
+                    per = _step_losses(model, task, idx, n, prefix)  # (C,)
                 opt.zero_grad(set_to_none=True)
                 per.sum().backward()  # client c's tensors get the gradient of its own loss only
                 opt.step()

@@ -44,7 +44,7 @@ import time
 from pathlib import Path
 from typing import Any, Callable, Iterator, Protocol
 
-__all__ = ["BACKENDS", "Pending", "Executor", "ProcessExecutor", "RayExecutor", "make_executor",
+__all__ = ["BACKENDS", "Pending", "Executor", "ProcessExecutor", "RayExecutor", "JobBatcher", "make_executor",
            "ray_available", "torch_threads", "default_threads", "die_with_parent", "LocalRay",
            "init_ray"]
 
@@ -388,6 +388,54 @@ class RayExecutor:
             self._ray.kill(a)
         self._actors = []
         self._stop_ray()
+
+
+class _BatchedPending:
+    def __init__(self, batcher: "JobBatcher", job: Any, plan: Any) -> None:
+        self._batcher, self.job, self.plan = batcher, job, plan
+        self.cancelled = False
+        self.done = False
+        self.value: Any = None
+
+    def result(self) -> Any:
+        if not self.done:
+            self._batcher.run_queued()
+        return self.value
+
+    def cancel(self) -> None:
+        self.cancelled = True
+
+
+class JobBatcher:
+    """Clients batched, inline (``execution.batch_clients``): a job is queued when its
+    upload starts; the first result asked for (its upload completed) runs every job still
+    queued — in submission order, through :meth:`fl.algorithm.Algorithm.run_jobs`, which
+    may train them as one batch — and keeps the others' results for when their uploads
+    complete. A job whose upload failed before the batch ran is dropped; one that failed
+    after it ran cost real compute but no simulated time, and its result is never used (as
+    with the process and Ray backends). Which jobs share a batch follows the simulated
+    event order, so runs are reproducible."""
+
+    def __init__(self, algorithm: Any, threads: int | None) -> None:
+        self._algorithm, self._threads = algorithm, threads
+        self._queue: list[_BatchedPending] = []
+        self.batches: list[int] = []  # sizes of the batches run (for diagnostics)
+
+    def submit(self, job: Any, plan: Any) -> _BatchedPending:
+        pending = _BatchedPending(self, job, plan)
+        self._queue.append(pending)
+        return pending
+
+    def run_queued(self) -> None:
+        items = [p for p in self._queue if not p.cancelled]
+        self._queue.clear()
+        if not items:
+            return
+        with torch_threads(self._threads):
+            results = self._algorithm.run_jobs([(p.job, p.plan) for p in items])
+        for p, r in zip(items, results):
+            p.value, p.done = r, True
+        self.batches.append(len(items))
 
 
 def make_executor(backend: str, replica: Callable[[], Any], workers: int | None,

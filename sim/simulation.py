@@ -47,7 +47,7 @@ from fl.algorithm import Algorithm, AlgorithmContext, get_algorithm
 from fl.statefile import StateFileError, read_state_file, read_state_head, write_state_file
 from sim.backhaul import Backhaul, WiredNet, site_node
 from sim.compute import ComputeModel, DeviceProfile, ProcessorSharing
-from sim.execution import Executor, make_executor, torch_threads
+from sim.execution import Executor, JobBatcher, make_executor, torch_threads
 from sim.links import DOWN, UP, LinkModel
 from sim.network import Network
 from sim.rng import RngStreams
@@ -231,6 +231,7 @@ class Simulation:
         self.stop_after_rounds: int | None = None  # test hook: stop the sync driver early
         self._start_round = 0  # > 0 once resumed from a checkpoint
         self._executor: Executor | None = None  # workers for Send jobs (from the first job on)
+        self._batcher: JobBatcher | None = None  # inline, clients batched (execution.batch_clients)
 
     # ------------------------------------------------------------------ running
     def run(self, progress: Callable[[int, int], None] | None = None) -> RunResult:
@@ -404,7 +405,7 @@ class Simulation:
         self._hist["flops"].append(action.flops)
         dt = self.compute.duration_s(client.id, action.flops)
         self._trace("compute_start", round=task.rnd, client=client.id, detail=action.label)
-        t0 = task.compute_t0 = self.env.now
+        task.compute_t0 = self.env.now
         try:
             yield self.env.timeout(dt)
         except simpy.Interrupt as exc:
@@ -466,8 +467,14 @@ class Simulation:
         """Hand ``action.job`` to a worker (starting them at the first job), or None when
         the work runs inline at completion (backend inline, or no job)."""
         ex = self.scenario.execution
-        if action.job is None or ex.backend == "inline":
+        if action.job is None:
             return None
+        if ex.backend == "inline":
+            if not ex.batch_clients:
+                return None
+            if self._batcher is None:
+                self._batcher = JobBatcher(self.algorithm, ex.threads)
+            return self._batcher.submit(action.job, plan)
         if self._executor is None:
             self._executor = make_executor(ex.backend, self.algorithm.replica(), ex.workers,
                                            ex.threads)
@@ -707,7 +714,7 @@ class Simulation:
         if not self._quiescent():
             return False
         skip = {"env", "scenario", "algorithm", "progress", "checkpoint", "stop_after_rounds",
-                "_start_round", "_edge_dl", "_executor", "_live"}
+                "_start_round", "_edge_dl", "_executor", "_live", "_batcher"}
         head = {"scenario": self.scenario.model_dump(mode="json"), "next_round": next_round,
                 "now": self.env.now,
                 "block_at": self.network._block_at if self.network._block_pending else None}
@@ -768,6 +775,7 @@ class Simulation:
         sim._edge_dl = {}
         sim._live = {}  # nothing is under way at a round boundary
         sim._executor = None  # workers are not checkpointed: started again at the first job
+        sim._batcher = None  # empty at a round boundary
         sim.checkpoint = path if keep_checkpointing else None
         sim.stop_after_rounds = None
         sim._start_round = head["next_round"]

@@ -126,3 +126,31 @@ def test_cached_states_depend_on_the_sequence_only(task):
     b.score_labels([6, 9, 5], 3)
     for i in (5, 6):
         assert torch.equal(a._eval[i][0], b._eval[i][0]) and torch.equal(a._eval[i][1], b._eval[i][1])
+
+
+def test_fedavg_run_jobs_batches_clients_like_their_own_updates():
+    """FedAvgLoRA.run_jobs (execution.batch_clients) gives each client the upload its own
+    local_update gives (float64 model: to 1e-10)."""
+    from fl.algorithm import AlgorithmContext
+    from fl.fedavg_lora import FedAvgLoRA, FedAvgLoRAConfig
+
+    cfg = FedAvgLoRAConfig(model={"kind": "tiny", "n_layers": 3}, lora={"layers": {"top": 1}},
+                           data={"max_per_class": 30, "n_test": 6, "max_len": 128},
+                           local_steps=2, batch_size=3, upload_dtype="fp32", download_dtype="fp32")
+    algo = FedAvgLoRA(cfg, AlgorithmContext(n_clients=4, seed=0))
+    assert algo.prefix is not None and algo.prefix.layer == 2
+    algo.model.double()
+    jobs = []
+    for c in range(3):
+        gen = algo.client_round(0, c)
+        payload = next(gen).payload
+        gen.send(payload)
+        send = gen.send(None)
+        jobs.append((send.job, send.sizer(1e9)))
+        gen.close()
+    together = algo.run_jobs(jobs)
+    for (job, plan), got in zip(jobs, together):
+        alone = job(algo, plan)
+        assert got.losses == pytest.approx(alone.losses, rel=1e-9)
+        a, b = got.payload.decode(), alone.payload.decode()
+        assert all(torch.allclose(a[k].double(), b[k].double(), atol=1e-6) for k in a)
