@@ -21,7 +21,7 @@ SURROGATE = [p for p in SCENARIOS if yaml.safe_load(p.read_text())["fl"]["algori
 REAL = [p for p in SCENARIOS if p not in SURROGATE]
 # Overrides that shrink a real-learning scenario to the tiny random model (seconds, not minutes).
 TINY = {
-    "quickstart": ["fl.options.model={kind: tiny}", "fl.rounds=2"],
+    "quickstart": ["fl.options.model={kind: tiny}", "fl.options.lora.layers={top: 1}", "fl.rounds=2"],
     "kd_adaptive": ["fl.options.model={kind: tiny, n_layers: 3}", "fl.options.client_keep_layers=[0, 2]",
                     "fl.rounds=2"],
     "split_lora": ["fl.options.model={kind: tiny, n_layers: 3}", "fl.options.cut_layer=1", "fl.rounds=2"],

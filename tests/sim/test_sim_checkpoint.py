@@ -42,7 +42,7 @@ def test_resume_is_identical_surrogate(tmp_path, name, sets, stop_after):
 
 # every real algorithm, on tiny models (rounds=3: interrupted after 1, then resumed)
 REAL = {
-    "quickstart": ["fl.options.model={kind: tiny}", "fl.clients_per_round=3"],
+    "quickstart": ["fl.options.model={kind: tiny}", "fl.options.lora.layers={top: 1}", "fl.clients_per_round=3"],
     "kd_adaptive": ["fl.options.model={kind: tiny, n_layers: 3}", "fl.options.client_keep_layers=[0, 2]",
                     "fl.options.mutual=true", "fl.options.warmup_steps=2"],
     "split_lora": ["fl.options.model={kind: tiny, n_layers: 3}", "fl.options.cut_layer=1"],

@@ -98,7 +98,8 @@ def test_execution_key_and_errors(monkeypatch):
 # ----------------------------------------------------------------------------- real algorithms
 # fedavg_lora trains with the host's torch thread count, fedsoda with execution.threads=1
 REAL = {
-    "fedavg_lora": ("quickstart", ["fl.options.model={kind: tiny}", "fl.clients_per_round=3"]),
+    "fedavg_lora": ("quickstart", ["fl.options.model={kind: tiny}", "fl.options.lora.layers={top: 1}",
+                                   "fl.clients_per_round=3"]),
     "fedsoda": ("fedsoda", ["fl.options.model={kind: tiny, n_layers: 6}", "fl.options.sgp_keep=4",
                             "fl.options.data.n_public=16", "fl.options.sgp_calibration=8",
                             "fl.options.oda_initial_steps=1", "fl.options.eval_full=false",
