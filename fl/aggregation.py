@@ -33,11 +33,11 @@ def fedavg(states: Sequence[Mapping[str, torch.Tensor]], weights: Sequence[float
     out: OrderedDict[str, torch.Tensor] = OrderedDict()
     for name in names:
         ref = states[0][name]
-        acc = torch.zeros(ref.shape, dtype=torch.float64)
+        acc = torch.zeros(ref.shape, dtype=torch.float64, device=ref.device)
         for wi, s in zip(w, states):
             t = s[name]
             if t.shape != ref.shape:
                 raise ValueError(f"fedavg: tensor {name!r} has shapes {tuple(ref.shape)} and {tuple(t.shape)}.")
-            acc += wi * t.to(torch.float64)
+            acc += wi * t.to(acc.device, torch.float64)
         out[name] = acc.to(ref.dtype)
     return out

@@ -2,7 +2,9 @@
 
 Shapes: T token positions of the public batch that count (see ``kd_topk``'s ``positions``),
 V the vocabulary, K the most entries any position of a message carries, r the projection
-rank. Every function works on whole messages at once (no loop over tokens or entries).
+rank. Every function works on whole messages at once (no loop over tokens or entries), on
+the device its inputs are on (``kd_topk`` aggregates on the CPU, where messages arrive, and
+moves the teacher to its model's device: :meth:`Teacher.to`).
 
 A message is a :class:`SparseLogits`: per position, up to K ``(index, value)`` pairs; a
 ``mask`` marks the valid ones, so that positions may carry different numbers of entries
@@ -105,6 +107,14 @@ class Teacher:
         """(T, V) float32 probabilities (0 outside the support)."""
         return self.log_probs.exp()
 
+    def to(self, device: torch.device | str) -> "Teacher":
+        """This teacher on ``device`` (itself when it is there already): teachers are
+        aggregated on the CPU and distilled into a model wherever the model is."""
+        if self.log_probs.device == torch.device(device):
+            return self
+        tail = None if self.tail_log_prob is None else self.tail_log_prob.to(device)
+        return Teacher(self.log_probs.to(device), tail)
+
 
 # --- what clients send -----------------------------------------------------------------------
 
@@ -114,15 +124,16 @@ def top_k(scores: torch.Tensor, k: int | torch.Tensor) -> SparseLogits:
 
     k: one int for every row, or a (T,) int tensor (each row keeps its own k; the message is
     padded to the largest and ``mask`` marks the valid entries). k = V keeps everything.
+    The message is on ``scores``' device.
     """
     T, V = scores.shape
     if isinstance(k, torch.Tensor):
-        k = k.to(torch.int64)
+        k = k.to(scores.device, torch.int64)
         if k.shape != (T,) or int(k.min()) < 1 or int(k.max()) > V:
             raise ValueError(f"top_k: per-row k must be (T,)=({T},) ints in [1, {V}]. Got {k.tolist()} instead.")
         k_max = int(k.max())
         values, indices = scores.float().topk(k_max, dim=-1)  # (T, k_max), sorted
-        mask = torch.arange(k_max)[None, :] < k[:, None]
+        mask = torch.arange(k_max, device=scores.device)[None, :] < k[:, None]
         values = values.masked_fill(~mask, 0.0)
         return SparseLogits(values, indices, mask)
     if not 1 <= int(k) <= V:
@@ -176,19 +187,20 @@ def _check(messages: Sequence[SparseLogits], weights: Sequence[Weight], vocab_si
     return T
 
 
-def _col(w: Weight, T: int) -> torch.Tensor:
-    """A weight as a (T, 1) float64 column."""
-    return torch.as_tensor(w, dtype=torch.float64).expand(T).reshape(T, 1)
+def _col(w: Weight, T: int, device: torch.device) -> torch.Tensor:
+    """A weight as a (T, 1) float64 column on ``device``."""
+    return torch.as_tensor(w, dtype=torch.float64, device=device).expand(T).reshape(T, 1)
 
 
 def zero_pad(messages: Sequence[SparseLogits], weights: Sequence[Weight], vocab_size: int) -> torch.Tensor:
     """(T, V) float32: the weighted mean over all messages of their dense V-vectors, with
     zeros where a message reported nothing (the zero-padding baseline; support = all V)."""
     T = _check(messages, weights, vocab_size)
-    num = torch.zeros(T, vocab_size, dtype=torch.float64)
-    den = torch.zeros(T, 1, dtype=torch.float64)
+    dev = messages[0].values.device
+    num = torch.zeros(T, vocab_size, dtype=torch.float64, device=dev)
+    den = torch.zeros(T, 1, dtype=torch.float64, device=dev)
     for m, w in zip(messages, weights):
-        wc = _col(w, T)
+        wc = _col(w, T, dev)
         num.scatter_add_(1, m.indices, wc * (m.values.double() * m.mask))
         den += wc
     if not (den > 0).all():
@@ -200,13 +212,14 @@ def adaptive(messages: Sequence[SparseLogits], weights: Sequence[Weight], vocab_
     """(T, V) float32: per entry, the weighted mean over the messages that reported it;
     ``-inf`` where none did (masked out of the teacher's softmax) [P1]."""
     T = _check(messages, weights, vocab_size)
-    num = torch.zeros(T, vocab_size, dtype=torch.float64)
-    den = torch.zeros(T, vocab_size, dtype=torch.float64)
+    dev = messages[0].values.device
+    num = torch.zeros(T, vocab_size, dtype=torch.float64, device=dev)
+    den = torch.zeros(T, vocab_size, dtype=torch.float64, device=dev)
     for m, w in zip(messages, weights):
-        wm = _col(w, T) * m.mask  # (T, K) weight of each valid entry
+        wm = _col(w, T, dev) * m.mask  # (T, K) weight of each valid entry
         num.scatter_add_(1, m.indices, wm * m.values.double())
         den.scatter_add_(1, m.indices, wm)
-    out = torch.full((T, vocab_size), -torch.inf, dtype=torch.float64)
+    out = torch.full((T, vocab_size), -torch.inf, dtype=torch.float64, device=dev)
     seen = den > 0
     out[seen] = num[seen] / den[seen]
     return out.float()
@@ -232,12 +245,13 @@ def prob_tail(messages: Sequence[SparseLogits], weights: Sequence[Weight], vocab
     entries, the tail is 0.
     """
     T = _check(messages, weights, vocab_size)
-    num = torch.zeros(T, vocab_size, dtype=torch.float64)
-    den = torch.zeros(T, vocab_size, dtype=torch.float64)
-    tail_num = torch.zeros(T, dtype=torch.float64)
-    tail_den = torch.zeros(T, dtype=torch.float64)
+    dev = messages[0].values.device
+    num = torch.zeros(T, vocab_size, dtype=torch.float64, device=dev)
+    den = torch.zeros(T, vocab_size, dtype=torch.float64, device=dev)
+    tail_num = torch.zeros(T, dtype=torch.float64, device=dev)
+    tail_den = torch.zeros(T, dtype=torch.float64, device=dev)
     for m, w in zip(messages, weights):
-        wc = _col(w, T)  # (T, 1)
+        wc = _col(w, T, dev)  # (T, 1)
         p = m.values.double().exp() * m.mask  # (T, K)
         tail = (1.0 - p.sum(1)).clamp(min=0.0)  # (T,)
         tail = torch.where(m.mask.sum(1) == vocab_size, torch.zeros_like(tail), tail)

@@ -43,6 +43,18 @@ Server, after averaging (:func:`fl.aggregation.fedavg`):
 
 Evaluation: ``accuracy``/``loss`` of the adapters in the sub-model (what clients run), and
 ``accuracy_full``/``loss_full`` with the adapters mapped back into the full model.
+
+``lora.layers`` names layers of the sub-model (what clients train); the full model gets its
+adapters in the original layers those stand for (``{top: 1}``: the last layer of both).
+
+Device and precision (``execution``): both models sit on the algorithm's device (the NF4
+buffers move with the sub-model and dequantise there) and forward passes run under its
+autocast, except SGP's calibration pass, which runs in float32 so that the pruned
+architecture and the sub-model's size do not depend on the compute precision. Adapters,
+payloads and everything aggregated or checkpointed are on the CPU. When a model's adapters
+all sit in layers >= L >= 1, its training, divergence probe and evaluation run from its
+frozen prefix (:mod:`fl.prefix`): ``prefix`` for the sub-model, ``full_prefix`` for the
+full one. ODA runs both models whole (its hidden-state term needs every layer's output).
 """
 
 from __future__ import annotations
@@ -73,8 +85,9 @@ from fl.models import add_lora, count_parameters, count_trainable, keep_layers, 
 from fl.nf4 import NF4Linear, quantize_model
 from fl.payload import LoraPayload, payload_bits
 from fl.seeding import int_seed
+from fl.specs import LoraSpec
 from fl.sgp import SGPResult, similarity_group_pruning
-from fl.train import _positions, answer_loss, causal_lm, draw_batches, evaluate, local_train
+from fl.train import _positions, answer_loss, causal_lm, draw_batches
 
 __all__ = ["FedSODAConfig", "FedSODA", "SubModelPayload"]
 
@@ -110,6 +123,8 @@ class FedSODA(LMAlgorithm):
 
     name = "fedsoda"
     Config = FedSODAConfig
+    # the sub-model's frozen prefix is ``prefix``; the full model's: a fresh build recreates both
+    _REBUILT_ATTRS = LMAlgorithm._REBUILT_ATTRS + ("full_prefix",)
 
     def __init__(self, config: FedSODAConfig, context: AlgorithmContext) -> None:
         super().__init__(config, context)
@@ -117,10 +132,12 @@ class FedSODA(LMAlgorithm):
         data_root = self.seed_roots(cfg, context)
 
         base, self.tokenizer = load_model(cfg.model, cfg.cache_dir)
+        base = base.to(self.device)
         self.setup_task(cfg, context, self.tokenizer, data_root)
         self.probe_idx = list(self.public_idx[:cfg.probe_batch_size])
 
-        # 1. SGP on the full base model
+        # 1. SGP on the full base model (float32, no autocast: the pruned architecture, and so
+        #    the sub-model's payload, is the same whatever the compute precision)
         n_layers = len(causal_lm(base).get_decoder().layers)
         if cfg.sgp_keep is not None and cfg.sgp_keep > n_layers:
             raise ValueError(f"fedsoda sgp_keep must be <= the model's {n_layers} layers. Got {cfg.sgp_keep} instead.")
@@ -141,7 +158,7 @@ class FedSODA(LMAlgorithm):
         self.sub_profile = profile(self.sub)  # before NF4: same matmuls, nn.Linear hooks
         self.quantized = quantize_model(self.sub, lambda name, lin: ".layers." in name,
                                         cfg.nf4_block_size, cfg.nf4_absmax_dtype)
-        self.full = add_lora(base, cfg.lora, seed=lora_seed)
+        self.full = add_lora(base, self._full_lora(cfg.lora), seed=lora_seed)
         self.full_profile = profile(self.full)
         self.full_init_state = lora_state(self.full)
         self.shapes = lora_shapes(self.sub)
@@ -150,6 +167,13 @@ class FedSODA(LMAlgorithm):
         if missing:
             raise RuntimeError(f"fedsoda: sub-model adapters {missing[:2]} have no counterpart in the full model.")
         self.submodel_payload = self._submodel_payload()
+        # ODA and the divergence probe change adapters only, which sit at or above each
+        # prefix's layer: neither prefix is ever invalidated (see align). Two caches share
+        # execution.prefix_cache_mb.
+        self.prefix = self.make_prefix(self.sub, self.task)
+        self.full_prefix = self.make_prefix(self.full, self.task)
+        if self.prefix is not None and self.full_prefix is not None:
+            self.prefix.max_bytes = self.full_prefix.max_bytes = self.prefix.max_bytes // 2
 
         self.global_state = lora_state(self.sub)
         self.version = 0
@@ -160,6 +184,14 @@ class FedSODA(LMAlgorithm):
         self.oda_initial_flops = 0.0
         if cfg.oda_initial_steps:
             self.oda_initial_loss, self.oda_initial_flops = self.align(cfg.oda_initial_steps, ("oda_initial",))
+
+    def _full_lora(self, lora: LoraSpec) -> LoraSpec:
+        """The full model's LoRA spec: ``lora.layers`` names sub-model layers, so the full
+        model's adapters go to the original layers ``kept[i]`` they stand for (every sub
+        adapter then has its counterpart in ``name_map``)."""
+        if lora.layers is None:
+            return lora
+        return lora.model_copy(update={"layers": tuple(self.kept[i] for i in lora.layer_indices(len(self.kept)))})
 
     # --- the contract -----------------------------------------------------------------------
 
@@ -180,8 +212,7 @@ class FedSODA(LMAlgorithm):
         """Run ``job`` (see :class:`fl.fedavg_lora.LocalTrainJob`) on the sub-model."""
         cfg = self.config
         set_lora_state(self.sub, job.received.decode())
-        batches = (collate(self.task, idx) for idx in job.batches)
-        losses = local_train(self.sub, batches, cfg.local_steps, cfg.lr, job.generator(), cfg.weight_decay)
+        losses = self.train_model(self.sub, self.prefix, job.batches, cfg.lr, job.generator(), cfg.weight_decay)
         return TrainedUpload(LoraPayload.encode(lora_state(self.sub), cfg.upload_dtype, cfg.header_bits),
                              tuple(losses))
 
@@ -240,22 +271,26 @@ class FedSODA(LMAlgorithm):
             out[self.name_map[n]] = t.clone()
         return out
 
-    def _grads(self, model, batch: Batch) -> dict[str, torch.Tensor]:
+    def _grads(self, model, prefix, idx: Sequence[int]) -> dict[str, torch.Tensor]:
+        """name -> gradient of the answer loss of the batch ``idx`` w.r.t. each LoRA tensor
+        (from ``prefix``'s cached states when there is one)."""
         params = {n: p for n, p in model.named_parameters() if p.requires_grad}
         model.zero_grad(set_to_none=True)
         with torch.enable_grad():
-            answer_loss(model, batch).backward()
+            with self.forward_ctx():
+                loss = prefix.answer_loss(idx) if prefix is not None else \
+                    answer_loss(model, collate(self.task, idx))
+            loss.backward()
         out = {n: p.grad.detach().clone() for n, p in params.items()}
         model.zero_grad(set_to_none=True)
         return out
 
     def divergence(self) -> float:
         """‖g_S − g_F‖₂ / ‖g_F‖₂ over the kept layers' LoRA gradients on the probe batch."""
-        batch = collate(self.task, self.probe_idx)
         set_lora_state(self.sub, self.global_state)
-        g_s = self._grads(self.sub, batch)
+        g_s = self._grads(self.sub, self.prefix, self.probe_idx)
         set_lora_state(self.full, self.full_state())
-        g_f = self._grads(self.full, batch)
+        g_f = self._grads(self.full, self.full_prefix, self.probe_idx)
         diff = sum(float((g_s[n] - g_f[o]).double().pow(2).sum()) for n, o in self.name_map.items())
         ref = sum(float(g_f[o].double().pow(2).sum()) for o in self.name_map.values())
         return math.sqrt(diff) / max(math.sqrt(ref), 1e-30)
@@ -278,11 +313,14 @@ class FedSODA(LMAlgorithm):
 
     def alignment_loss(self, batch: Batch) -> tuple[torch.Tensor, dict[str, float]]:
         """L = λ_lm·CE + λ_h·Σ_groups mean((h_F − h_S)/rms(h_F))² + λ_kl·KL(p_F ‖ p_S) on ``batch``
-        (the full model, with its adapter state as set, is the teacher; no gradient through it)."""
+        (the full model, with its adapter state as set, is the teacher; no gradient through it).
+        Both models run whole, under the algorithm's autocast; the loss is float32."""
         cfg = self.config
-        with torch.no_grad():
-            h_f, z_f = self._forward(self.full, batch)
-        h_s, z_s = self._forward(self.sub, batch)
+        batch = batch.to(self.device)
+        with self.forward_ctx():
+            with torch.no_grad():
+                h_f, z_f = self._forward(self.full, batch)
+            h_s, z_s = self._forward(self.sub, batch)
         real = batch.attention_mask.bool()  # (B, T)
         hidden = z_s.new_zeros(())
         for i, end in enumerate(self.sgp.group_ends):
@@ -299,6 +337,12 @@ class FedSODA(LMAlgorithm):
         """ODA: ``steps`` AdamW steps of the sub-model's adapters (from the global ones) on
         public batches; the result becomes the global adapter. Returns (mean loss, FLOPs)."""
         cfg = self.config
+        # The prefixes stay valid, no clear(): ODA trains exactly the sub-model's parameters
+        # with requires_grad (its LoRA tensors), the very ones fl.prefix.prefix_layer chose L
+        # from, so all of them sit at or above L; the full model only gets adapters copied in
+        # (set_lora_state), likewise at or above its L. The cached states depend only on the
+        # frozen embeddings (fp16-rounded) and NF4 layers below L, which nothing here touches.
+        # Training anything else (e.g. norms below L) would need self.prefix.clear().
         gen = torch.Generator().manual_seed(int_seed(self.train_root, *stream))
         plan = draw_batches(self.public_idx, cfg.oda_batch_size, steps, gen)
         set_lora_state(self.full, self.full_state())
@@ -324,12 +368,13 @@ class FedSODA(LMAlgorithm):
 
     def evaluate_global(self) -> dict[str, float]:
         """The global adapters in the sub-model (accuracy, loss) and in the full model (_full)."""
+        bs = self.config.eval_batch_size
         set_lora_state(self.sub, self.global_state)
-        m = evaluate(self.sub, self.task, self.test_idx, self.config.eval_batch_size)
+        m = self.eval_model(self.sub, self.prefix, self.test_idx, bs)
         out = {"accuracy": m["accuracy"], "loss": m["loss"]}
         if self.config.eval_full:
             set_lora_state(self.full, self.full_state())
-            f = evaluate(self.full, self.task, self.test_idx, self.config.eval_batch_size)
+            f = self.eval_model(self.full, self.full_prefix, self.test_idx, bs)
             out.update(accuracy_full=f["accuracy"], loss_full=f["loss"])
         return out
 

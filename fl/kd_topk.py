@@ -51,6 +51,16 @@ upload fails keeps the adapter it had (its work never ran). A client's work trav
 message, the batch plans and generator states), so worker processes can run the clients of
 a round in parallel; the trained adapter comes back with the message. One model instance serves all
 clients (their adapters are swapped in and out), so results do not depend on run order.
+
+Device and precision (``execution``): both models sit on the algorithm's device and every
+forward pass runs under its autocast; messages, adapters, teachers and projection targets
+are on the CPU (aggregated, checkpointed and sent to worker processes from there) and move
+to the device where a model uses them. When a model's adapters all sit in layers >= L >= 1
+(``lora.layers``), its private CE steps, its public-batch outputs (logits, and projections
+of hidden states at or above L) and its evaluation run from the frozen prefix's cached
+states entering layer L (:mod:`fl.prefix`): one prefix for the server model, one for the
+shared client model (clients differ only in adapters, which sit at or above L). The
+simulated FLOPs are those of the method, whatever the simulator saves.
 """
 
 from __future__ import annotations
@@ -77,7 +87,7 @@ from fl.models import add_lora, bytes_resident, count_parameters, keep_layers, l
 from fl.payload import DTYPE_BITS, SCALE_BITS
 from fl.seeding import int_seed, numpy_stream
 from fl.topk_payload import TopKPayload, count_bits, index_bits, topk_bits
-from fl.train import answer_loss, causal_lm, draw_batches, evaluate
+from fl.train import answer_loss, causal_lm, draw_batches
 
 __all__ = ["ProjectionSpec", "KDTopKConfig", "KDTopK", "KDUpdate", "DistilJob", "TrainedLogits", "choose_k",
            "PublicSelection"]
@@ -186,6 +196,8 @@ class KDTopK(LMAlgorithm):
 
     name = "kd_topk"
     Config = KDTopKConfig
+    # the frozen prefixes of the two models: a fresh build recreates them (None or not)
+    _REBUILT_ATTRS = LMAlgorithm._REBUILT_ATTRS + ("server_prefix", "client_prefix")
 
     def __init__(self, config: KDTopKConfig, context: AlgorithmContext) -> None:
         super().__init__(config, context)
@@ -193,6 +205,7 @@ class KDTopK(LMAlgorithm):
         data_root = self.seed_roots(cfg, context)
 
         base, self.tokenizer = load_model(cfg.model, cfg.cache_dir)
+        base = base.to(self.device)
         client_base = copy.deepcopy(base)
         if cfg.client_keep_layers is not None:
             keep_layers(client_base, cfg.client_keep_layers)
@@ -220,6 +233,12 @@ class KDTopK(LMAlgorithm):
                                      f"states (-{n}..{n - 1}). Got {layer} instead.")
 
         self.setup_task(cfg, context, self.tokenizer, data_root)
+        # None where a model has adapters in layer 0 (then every step runs the whole model);
+        # two caches share execution.prefix_cache_mb
+        self.server_prefix = self.make_prefix(self.server_model, self.task)
+        self.client_prefix = self.make_prefix(self.client_model, self.task)
+        if self.server_prefix is not None and self.client_prefix is not None:
+            self.server_prefix.max_bytes = self.client_prefix.max_bytes = self.server_prefix.max_bytes // 2
 
         self.client_init = lora_state(self.client_model)
         self.client_states: dict[int, Mapping[str, torch.Tensor]] = {}
@@ -256,25 +275,23 @@ class KDTopK(LMAlgorithm):
         """Run ``job`` on this instance's client model: warm-up (CE only), ``local_steps`` of
         CE + distillation from the downlink teacher, then the top-k message of ``send_plan``."""
         cfg = self.config
-        model = self.client_model
+        model, prefix = self.client_model, self.client_prefix
         set_lora_state(model, self.client_init if job.start is None else job.start)
-        batch = collate(self.task, list(job.public))
-        sel = self.selection(batch)
+        public = list(job.public)
+        sel = self.selection(collate(self.task, public))
         layer = cfg.projection.client_layer
         if job.warm:  # CE only, before any distillation
-            self.train(model, len(job.warm), cfg.lr, _generator(job.warm_state),
-                       [collate(self.task, list(idx)) for idx in job.warm], batch, sel, None, None, layer,
-                       self.client_alpha)
+            self.train(model, len(job.warm), cfg.lr, _generator(job.warm_state), job.warm, public, sel, None,
+                       None, layer, self.client_alpha, prefix=prefix)
         teacher, target = self._teacher_from(job.down) if job.down is not None else (None, None)
-        private = [collate(self.task, list(idx)) for idx in job.batches]
-        losses = self.train(model, cfg.local_steps, cfg.lr, _generator(job.generator_state), private, batch, sel,
-                            teacher, target, layer, self.client_alpha)
+        losses = self.train(model, cfg.local_steps, cfg.lr, _generator(job.generator_state), job.batches, public,
+                            sel, teacher, target, layer, self.client_alpha, prefix=prefix)
         counts = None
         if cfg.k == "adaptive_mass" and job.down is not None:
             counts = self.mass_counts(job.down, int(send_plan.info["k_cap"]))
-        with torch.no_grad():
-            logits, proj = self.public_outputs(model, batch, sel, layer)
-        payload = self.encode_message(logits, proj, send_plan.k, counts)
+        with torch.no_grad(), self.forward_ctx():
+            logits, proj = self.public_outputs(model, public, sel, layer, prefix)
+        payload = self.encode_message(logits, proj, send_plan.k, counts)  # on the CPU
         return TrainedLogits(payload, lora_state(model), tuple(losses))
 
     @property
@@ -304,8 +321,9 @@ class KDTopK(LMAlgorithm):
             sel = self.selection(batch)
             teacher_right.extend(self.teacher_votes(teacher, batch, sel, public))
             gen = torch.Generator().manual_seed(int_seed(self.train_root, "server", public_round))
-            kd_losses.extend(self.train(self.server_model, cfg.server_steps, cfg.server_lr, gen, [], batch, sel,
-                                        teacher, target, cfg.projection.server_layer, cfg.alpha))
+            kd_losses.extend(self.train(self.server_model, cfg.server_steps, cfg.server_lr, gen, [], public, sel,
+                                        teacher, target, cfg.projection.server_layer, cfg.alpha,
+                                        prefix=self.server_prefix))
         if results:
             self.version += 1
         nxt = rnd + 1
@@ -334,13 +352,14 @@ class KDTopK(LMAlgorithm):
         rnd = −1, the initial model, and the last round always), plus client-model accuracy if ``eval_clients``."""
         if not self.is_eval_round(rnd, self.config.eval_every):
             return {}
-        m = evaluate(self.server_model, self.task, self.test_idx, self.config.eval_batch_size)
+        bs = self.config.eval_batch_size
+        m = self.eval_model(self.server_model, self.server_prefix, self.test_idx, bs)
         out = {"accuracy": m["accuracy"], "loss": m["loss"]}
         if self.config.eval_clients:
             accs = []
             for c in sorted(self.client_states) or [None]:
                 set_lora_state(self.client_model, self.client_init if c is None else self.client_states[c])
-                m = evaluate(self.client_model, self.task, self.test_idx, self.config.eval_batch_size)
+                m = self.eval_model(self.client_model, self.client_prefix, self.test_idx, bs)
                 accs.append(m["accuracy"])
             out["client_accuracy"] = float(np.mean(accs))
             out["client_accuracy_min"] = float(np.min(accs))
@@ -358,7 +377,8 @@ class KDTopK(LMAlgorithm):
             return []
         truth = torch.as_tensor(self.task.labels[list(public)])
         decide = batch.target_pos[:, 0]  # (B,) the position whose next token is the first answer token
-        at = (sel.rows[None, :] == torch.arange(len(public))[:, None]) & (sel.cols[None, :] == decide[:, None])
+        rows = torch.arange(len(public), device=sel.rows.device)
+        at = (sel.rows[None, :] == rows[:, None]) & (sel.cols[None, :] == decide[:, None])
         scores = teacher.log_probs[at.float().argmax(1)][:, first]  # (B, L)
         best = scores.max(1).values
         right = (scores.gather(1, truth[:, None]).squeeze(1) == best) & ((scores == best[:, None]).sum(1) == 1)
@@ -434,22 +454,60 @@ class KDTopK(LMAlgorithm):
         rows, cols = batch.attention_mask.nonzero(as_tuple=True)
         return PublicSelection(rows, cols, S)
 
-    def public_outputs(self, model, batch: Batch, sel: PublicSelection, layer: int | None
-                       ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """(logits (T, V), projections (T, r) or None) of ``model`` at the counted positions."""
+    def public_outputs(self, model, public: Sequence[int], sel: PublicSelection, layer: int | None,
+                       prefix=None) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """(logits (T, V), projections (T, r) or None) of ``model`` at the counted positions
+        ``sel`` of the public batch ``public`` (dataset indices), on the model's device.
+
+        layer: the projected hidden state, an index into the model's n + 1 hidden states (0:
+            embeddings, i: after i decoder layers, n or -1: after the final norm); None: none.
+        prefix: ``model``'s :class:`~fl.prefix.FrozenPrefix`, or None. It serves when the
+            projected state is at or above its layer L (states below L are not cached); else
+            the whole model runs.
+        """
         want_hidden = self.proj_A is not None and layer is not None
+        lm = causal_lm(model)
+        n = int(lm.config.num_hidden_layers)
+        j = layer % (n + 1) if want_hidden else None  # the projected state, in 0..n
+        if prefix is not None and (j is None or j >= prefix.layer):
+            return self._prefix_outputs(prefix, public, sel, j)
+        dev = next(model.parameters()).device
+        batch = collate(self.task, public).to(dev)
+        rows, cols = sel.rows.to(dev), sel.cols.to(dev)
         S = batch.input_ids.shape[1]
-        out = causal_lm(model)(
+        out = lm(
             input_ids=batch.input_ids, attention_mask=batch.attention_mask,
             position_ids=_positions(batch.attention_mask), use_cache=False, logits_to_keep=sel.keep,
             output_hidden_states=want_hidden,
         )
-        logits = out.logits[sel.rows, sel.cols - (S - sel.keep)]  # (T, V)
+        logits = out.logits[rows, cols - (S - sel.keep)]  # (T, V)
         proj = None
         if want_hidden:
-            h = out.hidden_states[layer][sel.rows, sel.cols]  # (T, d)
-            proj = h.float() @ self.proj_A.T  # (T, r)
+            h = out.hidden_states[layer][rows, cols]  # (T, d)
+            proj = h.float() @ self.proj_A.to(dev).T  # (T, r)
         return logits, proj
+
+    def _prefix_outputs(self, prefix, public: Sequence[int], sel: PublicSelection, j: int | None
+                        ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """:meth:`public_outputs` from ``prefix``'s cached states entering layer L: only the
+        layers >= L run, and the final norm and the head only at the counted positions.
+        ``j``: the projected hidden state (L <= j <= n), or None."""
+        batch, hidden = prefix.train_states(public)  # hidden (B, S, H) entering layer L
+        dev = hidden.device
+        mask = batch.attention_mask.to(dev)
+        rows, cols = sel.rows.to(dev), sel.cols.to(dev)
+        L, n = prefix.layer, prefix.layer + len(prefix.upper)
+        m = n - L if j is None or j == n else j - L  # upper layers below the projected state
+        if m:
+            hidden = prefix._run(prefix.upper[:m], hidden, mask)
+        h = hidden[rows, cols] if j is not None and j < n else None  # (T, H) the projected state
+        if m < n - L:
+            hidden = prefix._run(prefix.upper[m:], hidden, mask)
+        final = prefix.norm(hidden[rows, cols])  # (T, H) after the final norm
+        if j == n:
+            h = final
+        proj = None if h is None else h.float() @ self.proj_A.to(dev).T  # (T, r)
+        return prefix.head(final), proj  # logits (T, V)
 
     # --- training --------------------------------------------------------------------------
 
@@ -457,31 +515,44 @@ class KDTopK(LMAlgorithm):
         cfg = self.config
         return has_teacher and (alpha > 0 or (cfg.beta > 0 and self.proj_A is not None))
 
-    def train(self, model, steps: int, lr: float, generator: torch.Generator, private: Sequence[Batch],
-              public: Batch, sel: PublicSelection, teacher: Teacher | None, proj_target: torch.Tensor | None,
-              layer: int, alpha: float) -> list[float]:
+    def train(self, model, steps: int, lr: float, generator: torch.Generator,
+              private: Sequence[Sequence[int]], public: Sequence[int], sel: PublicSelection,
+              teacher: Teacher | None, proj_target: torch.Tensor | None, layer: int, alpha: float,
+              prefix=None) -> list[float]:
         """``steps`` AdamW steps on L = CE(private[s]) + α·τ²·KL(teacher ‖ model) + β·projection
-        on the public batch (terms without data are left out); returns the step losses."""
+        on the public batch (terms without data are left out); returns the step losses.
+
+        private: the private batches (dataset index lists); public: the public batch's
+        indices. teacher, proj_target: on any device (moved to the model's). prefix:
+        ``model``'s frozen prefix or None (see :meth:`public_outputs`). Forward passes run
+        under the algorithm's autocast, backward passes outside it.
+        """
         cfg = self.config
         distil = self._distils(teacher is not None, alpha)
         if steps == 0 or (not private and not distil):
             return []
+        dev = next(model.parameters()).device
+        if distil:
+            teacher = teacher.to(dev)
+            proj_target = None if proj_target is None else proj_target.to(dev)
         params = [p for p in model.parameters() if p.requires_grad]
         opt = torch.optim.AdamW(params, lr=lr, weight_decay=cfg.weight_decay)
         tau = cfg.temperature
         losses = []
         model.train()
-        with torch.random.fork_rng(devices=[]):
+        with torch.random.fork_rng(devices=[dev] if dev.type == "cuda" else []):
             torch.manual_seed(int(torch.randint(0, 2**62, (1,), generator=generator)))
             for s in range(steps):
-                loss = answer_loss(model, private[s]) if private else torch.zeros(())
-                if distil:
-                    use_proj = proj_target is not None and cfg.beta > 0
-                    logits, proj = self.public_outputs(model, public, sel, layer if use_proj else None)
-                    if alpha > 0:
-                        loss = loss + alpha * tau ** 2 * kd_loss(logits, teacher, tau).mean()
-                    if proj is not None and cfg.beta > 0:
-                        loss = loss + cfg.beta * projection_loss(proj, proj_target, cfg.projection.normalise).mean()
+                with self.forward_ctx():
+                    loss = self._ce(model, prefix, private[s]) if private else torch.zeros((), device=dev)
+                    if distil:
+                        use_proj = proj_target is not None and cfg.beta > 0
+                        logits, proj = self.public_outputs(model, public, sel, layer if use_proj else None, prefix)
+                        if alpha > 0:
+                            loss = loss + alpha * tau ** 2 * kd_loss(logits, teacher, tau).mean()
+                        if proj is not None and cfg.beta > 0:
+                            loss = loss + cfg.beta * projection_loss(proj, proj_target,
+                                                                     cfg.projection.normalise).mean()
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 opt.step()
@@ -489,11 +560,18 @@ class KDTopK(LMAlgorithm):
         model.eval()
         return losses
 
+    def _ce(self, model, prefix, idx: Sequence[int]) -> torch.Tensor:
+        """The answer loss of the private batch ``idx`` (from ``prefix``'s states if any)."""
+        if prefix is not None:
+            return prefix.answer_loss(idx)
+        return answer_loss(model, collate(self.task, list(idx)))
+
     # --- messages --------------------------------------------------------------------------
 
     def encode_message(self, logits: torch.Tensor, proj: torch.Tensor | None, k: int,
                        counts: torch.Tensor | None = None) -> TopKPayload:
-        """Top-k (or per-position counts) of ``logits`` (T, V) as the configured values/dtype."""
+        """Top-k (or per-position counts) of ``logits`` (T, V) as the configured values/dtype:
+        selected on the logits' device, encoded on the CPU."""
         cfg = self.config
         with torch.no_grad():
             scores = logits.float()
@@ -528,9 +606,11 @@ class KDTopK(LMAlgorithm):
 
     @torch.no_grad()
     def _server_message(self, rnd: int) -> TopKPayload:
-        batch = collate(self.task, self.public_indices(rnd))
-        sel = self.selection(batch)
-        logits, proj = self.public_outputs(self.server_model, batch, sel, self.config.projection.server_layer)
+        public = self.public_indices(rnd)
+        sel = self.selection(collate(self.task, public))
+        with self.forward_ctx():
+            logits, proj = self.public_outputs(self.server_model, public, sel, self.config.projection.server_layer,
+                                               self.server_prefix)
         return self.encode_message(logits, proj, self.k_down)
 
     def download_payload(self, rnd: int) -> TopKPayload:

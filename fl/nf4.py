@@ -1,4 +1,4 @@
-"""4-bit NormalFloat (NF4) quantisation of frozen linear weights, in plain torch (CPU).
+"""4-bit NormalFloat (NF4) quantisation of frozen linear weights, in plain torch (any device).
 
 QLoRA's NF4 (Dettmers et al., "QLoRA: Efficient Finetuning of Quantized LLMs", NeurIPS
 2023, Appendix E, the ``NF4`` table of bitsandbytes): a weight tensor is flattened and cut
@@ -52,6 +52,19 @@ NF4_MAX_HALF_GAP = float((NF4_CODE[1:] - NF4_CODE[:-1]).max()) / 2  # 0.1519 (be
 _MIDPOINTS = (NF4_CODE[1:] + NF4_CODE[:-1]) / 2  # (15,) decision boundaries
 
 _ABSMAX_TORCH = {"fp32": torch.float32, "fp16": torch.float16}
+_ON_DEVICE: dict[tuple[torch.device, str], torch.Tensor] = {}  # the tables on each device, copied once
+
+
+def _table(name: str, device: torch.device) -> torch.Tensor:
+    """``NF4_CODE`` or ``_MIDPOINTS`` on ``device`` (a per-forward host-to-device copy of 16
+    values would stall a GPU in every NF4 layer)."""
+    src = {"code": NF4_CODE, "mid": _MIDPOINTS}[name]
+    if device.type == "cpu":
+        return src
+    key = (device, name)
+    if key not in _ON_DEVICE:
+        _ON_DEVICE[key] = src.to(device)
+    return _ON_DEVICE[key]
 
 
 def nf4_bytes(numel: int, block_size: int = 64, absmax_dtype: AbsmaxDtype = "fp32") -> int:
@@ -68,7 +81,8 @@ def quantize_nf4(weight: torch.Tensor, block_size: int = 64,
     Returns ``(packed, absmax)``: packed (ceil(n_padded / 2),) uint8, two 4-bit code indices
     per byte (even position in the high nibble); absmax (n_blocks,) fp32 or fp16, the
     absolute maximum of each block of ``block_size`` consecutive values of the flattened
-    tensor (the last block zero-padded).
+    tensor (the last block zero-padded). Both on ``weight``'s device (the same values on
+    any device: division, comparison and absmax are exact).
     """
     if block_size < 2 or block_size % 2:
         raise ValueError(f"NF4 block_size must be an even integer >= 2. Got {block_size!r} instead.")
@@ -81,16 +95,17 @@ def quantize_nf4(weight: torch.Tensor, block_size: int = 64,
     scale = absmax.float().clamp(min=torch.finfo(torch.float32).tiny)[:, None]
     # the stored (possibly fp16-rounded) absmax may be just below a block's max: clip to [-1, 1]
     normed = (blocks / scale).clamp(-1.0, 1.0)
-    codes = torch.bucketize(normed, _MIDPOINTS).to(torch.uint8).view(-1)  # (n_padded,) in 0..15
+    codes = torch.bucketize(normed, _table("mid", normed.device)).to(torch.uint8).view(-1)  # (n_padded,) in 0..15
     packed = (codes[0::2] << 4) | codes[1::2]
     return packed, absmax
 
 
 def dequantize_nf4(packed: torch.Tensor, absmax: torch.Tensor, shape: tuple[int, ...] | torch.Size,
                    block_size: int = 64, dtype: torch.dtype = torch.float32) -> torch.Tensor:
-    """The tensor of ``shape`` that :func:`quantize_nf4`'s output encodes, as ``dtype``."""
+    """The tensor of ``shape`` that :func:`quantize_nf4`'s output encodes, as ``dtype``, on
+    ``packed``'s device."""
     codes = torch.stack([packed >> 4, packed & 0x0F], dim=1).view(-1).long()  # (n_padded,)
-    values = NF4_CODE[codes].view(-1, block_size) * absmax.float()[:, None]  # (n_blocks, block)
+    values = _table("code", packed.device)[codes].view(-1, block_size) * absmax.float()[:, None]  # (n_blocks, block)
     numel = math.prod(shape)
     return values.view(-1)[:numel].view(tuple(shape)).to(dtype)
 
@@ -116,7 +131,8 @@ class NF4Linear(nn.Module):
     """A frozen ``nn.Linear`` stored as NF4; dequantises its weight on every forward.
 
     Buffers: ``packed`` (uint8) and ``absmax`` (fp32/fp16), and ``bias`` if the source had
-    one (kept in its dtype). ``in_features``/``out_features`` as ``nn.Linear``.
+    one (kept in its dtype); ``module.to(device)`` moves them, and the weight is dequantised
+    where they are. ``in_features``/``out_features`` as ``nn.Linear``.
     """
 
     def __init__(self, linear: nn.Linear, block_size: int = 64, absmax_dtype: AbsmaxDtype = "fp32") -> None:
@@ -131,7 +147,8 @@ class NF4Linear(nn.Module):
         self.register_buffer("bias", bias)
 
     def dequantized_weight(self, dtype: torch.dtype = torch.float32) -> torch.Tensor:
-        """(out_features, in_features) weight as the forward pass uses it."""
+        """(out_features, in_features) weight as the forward pass uses it, on the buffers'
+        device (under autocast ``F.linear`` casts it to the autocast dtype)."""
         return dequantize_nf4(self.packed, self.absmax, (self.out_features, self.in_features),
                               self.block_size, dtype)
 

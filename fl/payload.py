@@ -56,13 +56,14 @@ class LoraPayload:
 
     @classmethod
     def encode(cls, state: Mapping[str, torch.Tensor], dtype: WireDtype, header_bits: int = 0) -> "LoraPayload":
-        """Encode float tensors for the wire (cast, or int8 absmax quantisation per tensor)."""
+        """Encode float tensors for the wire (cast, or int8 absmax quantisation per tensor);
+        the encoded tensors are on the CPU, whatever device ``state`` is on."""
         if dtype not in DTYPE_BITS:
             raise ValueError(f"Payload dtype must be one of {sorted(DTYPE_BITS)}. Got {dtype!r} instead.")
         tensors: OrderedDict[str, torch.Tensor] = OrderedDict()
         scales: dict[str, float] = {}
         for name, t in state.items():
-            t = t.detach()
+            t = t.detach().to("cpu")  # payloads travel, aggregate and checkpoint from the CPU
             if dtype == "int8":
                 # symmetric: scale = absmax / 127, q = round(x / scale) in [-127, 127]
                 absmax = float(t.abs().max()) if t.numel() else 0.0

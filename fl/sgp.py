@@ -109,10 +109,12 @@ def layer_representations(model: nn.Module, task: EncodedTask, indices: Sequence
                           batch_size: int = 8) -> list[torch.Tensor]:
     """Decoder input and every layer's output on the real tokens of ``indices``.
 
-    Returns L+1 tensors of shape (N_tokens, hidden), float32: index 0 the embeddings, index
-    l+1 the output of layer l (before the final norm).
+    Returns L+1 tensors of shape (N_tokens, hidden), float32, on the CPU (whatever the
+    model's device: the similarities are computed there): index 0 the embeddings, index l+1
+    the output of layer l (before the final norm).
     """
     lm = causal_lm(model)
+    dev = next(lm.parameters()).device
     decoder = lm.get_decoder()
     layers = decoder.layers
     captured: list[torch.Tensor | None] = [None] * (len(layers) + 1)
@@ -129,12 +131,12 @@ def layer_representations(model: nn.Module, task: EncodedTask, indices: Sequence
     lm.eval()
     try:
         for start in range(0, len(indices), batch_size):
-            batch = collate(task, list(indices[start:start + batch_size]))
+            batch = collate(task, list(indices[start:start + batch_size])).to(dev)
             lm(input_ids=batch.input_ids, attention_mask=batch.attention_mask,
                position_ids=_positions(batch.attention_mask), use_cache=False, logits_to_keep=1)
             real = batch.attention_mask.bool()  # (B, T)
             for i, h in enumerate(captured):
-                reps[i].append(h[real].float())  # (n_real, hidden)
+                reps[i].append(h[real].float().cpu())  # (n_real, hidden)
     finally:
         for h in handles:
             h.remove()
@@ -154,10 +156,10 @@ def similarity_matrix(reps: Sequence[torch.Tensor], metric: SimilarityMetric = "
         # tokens that are exactly zero somewhere (e.g. a zero pad embedding) have no direction
         live = torch.stack([r.norm(dim=-1) > 0 for r in reps]).all(0)  # (N,)
         unit = torch.stack([torch.nn.functional.normalize(r[live], dim=-1) for r in reps])  # (n, N', d)
-        return torch.einsum("ind,jnd->ij", unit, unit).div(unit.shape[1]).numpy().astype(np.float64)
+        return torch.einsum("ind,jnd->ij", unit, unit).div(unit.shape[1]).cpu().numpy().astype(np.float64)
     if metric == "cka":
         N = reps[0].shape[0]
-        pick = torch.linspace(0, N - 1, min(N, cka_tokens)).round().long()
+        pick = torch.linspace(0, N - 1, min(N, cka_tokens), device=reps[0].device).round().long()
         grams = []
         for r in reps:
             x = r[pick].double()
@@ -165,7 +167,7 @@ def similarity_matrix(reps: Sequence[torch.Tensor], metric: SimilarityMetric = "
             k = x @ x.T  # (n_tok, n_tok): centred columns give a centred Gram matrix
             grams.append(k / k.norm().clamp(min=1e-30))
         g = torch.stack(grams).flatten(1)  # (n, n_tok²)
-        return (g @ g.T).numpy()
+        return (g @ g.T).cpu().numpy()
     raise ValueError(f"SGP similarity must be 'cosine' or 'cka'. Got {metric!r} instead.")
 
 

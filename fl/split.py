@@ -16,7 +16,8 @@ the shared model's parameters.
 What crosses the cut (:class:`CutActivations` uplink, :class:`CutGradients` downlink) is
 encoded on the wire (:class:`WireTensor`) and the receiver computes only from the decoded
 message: the server really trains on quantised activations, the client on quantised
-gradients. Exact sizes (B examples, T padded tokens, H hidden size, A longest answer,
+gradients. Messages are on the CPU whatever device computed them (each side moves what it
+decodes to its own device). Exact sizes (B examples, T padded tokens, H hidden size, A longest answer,
 V vocabulary):
 
 - activations / gradients: ``B·T·H·b`` bits, ``b`` = 32 (fp32), 16 (fp16, bf16) or 8
@@ -124,9 +125,9 @@ class WireTensor:
 
     @classmethod
     def encode(cls, x: torch.Tensor, dtype: WireDtype) -> "WireTensor":
-        """Encode ``x`` (any float dtype; detached) for the wire."""
+        """Encode ``x`` (any float dtype and device; detached) for the wire, on the CPU."""
         _check_dtype(dtype)
-        x = x.detach().float()
+        x = x.detach().float().cpu()
         if dtype == "fp32":
             return cls(x.clone(), dtype)
         if dtype == "bf16":
@@ -144,7 +145,8 @@ class WireTensor:
         return cls(q, dtype, scale)
 
     def decode(self) -> torch.Tensor:
-        """The float32 tensor the receiver reconstructs (quantisation error included)."""
+        """The float32 tensor the receiver reconstructs (quantisation error included), on the
+        CPU (the receiver moves it to its device)."""
         if self.scale is None:
             return self.data.float()
         return self.data.float() * self.scale
@@ -177,8 +179,9 @@ class CutActivations:
     @classmethod
     def encode(cls, hidden: torch.Tensor, batch: Batch, dtype: WireDtype, vocab_size: int,
                header_bits: int = 0) -> "CutActivations":
-        return cls(WireTensor.encode(hidden, dtype), batch.attention_mask.bool().clone(),
-                   batch.target_ids.clone(), batch.target_mask.clone(), int(vocab_size), int(header_bits))
+        return cls(WireTensor.encode(hidden, dtype), batch.attention_mask.bool().cpu().clone(),
+                   batch.target_ids.cpu().clone(), batch.target_mask.cpu().clone(), int(vocab_size),
+                   int(header_bits))
 
     @property
     def bits(self) -> int:
@@ -192,7 +195,7 @@ class CutActivations:
         0 where the mask is False, as :func:`fl.data.collate` does."""
         T = self.acts.shape[1]
         n = self.target_mask.sum(1, keepdim=True)  # (B, 1)
-        j = torch.arange(self.target_mask.shape[1])[None, :]  # (1, A)
+        j = torch.arange(self.target_mask.shape[1], device=self.target_mask.device)[None, :]  # (1, A)
         pos = T - n - 1 + j
         return torch.where(self.target_mask, pos, torch.zeros_like(pos))  # 0 where masked (as collate)
 
@@ -236,8 +239,9 @@ class _ClientPart(nn.Module):
         self.layers = nn.ModuleList(layers)
         self._run = run  # SplitModel._client_forward: uses these very submodules
 
-    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        return self._run(input_ids, attention_mask)
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor,
+                hidden: torch.Tensor | None = None, start: int = 0) -> torch.Tensor:
+        return self._run(input_ids, attention_mask, hidden, start)
 
 
 class SplitModel:
@@ -310,7 +314,7 @@ class SplitModel:
 
         pos = _positions(attention_mask)  # (B, T)
         causal = create_causal_mask(config=self.config, inputs_embeds=hidden,
-                                    attention_mask=attention_mask.long(), past_key_values=None,
+                                    attention_mask=attention_mask.long(), cache=None,
                                     position_ids=pos)
         return causal, self.rotary(hidden, position_ids=pos), pos
 
@@ -318,26 +322,36 @@ class SplitModel:
         causal, rope, pos = self._mask_and_rope(hidden, attention_mask)
         for layer in layers:
             hidden = layer(hidden, attention_mask=causal, position_embeddings=rope, position_ids=pos,
-                           past_key_values=None, use_cache=False)
+                           cache=None, use_cache=False)
         return hidden
 
-    def _client_forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        return self._layers(self.client_layers, self.embed(input_ids), attention_mask)
+    def _client_forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor,
+                        hidden: torch.Tensor | None = None, start: int = 0) -> torch.Tensor:
+        hidden = self.embed(input_ids) if hidden is None else hidden
+        return self._layers(self.client_layers[start:], hidden, attention_mask)
 
-    def client_forward(self, batch: Batch, tensors: Mapping[str, torch.Tensor] | None = None) -> torch.Tensor:
-        """Cut-layer activations (B, T, H) of ``batch``.
+    def client_forward(self, batch: Batch, tensors: Mapping[str, torch.Tensor] | None = None,
+                       hidden: torch.Tensor | None = None, start: int = 0) -> torch.Tensor:
+        """Cut-layer activations (B, T, H) of ``batch`` (its tensors on the model's device).
 
         tensors: the client's own LoRA tensors by model name (they replace the shared
             model's for this call; gradients flow to them); None uses the model's own.
+        hidden, start: the hidden states (B, T, H) entering client layer ``start`` (e.g. a
+            :class:`~fl.prefix.FrozenPrefix`'s, when every adapter sits at or above it);
+            the embedding and the layers below ``start`` are then not run.
         """
+        if not 0 <= start < self.cut_layer or (start > 0) != (hidden is not None):
+            raise ValueError(f"client_forward: start must be in [0, {self.cut_layer - 1}], with the hidden "
+                             f"states entering that layer when it is > 0. Got start={start} "
+                             f"{'with' if hidden is not None else 'without'} them.")
+        args = (batch.input_ids, batch.attention_mask, hidden, start)
         if tensors is None:
-            return self._client_forward(batch.input_ids, batch.attention_mask)
+            return self._client_forward(*args)
         unknown = sorted(set(tensors) - set(self._client_key))
         if unknown:
             raise KeyError(f"client_forward: {unknown[:3]} are not client-side LoRA tensors.")
         local = {self._client_key[n]: t for n, t in tensors.items()}
-        return torch.func.functional_call(self._client, local, (batch.input_ids, batch.attention_mask),
-                                          strict=False, tie_weights=False)
+        return torch.func.functional_call(self._client, local, args, strict=False, tie_weights=False)
 
     def server_logits(self, hidden: torch.Tensor, attention_mask: torch.Tensor, keep: int) -> torch.Tensor:
         """Logits (B, keep, V) of the last ``keep`` positions from cut activations (B, T, H)."""

@@ -46,6 +46,14 @@ status, aggregation weight. Round columns: ``steps_planned``, ``steps_completed`
 One model instance serves every client and the server: the client half runs with the
 client's own LoRA tensors (``torch.func.functional_call``), so the forward graphs of
 clients whose steps interleave in simulated time never share parameters.
+
+Device and precision (``execution``): the model and the clients' live LoRA tensors sit on
+the algorithm's device and forward passes run under its autocast; what crosses the cut,
+the adapters that travel and everything aggregated or checkpointed is on the CPU (each side
+moves what it decodes to the device). When every adapter sits in layers >= L >= 1 (e.g.
+``lora.layers: [1, 2]`` with ``cut_layer: 2``), the client half starts from the frozen
+prefix's cached states entering layer L, and evaluation uses them too (:mod:`fl.prefix`);
+the simulated FLOPs and bits are those of the method, whatever the simulator saves.
 """
 
 from __future__ import annotations
@@ -74,7 +82,7 @@ from fl.seeding import int_seed
 from fl.specs import WireDtype
 from fl.split import CutActivations, CutGradients, SplitModel, WireTensor, activation_bits, side_bits, \
     split_profile
-from fl.train import draw_batches, evaluate
+from fl.train import draw_batches
 
 __all__ = ["SplitLoRAConfig", "SplitLoRA", "SplitUpdate", "StepRecord"]
 
@@ -148,7 +156,7 @@ class SplitLoRA(LMAlgorithm):
         data_root = self.seed_roots(config, context)
 
         base, self.tokenizer = load_model(config.model, config.cache_dir)
-        self.model = add_lora(base, config.lora, seed=int_seed(self.train_root, "lora_init"))
+        self.model = add_lora(base.to(self.device), config.lora, seed=int_seed(self.train_root, "lora_init"))
         self.split = SplitModel(self.model, config.cut_layer)
         if not self.split.client_names or not self.split.server_names:
             side = "client" if not self.split.client_names else "server"
@@ -162,6 +170,9 @@ class SplitLoRA(LMAlgorithm):
         self.client_shapes = OrderedDict((n, shapes[n]) for n in self.split.client_names)
 
         self.setup_task(config, context, self.tokenizer, data_root)
+        # None unless every adapter sits above layer 0 (the client side must hold adapters, so
+        # only with cut_layer >= 2): then the client half starts from the cached states
+        self.prefix = self.make_prefix(self.model, self.task)
 
         init = lora_state(self.model)
         self.global_client_state = OrderedDict((n, init[n]) for n in self.split.client_names)
@@ -180,7 +191,8 @@ class SplitLoRA(LMAlgorithm):
         self._progress.pop(client, None)  # an earlier round's leftovers are never aggregated late
         received = yield Receive(self.download_payload(), label="model")
         plan = self.batch_plan(rnd, client)
-        tensors = OrderedDict((n, t.detach().clone().requires_grad_(True)) for n, t in received.decode().items())
+        tensors = OrderedDict((n, t.detach().to(self.device, copy=True).requires_grad_(True))
+                              for n, t in received.decode().items())  # the client's live tensors
         prog = self._progress[client] = _Progress(rnd, len(plan), tensors)
         opt = torch.optim.AdamW(list(tensors.values()), lr=cfg.lr, weight_decay=cfg.weight_decay)
 
@@ -189,9 +201,8 @@ class SplitLoRA(LMAlgorithm):
             held: dict[str, torch.Tensor] = {}  # the client's forward graph, between its events
 
             def forward(send_plan: SendPlan, idx=idx, step=step, held=held) -> CutActivations:
-                batch = collate(self.task, idx)
-                with self._dropout_rng(client, rnd, step, "client"):
-                    held["h"] = self.split.client_forward(batch, tensors)  # (B, T, H), with graph
+                with self._dropout_rng(client, rnd, step, "client"), self.forward_ctx():
+                    batch, held["h"] = self.client_activations(idx, tensors)  # (B, T, H), with graph
                 return CutActivations.encode(held["h"], batch, cfg.activation_dtype, self.split.vocab_size,
                                              cfg.header_bits)
 
@@ -205,7 +216,8 @@ class SplitLoRA(LMAlgorithm):
 
             def backward(grads=grads, held=held) -> None:
                 opt.zero_grad(set_to_none=True)
-                held.pop("h").backward(grads.decode())
+                h = held.pop("h")
+                h.backward(grads.decode().to(h.device, h.dtype))
                 opt.step()
 
             yield Compute(flops=self.client_backward_flops(B, T), work=backward, label="client_bwd")
@@ -224,11 +236,14 @@ class SplitLoRA(LMAlgorithm):
         activations, forward + backward, AdamW step on the server-side adapter, encode the
         activation gradients."""
         cfg = self.config
-        hidden = msg.acts.decode().requires_grad_(True)  # (B, T, H): what the server received
+        dev = self.device
+        # (B, T, H): what the server received, as a leaf of its own on the server's device
+        hidden = msg.acts.decode().to(dev, copy=True).requires_grad_(True)
         self.server_opt.zero_grad(set_to_none=True)
         with self._dropout_rng(client, rnd, step, "server"):
-            loss = self.split.server_loss(hidden, msg.attention_mask, msg.target_ids, msg.target_mask,
-                                          msg.target_pos())
+            with self.forward_ctx():
+                loss = self.split.server_loss(hidden, msg.attention_mask.to(dev), msg.target_ids.to(dev),
+                                              msg.target_mask.to(dev), msg.target_pos().to(dev))
             loss.backward()
         self.server_opt.step()
         self.server_steps += 1
@@ -299,8 +314,19 @@ class SplitLoRA(LMAlgorithm):
     def evaluate_global(self) -> dict[str, float]:
         """Accuracy and answer loss of the unsplit global model on the test set."""
         self.load_global_client_state()
-        m = evaluate(self.model, self.task, self.test_idx, self.config.eval_batch_size)
+        m = self.eval_model(self.model, self.prefix, self.test_idx, self.config.eval_batch_size)
         return {"accuracy": m["accuracy"], "loss": m["loss"]}
+
+    def client_activations(self, idx: Sequence[int], tensors: Mapping[str, torch.Tensor] | None = None):
+        """(the batch of ``idx``, its cut-layer activations (B, T, H) on the device) with the
+        client-side tensors ``tensors`` (None: the shared model's): from the frozen prefix's
+        cached states when there is one, else from the embeddings."""
+        if self.prefix is None:
+            batch = collate(self.task, idx).to(self.device)
+            return batch, self.split.client_forward(batch, tensors)
+        batch, hidden = self.prefix.train_states(idx)
+        batch = batch.to(hidden.device)
+        return batch, self.split.client_forward(batch, tensors, hidden, self.prefix.layer)
 
     @torch.no_grad()
     def load_global_client_state(self) -> None:
@@ -414,14 +440,16 @@ class SplitLoRA(LMAlgorithm):
 
 
 class _SeededRng:
-    """Context: train mode (LoRA dropout active) under a forked, seeded global torch RNG."""
+    """Context: train mode (LoRA dropout active) under a forked, seeded global torch RNG (and
+    that of the model's CUDA device, where dropout then draws)."""
 
     def __init__(self, seed: int, model: torch.nn.Module) -> None:
         self.seed = seed
         self.model = model
 
     def __enter__(self):
-        self._fork = torch.random.fork_rng(devices=[])
+        dev = next(self.model.parameters()).device
+        self._fork = torch.random.fork_rng(devices=[dev] if dev.type == "cuda" else [])
         self._fork.__enter__()
         torch.manual_seed(self.seed)
         self._was_training = self.model.training

@@ -17,7 +17,9 @@ header                          + header_bits
 int8 is symmetric absmax quantisation per position: scale = max|x| / 127 over the
 position's valid entries, q = round(x / scale) ∈ [−127, 127]; the receiver decodes q·scale,
 so what it aggregates is what travelled, quantisation error included. The same holds for
-fp16/bf16 (cast on encode, float32 on decode).
+fp16/bf16 (cast on encode, float32 on decode). A payload's tensors are on the CPU whatever
+device the logits were computed on (messages are aggregated, checkpointed and sent to other
+processes from there).
 """
 
 from __future__ import annotations
@@ -86,7 +88,7 @@ def _encode_rows(x: torch.Tensor, mask: torch.Tensor, dtype: str) -> tuple[torch
     x = x.detach().float().masked_fill(~mask, 0.0)
     if dtype != "int8":
         return x.to(_TORCH[dtype]), None
-    absmax = x.abs().amax(1) if x.shape[1] else torch.zeros(x.shape[0])
+    absmax = x.abs().amax(1) if x.shape[1] else torch.zeros(x.shape[0], device=x.device)
     scale = (absmax / _INT8_MAX).float()  # (T,) fp32
     safe = torch.where(scale > 0, scale, torch.ones_like(scale))
     q = torch.round(x / safe[:, None]).clamp_(-_INT8_MAX, _INT8_MAX).to(torch.int8)
@@ -126,8 +128,10 @@ class TopKPayload:
                counts_bits: int = 0, proj: torch.Tensor | None = None, header_bits: int = 0) -> "TopKPayload":
         """Encode a message. ``variable``: per-position counts travel (``counts_bits`` each);
         otherwise every position must carry the same number of entries, and K = V is sent
-        dense (entries reordered by vocabulary index)."""
+        dense (entries reordered by vocabulary index). The payload is on the CPU."""
         _value_bits(dtype)
+        msg = SparseLogits(msg.values.detach().cpu(), msg.indices.cpu(), msg.mask.cpu())
+        proj = None if proj is None else proj.detach().cpu()
         counts = msg.k_per_token
         K = msg.values.shape[1]
         if variable:
@@ -149,7 +153,7 @@ class TopKPayload:
                 indices = msg.indices.clone()
         p, ps = (None, None)
         if proj is not None:
-            p, ps = _encode_rows(proj, torch.ones(proj.shape, dtype=torch.bool), dtype)
+            p, ps = _encode_rows(proj, torch.ones(proj.shape, dtype=torch.bool, device=proj.device), dtype)
         return cls(values, indices, dtype, int(vocab_size), counts_out, int(counts_bits), scales, p, ps,
                    int(header_bits))
 
@@ -157,13 +161,14 @@ class TopKPayload:
         """(the message as the receiver sees it, float32; projections (T, r) or None)."""
         values = _decode_rows(self.values, self.scales)
         T, K = values.shape
+        dev = values.device
         if self.indices is None:
-            indices = torch.arange(K).expand(T, K).clone()
-            mask = torch.ones(T, K, dtype=torch.bool)
+            indices = torch.arange(K, device=dev).expand(T, K).clone()
+            mask = torch.ones(T, K, dtype=torch.bool, device=dev)
         else:
             indices = self.indices
-            mask = (torch.arange(K)[None, :] < self.counts[:, None]) if self.counts is not None \
-                else torch.ones(T, K, dtype=torch.bool)
+            mask = (torch.arange(K, device=dev)[None, :] < self.counts[:, None]) if self.counts is not None \
+                else torch.ones(T, K, dtype=torch.bool, device=dev)
         proj = None if self.proj is None else _decode_rows(self.proj, self.proj_scales)
         return SparseLogits(values.masked_fill(~mask, 0.0), indices, mask), proj
 
