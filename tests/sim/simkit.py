@@ -4,12 +4,31 @@ from __future__ import annotations
 
 import copy
 import math
+import textwrap
 
 import pytest
 
 from fl.actions import Compute, Receive, Send, SendPlan
 from fl.algorithm import Algorithm, AlgorithmConfig, AlgorithmContext
 from sim.scenario import Scenario
+
+# A small valid scenario as YAML text (scenario-loading tests edit it line by line).
+GOOD_YAML = textwrap.dedent("""\
+    name: tiny
+    seed: 3
+    network:
+      layout: {kind: single_cell, radius_m: 200}
+      pathloss: {kind: uma}
+      uplink_bandwidth_hz: 10.0e6
+    clients:
+      n_clients: 4
+      groups:
+        - {name: walkers, mobility: {kind: static}}
+    fl:
+      algorithm: surrogate
+      rounds: 2
+      clients_per_round: 2
+""")
 
 BASE = {
     "name": "t",

@@ -3,30 +3,14 @@
 from __future__ import annotations
 
 import json
-import textwrap
 
 import pytest
 from typer.testing import CliRunner
 
 from sim.cli import app
+from simkit import GOOD_YAML as GOOD
 from sim.scenario import ScenarioError, apply_overrides, load_scenario
 
-GOOD = textwrap.dedent("""\
-    name: tiny
-    seed: 3
-    network:
-      layout: {kind: single_cell, radius_m: 200}
-      pathloss: {kind: uma}
-      uplink_bandwidth_hz: 10.0e6
-    clients:
-      n_clients: 4
-      groups:
-        - {name: walkers, mobility: {kind: static}}
-    fl:
-      algorithm: surrogate
-      rounds: 2
-      clients_per_round: 2
-""")
 
 
 def _write(tmp_path, text, name="s.yaml"):

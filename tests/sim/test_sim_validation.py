@@ -24,6 +24,7 @@ from typer.testing import CliRunner
 from fl.algorithm import ALGORITHMS
 from fl.partition import PARTITIONERS
 from sim.cli import app
+from simkit import GOOD_YAML as GOOD
 from sim.mac import MAC
 from sim.radio_config import DROPS, FADING, LAYOUTS, MOBILITY, PATHLOSS, RATES
 from sim.scenario import (MAX_YAML_NODES, Scenario, ScenarioError, apply_overrides, load_scenario,
@@ -32,22 +33,6 @@ from sim.selection import SELECTION
 
 ROOT = Path(__file__).resolve().parents[2]
 
-GOOD = textwrap.dedent("""\
-    name: tiny
-    seed: 3
-    network:
-      layout: {kind: single_cell, radius_m: 200}
-      pathloss: {kind: uma}
-      uplink_bandwidth_hz: 10.0e6
-    clients:
-      n_clients: 4
-      groups:
-        - {name: walkers, mobility: {kind: static}}
-    fl:
-      algorithm: surrogate
-      rounds: 2
-      clients_per_round: 2
-""")
 
 REGISTRIES = {"layout": LAYOUTS, "drop": DROPS, "mobility": MOBILITY, "pathloss": PATHLOSS,
               "fading": FADING, "rate": RATES, "mac": MAC, "selection": SELECTION,
