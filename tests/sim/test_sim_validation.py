@@ -366,14 +366,13 @@ def test_scenario_specs_pickle():
     assert again == scn and type(again.network.mac).__name__ == "MacProportionalFair"
 
 
-def test_group_names_are_the_runs():
-    import sim.simulation
-
-    run_groups = getattr(sim.simulation, "_group_of", None)
-    if run_groups is None:
-        pytest.skip("the run uses ClientsSpec.group_names itself")
-    scn = load_scenario(ROOT / "scenarios" / "umi_street_canyon.yaml")
-    assert scn.clients.group_names() == run_groups(scn, scn.clients.n_clients)
+def test_group_names_are_contiguous_blocks_by_largest_remainder():
+    groups = ("[{name: a, fraction: 0.5, mobility: static}, {name: b, fraction: 0.3, mobility: static},"
+              " {name: c, fraction: 0.2, mobility: static}]")
+    scn = load_scenario(ROOT / "scenarios" / "surrogate_quickstart.yaml",
+                        ["clients.n_clients=7", f"clients.groups={groups}"])
+    # exact shares 3.5, 2.1, 1.4 -> floors 3, 2, 1; the one left goes to the largest remainder (a)
+    assert scn.clients.group_names() == ["a"] * 4 + ["b"] * 2 + ["c"]
 
 
 # ----------------------------------------------------------------------------- shipped files, no torch
