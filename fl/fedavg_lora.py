@@ -46,7 +46,7 @@ from fl.seeding import int_seed
 from fl.specs import WireDtype
 from fl.train import draw_batches
 
-__all__ = ["FedAvgLoRAConfig", "FedAvgLoRA", "LoraUpdate", "LocalTrainJob", "TrainedUpload"]
+__all__ = ["FedAvgLoRAConfig", "FedAvgLoRA", "LoraUpdate", "LocalTrainJob", "TrainedUpload", "batched_updates"]
 
 
 @dataclass(frozen=True)
@@ -177,28 +177,10 @@ class FedAvgLoRA(LMAlgorithm):
         return TrainedUpload(LoraPayload.encode(trained, cfg.upload_dtype, cfg.header_bits), tuple(losses))
 
     def run_jobs(self, items):
-        """Several clients' :class:`LocalTrainJob` s as one batched multi-LoRA training
-        (:func:`fl.multilora.train_clients`, from the frozen prefix when there is one): every
-        upload equals the client's :meth:`local_update` to float tolerance. One job, LoRA
-        dropout, or plans of unequal shape: one after another."""
-        cfg = self.config
-        jobs = [job for job, _ in items]
-        shapes = {(len(j.batches), *map(len, j.batches)) for j in jobs}
-        if len(jobs) < 2 or cfg.lora.dropout > 0 or len(shapes) != 1 \
-                or not all(isinstance(j, LocalTrainJob) for j in jobs):
-            return super().run_jobs(items)
-        from fl.multilora import train_clients
-
-        starts = [j.received.decode() for j in jobs]
-        trained = train_clients(self.model, self.task, starts, [j.batches for j in jobs], cfg.lr,
-                                cfg.weight_decay, prefix=self.prefix, forward_ctx=self.forward_ctx)
-        out = []
-        for start, (state, losses) in zip(starts, trained):
-            if cfg.upload == "delta":
-                state = OrderedDict((n, state[n] - start[n]) for n in state)
-            out.append(TrainedUpload(LoraPayload.encode(state, cfg.upload_dtype, cfg.header_bits),
-                                     tuple(losses)))
-        return out
+        """Several clients' :class:`LocalTrainJob` s as one batched multi-LoRA training (see
+        :func:`batched_updates`); one after another when they cannot share a batch."""
+        out = batched_updates(self, self.model, self.prefix, items, self.config.upload)
+        return out if out is not None else super().run_jobs(items)
 
     def size_update(self, capacity_bits: float) -> SendPlan:
         """The upload's exact size; a fixed-size adapter ignores the capacity."""
@@ -267,3 +249,27 @@ class FedAvgLoRA(LMAlgorithm):
             "n_test": int(len(self.test_idx)),
             "n_public": int(len(self.public_idx)),
         }
+
+
+def batched_updates(algo: LMAlgorithm, model, prefix, items, upload: str = "adapter") -> list[TrainedUpload] | None:
+    """The uploads of several clients' :class:`LocalTrainJob` s (``items``: (job, plan)
+    pairs) trained as one batch on ``model`` (:func:`fl.multilora.train_clients`, from
+    ``prefix``'s cached states when there is one): each equals what the client's own update
+    gives, to float tolerance. None when they cannot share a batch — one job, LoRA dropout,
+    or plans of unequal shape. ``upload``: ``adapter`` or ``delta`` (trained − received)."""
+    from fl.multilora import train_clients
+
+    cfg = algo.config
+    jobs = [job for job, _ in items]
+    if len(jobs) < 2 or cfg.lora.dropout > 0 or not all(isinstance(j, LocalTrainJob) for j in jobs) \
+            or len({(len(j.batches), *map(len, j.batches)) for j in jobs}) != 1:
+        return None
+    starts = [j.received.decode() for j in jobs]
+    trained = train_clients(model, algo.task, starts, [j.batches for j in jobs], cfg.lr, cfg.weight_decay,
+                            prefix=prefix, forward_ctx=algo.forward_ctx)
+    out = []
+    for start, (state, losses) in zip(starts, trained):
+        if upload == "delta":
+            state = OrderedDict((n, state[n] - start[n]) for n in state)
+        out.append(TrainedUpload(LoraPayload.encode(state, cfg.upload_dtype, cfg.header_bits), tuple(losses)))
+    return out

@@ -78,7 +78,7 @@ from fl.algorithm import AlgorithmContext, register_algorithm
 from fl.algorithms.fedsoda.config import FedSODAConfig
 from fl.lm_algorithm import LMAlgorithm, LMReplica
 from fl.data import Batch, batch_shape, collate
-from fl.fedavg_lora import LocalTrainJob, LoraUpdate, TrainedUpload
+from fl.fedavg_lora import LocalTrainJob, LoraUpdate, TrainedUpload, batched_updates
 from fl.flops import profile
 from fl.models import add_lora, count_parameters, count_trainable, keep_layers, load_model, lora_shapes, \
     lora_state, set_lora_state
@@ -215,6 +215,13 @@ class FedSODA(LMAlgorithm):
         losses = self.train_model(self.sub, self.prefix, job.batches, cfg.lr, job.generator(), cfg.weight_decay)
         return TrainedUpload(LoraPayload.encode(lora_state(self.sub), cfg.upload_dtype, cfg.header_bits),
                              tuple(losses))
+
+    def run_jobs(self, items):
+        """Several clients' jobs as one batched multi-LoRA training on the sub-model
+        (:func:`fl.fedavg_lora.batched_updates`); one after another when they cannot share
+        a batch."""
+        out = batched_updates(self, self.sub, self.prefix, items)
+        return out if out is not None else super().run_jobs(items)
 
     def replica(self) -> LMReplica:
         """As :meth:`LMAlgorithm.replica`, without the initial ODA pass: it changes only the

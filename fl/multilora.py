@@ -144,10 +144,10 @@ def train_clients(model: nn.Module, task, starts: Sequence[Mapping[str, torch.Te
     if set(trainable) != covered:
         raise ValueError(f"train_clients trains LoRA A/B tensors only; also trainable: "
                          f"{sorted(set(trainable) - covered)[:3]}.")
-    dev = next(model.parameters()).device
-    A = {m: torch.stack([s[a] for s in starts]).to(dev).requires_grad_(True)
+    # the clients' tensors where and as the model holds its own (as set_lora_state copies them)
+    A = {m: torch.stack([s[a] for s in starts]).to(params[a].device, params[a].dtype).requires_grad_(True)
          for m, (a, _) in names.items()}  # (C, r, d_in)
-    B = {m: torch.stack([s[b] for s in starts]).to(dev).requires_grad_(True)
+    B = {m: torch.stack([s[b] for s in starts]).to(params[b].device, params[b].dtype).requires_grad_(True)
          for m, (_, b) in names.items()}  # (C, d_out, r)
     opt = torch.optim.AdamW([*A.values(), *B.values()], lr=lr, weight_decay=weight_decay)
     losses: list[list[float]] = [[] for _ in range(n)]
