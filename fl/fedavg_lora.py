@@ -214,7 +214,7 @@ class FedAvgLoRA(LMAlgorithm):
         """Accuracy and answer loss of the current global adapter on the test set."""
         set_lora_state(self.model, self.global_state)
         m = self.eval_model(self.model, self.prefix, self.test_idx, self.config.eval_batch_size)
-        return {"accuracy": m["accuracy"], "loss": m["loss"]}
+        return self.reported(m)
 
     def download_payload(self) -> LoraPayload:
         """The global adapter encoded for the downlink (encoded once per global version)."""

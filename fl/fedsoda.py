@@ -378,7 +378,7 @@ class FedSODA(LMAlgorithm):
         bs = self.config.eval_batch_size
         set_lora_state(self.sub, self.global_state)
         m = self.eval_model(self.sub, self.prefix, self.test_idx, bs)
-        out = {"accuracy": m["accuracy"], "loss": m["loss"]}
+        out = self.reported(m)
         if self.config.eval_full:
             set_lora_state(self.full, self.full_state())
             f = self.eval_model(self.full, self.full_prefix, self.test_idx, bs)

@@ -354,7 +354,7 @@ class KDTopK(LMAlgorithm):
             return {}
         bs = self.config.eval_batch_size
         m = self.eval_model(self.server_model, self.server_prefix, self.test_idx, bs)
-        out = {"accuracy": m["accuracy"], "loss": m["loss"]}
+        out = self.reported(m)
         if self.config.eval_clients:
             accs = []
             for c in sorted(self.client_states) or [None]:

@@ -145,6 +145,12 @@ class LMAlgorithm(Algorithm):
                 model.train(was)
             return rank_metrics(scores, self.task, indices)
 
+    @staticmethod
+    def reported(m: Mapping[str, float]) -> dict[str, float]:
+        """What an evaluation reports of :meth:`eval_model`'s metrics: accuracy with its 95 %
+        Wilson interval (``accuracy_lo``, ``accuracy_hi``), loss, and ``n_eval``."""
+        return {k: m[k] for k in ("accuracy", "accuracy_lo", "accuracy_hi", "loss", "n_eval")}
+
     def ce_flops(self, flop_profile, plan: Sequence[Sequence[int]]) -> float:
         """Matmul FLOPs of CE training steps on these batches (index lists) of the task, for
         the model ``flop_profile`` describes (the head runs on the answer positions: see

@@ -315,7 +315,7 @@ class SplitLoRA(LMAlgorithm):
         """Accuracy and answer loss of the unsplit global model on the test set."""
         self.load_global_client_state()
         m = self.eval_model(self.model, self.prefix, self.test_idx, self.config.eval_batch_size)
-        return {"accuracy": m["accuracy"], "loss": m["loss"]}
+        return self.reported(m)
 
     def client_activations(self, idx: Sequence[int], tensors: Mapping[str, torch.Tensor] | None = None):
         """(the batch of ``idx``, its cut-layer activations (B, T, H) on the device) with the

@@ -181,12 +181,19 @@ def evaluate(model: nn.Module, task: EncodedTask, indices: Sequence[int] | None 
 
 
 def rank_metrics(scores: torch.Tensor, task: EncodedTask, indices: Sequence[int]) -> dict[str, float]:
-    """Accuracy and answer loss from label scores (N, L) of the examples ``indices``."""
+    """Accuracy (with its 95 % Wilson interval ``accuracy_lo``/``accuracy_hi``), answer loss
+    and ``n_eval`` from label scores (N, L) of the examples ``indices``."""
+    from fl.metrics import wilson_interval
+
     truth = torch.as_tensor(task.labels[list(indices)])
     lengths = torch.tensor([len(a) for a in task.answers])[truth]  # answer tokens per example
     nll = -scores.gather(1, truth[:, None]).squeeze(1)
+    right = int((scores.argmax(1) == truth).sum())
+    lo, hi = wilson_interval(right, len(indices))
     return {
-        "accuracy": float((scores.argmax(1) == truth).float().mean()),
+        "accuracy": right / len(indices),
+        "accuracy_lo": lo,
+        "accuracy_hi": hi,
         "loss": float(nll.sum() / lengths.sum()),
         "n_eval": float(len(indices)),
     }

@@ -57,6 +57,12 @@ def _fmt(v, unit: str = "") -> str:
     return f"{v}{unit}"
 
 
+def _acc(m: dict) -> str:
+    """An accuracy with its interval when it has one: ``0.483 [0.362, 0.607]``."""
+    lo, hi = m.get("accuracy_lo"), m.get("accuracy_hi")
+    return _fmt(m.get("accuracy")) + (f" [{lo:.3g}, {hi:.3g}]" if lo is not None and hi is not None else "")
+
+
 def _summary_table(summary: dict, title: str | None = None) -> Table:
     t = Table(title=title or f"fedwave run: {summary.get('scenario')}", show_header=False)
     t.add_column("what", style="bold")
@@ -76,7 +82,9 @@ def _summary_table(summary: dict, title: str | None = None) -> Table:
     t.add_row("events", _fmt(tot.get("events")))
     ini, fin = summary.get("initial") or {}, summary.get("final", {})
     if ini.get("accuracy") is not None:
-        t.add_row("accuracy: untrained → final", f"{_fmt(ini.get('accuracy'))} → {_fmt(fin.get('accuracy'))}")
+        n = fin.get("n_eval") or ini.get("n_eval")
+        t.add_row("accuracy: untrained → final", f"{_acc(ini)} → {_acc(fin)}"
+                  + (f" (95 % Wilson, n = {int(n)})" if n and fin.get("accuracy_lo") is not None else ""))
         t.add_row("loss: untrained → final", f"{_fmt(ini.get('loss'))} → {_fmt(fin.get('loss'))}")
     else:
         t.add_row("final accuracy", _fmt(fin.get("accuracy")))

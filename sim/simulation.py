@@ -59,6 +59,8 @@ from sim.trace import Tracer
 __all__ = ["Simulation", "RunResult", "Client", "Cell", "Server", "ROUND_COLUMNS"]
 
 CHECKPOINT_KIND = "simulation-checkpoint"
+# what summary.json reports of an evaluation: accuracy with its 95 % Wilson interval, loss, n
+_REPORTED = ("accuracy", "accuracy_lo", "accuracy_hi", "loss", "n_eval")
 
 ROUND_COLUMNS: tuple[str, ...] = (
     "round", "t_start_s", "t_end_s", "n_selected", "n_completed", "n_failed", "bits_up",
@@ -918,6 +920,7 @@ class Simulation:
                          if not math.isnan(r["accuracy"])), None)
         last_loss = next((r["loss"] for r in reversed(df_rows)
                           if not math.isnan(r["loss"])), None)
+        last_eval = next((r for r in reversed(df_rows) if not math.isnan(r["accuracy"])), {})
         surrogate = bool(getattr(self.algorithm, "is_surrogate", False))
         return {
             "scenario": self.scenario.name,
@@ -943,8 +946,9 @@ class Simulation:
                 "bits_lost": float(self.network.bits_lost),
                 "events": len(self.tracer),
             },
-            "initial": {"accuracy": self.initial.get("accuracy"), "loss": self.initial.get("loss")},
-            "final": {"accuracy": last_acc, "loss": last_loss},
+            "initial": {k: self.initial.get(k) for k in _REPORTED},
+            "final": {"accuracy": last_acc, "loss": last_loss,
+                      **{k: last_eval.get(k) for k in _REPORTED if k not in ("accuracy", "loss")}},
         }
 
     def _trajectories(self, n_max: int = 20, n_t: int = 120) -> dict:

@@ -178,7 +178,7 @@ def test_evaluate_follows_eval_every(small_options):
     algo = _algo(small_options, eval_every=2)
     assert algo.evaluate(0) == {}
     m = algo.evaluate(1)
-    assert set(m) == {"accuracy", "loss"} and 0 <= m["accuracy"] <= 1
+    assert set(m) == {"accuracy", "accuracy_lo", "accuracy_hi", "loss", "n_eval"} and 0 <= m["accuracy"] <= 1
     assert algo.evaluate(-1) == m  # the initial model: same global state
 
 

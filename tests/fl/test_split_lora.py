@@ -328,7 +328,7 @@ def test_client_cut_off_before_any_step_contributes_no_adapter(small_options):
 def test_evaluate_uses_global_client_adapter_and_server_adapter(small_options):
     algo = _algo(small_options, local_steps=1)
     m0 = algo.evaluate(-1)
-    assert set(m0) == {"accuracy", "loss"} and math.isfinite(m0["loss"])
+    assert set(m0) == {"accuracy", "accuracy_lo", "accuracy_hi", "loss", "n_eval"} and math.isfinite(m0["loss"])
     algo.global_client_state = {n: t + 0.5 for n, t in algo.global_client_state.items()}
     algo.load_global_client_state()
     live = dict(algo.model.named_parameters())

@@ -36,3 +36,20 @@ def _csv(df):
     import io
 
     return io.StringIO(df.to_csv(index=False))
+
+
+def test_every_real_accuracy_carries_its_interval(tmp_path):
+    import json
+
+    from fl.metrics import wilson_interval
+
+    run_dir, _ = run_scenario(QUICK, TINY[:-1] + ["fl.rounds=1"], out=tmp_path / "r", plots=False)
+    rounds = pd.read_csv(run_dir / "rounds.csv")
+    row = rounds.iloc[-1]
+    n = int(row["n_eval"])
+    assert (row["accuracy_lo"], row["accuracy_hi"]) == pytest.approx(
+        wilson_interval(round(row["accuracy"] * n), n))
+    summary = json.loads((run_dir / "summary.json").read_text())
+    for part in ("initial", "final"):
+        m = summary[part]
+        assert m["accuracy_lo"] <= m["accuracy"] <= m["accuracy_hi"] and m["n_eval"] == n
