@@ -17,7 +17,7 @@ from sim.simulation import ROUND_COLUMNS
 ROOT = Path(__file__).resolve().parents[2]
 SCENARIO = ROOT / "scenarios" / "split_lora.yaml"
 SPLIT_COLUMNS = ["n_aggregated", "n_partial", "steps_planned", "steps_completed", "server_steps",
-                 "partial_adapter_bits", "train_loss"]
+                 "partial_adapter_bits", "train_loss", "accuracy_lo", "accuracy_hi", "n_eval"]
 TINY = ["fl.options.model={kind: tiny, n_layers: 3, hidden: 32, intermediate: 64}",
         "fl.options.data={dataset: fortunes, max_per_class: 12, max_len: 80, n_test: 6}",
         "fl.options.local_steps=2", "fl.options.batch_size=2", "fl.rounds=2", "fl.clients_per_round=2"]
