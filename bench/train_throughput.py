@@ -8,8 +8,10 @@ in one run:
 (a) ``plain PEFT``: the loop one writes by hand with peft — clients one after another,
     ``model(input_ids, attention_mask, labels=...).loss`` (logits at every position);
 (b) fedwave with its features switched on one at a time: the frozen prefix computed once
-    (:mod:`fl.prefix`; cold = the cache filled during the steps, warm = filled before), then
-    clients batched (:mod:`fl.multilora`) 4 and 8 at a time.
+    (:mod:`fl.prefix`; cold = the cache filled during the steps, warm = filled before), first
+    with every row running its whole sequence through the upper layers, then with the
+    prompts' shared head (chat template + question) run once per step; then clients batched
+    (:mod:`fl.multilora`) 4 and 8 at a time.
 
 Then evaluation prompts per second: :func:`fl.train.score_labels` (the model as it was) against
 :meth:`fl.prefix.FrozenPrefix.score_labels`; and the memory of 1, 8 and 32 clients (one shared
@@ -18,8 +20,9 @@ frozen base + each client's adapter; optimiser states exist only while a client 
 The ratio on the last line is that of the fastest fedwave path measured here (warm cache,
 batched or not). Same adapters: the trained adapters of that path are compared with the plain
 loop's. In float32 Adam turns rounding noise on near-zero gradients into visible steps, so
-the check runs a float64 copy (2 clients × 2 steps): equal to 1e-8 is "True"; the float32
-difference is printed beside it. The last line reads::
+the check runs a float64 copy (2 clients × 2 steps, norms in float64 too:
+:func:`fl.models.full_precision_norms`): equal to 1e-8 is "True"; the float32 difference is
+printed beside it. The last line reads::
 
     fedwave / plain PEFT: X.XX× tokens/s (same adapters: True|False)
 
@@ -43,7 +46,7 @@ import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
 from fl.data import collate, encode_task, load_dataset  # noqa: E402
-from fl.models import load_model, lora_state, set_lora_state  # noqa: E402
+from fl.models import full_precision_norms, load_model, lora_state, set_lora_state  # noqa: E402
 from fl.multilora import train_clients  # noqa: E402
 from fl.prefix import FrozenPrefix, prefix_layer  # noqa: E402
 from fl.specs import DataSpec, ModelSpec, TinyLlamaSpec  # noqa: E402
@@ -173,16 +176,20 @@ def main() -> None:
     plain_peft(model, task, start, plans[:1], args.lr)  # warm-up: allocator, lazy imports
     t_plain, plain = timed(lambda: plain_peft(model, task, start, plans, args.lr))
     rows = [("(a) plain PEFT, one client after another", t_plain)]
+    whole = FrozenPrefix(model, task, L, share_head=False)
+    fedwave_alone(model, whole, start, plans, args.lr)  # fills the cache
+    t_whole, _ = timed(lambda: fedwave_alone(model, whole, start, plans, args.lr))
+    rows.append(("(b) fedwave + prefix cache (warm), rows run whole", t_whole))
     pf = FrozenPrefix(model, task, L)
     t_cold, _ = timed(lambda: fedwave_alone(model, pf, start, plans, args.lr))
-    rows.append(("(b) fedwave + prefix cache (cold: filled as it goes)", t_cold))
+    rows.append(("(b) fedwave + prefix cache + shared head (cold)", t_cold))
     t_warm, alone = timed(lambda: fedwave_alone(model, pf, start, plans, args.lr))
-    rows.append(("(b) fedwave + prefix cache (warm)", t_warm))
+    rows.append(("(b) fedwave + prefix cache + shared head (warm)", t_warm))
     adapters = {rows[-1][0]: alone}
     for group in (4, 8):
         if group <= args.clients:
             t_b, got = timed(lambda g=group: fedwave_batched(model, task, pf, start, plans, args.lr, g))
-            rows.append((f"(b) fedwave + prefix cache + {group} clients batched", t_b))
+            rows.append((f"(b) fedwave + prefix + head + {group} clients batched", t_b))
             adapters[rows[-1][0]] = got
     fastest = min(rows[1:], key=lambda r: r[1])  # the fedwave path to use on this machine
     best = adapters.get(fastest[0], alone)
@@ -190,19 +197,24 @@ def main() -> None:
     for name, t in rows:
         print(f"{name:58s}{t:8.2f}{n_tok / t:10.0f}{t_plain / t:9.2f}")
     print(f"prefix cache: {pf.nbytes / 2**20:.1f} MiB for {len(pf._train)} examples (bound "
-          f"{pf.max_bytes / 2**30:.1f} GiB)")
+          f"{pf.max_bytes / 2**30:.1f} GiB; {whole.nbytes / 2**20:.1f} MiB keeping the shared head "
+          f"of {pf.head_len} tokens per example)")
 
     # evaluation: prompts per second, the model as it is, before (plain) and after (cached)
     test = list(range(args.eval_prompts))
     set_lora_state(model, start)
     score_labels(model, task, test[:4], 16)
     t_e0, ref = timed(lambda: score_labels(model, task, test, 16))
+    pfw = FrozenPrefix(model, task, L, share_head=False)
+    pfw.score_labels(test, 16)
+    t_ew, _ = timed(lambda: pfw.score_labels(test, 16))
     pfe = FrozenPrefix(model, task, L)
     t_e1, _ = timed(lambda: pfe.score_labels(test, 16))
     t_e2, got = timed(lambda: pfe.score_labels(test, 16))
-    print(f"evaluation ({len(test)} prompts, {len(task.answers)} labels): plain {len(test) / t_e0:.1f} prompts/s, "
-          f"prefix cold {len(test) / t_e1:.1f}, warm {len(test) / t_e2:.1f} ({t_e0 / t_e2:.2f}× faster per "
-          f"prompt warm); max |score difference| {float((got - ref).abs().max()):.2e}")
+    print(f"evaluation ({len(test)} prompts, {len(task.answers)} labels): plain {len(test) / t_e0:.1f} prompts/s; "
+          f"prefix cache warm, rows whole {len(test) / t_ew:.1f}; + shared head cold {len(test) / t_e1:.1f}, "
+          f"warm {len(test) / t_e2:.1f}; max |score difference| {float((got - ref).abs().max()):.2e}")
+    print(f"evaluation: {t_e0 / t_e2:.2f}× faster per prompt than plain (warm cache; {t_e0 / t_e1:.2f}× cold)")
 
     # memory: one shared frozen base + one adapter per client
     base_bytes = sum(p.numel() * p.element_size() for p in model.parameters() if not p.requires_grad)
@@ -216,8 +228,9 @@ def main() -> None:
     model64, _, _ = build(args.model, args.top, args.rank, dtype=torch.float64, device=dev)
     start64 = lora_state(model64)
     small = [p[:2] for p in plans[:2]]
-    ref64 = plain_peft(model64, task, start64, small, args.lr)
-    got64 = fedwave_batched(model64, task, FrozenPrefix(model64, task, L), start64, small, args.lr, 2)
+    with full_precision_norms():
+        ref64 = plain_peft(model64, task, start64, small, args.lr)
+        got64 = fedwave_batched(model64, task, FrozenPrefix(model64, task, L), start64, small, args.lr, 2)
     d64 = max_rel_diff(got64, ref64)
     same = d64 < 1e-8
     print(f"same adapters: float64 max relative difference {d64:.1e} (2 clients × 2 steps); float32 "

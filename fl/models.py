@@ -10,6 +10,7 @@ so the second load takes about a second instead of ~35 s.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import importlib.util
 import os
@@ -27,6 +28,7 @@ from torch import nn
 from fl.specs import LoraSpec, ModelSpec, TinyLlamaSpec
 
 __all__ = [
+    "full_precision_norms",
     "EMBEDDED_GGUF",
     "ModelLoadError",
     "embedded_gguf_path",
@@ -416,3 +418,26 @@ def bytes_resident(model: nn.Module) -> int:
         seen.add(id(t))
         total += t.numel() * t.element_size()
     return total
+
+
+@contextlib.contextmanager
+def full_precision_norms():
+    """Within the block, Llama's RMSNorm computes in the input's dtype when that is wider
+    than float32 (transformers computes it in float32 whatever the model's dtype, so a
+    float64 model is only float32-exact). For exactness checks: two computations that
+    differ only in summation order then agree to float64 rounding, not float32's."""
+    from transformers.models.llama.modeling_llama import LlamaRMSNorm
+
+    original = LlamaRMSNorm.forward
+
+    def forward(self, hidden_states):
+        if hidden_states.dtype != torch.float64:
+            return original(self, hidden_states)
+        variance = hidden_states.pow(2).mean(-1, keepdim=True)
+        return self.weight.to(torch.float64) * (hidden_states * torch.rsqrt(variance + self.variance_epsilon))
+
+    LlamaRMSNorm.forward = forward
+    try:
+        yield
+    finally:
+        LlamaRMSNorm.forward = original

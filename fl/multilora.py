@@ -104,9 +104,9 @@ def _client_losses(logits_of, batch: Batch, n: int) -> torch.Tensor:
 def _step_losses(model: nn.Module, task, idx: list[int], n: int, prefix) -> torch.Tensor:
     """(C,) mean answer loss of each client's slice of the batch ``idx`` (forward only)."""
     if prefix is not None:
-        batch, hidden = prefix.train_states(idx)
-        h = prefix._run(prefix.upper, hidden, batch.attention_mask.to(hidden.device))
+        batch, hidden = prefix.rest_states(idx)  # after the shared head, run once per client
         batch = batch.to(hidden.device)
+        h = prefix.upper_rest(hidden, batch.attention_mask, groups=n)
 
         def logits_of(keep):
             return prefix.head(prefix.norm(h[:, -keep:, :]))

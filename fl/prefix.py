@@ -7,6 +7,13 @@ training step, round and client — and for evaluation, the prompts' and each la
 continuations' states — so a step runs only layers >= L (forward and backward), the final
 norm and the output head on the answer positions.
 
+The shared head computed once as well: every prompt of a task starts with the same tokens
+(the chat template, the system prompt and the question — 57 of SmolLM2's ~90 prompt tokens
+on the fortunes). Their states in layers >= L depend on the adapters but not on the rest of
+the prompt (causal attention), so each step runs the head once per adapter (a batch of one;
+its keys and values are then shared by every row, and the gradient through them sums over
+the rows, as it must) and only the rest of each sequence per row.
+
 Exact up to float rounding: each sequence's states are computed alone (a batch of one, no
 padding), so they are a function of the sequence only — whatever batch, round, process or
 cache history asked first, a run gives the same bits (and resumes identically). Against the
@@ -25,6 +32,7 @@ caller falls back to the plain model for others (:func:`prefix_layer` returns 0)
 
 from __future__ import annotations
 
+import os
 from typing import Sequence
 
 import torch
@@ -35,7 +43,7 @@ from fl.data import Batch, EncodedTask, collate
 from fl.train import upcast
 from fl.split import layer_of
 
-__all__ = ["prefix_layer", "FrozenPrefix"]
+__all__ = ["prefix_layer", "shared_head", "FrozenPrefix"]
 
 
 def _decoder(model: nn.Module):
@@ -64,6 +72,15 @@ def prefix_layer(model: nn.Module) -> int:
     return min(layers) if layers else 0
 
 
+def shared_head(task: EncodedTask) -> int:
+    """The number of leading tokens every prompt of ``task`` shares (at most the shortest
+    prompt's length minus one, so that every prompt keeps a token of its own)."""
+    if len(task.prompts) == 0:
+        return 0
+    common = os.path.commonprefix([list(p) for p in task.prompts])
+    return max(0, min(len(common), min(len(p) for p in task.prompts) - 1))
+
+
 def _positions(attention_mask: torch.Tensor) -> torch.Tensor:
     # as fl.train: positions count real tokens only, so left padding does not shift them
     return (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
@@ -78,10 +95,12 @@ class FrozenPrefix:
         task: the encoded task whose examples are cached (keys are its indices).
         layer: L, in [1, n_layers - 1] (see :func:`prefix_layer`).
         max_bytes: bound of the cache.
+        share_head: run the prompts' shared head (:func:`shared_head`) once per step and
+            adapter instead of once per row (off: every row runs its whole sequence).
     """
 
     def __init__(self, model: nn.Module, task: EncodedTask, layer: int,
-                 max_bytes: int = 2 << 30) -> None:
+                 max_bytes: int = 2 << 30, share_head: bool = True) -> None:
         lm, dec = _decoder(model)
         if dec is None:
             raise ValueError(f"The frozen prefix needs a Llama-family decoder; {type(lm).__name__} is not one.")
@@ -94,8 +113,10 @@ class FrozenPrefix:
         self.embed, self.rotary, self.norm = dec.embed_tokens, dec.rotary_emb, dec.norm
         self.lower, self.upper = list(dec.layers[:layer]), list(dec.layers[layer:])
         self.head = lm.get_output_embeddings()
-        self._train: dict[int, torch.Tensor] = {}   # example -> (T_i, H) at its real tokens
-        self._eval: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}  # prompt (T_p, H), answers (L, A-1, H)
+        self.head_len = shared_head(task) if share_head else 0  # h: tokens every prompt starts with
+        self._head: torch.Tensor | None = None  # (h, H): the head's state entering layer L
+        self._train: dict[int, torch.Tensor] = {}   # example -> (T_i - h, H) at its real tokens after the head
+        self._eval: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}  # prompt (T_p - h, H), answers (L, A-1, H)
         self.nbytes = 0
         self.hits = 0
         self.misses = 0
@@ -105,6 +126,7 @@ class FrozenPrefix:
         """Forget every cached state (call when anything below layer L changed)."""
         self._train.clear()
         self._eval.clear()
+        self._head = None
         self.nbytes = 0
 
     def _keep(self, nbytes: int) -> bool:
@@ -139,38 +161,118 @@ class FrozenPrefix:
                            cache=cache, use_cache=cache is not None)
         return hidden
 
-    def train_states(self, indices: Sequence[int]) -> tuple[Batch, torch.Tensor]:
-        """The batch :func:`fl.data.collate` builds for ``indices`` and the hidden states
-        (B, T, H) entering layer L at its positions (zeros at padding)."""
-        indices = [int(i) for i in indices]
+    def head_state(self) -> torch.Tensor:
+        """The shared head's state entering layer L: (h, H), computed alone (h = 0: empty)."""
+        if self._head is None:
+            h, dev = self.head_len, self._device()
+            ids = torch.tensor([self.task.prompts[0][:h]], dtype=torch.long, device=dev)
+            if h:
+                self._head = self._lower(ids, torch.ones_like(ids))[0]
+            else:
+                self._head = self.embed(ids)[0].detach()  # (0, H): the right dtype and device
+        return self._head
+
+    def _rest_states(self, indices: list[int]) -> list[torch.Tensor]:
+        """Each example's state entering layer L after the head: (T_i - h, H), from the cache
+        or computed (the whole sequence alone: a function of the sequence only)."""
         missing = [i for i in dict.fromkeys(indices) if i not in self._train]
         fresh: dict[int, torch.Tensor] = {}
-        dev = self._device()
-        for i in missing:  # alone: the state is a function of the sequence only
+        dev, h = self._device(), self.head_len
+        for i in missing:
             b = collate(self.task, [i])
-            state = self._lower(b.input_ids.to(dev), b.attention_mask.to(dev))[0]  # (T_i, H)
+            state = self._lower(b.input_ids.to(dev), b.attention_mask.to(dev))[0, h:]  # (T_i - h, H)
+            state = state.clone() if h else state  # not a view holding the head's rows
             fresh[i] = state
             if self._keep(state.numel() * state.element_size()):
                 self._train[i] = state
         self.misses += len(missing)
         self.hits += len(indices) - len(missing)
+        return [self._train.get(i, fresh.get(i)) for i in indices]
+
+    def train_states(self, indices: Sequence[int]) -> tuple[Batch, torch.Tensor]:
+        """The batch :func:`fl.data.collate` builds for ``indices`` and the hidden states
+        (B, T, H) entering layer L at its positions (zeros at padding)."""
+        indices = [int(i) for i in indices]
+        rest = self._rest_states(indices)
+        head = self.head_state()
         batch = collate(self.task, indices)
         B, T = batch.input_ids.shape
-        first = self._train.get(indices[0], fresh.get(indices[0]))
-        hidden = first.new_zeros((B, T, first.shape[-1]))
-        for row, i in enumerate(indices):
-            state = self._train.get(i, fresh.get(i))
-            hidden[row, T - state.shape[0]:] = state
+        hidden = head.new_zeros((B, T, head.shape[-1]))
+        for row, state in enumerate(rest):
+            n = state.shape[0]
+            hidden[row, T - n - head.shape[0]:T - n] = head
+            hidden[row, T - n:] = state
         return batch, hidden
+
+    def rest_states(self, indices: Sequence[int]) -> tuple[Batch, torch.Tensor]:
+        """As :meth:`train_states` without the shared head's h columns: the batch of the
+        sequences after the head (left-padded to T - h; ``target_pos`` counts from there)
+        and their states (B, T - h, H) entering layer L."""
+        indices = [int(i) for i in indices]
+        rest = self._rest_states(indices)
+        batch = collate(self.task, indices)
+        h = self.head_len
+        B, T = batch.input_ids.shape
+        mask = batch.attention_mask[:, :T - h]  # row i's last T_i - h columns: its tokens after the head
+        real = mask.bool()
+        batch = Batch(torch.where(real, batch.input_ids[:, h:], self.task.pad_id), mask,
+                      torch.where(real, batch.labels[:, h:], -100), batch.target_pos - h,
+                      batch.target_ids, batch.target_mask)
+        hidden = rest[0].new_zeros((B, T - h, rest[0].shape[-1]))
+        for row, state in enumerate(rest):
+            hidden[row, T - h - state.shape[0]:] = state
+        return batch, hidden
+
+    def _head_kv(self, groups: int) -> list[tuple[int, torch.Tensor, torch.Tensor]]:
+        """The shared head run through layers >= L, ``groups`` rows (one per adapter when
+        clients are batched): per layer (its cache index, keys, values)."""
+        from transformers import DynamicCache
+
+        head = self.head_state()
+        cache = DynamicCache(config=self.config)
+        hid = head.unsqueeze(0).expand(groups, -1, -1)
+        self._run(self.upper, hid, torch.ones((groups, head.shape[0]), dtype=torch.long, device=head.device),
+                  cache=cache, first=self._first_upper())
+        out = []
+        for layer in self.upper:
+            idx = layer.self_attn.layer_idx
+            out.append((idx, cache.layers[idx].keys, cache.layers[idx].values))
+        return out
+
+    def _first_upper(self) -> int:
+        return int(getattr(self.upper[0].self_attn, "layer_idx", self.layer))
+
+    def upper_rest(self, hidden: torch.Tensor, mask: torch.Tensor, groups: int = 1, cache=None,
+                   kv=None) -> torch.Tensor:
+        """Layers >= L on the states after the head ``hidden`` (N, T - h, H) with their mask
+        (N, T - h): the head runs once per group (N / ``groups`` consecutive rows share an
+        adapter), its keys and values serve every row. ``cache``: an empty KV cache to fill
+        (default: a fresh one); ``kv``: the head's keys and values from :meth:`_head_kv`, to
+        run it once for many calls with the same adapters."""
+        h = self.head_len
+        if h == 0:
+            return self._run(self.upper, hidden, mask, cache=cache, first=self._first_upper() if cache is not None else None)
+        N = hidden.shape[0]
+        if N % groups:
+            raise ValueError(f"{N} rows do not split into {groups} equal groups.")
+        kv = self._head_kv(groups) if kv is None else kv
+        if cache is None:
+            from transformers import DynamicCache
+
+            cache = DynamicCache(config=self.config)
+        for idx, k, v in kv:  # row g*rows + j: group g's head
+            cache.update(k.repeat_interleave(N // groups, 0), v.repeat_interleave(N // groups, 0), idx)
+        full = torch.cat([mask.new_ones((N, h)), mask], 1)
+        pos = h + _positions(mask)
+        return self._run(self.upper, hidden, full, cache=cache, pos=pos, first=self._first_upper())
 
     # ------------------------------------------------------------------ training
     def answer_loss(self, indices: Sequence[int]) -> torch.Tensor:
         """Mean cross-entropy of the answer tokens of the batch ``indices`` (as
         :func:`fl.train.answer_loss`), running only layers >= L."""
-        batch, hidden = self.train_states(indices)
+        batch, hidden = self.rest_states(indices)
         dev = hidden.device
-        mask = batch.attention_mask.to(dev)
-        hidden = self._run(self.upper, hidden, mask)
+        hidden = self.upper_rest(hidden, batch.attention_mask.to(dev))
         T = hidden.shape[1]
         target_pos, target_mask = batch.target_pos.to(dev), batch.target_mask.to(dev)
         keep = T - int(target_pos[target_mask].min())  # head runs on the last `keep` positions
@@ -192,9 +294,9 @@ class FrozenPrefix:
 
     @torch.no_grad()
     def _fill_eval(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """Prompt ``i``'s states (T_p, H) and, per label, its answer continuation's states
-        (L, A-1, H), computed alone: the prompt once (KV cache of layers < L kept), every
-        label's continuation on top of it."""
+        """Prompt ``i``'s states after the shared head (T_p - h, H) and, per label, its answer
+        continuation's states (L, A-1, H), computed alone: the prompt once (KV cache of layers
+        < L kept), every label's continuation on top of it."""
         from transformers import DynamicCache
 
         answers, answer_mask = self._answers()
@@ -204,6 +306,8 @@ class FrozenPrefix:
         mask = torch.ones_like(ids)
         cache = DynamicCache(config=self.config)
         prompt = self._run(self.lower, self.embed(ids), mask, cache=cache, first=0)[0]  # (T_p, H)
+        if self.head_len:
+            prompt = prompt[self.head_len:].clone()  # the head's rows are shared (head_state)
         if A == 1:
             return prompt, prompt.new_zeros((L, 0, prompt.shape[-1]))
         cache.batch_repeat_interleave(L)  # row k: label k
@@ -217,8 +321,10 @@ class FrozenPrefix:
     @torch.no_grad()
     def score_labels(self, indices: Sequence[int], batch_size: int = 16) -> torch.Tensor:
         """Log-likelihood of every label's answer given each prompt: (len(indices), n_labels),
-        as :func:`fl.train.score_labels`, from cached states: the prompts run through layers
-        >= L once (KV cache kept), each label's answer continuation on top of it."""
+        as :func:`fl.train.score_labels`, from cached states: the shared head runs through
+        layers >= L once per call, the rest of each prompt once (KV cache kept), each label's
+        answer continuation on top of it. Prompts are batched by length (less padding); the
+        scores come back in the order of ``indices``."""
         from transformers import DynamicCache
 
         indices = [int(i) for i in indices]
@@ -232,9 +338,12 @@ class FrozenPrefix:
         answers, answer_mask = self._answers()
         L, A = answers.shape
         dev = self._device()
+        h = self.head_len
+        kv = self._head_kv(1) if h else None  # the head's keys and values: once per call
+        order = sorted(range(len(indices)), key=lambda j: len(self.task.prompts[indices[j]]))
         scores = []
         for start in range(0, len(indices), batch_size):
-            chunk = indices[start:start + batch_size]
+            chunk = [indices[j] for j in order[start:start + batch_size]]
             states = [self._eval.get(i) or fresh[i] for i in chunk]
             B = len(chunk)
             Tp = max(p.shape[0] for p, _ in states)
@@ -245,20 +354,26 @@ class FrozenPrefix:
                 hidden[row, Tp - p.shape[0]:] = p
                 mask[row, Tp - p.shape[0]:] = 1
             cache = DynamicCache(config=self.config)
-            h = self._run(self.upper, hidden, mask, cache=cache)
-            first = upcast(self.head(self.norm(h[:, -1:, :]))[:, -1]).log_softmax(-1)  # (B, V)
+            out = self.upper_rest(hidden, mask, cache=cache, kv=kv)  # the cache: head + prompts
+            first = upcast(self.head(self.norm(out[:, -1:, :]))[:, -1]).log_softmax(-1)  # (B, V)
             score = first[:, answers[:, 0].to(dev)]  # (B, L)
             if A > 1:
                 cache.batch_repeat_interleave(L)  # row b*L + k: prompt b, label k
                 cont = torch.cat([c for _, c in states])  # (B*L, A-1, H)
                 am = answer_mask.to(dev)
-                cont_mask = torch.cat([mask.repeat_interleave(L, 0), am[:, :-1].long().repeat(B, 1)], 1)
-                n_prompt = mask.sum(1).repeat_interleave(L)  # (B*L,)
+                head_mask = mask.new_ones((B * L, h))
+                cont_mask = torch.cat([head_mask, mask.repeat_interleave(L, 0), am[:, :-1].long().repeat(B, 1)], 1)
+                n_prompt = h + mask.sum(1).repeat_interleave(L)  # (B*L,)
                 pos = n_prompt[:, None] + torch.arange(A - 1, device=dev)[None, :]  # (B*L, A-1)
-                h2 = self._run(self.upper, cont, cont_mask, cache=cache, pos=pos)
+                h2 = self._run(self.upper, cont, cont_mask, cache=cache, pos=pos, first=self._first_upper())
                 logp = upcast(self.head(self.norm(h2))).log_softmax(-1)  # (B*L, A-1, V)
                 nxt = answers[:, 1:].to(dev).repeat(B, 1)  # (B*L, A-1) the tokens they predict
                 tok = logp.gather(-1, nxt.unsqueeze(-1)).squeeze(-1)  # (B*L, A-1)
                 score = score + (tok * am[:, 1:].repeat(B, 1)).sum(-1).view(B, L)
             scores.append(score.cpu())
-        return torch.cat(scores)
+        if not scores:
+            return torch.empty((0, L))
+        ranked = torch.cat(scores)
+        out = torch.empty_like(ranked)
+        out[torch.tensor(order, dtype=torch.long)] = ranked  # back in the order of indices
+        return out

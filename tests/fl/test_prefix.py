@@ -6,9 +6,9 @@ import pytest
 import torch
 
 from fl.data import collate, encode_task, load_dataset
-from fl.models import lora_state, set_lora_state, tiny_llama
+from fl.models import full_precision_norms, lora_state, set_lora_state, tiny_llama
 from fl.multilora import train_clients
-from fl.prefix import FrozenPrefix, prefix_layer
+from fl.prefix import FrozenPrefix, prefix_layer, shared_head
 from fl.specs import DataSpec
 from fl.train import answer_loss, local_train, score_labels
 
@@ -28,6 +28,13 @@ def _model(layers, n_layers=4, dtype=torch.float32, dropout=0.0, seed=0):
                 if p.requires_grad:
                     p.normal_(0, 0.05)
     return model, tok
+
+
+@pytest.fixture
+def exact64():
+    """float64 computed in float64 throughout (transformers' RMSNorm is float32 otherwise)."""
+    with full_precision_norms():
+        yield
 
 
 @pytest.fixture(scope="module")
@@ -52,7 +59,7 @@ def test_cached_loss_and_scores_equal_the_plain_model(task):
     assert pf.hits > 0 and pf.nbytes > 0
 
 
-def test_cached_training_gives_the_same_adapter(task):
+def test_cached_training_gives_the_same_adapter(task, exact64):
     """float64: nothing but summation order differs, so the adapters agree to 1e-10 (in
     float32 Adam turns rounding noise on near-zero gradients into visible steps)."""
     model, _ = _model([2, 3], dtype=torch.float64)
@@ -69,7 +76,7 @@ def test_cached_training_gives_the_same_adapter(task):
 
 
 @pytest.mark.parametrize("cached", [False, True])
-def test_batched_clients_equal_clients_trained_alone(task, cached):
+def test_batched_clients_equal_clients_trained_alone(task, cached, exact64):
     model, _ = _model([2, 3], dtype=torch.float64)
     starts = []
     for c in range(3):
@@ -106,10 +113,10 @@ def test_batching_refuses_dropout_and_unequal_plans(task):
 
 def test_the_cache_is_bounded_and_can_be_cleared(task):
     model, _ = _model([2, 3])
-    pf = FrozenPrefix(model, task, 2, max_bytes=100_000)
+    pf = FrozenPrefix(model, task, 2, max_bytes=30_000)
     ref = answer_loss(model, collate(task, list(range(8)))).item()
     assert pf.answer_loss(list(range(8))).item() == pytest.approx(ref, rel=1e-5)
-    assert 0 < pf.nbytes <= 100_000 and len(pf._train) < 8  # some kept, the rest computed for the batch only
+    assert 0 < pf.nbytes <= 30_000 and len(pf._train) < 8  # some kept, the rest computed for the batch only
     pf.clear()
     assert pf.nbytes == 0 and pf.answer_loss(list(range(8))).item() == pytest.approx(ref, rel=1e-5)
 
@@ -128,7 +135,33 @@ def test_cached_states_depend_on_the_sequence_only(task):
         assert torch.equal(a._eval[i][0], b._eval[i][0]) and torch.equal(a._eval[i][1], b._eval[i][1])
 
 
-def test_fedavg_run_jobs_batches_clients_like_their_own_updates():
+def test_the_shared_head_runs_once_and_changes_nothing(task, exact64):
+    """Every prompt starts with the same template tokens: they run once per step (per client
+    when batched), the states kept are those after the head; losses, gradients and scores
+    equal those of every row running its whole sequence."""
+    h = shared_head(task)
+    assert h > 0 and all(p[:h] == task.prompts[0][:h] for p in task.prompts)
+    assert h < min(len(p) for p in task.prompts)
+    model, _ = _model([2, 3], dtype=torch.float64)
+    params = [p for p in model.parameters() if p.requires_grad]
+    shared, whole = FrozenPrefix(model, task, 2), FrozenPrefix(model, task, 2, share_head=False)
+    assert shared.head_len == h and whole.head_len == 0
+    idx = [0, 5, 9, 13, 30]
+    got = []
+    for pf in (shared, whole):
+        model.zero_grad()
+        loss = pf.answer_loss(idx)
+        loss.backward()
+        got.append((loss.item(), [p.grad.clone() for p in params]))
+    assert got[0][0] == pytest.approx(got[1][0], rel=1e-12)
+    assert all(torch.allclose(a, b, rtol=1e-9, atol=1e-13) for a, b in zip(got[0][1], got[1][1]))
+    assert sum(s.shape[0] for s in shared._train.values()) == sum(s.shape[0] for s in whole._train.values()) - h * len(idx)
+    order = [40, 3, 17, 8, 25]  # any order: the scores come back in it
+    assert torch.allclose(shared.score_labels(order, 2), whole.score_labels(order, 3), atol=1e-10)
+    assert torch.allclose(shared.score_labels(order, 2), score_labels(model, task, order, 2), atol=1e-10)
+
+
+def test_fedavg_run_jobs_batches_clients_like_their_own_updates(exact64):
     """FedAvgLoRA.run_jobs (execution.batch_clients) gives each client the upload its own
     local_update gives (float64 model: to 1e-10)."""
     from fl.algorithm import AlgorithmContext
