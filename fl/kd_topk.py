@@ -492,21 +492,36 @@ class KDTopK(LMAlgorithm):
         """:meth:`public_outputs` from ``prefix``'s cached states entering layer L: only the
         layers >= L run, and the final norm and the head only at the counted positions.
         ``j``: the projected hidden state (L <= j <= n), or None."""
-        batch, hidden = prefix.train_states(public)  # hidden (B, S, H) entering layer L
-        dev = hidden.device
-        mask = batch.attention_mask.to(dev)
-        rows, cols = sel.rows.to(dev), sel.cols.to(dev)
         L, n = prefix.layer, prefix.layer + len(prefix.upper)
         m = n - L if j is None or j == n else j - L  # upper layers below the projected state
-        if m:
-            hidden = prefix._run(prefix.upper[:m], hidden, mask)
-        h = hidden[rows, cols] if j is not None and j < n else None  # (T, H) the projected state
-        if m < n - L:
-            hidden = prefix._run(prefix.upper[m:], hidden, mask)
+        h = prefix.head_len
+        if h and self.config.positions == "answer":
+            # the answer positions all follow the prompts' shared head: it runs once, each row
+            # only the rest of its sequence (:meth:`fl.prefix.FrozenPrefix.upper_rest`)
+            batch, hidden = prefix.rest_states(public)
+            dev = hidden.device
+            mask = batch.attention_mask.to(dev)
+            rows, cols = sel.rows.to(dev), sel.cols.to(dev) - h
+            from transformers import DynamicCache
+
+            cache = DynamicCache(config=prefix.config)
+            hidden = prefix.upper_rest(hidden, mask, cache=cache, layers=slice(0, m))
+            hm = hidden[rows, cols] if j is not None and j < n else None  # (T, H) the projected state
+            hidden = prefix.upper_rest(hidden, mask, cache=cache, layers=slice(m, None))
+        else:
+            batch, hidden = prefix.train_states(public)  # hidden (B, S, H) entering layer L
+            dev = hidden.device
+            mask = batch.attention_mask.to(dev)
+            rows, cols = sel.rows.to(dev), sel.cols.to(dev)
+            if m:
+                hidden = prefix._run(prefix.upper[:m], hidden, mask)
+            hm = hidden[rows, cols] if j is not None and j < n else None  # (T, H) the projected state
+            if m < n - L:
+                hidden = prefix._run(prefix.upper[m:], hidden, mask)
         final = prefix.norm(hidden[rows, cols])  # (T, H) after the final norm
         if j == n:
-            h = final
-        proj = None if h is None else h.float() @ self.proj_A.to(dev).T  # (T, r)
+            hm = final
+        proj = None if hm is None else hm.float() @ self.proj_A.to(dev).T  # (T, r)
         return prefix.head(final), proj  # logits (T, V)
 
     # --- training --------------------------------------------------------------------------

@@ -15,7 +15,8 @@ its keys and values are then shared by every row, and the gradient through them 
 the rows, as it must) and only the rest of each sequence per row.
 
 Exact up to float rounding: each sequence's states are computed alone (a batch of one, no
-padding), so they are a function of the sequence only — whatever batch, round, process or
+padding, its own tokens on top of the head's keys and values in layers < L, themselves
+computed once, alone), so they are a function of the sequence only — whatever batch, round, process or
 cache history asked first, a run gives the same bits (and resumes identically). Against the
 uncached model, which runs the lower layers inside each padded batch, sums are ordered
 differently in the last bits: losses and trained adapters equal it to float tolerance
@@ -115,6 +116,8 @@ class FrozenPrefix:
         self.head = lm.get_output_embeddings()
         self.head_len = shared_head(task) if share_head else 0  # h: tokens every prompt starts with
         self._head: torch.Tensor | None = None  # (h, H): the head's state entering layer L
+        self._head_lower: list = []  # its (cache index, keys, values) in layers < L
+        self.head_nbytes = 0  # kept whatever max_bytes says (every sequence needs them)
         self._train: dict[int, torch.Tensor] = {}   # example -> (T_i - h, H) at its real tokens after the head
         self._eval: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}  # prompt (T_p - h, H), answers (L, A-1, H)
         self.nbytes = 0
@@ -126,7 +129,7 @@ class FrozenPrefix:
         """Forget every cached state (call when anything below layer L changed)."""
         self._train.clear()
         self._eval.clear()
-        self._head = None
+        self._head, self._head_lower, self.head_nbytes = None, [], 0
         self.nbytes = 0
 
     def _keep(self, nbytes: int) -> bool:
@@ -161,27 +164,57 @@ class FrozenPrefix:
                            cache=cache, use_cache=cache is not None)
         return hidden
 
+    @torch.no_grad()
     def head_state(self) -> torch.Tensor:
-        """The shared head's state entering layer L: (h, H), computed alone (h = 0: empty)."""
+        """The shared head's state entering layer L: (h, H), computed alone (h = 0: empty).
+        Its keys and values in the layers < L are kept too: every sequence's own tokens run
+        on top of them (:meth:`_lower_rest`)."""
         if self._head is None:
+            from transformers import DynamicCache
+
             h, dev = self.head_len, self._device()
             ids = torch.tensor([self.task.prompts[0][:h]], dtype=torch.long, device=dev)
             if h:
-                self._head = self._lower(ids, torch.ones_like(ids))[0]
+                cache = DynamicCache(config=self.config)
+                self._head = self._run(self.lower, self.embed(ids), torch.ones_like(ids), cache=cache,
+                                       first=self._first_lower())[0]
+                self._head_lower = [(layer.self_attn.layer_idx, cache.layers[layer.self_attn.layer_idx].keys,
+                                     cache.layers[layer.self_attn.layer_idx].values) for layer in self.lower]
+                self.head_nbytes = self._head.numel() * self._head.element_size() + sum(
+                    k.numel() * k.element_size() + v.numel() * v.element_size() for _, k, v in self._head_lower)
             else:
-                self._head = self.embed(ids)[0].detach()  # (0, H): the right dtype and device
+                self._head = self.embed(ids)[0]  # (0, H): the right dtype and device
+                self._head_lower = []
         return self._head
+
+    def _first_lower(self) -> int:
+        return int(getattr(self.lower[0].self_attn, "layer_idx", 0))
+
+    @torch.no_grad()
+    def _lower_rest(self, ids: torch.Tensor, cache=None) -> torch.Tensor:
+        """States entering layer L (1, n, H) of one sequence's tokens after the head ``ids``
+        (1, n), run on top of the head's keys and values in layers < L (a function of the
+        sequence only). ``cache``: an empty KV cache, left holding head + sequence."""
+        from transformers import DynamicCache
+
+        self.head_state()
+        h, n = self.head_len, ids.shape[1]
+        cache = DynamicCache(config=self.config) if cache is None else cache
+        for idx, k, v in self._head_lower:
+            cache.update(k, v, idx)
+        mask = torch.ones((1, h + n), dtype=torch.long, device=ids.device)
+        pos = h + torch.arange(n, device=ids.device)[None, :]
+        return self._run(self.lower, self.embed(ids), mask, cache=cache, pos=pos, first=self._first_lower())
 
     def _rest_states(self, indices: list[int]) -> list[torch.Tensor]:
         """Each example's state entering layer L after the head: (T_i - h, H), from the cache
-        or computed (the whole sequence alone: a function of the sequence only)."""
+        or computed (the sequence alone on top of the head: a function of the sequence only)."""
         missing = [i for i in dict.fromkeys(indices) if i not in self._train]
         fresh: dict[int, torch.Tensor] = {}
         dev, h = self._device(), self.head_len
         for i in missing:
-            b = collate(self.task, [i])
-            state = self._lower(b.input_ids.to(dev), b.attention_mask.to(dev))[0, h:]  # (T_i - h, H)
-            state = state.clone() if h else state  # not a view holding the head's rows
+            seq = self.task.prompts[i] + self.task.answers[self.task.labels[i]]
+            state = self._lower_rest(torch.tensor([seq[h:]], dtype=torch.long, device=dev))[0]  # (T_i - h, H)
             fresh[i] = state
             if self._keep(state.numel() * state.element_size()):
                 self._train[i] = state
@@ -243,28 +276,34 @@ class FrozenPrefix:
         return int(getattr(self.upper[0].self_attn, "layer_idx", self.layer))
 
     def upper_rest(self, hidden: torch.Tensor, mask: torch.Tensor, groups: int = 1, cache=None,
-                   kv=None) -> torch.Tensor:
-        """Layers >= L on the states after the head ``hidden`` (N, T - h, H) with their mask
-        (N, T - h): the head runs once per group (N / ``groups`` consecutive rows share an
-        adapter), its keys and values serve every row. ``cache``: an empty KV cache to fill
-        (default: a fresh one); ``kv``: the head's keys and values from :meth:`_head_kv`, to
-        run it once for many calls with the same adapters."""
-        h = self.head_len
+                   kv=None, layers: slice = slice(None)) -> torch.Tensor:
+        """Layers >= L (or the slice ``layers`` of them) on the states after the head
+        ``hidden`` (N, T - h, H) with their mask (N, T - h): the head runs once per group
+        (N / ``groups`` consecutive rows share an adapter), its keys and values serve every
+        row. ``cache``: a KV cache to fill (default: a fresh one), or the one an earlier call
+        on the layers below ``layers`` filled (then the head is already in it); ``kv``: the
+        head's keys and values from :meth:`_head_kv`, to run it once for many calls with the
+        same adapters."""
+        h, N = self.head_len, hidden.shape[0]
+        chosen = self.upper[layers]
+        if not chosen:
+            return hidden
+        first = self._first_upper() + self.upper.index(chosen[0])
         if h == 0:
-            return self._run(self.upper, hidden, mask, cache=cache, first=self._first_upper() if cache is not None else None)
-        N = hidden.shape[0]
+            return self._run(chosen, hidden, mask, cache=cache, first=first if cache is not None else None)
         if N % groups:
             raise ValueError(f"{N} rows do not split into {groups} equal groups.")
-        kv = self._head_kv(groups) if kv is None else kv
         if cache is None:
             from transformers import DynamicCache
 
             cache = DynamicCache(config=self.config)
-        for idx, k, v in kv:  # row g*rows + j: group g's head
-            cache.update(k.repeat_interleave(N // groups, 0), v.repeat_interleave(N // groups, 0), idx)
+        if cache.get_seq_length(self._first_upper()) == 0:  # a fresh cache: put the head in it
+            kv = self._head_kv(groups) if kv is None else kv
+            for idx, k, v in kv:  # row g*rows + j: group g's head
+                cache.update(k.repeat_interleave(N // groups, 0), v.repeat_interleave(N // groups, 0), idx)
         full = torch.cat([mask.new_ones((N, h)), mask], 1)
         pos = h + _positions(mask)
-        return self._run(self.upper, hidden, full, cache=cache, pos=pos, first=self._first_upper())
+        return self._run(chosen, hidden, full, cache=cache, pos=pos, first=first)
 
     # ------------------------------------------------------------------ training
     def answer_loss(self, indices: Sequence[int]) -> torch.Tensor:
@@ -302,20 +341,18 @@ class FrozenPrefix:
         answers, answer_mask = self._answers()
         L, A = answers.shape
         dev = self._device()
-        ids = torch.tensor([self.task.prompts[i]], device=dev)  # (1, T_p)
-        mask = torch.ones_like(ids)
+        h, n = self.head_len, len(self.task.prompts[i])
         cache = DynamicCache(config=self.config)
-        prompt = self._run(self.lower, self.embed(ids), mask, cache=cache, first=0)[0]  # (T_p, H)
-        if self.head_len:
-            prompt = prompt[self.head_len:].clone()  # the head's rows are shared (head_state)
+        prompt = self._lower_rest(torch.tensor([self.task.prompts[i][h:]], device=dev), cache)[0]  # (T_p - h, H)
+        mask = torch.ones((1, n), dtype=torch.long, device=dev)
         if A == 1:
             return prompt, prompt.new_zeros((L, 0, prompt.shape[-1]))
         cache.batch_repeat_interleave(L)  # row k: label k
         am = answer_mask.to(dev)
         cont_mask = torch.cat([mask.repeat(L, 1), am[:, :-1].long()], 1)  # (L, T_p + A-1)
-        pos = ids.shape[1] + torch.arange(A - 1, device=dev)[None, :].expand(L, -1)  # (L, A-1)
+        pos = n + torch.arange(A - 1, device=dev)[None, :].expand(L, -1)  # (L, A-1)
         cont = self._run(self.lower, self.embed(answers[:, :-1].to(dev)), cont_mask, cache=cache,
-                         pos=pos, first=0)  # (L, A-1, H)
+                         pos=pos, first=self._first_lower())  # (L, A-1, H)
         return prompt, cont
 
     @torch.no_grad()

@@ -160,3 +160,27 @@ def test_split_client_forward_from_hidden_states_needs_its_layer():
         algo.split.client_forward(batch, None, None, 1)
     with pytest.raises(ValueError, match=r"Got start=2 with them"):
         algo.split.client_forward(batch, None, hidden, 2)
+
+
+@pytest.mark.parametrize("layer", [-1, 2])
+def test_kd_public_outputs_run_the_shared_head_once(layer):
+    """kd_topk's public logits and projections at the answer positions: from the prompts'
+    shared head run once (keys/values shared by every row) equal to every row running its
+    whole sequence, and to the whole model — at the final norm and between L and the top."""
+    from fl.data import collate
+    from fl.models import full_precision_norms
+    from fl.prefix import FrozenPrefix
+
+    algo = _algorithm("kd_topk_below")
+    model = algo.server_model.double()
+    shared = FrozenPrefix(model, algo.task, algo.server_prefix.layer)
+    whole = FrozenPrefix(model, algo.task, algo.server_prefix.layer, share_head=False)
+    assert shared.head_len > 0 and whole.head_len == 0
+    public = algo.public_indices(0)
+    sel = algo.selection(collate(algo.task, public))
+    with full_precision_norms(), torch.no_grad():
+        ref = algo.public_outputs(model, public, sel, layer, prefix=None)
+        for pf in (shared, whole):
+            got = algo.public_outputs(model, public, sel, layer, prefix=pf)
+            assert torch.allclose(got[0], ref[0], atol=1e-9)
+            assert torch.allclose(got[1].double(), ref[1].double(), atol=1e-9)
