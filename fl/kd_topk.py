@@ -320,10 +320,10 @@ class KDTopK(LMAlgorithm):
             batch = collate(self.task, public)
             sel = self.selection(batch)
             teacher_right.extend(self.teacher_votes(teacher, batch, sel, public))
-            gen = torch.Generator().manual_seed(int_seed(self.train_root, "server", public_round))
+            gen = self._server_generator(public_round)
             kd_losses.extend(self.train(self.server_model, cfg.server_steps, cfg.server_lr, gen, [], public, sel,
                                         teacher, target, cfg.projection.server_layer, cfg.alpha,
-                                        prefix=self.server_prefix))
+                                        prefix=self.server_prefix, public_batch=cfg.server_batch_size))
         if results:
             self.version += 1
         nxt = rnd + 1
@@ -533,14 +533,17 @@ class KDTopK(LMAlgorithm):
     def train(self, model, steps: int, lr: float, generator: torch.Generator,
               private: Sequence[Sequence[int]], public: Sequence[int], sel: PublicSelection,
               teacher: Teacher | None, proj_target: torch.Tensor | None, layer: int, alpha: float,
-              prefix=None) -> list[float]:
+              prefix=None, public_batch: int | None = None) -> list[float]:
         """``steps`` AdamW steps on L = CE(private[s]) + α·τ²·KL(teacher ‖ model) + β·projection
         on the public batch (terms without data are left out); returns the step losses.
 
         private: the private batches (dataset index lists); public: the public batch's
         indices. teacher, proj_target: on any device (moved to the model's). prefix:
-        ``model``'s frozen prefix or None (see :meth:`public_outputs`). Forward passes run
-        under the algorithm's autocast, backward passes outside it.
+        ``model``'s frozen prefix or None (see :meth:`public_outputs`). public_batch: public
+        examples per step (drawn from ``generator`` before anything else: epochs of random
+        permutations of the public batch, each step's teacher rows restricted to its
+        examples); None: the whole public batch every step. Forward passes run under the
+        algorithm's autocast, backward passes outside it.
         """
         cfg = self.config
         distil = self._distils(teacher is not None, alpha)
@@ -550,6 +553,10 @@ class KDTopK(LMAlgorithm):
         if distil:
             teacher = teacher.to(dev)
             proj_target = None if proj_target is None else proj_target.to(dev)
+        steps_public = [(public, sel, teacher, proj_target)] * steps
+        if distil and public_batch is not None and public_batch < len(public):
+            plan = draw_batches(range(len(public)), public_batch, steps, generator)
+            steps_public = [self._public_part(public, sel, teacher, proj_target, rows) for rows in plan]
         params = [p for p in model.parameters() if p.requires_grad]
         opt = torch.optim.AdamW(params, lr=lr, weight_decay=cfg.weight_decay)
         tau = cfg.temperature
@@ -558,15 +565,16 @@ class KDTopK(LMAlgorithm):
         with torch.random.fork_rng(devices=[dev] if dev.type == "cuda" else []):
             torch.manual_seed(int(torch.randint(0, 2**62, (1,), generator=generator)))
             for s in range(steps):
+                pub, psel, teach, target = steps_public[s]
                 with self.forward_ctx():
                     loss = self._ce(model, prefix, private[s]) if private else torch.zeros((), device=dev)
                     if distil:
-                        use_proj = proj_target is not None and cfg.beta > 0
-                        logits, proj = self.public_outputs(model, public, sel, layer if use_proj else None, prefix)
+                        use_proj = target is not None and cfg.beta > 0
+                        logits, proj = self.public_outputs(model, pub, psel, layer if use_proj else None, prefix)
                         if alpha > 0:
-                            loss = loss + alpha * tau ** 2 * kd_loss(logits, teacher, tau).mean()
+                            loss = loss + alpha * tau ** 2 * kd_loss(logits, teach, tau).mean()
                         if proj is not None and cfg.beta > 0:
-                            loss = loss + cfg.beta * projection_loss(proj, proj_target,
+                            loss = loss + cfg.beta * projection_loss(proj, target,
                                                                      cfg.projection.normalise).mean()
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
@@ -574,6 +582,34 @@ class KDTopK(LMAlgorithm):
                 losses.append(loss.item())
         model.eval()
         return losses
+
+    def _server_generator(self, public_round: int) -> torch.Generator:
+        return torch.Generator().manual_seed(int_seed(self.train_root, "server", public_round))
+
+    def server_plan(self, public_round: int, n_public: int) -> list[list[int]] | None:
+        """The public-batch positions of each server step on round ``public_round``'s batch
+        (as :meth:`train` draws them), or None when every step takes the whole batch."""
+        size = self.config.server_batch_size
+        if size is None or size >= n_public:
+            return None
+        return draw_batches(range(n_public), size, self.config.server_steps, self._server_generator(public_round))
+
+    def _public_part(self, public: Sequence[int], sel: PublicSelection, teacher: Teacher,
+                     target: torch.Tensor | None, rows: Sequence[int]):
+        """(public indices, selection, teacher, projection target) of the examples at
+        positions ``rows`` of the public batch ``public`` (kept in the batch's order)."""
+        rows = sorted(int(r) for r in rows)
+        part = [public[r] for r in rows]
+        keep = torch.isin(sel.rows.cpu(), torch.tensor(rows, dtype=sel.rows.dtype))  # (T,) their positions
+        psel = self.selection(collate(self.task, part))
+        if psel.n_tokens != int(keep.sum()):
+            raise AssertionError("kd_topk: a public sub-batch's positions do not match its teacher rows.")
+        dev = teacher.log_probs.device
+        keep_t = keep.to(dev)
+        teach = Teacher(teacher.log_probs[keep_t],
+                        None if teacher.tail_log_prob is None else teacher.tail_log_prob[keep_t])
+        tgt = None if target is None else target[keep.to(target.device)]
+        return part, psel, teach, tgt
 
     def _ce(self, model, prefix, idx: Sequence[int]) -> torch.Tensor:
         """The answer loss of the private batch ``idx`` (from ``prefix``'s states if any)."""
@@ -673,8 +709,14 @@ class KDTopK(LMAlgorithm):
         for public_round in sorted({res.update.public_round for res in results}):
             B, S, keep, T = self._public_shape(self.public_indices(public_round))
             if distil:
-                proj_train = 4 * T * self.hidden * r if self.config.beta > 0 else 0
-                total += self.config.server_steps * (prof.train_step(B, S, head_tokens=keep) + proj_train)
+                public = self.public_indices(public_round)
+                plan = self.server_plan(public_round, len(public))
+                if plan is None:
+                    proj_train = 4 * T * self.hidden * r if self.config.beta > 0 else 0
+                    total += self.config.server_steps * (prof.train_step(B, S, head_tokens=keep) + proj_train)
+                for rows in plan or ():
+                    b, s, k, t = self._public_shape([public[i] for i in sorted(rows)])
+                    total += prof.train_step(b, s, head_tokens=k) + (4 * t * self.hidden * r if self.config.beta > 0 else 0)
         if self.config.mutual:
             B, S, keep, T = self._public_shape(self.public_indices(rnd + 1))
             total += prof.forward(B, S, head_tokens=keep) + 2 * T * self.hidden * r

@@ -70,6 +70,7 @@ def test_registered_with_its_config():
     ({"data": {"n_public": 2}, "public_batch_size": 4}, r"data.n_public \(2\) must be >= public_batch_size \(4\)"),
     ({"k_min": 8, "k_max": 4}, r"k_max \(4\) must be >= k_min \(8\)"),
     ({"k": 0}, r"k must be >= 1"),
+    ({"public_batch_size": 2, "server_batch_size": 3}, r"server_batch_size \(3\) must be <= public_batch_size \(2\)"),
     ({"k": "adaptve"}, r"k\.literal"),
     ({"value_dtype": "fp8"}, r"value_dtype\n.*'fp32', 'fp16', 'bf16' or 'int8'"),
     ({"projection": {"rank": -1}}, r"projection\.rank\n.*greater than or equal to 0"),
@@ -282,3 +283,41 @@ def test_client_alpha_weights_the_downlink_teacher_only_on_clients():
     assert not _equal(half[0].client_states[0], default[0].client_states[0])
     assert zero[0].client_alpha == 0.0 and default[0].client_alpha == 1.0
     assert zero[0].server_flops(0, []) == default[0].server_flops(0, [])
+
+
+def test_server_minibatches_distil_each_step_on_its_examples_and_count_their_flops():
+    """server_batch_size: each server step distils a sub-batch of the round's public batch
+    (its teacher rows, in order); the server's FLOPs are those of the steps that run."""
+    algo = _algo(public_batch_size=4, server_batch_size=2, server_steps=3, data={
+        "max_per_class": 30, "n_test": 6, "max_len": 96, "n_public": 8}, projection={"rank": 3})
+    public = algo.public_indices(1)
+    batch = collate(algo.task, public)
+    sel = algo.selection(batch)
+    with torch.no_grad():
+        logits, proj = algo.public_outputs(algo.server_model, public, sel, -1, None)
+    teacher = Teacher(torch.log_softmax(logits.float(), -1))
+    part, psel, teach, target = algo._public_part(public, sel, teacher, proj, [3, 1])
+    assert part == [public[1], public[3]]
+    with torch.no_grad():
+        sub_logits, sub_proj = algo.public_outputs(algo.server_model, part, psel, -1, None)
+    assert torch.allclose(torch.log_softmax(sub_logits.float(), -1), teach.log_probs, atol=1e-5)
+    assert torch.allclose(sub_proj, target, atol=1e-5)
+    plan = algo.server_plan(1, len(public))
+    assert len(plan) == 3 and all(len(r) == 2 for r in plan)
+    assert algo.server_plan(1, 2) is None  # a batch no bigger than the minibatch: whole
+    results = []
+    for c in (0, 1):
+        update, _ = drive(algo.client_round(1, c), capacity_bits=1e6)
+        results.append(ClientResult(c, update, algo.n_samples(c), 1))
+    lm = algo.server_model.get_base_model()
+    before = lm.config._attn_implementation
+    lm.set_attn_implementation("eager")  # so FlopCounterMode sees attention
+    try:
+        action = next(algo.server_round(1, results, []))
+        counter = FlopCounterMode(display=False)
+        with counter:
+            m = action.work()
+    finally:
+        lm.set_attn_implementation(before)
+    assert action.flops == counter.get_total_flops()
+    assert math.isfinite(m["server_kd_loss"])
