@@ -275,7 +275,8 @@ def sweep(file: Path = typer.Argument(..., help="Scenario YAML, or a sweep file 
               None, "--workers", min=1, help="Parallel variants (default: the CPU count)."),
           backend: Backend = typer.Option(Backend.process, "--backend",
                                           help="process pool, ray tasks, or inline."),
-          plots: bool = typer.Option(False, "--plots", help="Draw each variant's PNG plots."),
+          plots: bool = typer.Option(False, "--plots", help="Draw each variant's PNG plots, and "
+                                     "the sweep's latency_accuracy.png and pareto.png."),
           dry_run: bool = typer.Option(False, "--dry-run",
                                        help="Validate and list the variants; run nothing."),
           overwrite: bool = typer.Option(False, "--overwrite", help="Empty a used --out DIR "
@@ -600,7 +601,7 @@ def compare(file: Path = typer.Argument(..., help="Scenario YAML file."),
     n = len(checked)
     n_done = 0
 
-    def on_done(_i: int, row: dict) -> None:
+    def on_done(_i: int, row: dict, kept: bool = False) -> None:
         nonlocal n_done
         n_done += 1
         if quiet:
@@ -609,14 +610,16 @@ def compare(file: Path = typer.Argument(..., help="Scenario YAML file."),
         if row["status"] == "ok":
             acc = _acc_text(row["final_accuracy"], row["final_accuracy_lo"],
                             row["final_accuracy_hi"], row["learner"])
-            _err.print(f"{head} accuracy {acc}, {row['wall_time_s']:.1f} s wall", highlight=False)
+            _err.print(f"{head} {'kept (finished before), ' if kept else ''}accuracy {acc}, "
+                       f"{row['wall_time_s']:.1f} s wall", highlight=False)
         else:
             _err.print(f"[red]{escape(head)} FAILED after {row['wall_time_s']:.1f} s: "
                        f"{escape(row['error'] or '')}[/red]", highlight=False, soft_wrap=True)
 
     try:
         result = run_compare(spec, out_dir, backend=backend.value, workers=workers, plots=plots,
-                             on_done=on_done, overwrite=overwrite, resume=resume)
+                             on_done=on_done, overwrite=overwrite, resume=resume,
+                             on_kept=lambda i, row: on_done(i, row, kept=True))
     except (RunDirError, ScenarioError) as exc:
         _err.print(f"[red]{escape(str(exc))}[/red]", highlight=False, soft_wrap=True)
         raise typer.Exit(2) from None

@@ -111,6 +111,12 @@ class CompareSpec:
         if dup:
             lines.append(f"--algorithms: {', '.join(dup)} named more than once. Fix: name each "
                          "algorithm once.")
+        from fl.algorithm import algorithm_names
+
+        unknown = [a for a in dict.fromkeys(self.algorithms) if a and a not in algorithm_names()]
+        if unknown:
+            lines.append(f"--algorithms: unknown algorithm(s) {', '.join(map(repr, unknown))}. Fix: "
+                         f"use some of: {', '.join(algorithm_names())}.")
         if self.target is not None and not (isinstance(self.target, (int, float))
                                             and 0.0 <= self.target <= 1.0):
             lines.append(f"--target: an accuracy in [0, 1]; got {self.target!r}. Fix: e.g. "
@@ -363,14 +369,16 @@ class CompareResult:
 def run_compare(spec: CompareSpec, out: str | Path, backend: str = "process",
                 workers: int | None = None, plots: bool = False, figures: bool = True,
                 on_done: Callable[[int, dict], None] | None = None, overwrite: bool = False,
-                resume: bool = False) -> CompareResult:
+                resume: bool = False, on_kept: Callable[[int, dict], None] | None = None
+                ) -> CompareResult:
     """Validate every variant, run them, write ``out/<variant>/`` and the comparison files.
 
     Raises :class:`ScenarioError` (nothing written) if any variant is invalid, and
     :class:`sim.outputs.RunDirError` (nothing written) if ``out`` is not empty, unless
     ``overwrite`` (emptied first) or ``resume`` (variants that finished with the same
     scenario are kept, interrupted ones continue from their checkpoint, the others run
-    again). ``on_done(index, row)``: as each variant finishes (``compare.csv`` row).
+    again). ``on_done(index, row)``: as each variant finishes (``compare.csv`` row);
+    ``on_kept(index, row)``: for each variant ``resume`` keeps, before anything runs.
     ``plots``: each variant's own plots; ``figures``: ``latency_accuracy.png`` and
     ``pareto.png``.
     """
@@ -398,6 +406,8 @@ def run_compare(spec: CompareSpec, out: str | Path, backend: str = "process",
             s = read_summary(out / v.name)
             rows[i] = _variant_row(v, scn, {**result_fields(s), "wall_time_s": s.get("wall_time_s")},
                                    out / v.name, v.name)
+            if on_kept is not None:
+                on_kept(i, rows[i])
         else:
             todo.append(i)
 

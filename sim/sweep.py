@@ -536,7 +536,8 @@ def run_sweep(spec: SweepSpec, out: str | Path, backend: str = "process",
     Raises :class:`ScenarioError` (nothing written) if any variant is invalid, and
     :class:`sim.outputs.RunDirError` (nothing written) if ``out`` is not empty, unless
     ``overwrite`` (it is emptied first). Returns the ``sweep.csv`` rows in variant order; a
-    failed variant has ``status == "failed"``.
+    failed variant has ``status == "failed"``. ``plots``: each variant's plots, and the
+    sweep's ``latency_accuracy.png`` and ``pareto.png`` (:func:`sim.plots.plot_collection`).
     """
     from sim.outputs import atomic_write_text, claim_out_dir
 
@@ -553,7 +554,12 @@ def run_sweep(spec: SweepSpec, out: str | Path, backend: str = "process",
                         on_done=on_done)
     # without --seeds each variant ran with its scenario's own seed: record that one
     variants = [dataclasses.replace(v, seed=scn.seed) for v, scn in checked]
-    return write_sweep_csv(out / "sweep.csv", spec, variants, rows)
+    full = write_sweep_csv(out / "sweep.csv", spec, variants, rows)
+    if plots and not all(r["status"] != "ok" for r in full):
+        from sim.plots import plot_collection
+
+        plot_collection(out)  # latency_accuracy.png, pareto.png
+    return full
 
 
 def spec_yaml(spec: SweepSpec) -> str:
