@@ -217,12 +217,12 @@ def plot_latency_accuracy(path: Path, groups: list[tuple[str, list[Path]]], titl
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(8, 5))
-    any_surrogate = any_band = False
+    all_surrogate, any_band = True, False
     for k, (label, run_dirs) in enumerate(groups):
         color = f"C{k % 10}"
         curves = [run_curve(d) for d in run_dirs]
         surrogate = any(c["surrogate"] for c in curves)
-        any_surrogate |= surrogate
+        all_surrogate &= surrogate
         tag = " (modelled)" if surrogate else ""
         single = len(curves) == 1
         for c in curves:
@@ -238,7 +238,7 @@ def plot_latency_accuracy(path: Path, groups: list[tuple[str, list[Path]]], titl
             ax.step(t, m, where="post", color=color, lw=2.2,
                     label=f"{label}{tag}: mean of {len(curves)} seeds")
     ax.set_xlabel("simulated time (s)")
-    ax.set_ylabel("accuracy" + (" (surrogate: modelled)" if any_surrogate else ""))
+    ax.set_ylabel("accuracy" + (" (modelled: surrogate)" if all_surrogate else ""))
     ax.set_title(title, fontsize=10)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7, loc="best")
