@@ -438,7 +438,7 @@ def run_compare(spec: CompareSpec, out: str | Path, backend: str = "process",
            "n_failed": sum(r["status"] != "ok" for r in full),
            "variants": full, "pairs": pairs}
     atomic_write_text(out / "compare.json", json.dumps(_clean(doc), indent=2) + "\n")
-    if figures:
+    if figures and any(r["status"] == "ok" for r in full):
         from sim.plots import plot_collection
 
         plot_collection(out)

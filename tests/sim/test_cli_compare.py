@@ -180,6 +180,15 @@ def test_a_failing_variant_is_recorded_and_the_others_kept(tmp_path, monkeypatch
     assert _is_png(out / "latency_accuracy.png") and _is_png(out / "pareto.png")
 
 
+def test_every_variant_failing_still_writes_the_tables(tmp_path, monkeypatch):
+    _fail_seed(monkeypatch, 0)
+    res = run_compare(CompareSpec(base=SURROGATE, algorithms=("surrogate",), seeds=(0,),
+                                  sets=("fl.rounds=2",)), tmp_path / "c", backend="inline")
+    assert [r["status"] for r in res.rows] == ["failed"] and res.target is None
+    assert _read(tmp_path / "c" / "compare.csv")[0]["target_accuracy"] == ""
+    assert not (tmp_path / "c" / "latency_accuracy.png").exists()  # nothing to draw
+
+
 def test_outputs_have_their_columns_and_match_each_run(tmp_path):
     out = tmp_path / "c"
     r = runner.invoke(app, ["compare", str(SURROGATE), "--algorithms", "surrogate", "--seeds", "4,5",
