@@ -325,7 +325,7 @@ def _previous(run_dir: Path, scn: Scenario, name: str) -> str:
     with this scenario), ``resume`` (interrupted, with a checkpoint) or ``overwrite``
     (failed, or never got far). Raises :class:`RunDirError` when it holds another
     scenario's run, or one still running."""
-    from sim.outputs import OutputError, RunDirError, read_summary, run_status
+    from sim.outputs import OutputError, RunDirError, run_status
     from sim.simulation import _first_difference, _numerics
 
     resolved = run_dir / "scenario.resolved.yaml"

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import csv
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -120,7 +121,7 @@ def test_bad_comparisons_are_refused_with_the_option_and_the_fix(tmp_path, args,
     out = tmp_path / "c"
     r = runner.invoke(app, ["compare", str(SURROGATE), *args, "--out", str(out)])
     assert r.exit_code == 2, r.output
-    assert __import__("re").search(match, r.output.replace("\n", " ")), r.output
+    assert re.search(match, r.output.replace("\n", " ")), r.output
     assert not out.exists()
 
 
