@@ -16,7 +16,7 @@ from __future__ import annotations
 import dataclasses
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
-from typing import Any, ClassVar, Generator, Iterator, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, ClassVar, Generator, Iterator, Mapping, Sequence
 
 from fl.actions import Action, ClientResult, Failure
 from fl.algorithms.fedavg_lora.config import FedAvgLoRAConfig
@@ -26,6 +26,9 @@ from fl.algorithms.split_lora.config import SplitLoRAConfig
 from fl.algorithms.surrogate.config import SurrogateConfig
 from fl.registry import Registry
 from fl.specs import AlgorithmConfig
+
+if TYPE_CHECKING:
+    from fl.metrics import PromptResults
 
 __all__ = [
     "AlgorithmConfig",
@@ -146,6 +149,19 @@ class Algorithm(ABC):
     @abstractmethod
     def evaluate(self, rnd: int) -> Mapping[str, float]:
         """Metrics of the global model after round ``rnd``: at least ``accuracy`` and ``loss``."""
+
+    def take_prompt_results(self) -> "PromptResults | None":
+        """How the last :meth:`evaluate` scored each test prompt (a
+        :class:`fl.metrics.PromptResults`: prompt indices, right or wrong, label, prediction),
+        handed over once — None afterwards, and None for an algorithm without test prompts
+        (the surrogate's accuracy is modelled). The host calls it after every evaluate(), so
+        that two runs scored on the same prompts can be compared pairwise."""
+        return None
+
+    def info(self) -> Mapping[str, float | int | str]:
+        """Static facts for the run summary (sizes, ``client_storage_bytes``: what a client
+        holds of the model, bytes); empty by default."""
+        return {}
 
     def close(self) -> None:
         """Release resources (worker pools, files)."""

@@ -129,9 +129,10 @@ class LMAlgorithm(Algorithm):
         return local_train(model, (collate(self.task, idx) for idx in plan), len(plan), lr, generator,
                            weight_decay, forward_ctx=self.forward_ctx)
 
-    def eval_model(self, model, prefix, indices, batch_size: int) -> dict[str, float]:
+    def eval_model(self, model, prefix, indices, batch_size: int) -> dict[str, Any]:
         """Rank-classification accuracy and answer loss of ``model`` on ``indices`` (from
-        ``prefix``'s cached states when there is one)."""
+        ``prefix``'s cached states when there is one), and the per-prompt results
+        (:func:`fl.train.rank_metrics`)."""
         from fl.train import evaluate, rank_metrics
 
         with self.forward_ctx():
@@ -145,11 +146,17 @@ class LMAlgorithm(Algorithm):
                 model.train(was)
             return rank_metrics(scores, self.task, indices)
 
-    @staticmethod
-    def reported(m: Mapping[str, float]) -> dict[str, float]:
+    def reported(self, m: Mapping[str, Any]) -> dict[str, float]:
         """What an evaluation reports of :meth:`eval_model`'s metrics: accuracy with its 95 %
-        Wilson interval (``accuracy_lo``, ``accuracy_hi``), loss, and ``n_eval``."""
+        Wilson interval (``accuracy_lo``, ``accuracy_hi``), loss, and ``n_eval``. Its
+        per-prompt results are kept for the host (:meth:`take_prompt_results`)."""
+        self._prompt_results = m.get("prompts")
         return {k: m[k] for k in ("accuracy", "accuracy_lo", "accuracy_hi", "loss", "n_eval")}
+
+    def take_prompt_results(self):
+        """The per-prompt results of the evaluation :meth:`reported` last, once."""
+        out, self._prompt_results = self.__dict__.get("_prompt_results"), None
+        return out
 
     def ce_flops(self, flop_profile, plan: Sequence[Sequence[int]]) -> float:
         """Matmul FLOPs of CE training steps on these batches (index lists) of the task, for

@@ -13,7 +13,7 @@ from typing import Annotated, Any, Literal, Union
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
 
 __all__ = ["AlgorithmConfig", "ModelSpec", "TinyLlamaSpec", "AnyModelSpec", "LoraSpec", "TopLayers", "DataSpec",
-           "Dtype", "WireDtype", "SimilarityMetric", "AbsmaxDtype"]
+           "Dtype", "WireDtype", "SimilarityMetric", "AbsmaxDtype", "known_n_layers", "EMBEDDED_N_LAYERS"]
 
 Dtype = Literal["float32", "bfloat16", "float16"]
 WireDtype = Literal["fp32", "fp16", "bf16", "int8"]  # how tensors travel (fl.payload)
@@ -93,6 +93,21 @@ class TinyLlamaSpec(_Spec):
             raise ValueError(f"heads ({self.heads}) must be a multiple of kv_heads ({self.kv_heads}). "
                              "Fix: change heads or kv_heads.")
         return self
+
+
+#: Decoder layers of the embedded model (``smollm2``: SmolLM2-135M-Instruct).
+EMBEDDED_N_LAYERS = 30
+
+
+def known_n_layers(spec: "ModelSpec | TinyLlamaSpec") -> int | None:
+    """Decoder layers of the model ``spec`` describes, when known without loading it: a tiny
+    model's ``n_layers``, the kept layers of ``keep_layers``, the embedded SmolLM2's 30;
+    None for other pretrained models (checked when they load)."""
+    if isinstance(spec, TinyLlamaSpec):
+        return spec.n_layers
+    if spec.keep_layers is not None:
+        return len(spec.keep_layers)
+    return EMBEDDED_N_LAYERS if spec.name_or_path.lower() == "smollm2" else None
 
 
 def _model_shorthand(value: Any) -> Any:

@@ -11,7 +11,7 @@ answer given the prompt and takes the argmax.
 from __future__ import annotations
 
 import contextlib
-from typing import Callable, ContextManager, Iterable, Sequence
+from typing import Any, Callable, ContextManager, Iterable, Sequence
 
 import numpy as np
 import torch
@@ -162,8 +162,9 @@ def score_labels(model: nn.Module, task: EncodedTask, indices: Sequence[int], ba
 
 @torch.no_grad()
 def evaluate(model: nn.Module, task: EncodedTask, indices: Sequence[int] | None = None,
-             batch_size: int = 16) -> dict[str, float]:
-    """Rank-classification accuracy and answer loss on ``indices`` (default: all of ``task``).
+             batch_size: int = 16) -> dict[str, Any]:
+    """Rank-classification accuracy and answer loss on ``indices`` (default: all of ``task``)
+    — :func:`rank_metrics`, the per-prompt results included.
 
     accuracy: share of examples whose true label's answer has the highest log-likelihood.
     loss: mean negative log-likelihood per answer token of the true answers.
@@ -180,20 +181,29 @@ def evaluate(model: nn.Module, task: EncodedTask, indices: Sequence[int] | None 
     return rank_metrics(scores, task, indices)
 
 
-def rank_metrics(scores: torch.Tensor, task: EncodedTask, indices: Sequence[int]) -> dict[str, float]:
+def rank_metrics(scores: torch.Tensor, task: EncodedTask, indices: Sequence[int]) -> dict[str, Any]:
     """Accuracy (with its 95 % Wilson interval ``accuracy_lo``/``accuracy_hi``), answer loss
-    and ``n_eval`` from label scores (N, L) of the examples ``indices``."""
-    from fl.metrics import wilson_interval
+    and ``n_eval`` from label scores (N, L) of the examples ``indices``; and ``prompts``, a
+    :class:`fl.metrics.PromptResults` saying which prompts were answered right (what pairs
+    two variants scored on the same prompts)."""
+    from fl.metrics import PromptResults, wilson_interval
 
-    truth = torch.as_tensor(task.labels[list(indices)])
+    idx = np.asarray(list(indices), dtype=np.int64)
+    truth = torch.as_tensor(task.labels[idx])
     lengths = torch.tensor([len(a) for a in task.answers])[truth]  # answer tokens per example
     nll = -scores.gather(1, truth[:, None]).squeeze(1)
-    right = int((scores.argmax(1) == truth).sum())
-    lo, hi = wilson_interval(right, len(indices))
+    predicted = scores.argmax(1)  # (N,) the label ranked first
+    correct = predicted == truth  # (N,) bool
+    right = int(correct.sum())
+    lo, hi = wilson_interval(right, len(idx))
     return {
-        "accuracy": right / len(indices),
+        "accuracy": right / len(idx),
         "accuracy_lo": lo,
         "accuracy_hi": hi,
         "loss": float(nll.sum() / lengths.sum()),
-        "n_eval": float(len(indices)),
+        "n_eval": float(len(idx)),
+        "prompts": PromptResults(prompt=idx, correct=correct.numpy(),
+                                 label=truth.numpy().astype(np.int64),
+                                 predicted=predicted.numpy().astype(np.int64),
+                                 label_names=tuple(task.label_names)),
     }

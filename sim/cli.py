@@ -57,10 +57,20 @@ def _fmt(v, unit: str = "") -> str:
     return f"{v}{unit}"
 
 
-def _acc(m: dict) -> str:
-    """An accuracy with its interval when it has one: ``0.483 [0.362, 0.607]``."""
-    lo, hi = m.get("accuracy_lo"), m.get("accuracy_hi")
-    return _fmt(m.get("accuracy")) + (f" [{lo:.3g}, {hi:.3g}]" if lo is not None and hi is not None else "")
+def _acc(m: dict, learner: str | None = None) -> str:
+    """An accuracy with its interval when it has one: ``0.483 [0.362, 0.607]``; the
+    surrogate's is modelled and says so: ``0.483 (modelled)``."""
+    return _acc_text(m.get("accuracy"), m.get("accuracy_lo"), m.get("accuracy_hi"), learner)
+
+
+def _acc_text(acc, lo, hi, learner: str | None = None) -> str:
+    if acc is None or (isinstance(acc, float) and math.isnan(acc)):
+        return "—"
+    if learner == "surrogate":
+        return f"{acc:.3g} (modelled)"
+    if lo is None or hi is None or (isinstance(lo, float) and math.isnan(lo)):
+        return _fmt(acc)
+    return f"{acc:.3g} [{lo:.2g}, {hi:.2g}]"
 
 
 def _summary_table(summary: dict, title: str | None = None) -> Table:
@@ -83,11 +93,11 @@ def _summary_table(summary: dict, title: str | None = None) -> Table:
     ini, fin = summary.get("initial") or {}, summary.get("final", {})
     if ini.get("accuracy") is not None:
         n = fin.get("n_eval") or ini.get("n_eval")
-        t.add_row("accuracy: untrained → final", f"{_acc(ini)} → {_acc(fin)}"
+        t.add_row("accuracy: untrained → final", f"{_acc(ini, learner)} → {_acc(fin, learner)}"
                   + (f" (95 % Wilson, n = {int(n)})" if n and fin.get("accuracy_lo") is not None else ""))
         t.add_row("loss: untrained → final", f"{_fmt(ini.get('loss'))} → {_fmt(fin.get('loss'))}")
     else:
-        t.add_row("final accuracy", _fmt(fin.get("accuracy")))
+        t.add_row("final accuracy", _acc(fin, learner))
         t.add_row("final loss", _fmt(fin.get("loss")))
     if summary.get("run_dir"):
         t.add_row("run directory", str(summary["run_dir"]))
@@ -203,12 +213,32 @@ def _mean_sd(values: list[float]) -> str:
     return f"{m:.4g}±{sd:.2g}" if sd > 0 else _fmt(m)
 
 
+def _seeds_accuracy(rows: list[dict]) -> str:
+    """The final accuracy of the runs of one grid point (or algorithm): one run, its value
+    with its 95 % Wilson interval; several (seeds), their mean with a 95 % Student-t
+    interval over the seeds; the surrogate's is modelled (mean±sd over seeds)."""
+    from fl.metrics import mean_interval
+
+    vals = [r["final_accuracy"] for r in rows if r.get("final_accuracy") is not None]
+    if not vals:
+        return "—"
+    if any(r.get("learner") == "surrogate" for r in rows):
+        return f"{_mean_sd(vals)} (modelled)"
+    if len(vals) == 1:
+        r = next(r for r in rows if r.get("final_accuracy") is not None)
+        return _acc_text(r["final_accuracy"], r.get("final_accuracy_lo"), r.get("final_accuracy_hi"))
+    mean, lo, hi = mean_interval(vals)
+    return f"{mean:.3g} [{lo:.2g}, {hi:.2g}] (t, {len(vals)} seeds)"
+
+
 def _sweep_table(spec, rows: list[dict], title: str) -> Table:
     """One line per grid point: seeds that ran, then means (± sample sd over seeds)."""
     from sim.sweep import format_value
 
     keys = [k for k, _ in spec.grid]
-    t = Table(title=title, caption="mean±sd over the seeds that ran")
+    t = Table(title=title, caption="mean±sd over the seeds that ran; accuracy: one seed with "
+                                   "its 95 % Wilson interval, several with a 95 % t-interval "
+                                   "over seeds")
     for k in keys:  # the grid keys and values stay readable; the metrics give way
         t.add_column(k.split(".")[-1], justify="right", min_width=len(k.split(".")[-1]))
     for c in ("ok/runs", "sim s", "Mbit up", "energy J", "accuracy", "loss", "wall s"):
@@ -225,7 +255,7 @@ def _sweep_table(spec, rows: list[dict], title: str) -> Table:
         n_ok = f"{len(ok)}/{len(rs)}"
         t.add_row(*point, n_ok if len(ok) == len(rs) else f"[red]{n_ok}[/red]",
                   _mean_sd(col("simulated_time_s")), _mean_sd(col("bits_up", 1e6)),
-                  _mean_sd(col("energy_j")), _mean_sd(col("final_accuracy")),
+                  _mean_sd(col("energy_j")), _seeds_accuracy(ok),
                   _mean_sd(col("final_loss")), _fmt(sum(r["wall_time_s"] for r in rs)))
     return t
 
@@ -245,7 +275,8 @@ def sweep(file: Path = typer.Argument(..., help="Scenario YAML, or a sweep file 
               None, "--workers", min=1, help="Parallel variants (default: the CPU count)."),
           backend: Backend = typer.Option(Backend.process, "--backend",
                                           help="process pool, ray tasks, or inline."),
-          plots: bool = typer.Option(False, "--plots", help="Draw each variant's PNG plots."),
+          plots: bool = typer.Option(False, "--plots", help="Draw each variant's PNG plots, and "
+                                     "the sweep's latency_accuracy.png and pareto.png."),
           dry_run: bool = typer.Option(False, "--dry-run",
                                        help="Validate and list the variants; run nothing."),
           overwrite: bool = typer.Option(False, "--overwrite", help="Empty a used --out DIR "
@@ -328,10 +359,24 @@ def sweep(file: Path = typer.Argument(..., help="Scenario YAML, or a sweep file 
 
 
 @app.command()
-def plot(run_dir: Path = typer.Argument(..., help="A run directory.")) -> None:
-    """(Re)draw the plots of a run directory."""
-    from sim.plots import plot_run
+def plot(run_dir: Path = typer.Argument(..., help="A run directory, or a sweep or comparison "
+                                                   "directory.")) -> None:
+    """(Re)draw the plots of a run directory; of a sweep or comparison directory:
+    latency_accuracy.png (accuracy against simulated time per grid point or algorithm) and
+    pareto.png (final accuracy against simulated time and total bits, the Pareto front)."""
+    from sim.plots import plot_collection, plot_run
 
+    if (run_dir / "compare.csv").is_file() or (run_dir / "sweep.csv").is_file():
+        try:
+            files = plot_collection(run_dir)
+        except (OSError, ValueError, KeyError) as exc:
+            _err.print(f"[red]{run_dir}: cannot draw the plots ({_escape(type(exc).__name__)}: "
+                       f"{_escape(str(exc))}). Fix: run the sweep or comparison again into this "
+                       "directory (--resume or --overwrite).[/red]", highlight=False, soft_wrap=True)
+            raise typer.Exit(1) from None
+        for f in files:
+            _out.print(str(run_dir / f), highlight=False)
+        return
     _finished(run_dir)
     try:
         files = plot_run(run_dir)
@@ -408,87 +453,192 @@ def _rounds_table(df, max_rows: int = 40) -> Table:
 
 
 def options_for(algorithm: str, options: dict) -> tuple[dict, list[str]]:
-    """Split ``fl.options`` into the keys ``algorithm``'s Config accepts and the others.
+    """:func:`sim.compare.options_for` (imported when called: the CLI starts fast)."""
+    from sim.compare import options_for as split
 
-    Returns (kept options, sorted names of the dropped keys). Raises KeyError for an
-    unknown algorithm (NotImplementedError when its dependencies are missing).
-    """
-    from fl.algorithm import algorithm_config
-
-    accepted = algorithm_config(algorithm).model_fields
-    kept = {k: v for k, v in options.items() if k in accepted}
-    return kept, sorted(k for k in options if k not in accepted)
+    return split(algorithm, options)
 
 
-def _raw_scenario(file: Path, sets: list[str]) -> dict:
-    """The scenario mapping of ``file`` with ``sets`` applied (not yet validated)."""
-    from sim.scenario import ScenarioError, apply_overrides, load_yaml
+def _compare_tables(result, title: str) -> list[Table]:
+    """The per-variant table (then, with several seeds, one line per algorithm) and the
+    paired differences."""
+    rows = result.rows
+    t = Table(title=title, caption=(
+        f"accuracy: final, 95 % Wilson interval (several seeds: mean, 95 % t-interval over "
+        f"seeds); t→target: simulated s to accuracy ≥ {_fmt(result.target)} "
+        f"({result.target_rule})"))
+    for c in ("algorithm", "seed", "accuracy", "t→target s", "sim s", "Mbit up", "Mbit down",
+              "client GFLOP", "energy J", "storage MB", "wall s"):
+        t.add_column(c, justify="right", overflow="fold")
 
-    try:
-        data = load_yaml(file.read_text(encoding="utf-8"), str(file))
-    except (OSError, UnicodeDecodeError, ScenarioError):
-        data = None
-    if not isinstance(data, dict):
-        _load(file, sets)  # names the problem with the file and exits
-        return {}
-    try:
-        return apply_overrides(data, sets)
-    except ScenarioError as exc:
-        _err.print(f"[red]{exc}[/red]", markup=True, highlight=False, soft_wrap=True)
-        raise typer.Exit(2) from None
+    def num(r, k, scale=1.0):
+        return _fmt(r[k] / scale) if r.get(k) is not None else "—"
+
+    for r in rows:
+        if r["status"] != "ok":
+            t.add_row(r["algorithm"], str(r["seed"]), f"[red]failed: {_escape(r['error'] or '')}[/red]",
+                      *["—"] * 7, _fmt(r.get("wall_time_s")))
+            continue
+        t.add_row(r["algorithm"], str(r["seed"]),
+                  _acc_text(r["final_accuracy"], r["final_accuracy_lo"], r["final_accuracy_hi"],
+                            r["learner"]),
+                  num(r, "time_to_target_s"), num(r, "simulated_time_s"), num(r, "bits_up", 1e6),
+                  num(r, "bits_down", 1e6), num(r, "client_flops", 1e9), num(r, "energy_j"),
+                  num(r, "client_storage_bytes", 1e6), _fmt(r.get("wall_time_s")))
+    algs = list(dict.fromkeys(r["algorithm"] for r in rows))
+    if len(rows) > len(algs):  # several seeds: one line per algorithm
+        t.add_section()
+        for a in algs:
+            rs = [r for r in rows if r["algorithm"] == a]
+            ok = [r for r in rs if r["status"] == "ok"]
+            n_ok = f"{len(ok)}/{len(rs)} seeds"
+
+            def col(k, scale=1.0):
+                return _mean_sd([r[k] / scale if r.get(k) is not None else None for r in ok])
+
+            t.add_row(f"[bold]{a}[/bold]", n_ok if len(ok) == len(rs) else f"[red]{n_ok}[/red]",
+                      _seeds_accuracy(ok), col("time_to_target_s"), col("simulated_time_s"),
+                      col("bits_up", 1e6), col("bits_down", 1e6), col("client_flops", 1e9),
+                      col("energy_j"), col("client_storage_bytes", 1e6),
+                      _fmt(sum(r["wall_time_s"] or 0.0 for r in rs)))
+    tables = [t]
+    if result.pairs:
+        p = Table(title="paired differences of final accuracy, A − B, on the same test prompts",
+                  caption="Newcombe's 95 % interval (1998, method 10); bootstrap: paired, "
+                          "10,000 resamples; p: exact McNemar")
+        for c in ("A", "B", "seed", "n", "A − B", "95 % interval", "bootstrap", "p",
+                  "only A / only B"):
+            p.add_column(c, justify="right", overflow="fold")
+        for r in result.pairs:
+            if r["status"] != "paired":
+                p.add_row(r["algorithm_a"], r["algorithm_b"], str(r["seed"]),
+                          f"[yellow]not paired: {_escape(r['note'])}[/yellow]", *[""] * 5)
+                continue
+            p.add_row(r["algorithm_a"], r["algorithm_b"], str(r["seed"]), str(r["n_prompts"]),
+                      f"{r['difference']:+.3f}",
+                      f"[{r['difference_lo']:+.3f}, {r['difference_hi']:+.3f}]",
+                      f"[{r['bootstrap_lo']:+.3f}, {r['bootstrap_hi']:+.3f}]",
+                      f"{r['mcnemar_p']:.3g}", f"{r['n_only_a']} / {r['n_only_b']}")
+        tables.append(p)
+    return tables
 
 
 @app.command()
 def compare(file: Path = typer.Argument(..., help="Scenario YAML file."),
-            algorithms: str = typer.Option(..., "--algorithms", help="Comma-separated names."),
+            algorithms: str = typer.Option(..., "--algorithms", help="Comma-separated names: "
+                                           "--algorithms fedavg_lora,split_lora."),
+            seeds: Optional[str] = typer.Option(None, "--seeds", help="Seeds of every algorithm: "
+                                                "0,1,2 or 0-9 (default: the scenario's seed)."),
             set_: Optional[List[str]] = SetOpt,
-            out: Path = typer.Option(Path("runs"), "--out", help="Parent directory of the runs."),
-            overwrite: bool = typer.Option(False, "--overwrite", help="Empty the used run "
-                                           "directories first (else they are refused).")) -> None:
-    """Run the same scenario once per algorithm and print one table.
+            out: Optional[Path] = typer.Option(
+                None, "--out", help="Comparison directory (default runs/<name>-compare-<time>)."),
+            target: Optional[float] = typer.Option(
+                None, "--target", help="Target accuracy of the time-to-target column (default: "
+                                       "the lowest final accuracy of the variants that ran)."),
+            workers: Optional[int] = typer.Option(
+                None, "--workers", min=1, help="Parallel variants (default: the CPU count)."),
+            backend: Backend = typer.Option(Backend.process, "--backend",
+                                            help="process pool, ray tasks, or inline."),
+            plots: bool = typer.Option(False, "--plots", help="Draw each variant's own PNG plots."),
+            dry_run: bool = typer.Option(False, "--dry-run",
+                                         help="Validate and list the variants; run nothing."),
+            overwrite: bool = typer.Option(False, "--overwrite", help="Empty a used --out DIR "
+                                           "first (else a non-empty DIR is refused)."),
+            resume: bool = typer.Option(False, "--resume", help="Continue the comparison in "
+                                        "--out DIR: keep the variants that finished, resume "
+                                        "the interrupted, rerun the failed."),
+            quiet: bool = typer.Option(False, "--quiet", help="No progress lines, no table.")) -> None:
+    """Run the same scenario once per algorithm × seed; write DIR/compare.csv, compare_pairs.csv,
+    compare.json, latency_accuracy.png and pareto.png.
 
     Each algorithm keeps the ``fl.options`` keys its own config accepts (model, data, lora,
-    lr, ... are shared by the real learners) and drops the others, saying which.
+    lr, ... are shared by the real learners) and drops the others, saying which. Every
+    variant is validated before any runs. A failed variant is recorded and the others go on;
+    the exit code is 1 if any failed (2 for an invalid comparison).
     """
-    from sim.outputs import RunDirError, claim_out_dir
-    from sim.runner import run_scenario
-    from sim.sweep import yaml_inline
+    from rich.markup import escape
 
-    names = [a.strip() for a in algorithms.split(",") if a.strip()]
-    sets = list(set_ or [])
-    options = (_raw_scenario(file, sets).get("fl") or {}).get("options") or {}
-    t = Table(title=f"compare: {file.name}")
-    for c in ("algorithm", "learner", "sim time (s)", "Mbit up", "Mbit down", "energy (J)",
-              "updates", "failures", "accuracy"):
-        t.add_column(c, justify="right")
-    runs = []
-    for name in names:  # validate every algorithm's scenario before running any
-        try:
-            kept, dropped = options_for(name, options)
-        except (KeyError, NotImplementedError):
-            kept, dropped = {}, []  # _load below names the algorithm problem
-        scn = _load(file, sets + [f"fl.algorithm={name}", f"fl.options={yaml_inline(kept)}"])
-        runs.append((name, scn, dropped))
-    for name, scn, _ in runs:  # refuse used run directories before running any
-        run_dir = out / f"{scn.name}-{name}"
-        if run_dir.is_dir() and any(run_dir.iterdir()) and not overwrite:
-            try:
-                claim_out_dir(run_dir, what="run", flags="--overwrite")
-            except RunDirError as exc:
-                _err.print(f"[red]{_escape(str(exc))}[/red]", highlight=False, soft_wrap=True)
-                raise typer.Exit(2) from None
-    for name, scn, dropped in runs:
+    from sim.compare import CompareSpec, run_compare, validate, variants_of
+    from sim.outputs import RunDirError, claim_out_dir, make_run_dir
+    from sim.scenario import ScenarioError
+    from sim.sweep import check_nesting, parse_seeds
+
+    try:
+        if resume and overwrite:
+            raise ScenarioError(["--resume and --overwrite contradict each other. Fix: pass one "
+                                 "of them."])
+        spec = CompareSpec(base=file, algorithms=tuple(a.strip() for a in algorithms.split(",")),
+                           seeds=parse_seeds(seeds) if seeds else (), sets=tuple(set_ or []),
+                           target=target)
+        checked = validate(spec)
+        check_nesting(checked, backend.value, spec)
+        if backend is Backend.ray:
+            from sim.sweep import _ray_available
+
+            if not _ray_available():
+                raise ScenarioError(["--backend ray: Ray is not installed. Fix: pip install "
+                                     "'fedwave[ray]' (or use --backend process)."])
+    except ScenarioError as exc:
+        _err.print(f"[red]{escape(str(exc))}[/red]", highlight=False, soft_wrap=True)
+        raise typer.Exit(2) from None
+    name = checked[0][1].name
+    if dry_run:
+        for v, _ in checked:
+            _out.print(v.name, highlight=False)
+        _out.print(f"{len(checked)} variants of {name}: all valid.", highlight=False)
+        return
+    for alg, dropped in variants_of(spec)[1].items():
         if dropped:
-            _err.print(f"{name}: dropped fl.options it does not accept: {', '.join(dropped)}",
+            _err.print(f"{alg}: dropped fl.options it does not accept: {', '.join(dropped)}",
                        highlight=False, soft_wrap=True)
-        run_dir, s = run_scenario(scn, out=out / f"{scn.name}-{name}", plots=False,
-                                  overwrite=overwrite)
-        tot = s["totals"]
-        t.add_row(name, s["learner"], _fmt(s["simulated_time_s"]), _fmt(tot["bits_up"] / 1e6),
-                  _fmt(tot["bits_down"] / 1e6), _fmt(tot["energy_j"]),
-                  str(tot["updates_delivered"]), str(tot["failures"]),
-                  _fmt(s["final"]["accuracy"]))
-    _out.print(t)
+    out_dir = make_run_dir(f"{name}-compare", None) if out is None else out
+    if out is not None and out.is_dir() and any(out.iterdir()) and not (overwrite or resume):
+        try:  # refused before anything runs
+            claim_out_dir(out, what="comparison", flags="--overwrite, --resume")
+        except RunDirError as exc:
+            _err.print(f"[red]{escape(str(exc))}[/red]", highlight=False, soft_wrap=True)
+            raise typer.Exit(2) from None
+    n = len(checked)
+    n_done = 0
+
+    def on_done(_i: int, row: dict, kept: bool = False) -> None:
+        nonlocal n_done
+        n_done += 1
+        if quiet:
+            return
+        head = f"[{n_done}/{n}] {row['algorithm']} seed {row['seed']}:"
+        if row["status"] == "ok":
+            acc = _acc_text(row["final_accuracy"], row["final_accuracy_lo"],
+                            row["final_accuracy_hi"], row["learner"])
+            _err.print(f"{head} {'kept (finished before), ' if kept else ''}accuracy {acc}, "
+                       f"{row['wall_time_s']:.1f} s wall", highlight=False)
+        else:
+            _err.print(f"[red]{escape(head)} FAILED after {row['wall_time_s']:.1f} s: "
+                       f"{escape(row['error'] or '')}[/red]", highlight=False, soft_wrap=True)
+
+    try:
+        result = run_compare(spec, out_dir, backend=backend.value, workers=workers, plots=plots,
+                             on_done=on_done, overwrite=overwrite, resume=resume,
+                             on_kept=lambda i, row: on_done(i, row, kept=True))
+    except (RunDirError, ScenarioError) as exc:
+        _err.print(f"[red]{escape(str(exc))}[/red]", highlight=False, soft_wrap=True)
+        raise typer.Exit(2) from None
+    bad = [r for r in result.rows if r["status"] != "ok"]
+    if not quiet:
+        learners = {r["learner"] for r in result.rows if r["learner"]}
+        title = (f"compare: {name}, {n} runs"
+                 + (" (SURROGATE learner: accuracy modelled)" if learners == {"surrogate"} else ""))
+        con = _out if _out.is_terminal else Console(width=200)
+        for table in _compare_tables(result, title):
+            con.print(table)
+    for r in bad:
+        _err.print(f"[red]failed: {escape(r['run_dir'])}: {escape(r['error'] or '')}[/red]",
+                   highlight=False, soft_wrap=True)
+    _out.print(str(result.out / "compare.csv"), highlight=False)
+    if bad:
+        _err.print(f"[red]{len(bad)} of {n} variants failed (see compare.csv and each run "
+                   f"directory's error.txt).[/red]")
+        raise typer.Exit(1)
 
 
 def main() -> None:

@@ -9,6 +9,13 @@ Layout of ``runs/<name>-<timestamp>/``:
 - ``rounds.csv``: one row per round (see :data:`sim.simulation.ROUND_COLUMNS`), then the
   algorithm's own columns.
 - ``events.parquet``: the event trace (columns documented in :mod:`sim.trace`).
+- ``eval.parquet`` (real learners): how every evaluation scored each test prompt, one row
+  per (evaluation, prompt): ``round`` (int32; −1 is the untrained model), ``prompt``
+  (int64, the prompt's index in the dataset), ``correct`` (bool), ``label`` and
+  ``predicted`` (the true label and the label ranked first, as text). Two runs scored on
+  the same prompts are compared pairwise from it (:func:`read_eval`,
+  :func:`fl.metrics.paired_difference`). The surrogate has no test prompts (its accuracy is
+  modelled) and writes none.
 - ``summary.json``: scenario, seed, versions, wall/simulated time, totals, final metrics,
   ``learner: real|surrogate``, ``status: ok|failed``.
 - ``plots/*.png``: see :mod:`sim.plots`.
@@ -39,11 +46,16 @@ from fl.statefile import atomic_write_bytes
 
 __all__ = ["make_run_dir", "atomic_write_text", "atomic_write_bytes", "versions",
            "write_run", "write_failure", "write_started", "write_interrupted", "claim_out_dir",
-           "RunDirError", "OutputError", "run_status", "read_summary", "read_rounds"]
+           "RunDirError", "OutputError", "run_status", "read_summary", "read_rounds",
+           "EVAL_COLUMNS", "eval_table", "read_eval"]
 
 # Files by which a directory is recognised as fedwave's own (the only kind --overwrite empties).
 _OWN_FILES = ("summary.json", "error.txt", "scenario.resolved.yaml", "sweep.yaml", "sweep.csv",
-              "checkpoint.zip", "checkpoint.pkl", "rounds.csv", "events.parquet")
+              "compare.json", "compare.csv", "checkpoint.zip", "checkpoint.pkl", "rounds.csv",
+              "events.parquet", "eval.parquet")
+
+#: Columns of ``eval.parquet`` (see the module docstring).
+EVAL_COLUMNS = ("round", "prompt", "correct", "label", "predicted")
 
 
 class RunDirError(ValueError):
@@ -177,6 +189,10 @@ def write_run(run_dir: Path, result, plots: bool = True) -> dict:
     buf = io.BytesIO()
     pq.write_table(result.tracer.to_arrow(), buf)
     atomic_write_bytes(run_dir / "events.parquet", buf.getvalue())
+    if result.prompt_results:
+        buf = io.BytesIO()
+        pq.write_table(eval_table(result.prompt_results), buf)
+        atomic_write_bytes(run_dir / "eval.parquet", buf.getvalue())
     summary = dict(result.summary)
     summary["status"] = "ok"
     summary["versions"] = versions()
@@ -190,6 +206,49 @@ def write_run(run_dir: Path, result, plots: bool = True) -> dict:
     summary = _clean(summary)
     atomic_write_text(run_dir / "summary.json", _json(summary))
     return summary
+
+
+def eval_table(prompt_results):
+    """``eval.parquet`` as a pyarrow Table from (round, :class:`fl.metrics.PromptResults`)
+    pairs, in order: a few hundred rows per evaluation."""
+    import numpy as np
+    import pyarrow as pa
+
+    def names(res, idx):
+        return np.asarray(res.label_names, dtype=object)[np.asarray(idx, dtype=np.int64)]
+
+    parts = [(np.full(len(res.prompt), rnd, dtype=np.int32), res) for rnd, res in prompt_results]
+    cols = {
+        "round": np.concatenate([r for r, _ in parts]),
+        "prompt": np.concatenate([np.asarray(res.prompt, dtype=np.int64) for _, res in parts]),
+        "correct": np.concatenate([np.asarray(res.correct, dtype=bool) for _, res in parts]),
+        "label": np.concatenate([names(res, res.label) for _, res in parts]),
+        "predicted": np.concatenate([names(res, res.predicted) for _, res in parts]),
+    }
+    schema = pa.schema([("round", pa.int32()), ("prompt", pa.int64()), ("correct", pa.bool_()),
+                        ("label", pa.string()), ("predicted", pa.string())])
+    return pa.table({k: cols[k] for k in EVAL_COLUMNS}, schema=schema)
+
+
+def read_eval(run_dir: str | Path):
+    """``run_dir/eval.parquet`` as a DataFrame (columns :data:`EVAL_COLUMNS`), or None when the
+    run has none (the surrogate, a run from before fedwave wrote it); :class:`OutputError`
+    for a damaged file."""
+    import pandas as pd
+
+    path = Path(run_dir) / "eval.parquet"
+    if not path.is_file():
+        return None
+    try:
+        df = pd.read_parquet(path)
+    except (OSError, ValueError) as exc:
+        raise OutputError(f"{path}: cannot be read ({type(exc).__name__}: {exc}); the file is "
+                          "truncated or damaged. Fix: run the scenario again with --overwrite.") from None
+    missing = [c for c in EVAL_COLUMNS if c not in df.columns]
+    if missing:
+        raise OutputError(f"{path}: lacks the column(s) {', '.join(missing)}; not fedwave's "
+                          "eval.parquet. Fix: run the scenario again with --overwrite.")
+    return df
 
 
 def write_started(run_dir: Path, scenario_name: str, resumed: bool) -> None:

@@ -150,6 +150,7 @@ class _Task:
     proc: Any = None
     upload_bits: int = 0
     compute_t0: float | None = None  # simulated start of the computation under way, if any
+    compute_flops_per_s: float = 0.0  # its pace: a cut computation counts the share it did
 
 
 @dataclass
@@ -160,6 +161,9 @@ class RunResult:
     tracer: Tracer
     summary: dict
     trajectories: dict = field(default_factory=dict)
+    #: (round, :class:`fl.metrics.PromptResults`) of every evaluation that scored test
+    #: prompts, in order (round -1: the untrained model); empty for the surrogate
+    prompt_results: list = field(default_factory=list)
 
 
 class Simulation:
@@ -229,6 +233,9 @@ class Simulation:
         self.n_failures = 0
         self._live: dict[int, _Task] = {}  # client tasks under way (what duration_s cuts)
         self.initial: dict[str, float] = {}  # the untrained model's metrics (evaluate(-1))
+        self.prompt_results: list = []  # (round, PromptResults) of every evaluation
+        self.client_flops = 0.0  # FLOPs the clients computed (a cut computation: its share)
+        self.server_flops = 0.0  # FLOPs of the server's completed jobs
         self.checkpoint = None if checkpoint is None else Path(checkpoint)
         self.stop_after_rounds: int | None = None  # test hook: stop the sync driver early
         self._start_round = 0  # > 0 once resumed from a checkpoint
@@ -244,6 +251,7 @@ class Simulation:
             if self._start_round == 0:  # a resumed run has it (checkpoint)
                 # the untrained model's metrics at t = 0: the baseline every curve starts from
                 self.initial = {k: float(v) for k, v in dict(self.algorithm.evaluate(-1)).items()}
+                self._take_prompt_results(-1)
                 if self.initial:
                     self._trace("evaluate", round=-1,
                                 detail=", ".join(f"{k}={v:.6g}" for k, v in self.initial.items()))
@@ -260,7 +268,7 @@ class Simulation:
             self.close()
         wall = time.perf_counter() - wall0
         return RunResult(self.rounds_frame(), self.tracer, self._summary(wall),
-                         self._trajectories())
+                         self._trajectories(), list(self.prompt_results))
 
     def close(self) -> None:
         """Stop the workers (if any were started) and release the algorithm's resources."""
@@ -408,6 +416,7 @@ class Simulation:
         dt = self.compute.duration_s(client.id, action.flops)
         self._trace("compute_start", round=task.rnd, client=client.id, detail=action.label)
         task.compute_t0 = self.env.now
+        task.compute_flops_per_s = action.flops / dt if dt > 0 else 0.0
         try:
             yield self.env.timeout(dt)
         except simpy.Interrupt as exc:
@@ -415,6 +424,7 @@ class Simulation:
             raise
         finally:
             task.compute_t0 = None
+        self.client_flops += action.flops
         e = self.compute.energy_j(client.id, dt)
         client.energy_j += e
         self._acct.energy_j += e
@@ -425,6 +435,7 @@ class Simulation:
     def _cut_compute(self, task: _Task, client: Client, detail: str) -> None:
         """Account (and trace) the energy of a computation cut short now."""
         e = self.compute.energy_j(client.id, self.env.now - task.compute_t0)  # spent so far
+        self.client_flops += task.compute_flops_per_s * (self.env.now - task.compute_t0)
         client.energy_j += e
         self._acct.energy_j += e
         self._trace("compute_cut", round=task.rnd, client=client.id, energy_j=e, detail=detail)
@@ -501,6 +512,7 @@ class Simulation:
                         srv.ps.cancel(job)  # the other jobs speed up
                         raise
             self._trace("server_compute_end", round=rnd, client=cid, detail=action.label)
+            self.server_flops += action.flops
         finally:
             if req is not None:
                 srv.resource.release(req)
@@ -633,8 +645,15 @@ class Simulation:
         if (rnd + 1) % self.scenario.fl.eval_every and not last:
             return None
         ev = dict(self.algorithm.evaluate(rnd))
+        self._take_prompt_results(rnd)
         self._trace("evaluate", round=rnd, detail=", ".join(f"{k}={v:.6g}" for k, v in ev.items()))
         return ev
+
+    def _take_prompt_results(self, rnd: int) -> None:
+        """Keep how the evaluation just made scored each test prompt (eval.parquet)."""
+        results = self.algorithm.take_prompt_results()
+        if results is not None:
+            self.prompt_results.append((rnd, results))
 
     def _sync_driver(self, start_round: int = 0):
         fl = self.scenario.fl
@@ -944,8 +963,12 @@ class Simulation:
                 "bits_offered": float(self.network.bits_offered),
                 "bits_over_the_air": float(self.network.bits_delivered),
                 "bits_lost": float(self.network.bits_lost),
+                "client_flops": float(self.client_flops),
+                "server_flops": float(self.server_flops),
                 "events": len(self.tracer),
             },
+            # static facts of the learner: client_storage_bytes (what a client holds), sizes
+            "algorithm_info": dict(self.algorithm.info()),
             "initial": {k: self.initial.get(k) for k in _REPORTED},
             "final": {"accuracy": last_acc, "loss": last_loss,
                       **{k: last_eval.get(k) for k in _REPORTED if k not in ("accuracy", "loss")}},

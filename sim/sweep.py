@@ -48,8 +48,9 @@ import yaml
 from sim.scenario import Scenario, ScenarioError, load_scenario
 
 __all__ = ["SweepSpec", "Variant", "BACKENDS", "FIXED_COLUMNS", "parse_grid", "parse_seeds",
-           "load_sweep_file", "is_sweep_file", "expand", "validate", "format_value",
-           "yaml_inline", "run_variant", "run_variants", "write_sweep_csv", "run_sweep", "sweep_columns"]
+           "load_sweep_file", "is_sweep_file", "expand", "validate", "validate_variants",
+           "format_value", "yaml_inline", "run_variant", "run_variants", "write_sweep_csv",
+           "run_sweep", "sweep_columns"]
 
 BACKENDS = ("process", "ray", "inline")
 
@@ -57,7 +58,8 @@ BACKENDS = ("process", "ray", "inline")
 #: full key path, e.g. ``fl.clients_per_round``).
 FIXED_COLUMNS = ("seed", "status", "error", "learner", "n_rounds", "simulated_time_s",
                  "bits_up", "bits_down", "energy_j", "updates_delivered", "failures",
-                 "events", "final_accuracy", "final_loss", "wall_time_s", "run_dir")
+                 "events", "final_accuracy", "final_accuracy_lo", "final_accuracy_hi",
+                 "final_loss", "wall_time_s", "run_dir")
 
 #: Columns that depend on the machine (wall-clock time), not on the scenario and seed.
 WALL_COLUMNS = ("wall_time_s",)
@@ -321,22 +323,34 @@ def validate(spec: SweepSpec) -> list[tuple[Variant, Scenario]]:
     if dup:
         raise SweepError([f"variants {', '.join(dup)} would share a run directory. Fix: give "
                           "distinct grid values."])
+    renames = {f"--set {key}": f"--grid {key}" for key, _ in spec.grid}
+    return validate_variants(spec.base, variants, renames, f"sweep of {spec.base}")
+
+
+def validate_variants(base: str | Path, variants: Sequence[Variant], renames: dict[str, str],
+                      source: str) -> list[tuple[Variant, Scenario]]:
+    """Load every variant's scenario; one :class:`ScenarioError` listing every problem, each
+    line ending with the variant's name (a problem shared by many variants is said once).
+
+    renames: ``{"--set fl.algorithm": "--algorithms"}``: a problem line starting with a key
+    (then ``:`` or ``.``) starts with its value instead: the option the value came from.
+    """
     lines: list[str] = []
     seen: set[str] = set()
     out: list[tuple[Variant, Scenario]] = []
     for v in variants:
         try:
-            out.append((v, load_scenario(spec.base, list(v.overrides))))
+            out.append((v, load_scenario(base, list(v.overrides))))
         except ScenarioError as exc:
             for ln in exc.lines:  # the same problem in many variants: say it once
-                for key, _ in spec.grid:  # a grid key reached the scenario as an override
-                    if ln.startswith((f"--set {key}:", f"--set {key}.")):
-                        ln = "--grid" + ln[len("--set"):]
+                for key, opt in renames.items():  # a value that reached the scenario as an override
+                    if ln.startswith((f"{key}:", f"{key}.")):
+                        ln = opt + ln[len(key):]
                 if ln not in seen:
                     seen.add(ln)
                     lines.append(f"{ln} (variant {v.name})")
     if lines:
-        raise ScenarioError(lines, f"sweep of {spec.base}")
+        raise ScenarioError(lines, source)
     return out
 
 
@@ -355,9 +369,12 @@ def check_nesting(checked: Sequence[tuple[Variant, Scenario]], backend: str, spe
 
 
 # ----------------------------------------------------------------------------- running
-def run_variant(base: str, overrides: Sequence[str], run_dir: str, plots: bool = False) -> dict:
+def run_variant(base: str, overrides: Sequence[str], run_dir: str, plots: bool = False,
+                mode: str = "new") -> dict:
     """Run one variant into ``run_dir``; never raises for a failed run.
 
+    mode: ``new`` (``run_dir`` missing or empty), ``overwrite`` (empty it first) or ``resume``
+    (continue its interrupted run from ``checkpoint.zip``).
     Returns the result fields of its ``sweep.csv`` row (status ``ok`` or ``failed``; on
     failure ``error`` says why and the run directory holds ``error.txt``).
     """
@@ -372,19 +389,26 @@ def run_variant(base: str, overrides: Sequence[str], run_dir: str, plots: bool =
         except ScenarioError as exc:  # validated before, so the file changed since
             write_failure(make_run_dir("variant", run_dir), exc)
             raise
-        _, summary = run_scenario(scn, out=run_dir, plots=plots)  # writes why on failure
+        _, summary = run_scenario(scn, out=run_dir, plots=plots, resume=mode == "resume",
+                                  overwrite=mode == "overwrite")  # writes why on failure
     except Exception as exc:  # noqa: BLE001  (recorded in the row and in the run directory)
         row.update(status="failed", error=f"{type(exc).__name__}: {exc}".replace("\n", " "))
     else:
-        tot, fin = summary.get("totals", {}), summary.get("final", {})
-        row.update(status="ok", error="", learner=summary.get("learner"),
-                   n_rounds=summary.get("n_rounds"),
-                   simulated_time_s=summary.get("simulated_time_s"),
-                   final_accuracy=fin.get("accuracy"), final_loss=fin.get("loss"),
-                   **{k: tot.get(k) for k in ("bits_up", "bits_down", "energy_j",
-                                              "updates_delivered", "failures", "events")})
+        row.update(result_fields(summary))
     row["wall_time_s"] = time.perf_counter() - t0
     return row
+
+
+def result_fields(summary: dict) -> dict:
+    """The result fields of a finished run's ``sweep.csv`` row, from its ``summary.json``."""
+    tot, fin = summary.get("totals", {}), summary.get("final", {})
+    return dict(status="ok", error="", learner=summary.get("learner"),
+                n_rounds=summary.get("n_rounds"),
+                simulated_time_s=summary.get("simulated_time_s"),
+                final_accuracy=fin.get("accuracy"), final_accuracy_lo=fin.get("accuracy_lo"),
+                final_accuracy_hi=fin.get("accuracy_hi"), final_loss=fin.get("loss"),
+                **{k: tot.get(k) for k in ("bits_up", "bits_down", "energy_j",
+                                           "updates_delivered", "failures", "events")})
 
 
 def _ray_available() -> bool:
@@ -395,10 +419,11 @@ def _ray_available() -> bool:
     return True
 
 
-def run_variants(base: str, jobs: Sequence[tuple[Sequence[str], str]], backend: str = "process",
+def run_variants(base: str, jobs: Sequence[tuple], backend: str = "process",
                  workers: int | None = None, plots: bool = False,
                  on_done: Callable[[int, dict], None] | None = None) -> list[dict]:
-    """Run ``jobs`` (overrides, run directory) on ``backend``; rows in the order of ``jobs``.
+    """Run ``jobs`` — (overrides, run directory) or (overrides, run directory, mode), mode as
+    in :func:`run_variant` — on ``backend``; rows in the order of ``jobs``.
 
     ``on_done(index, row)`` is called as each job finishes (in completion order).
     backend: ``inline`` (this process, one after another), ``process`` (a process pool of
@@ -419,9 +444,10 @@ def run_variants(base: str, jobs: Sequence[tuple[Sequence[str], str]], backend: 
         if on_done is not None:
             on_done(i, row)
 
+    jobs = [(list(ov), rd, *rest) for ov, rd, *rest in jobs]
     if backend == "inline":
-        for i, (ov, rd) in enumerate(jobs):
-            done(i, run_variant(base, ov, rd, plots))
+        for i, (ov, rd, *mode) in enumerate(jobs):
+            done(i, run_variant(base, ov, rd, plots, *mode))
     elif backend == "process":
         import multiprocessing
         from concurrent.futures import ProcessPoolExecutor, as_completed
@@ -433,8 +459,8 @@ def run_variants(base: str, jobs: Sequence[tuple[Sequence[str], str]], backend: 
         ctx = multiprocessing.get_context("spawn")
         with ProcessPoolExecutor(max_workers=min(workers, max(len(jobs), 1)), mp_context=ctx,
                                  initializer=die_with_parent, initargs=(os.getpid(),)) as pool:
-            futs = {pool.submit(run_variant, base, list(ov), rd, plots): i
-                    for i, (ov, rd) in enumerate(jobs)}
+            futs = {pool.submit(run_variant, base, ov, rd, plots, *mode): i
+                    for i, (ov, rd, *mode) in enumerate(jobs)}
             for fut in as_completed(futs):
                 done(futs[fut], fut.result())
     else:
@@ -453,7 +479,7 @@ def _run_ray(base, jobs, workers, plots, done) -> None:
     stop_ray = init_ray(num_cpus=workers)  # a local Ray dies with this process, however
     try:
         task = ray.remote(num_cpus=1, max_retries=0)(run_variant)
-        refs = {task.remote(base, list(ov), rd, plots): i for i, (ov, rd) in enumerate(jobs)}
+        refs = {task.remote(base, ov, rd, plots, *mode): i for i, (ov, rd, *mode) in enumerate(jobs)}
         pending = list(refs)
         while pending:
             ready, pending = ray.wait(pending, num_returns=1)
@@ -510,7 +536,8 @@ def run_sweep(spec: SweepSpec, out: str | Path, backend: str = "process",
     Raises :class:`ScenarioError` (nothing written) if any variant is invalid, and
     :class:`sim.outputs.RunDirError` (nothing written) if ``out`` is not empty, unless
     ``overwrite`` (it is emptied first). Returns the ``sweep.csv`` rows in variant order; a
-    failed variant has ``status == "failed"``.
+    failed variant has ``status == "failed"``. ``plots``: each variant's plots, and the
+    sweep's ``latency_accuracy.png`` and ``pareto.png`` (:func:`sim.plots.plot_collection`).
     """
     from sim.outputs import atomic_write_text, claim_out_dir
 
@@ -527,7 +554,12 @@ def run_sweep(spec: SweepSpec, out: str | Path, backend: str = "process",
                         on_done=on_done)
     # without --seeds each variant ran with its scenario's own seed: record that one
     variants = [dataclasses.replace(v, seed=scn.seed) for v, scn in checked]
-    return write_sweep_csv(out / "sweep.csv", spec, variants, rows)
+    full = write_sweep_csv(out / "sweep.csv", spec, variants, rows)
+    if plots and not all(r["status"] != "ok" for r in full):
+        from sim.plots import plot_collection
+
+        plot_collection(out)  # latency_accuracy.png, pareto.png
+    return full
 
 
 def spec_yaml(spec: SweepSpec) -> str:

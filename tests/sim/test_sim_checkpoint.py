@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pandas as pd
@@ -30,6 +31,15 @@ def _interrupted_equals_uninterrupted(tmp_path, scenario, sets, stop_after):
     (e1, r1), (e2, r2) = _outputs(full), _outputs(part)
     assert e1.equals(e2)
     assert r1.equals(r2)
+    # the per-prompt results of the evaluations before the interruption travel too
+    assert (full / "eval.parquet").is_file() == (part / "eval.parquet").is_file()
+    if (full / "eval.parquet").is_file():
+        v1, v2 = pd.read_parquet(full / "eval.parquet"), pd.read_parquet(part / "eval.parquet")
+        assert v1.equals(v2)  # one evaluation per accuracy in rounds.csv, and the untrained model
+        assert sorted(set(v1["round"])) == [-1] + r1.dropna(subset=["accuracy"])["round"].tolist()
+    t1, t2 = (json.loads((d / "summary.json").read_text())["totals"] for d in (full, part))
+    assert (t1["client_flops"], t1["server_flops"]) == (t2["client_flops"], t2["server_flops"])
+    assert t1["client_flops"] > 0
 
 
 @pytest.mark.parametrize("name, sets, stop_after", [

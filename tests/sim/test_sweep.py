@@ -245,13 +245,14 @@ def test_sweep_csv_columns_match_each_run(tmp_path):
                             "--backend", "inline"])
     assert r.exit_code == 0, r.output
     assert "clients_per_round" in r.output and "2/2" not in r.output  # one seed per point
+    assert "(modelled)" in r.output
     with open(out / "sweep.csv", newline="") as fh:
         header = next(csv.reader(fh))
     assert header == ["fl.clients_per_round"] + list(FIXED_COLUMNS)
     assert list(FIXED_COLUMNS) == [
         "seed", "status", "error", "learner", "n_rounds", "simulated_time_s", "bits_up",
         "bits_down", "energy_j", "updates_delivered", "failures", "events", "final_accuracy",
-        "final_loss", "wall_time_s", "run_dir"]
+        "final_accuracy_lo", "final_accuracy_hi", "final_loss", "wall_time_s", "run_dir"]
     rows = _read(out / "sweep.csv")
     assert [r["run_dir"] for r in rows] == ["clients_per_round=2,seed=5",
                                             "clients_per_round=3,seed=5"]
@@ -261,6 +262,9 @@ def test_sweep_csv_columns_match_each_run(tmp_path):
         assert float(row["simulated_time_s"]) == s["simulated_time_s"]
         assert float(row["final_accuracy"]) == s["final"]["accuracy"]
         assert float(row["final_loss"]) == s["final"]["loss"]
+        # the surrogate's accuracy is modelled: no interval to report
+        assert row["final_accuracy_lo"] == row["final_accuracy_hi"] == ""
+        assert s["final"]["accuracy_lo"] is None
         for k in ("bits_up", "bits_down", "energy_j"):
             assert float(row[k]) == s["totals"][k]
         for k in ("updates_delivered", "failures", "events"):

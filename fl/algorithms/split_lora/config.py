@@ -7,7 +7,7 @@ from typing import Literal
 from pydantic import Field
 
 from fl.partition import DirichletPartition, PartitionSpec
-from fl.specs import AlgorithmConfig, AnyModelSpec, DataSpec, LoraSpec, ModelSpec, WireDtype
+from fl.specs import AlgorithmConfig, AnyModelSpec, DataSpec, LoraSpec, ModelSpec, WireDtype, known_n_layers
 
 __all__ = ["SplitLoRAConfig"]
 
@@ -62,3 +62,13 @@ class SplitLoRAConfig(AlgorithmConfig):
     seed_offset: int = Field(0, ge=0, description="Added to the run's seed for training streams.")
     cache_dir: str | None = Field(None, description=(
         "Model cache root (null: $FEDWAVE_CACHE or ~/.cache/fedwave/models)."))
+
+    def context_problems(self, n_clients: int) -> list[str]:
+        """The cut against the model's depth, when that is known without loading it
+        (:func:`fl.specs.known_n_layers`; otherwise checked when the model loads)."""
+        n = known_n_layers(self.model)
+        if n is not None and not 1 <= self.cut_layer <= n - 1:
+            return [f"cut_layer: must be in [1, {n - 1}] for this {n}-layer model (the client "
+                    f"and the server each hold at least one layer). Got {self.cut_layer} instead. "
+                    f"Fix: a cut_layer from 1 to {n - 1}, or a deeper model."]
+        return []
