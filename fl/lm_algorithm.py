@@ -158,6 +158,25 @@ class LMAlgorithm(Algorithm):
         out, self._prompt_results = self.__dict__.get("_prompt_results"), None
         return out
 
+    def prefix_report(self) -> dict[str, float]:
+        """The prefix caches' memory (``prefix_cache_mib``: kept states + shared heads, all
+        prefixes of this algorithm) and hit rate so far (``prefix_hit_rate``); {} without a
+        prefix cache. Diagnostics of this process (a resumed run starts with an empty cache),
+        so they go to the run summary, not to the per-round numerics."""
+        from fl.prefix import FrozenPrefix
+
+        seen, prefixes = set(), []
+        for v in vars(self).values():
+            if isinstance(v, FrozenPrefix) and id(v) not in seen:
+                seen.add(id(v))
+                prefixes.append(v)
+        if not prefixes:
+            return {}
+        nbytes = sum(p.nbytes + p.head_nbytes for p in prefixes)
+        hits, misses = sum(p.hits for p in prefixes), sum(p.misses for p in prefixes)
+        return {"prefix_cache_mib": nbytes / 2**20,
+                "prefix_hit_rate": hits / (hits + misses) if hits + misses else float("nan")}
+
     def ce_flops(self, flop_profile, plan: Sequence[Sequence[int]]) -> float:
         """Matmul FLOPs of CE training steps on these batches (index lists) of the task, for
         the model ``flop_profile`` describes (the head runs on the answer positions: see

@@ -202,7 +202,7 @@ def rank_metrics(scores: torch.Tensor, task: EncodedTask, indices: Sequence[int]
         "accuracy_hi": hi,
         "loss": float(nll.sum() / lengths.sum()),
         "n_eval": float(len(idx)),
-        "prompts": PromptResults(prompt=idx, correct=correct.numpy(),
+        "prompts": PromptResults(prompt=idx, correct=correct.numpy().copy(),  # owned (checkpointable)
                                  label=truth.numpy().astype(np.int64),
                                  predicted=predicted.numpy().astype(np.int64),
                                  label_names=tuple(task.label_names)),

@@ -84,6 +84,11 @@ def _summary_table(summary: dict, title: str | None = None) -> Table:
     t.add_row("rounds", _fmt(summary.get("n_rounds")))
     t.add_row("simulated time", _fmt(summary.get("simulated_time_s"), " s"))
     t.add_row("wall time", _fmt(summary.get("wall_time_s"), " s"))
+    pc = summary.get("prefix_cache") or {}
+    if pc.get("prefix_cache_mib") is not None:
+        hit = pc.get("prefix_hit_rate")
+        t.add_row("prefix cache", f"{pc['prefix_cache_mib']:.1f} MiB"
+                  + (f", {100 * hit:.0f} % of states reused" if hit is not None and not math.isnan(hit) else ""))
     tot = summary.get("totals", {})
     t.add_row("uplink / downlink", f"{_fmt(tot.get('bits_up', 0) / 1e6)} / "
               f"{_fmt(tot.get('bits_down', 0) / 1e6)} Mbit")

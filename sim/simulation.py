@@ -969,6 +969,8 @@ class Simulation:
             },
             # static facts of the learner: client_storage_bytes (what a client holds), sizes
             "algorithm_info": dict(self.algorithm.info()),
+            # this process's prefix cache: memory (MiB) and hit rate (absent without one)
+            "prefix_cache": dict(getattr(self.algorithm, "prefix_report", dict)()),
             "initial": {k: self.initial.get(k) for k in _REPORTED},
             "final": {"accuracy": last_acc, "loss": last_loss,
                       **{k: last_eval.get(k) for k in _REPORTED if k not in ("accuracy", "loss")}},

@@ -53,3 +53,15 @@ def test_every_real_accuracy_carries_its_interval(tmp_path):
     for part in ("initial", "final"):
         m = summary[part]
         assert m["accuracy_lo"] <= m["accuracy"] <= m["accuracy_hi"] and m["n_eval"] == n
+
+
+def test_the_summary_reports_the_prefix_cache(tmp_path):
+    """The run summary says how much memory the prefix cache took and how often a cached
+    state was used again (a process diagnostic, not part of the per-round numerics)."""
+    import json
+
+    run_dir, _ = run_scenario(QUICK, TINY, out=tmp_path / "run", plots=False)
+    pc = json.loads((run_dir / "summary.json").read_text())["prefix_cache"]
+    assert pc["prefix_cache_mib"] > 0 and 0 < pc["prefix_hit_rate"] <= 1
+    off, _ = run_scenario(QUICK, TINY + ["execution.prefix_cache=false"], out=tmp_path / "off", plots=False)
+    assert json.loads((off / "summary.json").read_text())["prefix_cache"] == {}
