@@ -171,26 +171,50 @@ def partition(spec: BaseModel, labels: np.ndarray, n_clients: int, rng: np.rando
     return PARTITIONERS.get(spec.kind)(np.asarray(labels), n_clients, rng, **options)
 
 
+AUTO_TEST_MAX = 1000  # n_test: auto takes up to this many prompts (a 95 % interval of ±3 points)
+
+
+def auto_test_size(labels: np.ndarray, n_public: int = 0) -> int:
+    """The test split ``n_test: auto`` takes: up to :data:`AUTO_TEST_MAX`, at most half of each
+    label's examples (so training keeps the other half), and never so many that the public
+    split and training would have nothing left."""
+    counts = np.bincount(np.asarray(labels))
+    room = max(0, len(labels) - n_public - 1)
+    return int(min(AUTO_TEST_MAX, int((counts // 2).sum()), room))
+
+
 def holdout_split(
-    labels: np.ndarray, n_test: int, n_public: int, rng: np.random.Generator
+    labels: np.ndarray, n_test: int | str, n_public: int, rng: np.random.Generator
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Split indices into (train, public, test), each sorted.
 
     test: ``n_test`` samples balanced over labels as far as each label allows (round robin
-    over labels, a random member each time). public: ``n_public`` uniformly random samples
-    of the rest. train: everything else.
+    over labels, a random member each time); ``"auto"``: :func:`auto_test_size` samples, at
+    most half of each label's. public: ``n_public`` uniformly random samples of the rest.
+    train: everything else.
     """
     labels = np.asarray(labels)
+    caps = None
+    if n_test == "auto":
+        n_test = auto_test_size(labels, n_public)
+        caps = np.bincount(labels) // 2
+        if n_test < 1:
+            raise ValueError(f"n_test: auto finds no test examples in {len(labels)} samples (every label "
+                             "needs two). Fix: give more data or a number for data.n_test.")
     if n_test + n_public >= len(labels):
         raise ValueError(
             f"n_test ({n_test}) + n_public ({n_public}) must leave training data out of {len(labels)} samples."
         )
-    pools = [list(rng.permutation(np.flatnonzero(labels == k))) for k in np.unique(labels)]
+    uniq = np.unique(labels)
+    pools = [list(rng.permutation(np.flatnonzero(labels == k))) for k in uniq]
+    limit = [len(p) if caps is None else int(caps[k]) for p, k in zip(pools, uniq)]
+    taken = [0] * len(pools)
     test: list[int] = []
     while len(test) < n_test:
-        for pool in pools:
-            if pool and len(test) < n_test:
+        for j, pool in enumerate(pools):
+            if pool and taken[j] < limit[j] and len(test) < n_test:
                 test.append(int(pool.pop()))
+                taken[j] += 1
     rest = np.setdiff1d(np.arange(len(labels)), test)
     public = np.sort(rng.choice(rest, size=n_public, replace=False)) if n_public else np.array([], dtype=np.int64)
     train = np.setdiff1d(rest, public)

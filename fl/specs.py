@@ -193,7 +193,9 @@ class DataSpec(_Spec):
     max_per_class: cap per label (the first ones in a fixed shuffled order); None = no cap.
     max_len: the most tokens per example (prompt + answer); longer texts are cut. Batches are
         padded to their longest example, not to max_len.
-    n_test: size of the held-out test set (balanced over labels as far as possible).
+    n_test: size of the held-out test set (balanced over labels as far as possible), or
+        ``auto`` (the default): up to 1,000 prompts (a 95 % interval of about ±3 points),
+        taking at most half of each label's examples so that training keeps the other half.
     n_public: size of the public/proxy split (distillation); 0 for none.
     """
 
@@ -210,7 +212,17 @@ class DataSpec(_Spec):
     max_chars: int = Field(200, gt=0, description="Keep texts of at most this many characters.")
     max_per_class: int | None = Field(1000, gt=0, description="Cap per label (null: no cap).")
     max_len: int = Field(128, ge=8, description="Most tokens per example (prompt + answer).")
-    n_test: int = Field(60, gt=0, description="Held-out test examples (balanced over labels).")
+    n_test: Union[int, Literal["auto"]] = Field("auto", description=(
+        "Held-out test examples (balanced over labels), or auto: up to 1,000 (±3 points), at "
+        "most half of each label's examples."))
+
+    @field_validator("n_test")
+    @classmethod
+    def _positive_test(cls, v):
+        if isinstance(v, int) and v < 1:
+            raise ValueError(f"n_test must be >= 1 or auto. Got {v} instead. Fix: give a positive "
+                             "number, or auto.")
+        return v
     n_public: int = Field(0, ge=0, description="Public/proxy examples (distillation); 0: none.")
 
     @model_validator(mode="after")

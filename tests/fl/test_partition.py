@@ -102,3 +102,22 @@ def test_label_histogram_table():
     assert [r["client"] for r in rows] == [0, 1, 2, 3]
     assert all(r["n_samples"] == sum(r[n] for n in names) for r in rows)
     assert [sum(r[n] for r in rows) for n in names] == np.bincount(LABELS).tolist()
+
+
+def test_auto_test_split_takes_up_to_1000_and_at_most_half_of_each_label():
+    from fl.partition import AUTO_TEST_MAX, auto_test_size
+
+    rng = np.random.default_rng(0)
+    # the embedded fortunes' shape: one huge label, two scarce ones
+    labels = np.repeat(np.arange(6), [9000, 750, 520, 450, 150, 44])
+    train, public, test = holdout_split(labels, "auto", 128, rng)
+    counts = np.bincount(labels[test], minlength=6)
+    assert len(test) == AUTO_TEST_MAX == auto_test_size(labels, 128)
+    assert counts[5] == 22 and counts[4] == 75  # half of the scarce labels, no more
+    assert counts[:4].max() - counts[:4].min() <= 1  # the rest balanced
+    assert len(np.intersect1d(test, public)) == 0 and len(train) + len(public) + len(test) == len(labels)
+    small = np.repeat(np.arange(3), [10, 6, 3])  # less data: half of each label
+    _, _, test = holdout_split(small, "auto", 0, rng)
+    assert list(np.bincount(small[test])) == [5, 3, 1]
+    with pytest.raises(ValueError, match="n_test: auto finds no test examples"):
+        holdout_split(np.arange(3), "auto", 0, rng)
