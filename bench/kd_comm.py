@@ -66,6 +66,7 @@ QUICK = [
     "fl.options.model={kind: tiny}", "fl.options.client_keep_layers=[0]", "fl.rounds=3",
     "fl.options.data={max_chars: 140, max_per_class: 60, max_len: 96, n_test: 24, n_public: 16}",
     "fl.options.local_steps=2", "fl.options.server_steps=2", "fl.options.lr=1.0e-2",
+    "fl.options.lora.layers={top: 1}", "fl.options.public_batch_size=8",
 ]
 
 

@@ -19,7 +19,7 @@ TINY = [
     "--set", "fl.rounds=1", "--set", "fl.clients_per_round=3",
     "--set", "fl.options.data={max_per_class: 30, max_len: 96, n_test: 6, n_public: 8}",
     "--set", "fl.options.local_steps=1", "--set", "fl.options.server_steps=1",
-    "--set", "fl.options.public_batch_size=2",
+    "--set", "fl.options.public_batch_size=2", "--set", "fl.options.lora.layers={top: 1}",
 ]
 
 

@@ -23,6 +23,7 @@ REAL = [p for p in SCENARIOS if p not in SURROGATE]
 TINY = {
     "quickstart": ["fl.options.model={kind: tiny}", "fl.options.lora.layers={top: 1}", "fl.rounds=2"],
     "kd_adaptive": ["fl.options.model={kind: tiny, n_layers: 3}", "fl.options.client_keep_layers=[0, 2]",
+                    "fl.options.lora.layers={top: 1}", "fl.options.data={max_per_class: 30, max_len: 96, n_test: 12, n_public: 8}", "fl.options.public_batch_size=4", "fl.options.server_steps=2",
                     "fl.rounds=2"],
     "split_lora": ["fl.options.model={kind: tiny, n_layers: 3}", "fl.options.cut_layer=1", "fl.rounds=2"],
     "fedsoda": ["fl.options.model={kind: tiny, n_layers: 6}", "fl.options.sgp_keep=4", "fl.rounds=2"],

@@ -70,7 +70,6 @@ def test_registered_with_its_config():
     ({"data": {"n_public": 2}, "public_batch_size": 4}, r"data.n_public \(2\) must be >= public_batch_size \(4\)"),
     ({"k_min": 8, "k_max": 4}, r"k_max \(4\) must be >= k_min \(8\)"),
     ({"k": 0}, r"k must be >= 1"),
-    ({"public_batch_size": 2, "server_batch_size": 3}, r"server_batch_size \(3\) must be <= public_batch_size \(2\)"),
     ({"k": "adaptve"}, r"k\.literal"),
     ({"value_dtype": "fp8"}, r"value_dtype\n.*'fp32', 'fp16', 'bf16' or 'int8'"),
     ({"projection": {"rank": -1}}, r"projection\.rank\n.*greater than or equal to 0"),

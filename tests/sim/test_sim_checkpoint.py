@@ -54,6 +54,7 @@ def test_resume_is_identical_surrogate(tmp_path, name, sets, stop_after):
 REAL = {
     "quickstart": ["fl.options.model={kind: tiny}", "fl.options.lora.layers={top: 1}", "fl.clients_per_round=3"],
     "kd_adaptive": ["fl.options.model={kind: tiny, n_layers: 3}", "fl.options.client_keep_layers=[0, 2]",
+                    "fl.options.lora.layers={top: 1}", "fl.options.data={max_per_class: 30, max_len: 96, n_test: 12, n_public: 8}", "fl.options.public_batch_size=4", "fl.options.server_steps=2",
                     "fl.options.mutual=true", "fl.options.warmup_steps=2"],
     "split_lora": ["fl.options.model={kind: tiny, n_layers: 3}", "fl.options.cut_layer=1"],
     "fedsoda": ["fl.options.model={kind: tiny, n_layers: 6}", "fl.options.sgp_keep=4"],

@@ -105,6 +105,7 @@ REAL = {
                             "fl.options.oda_initial_steps=1", "fl.options.eval_full=false",
                             "execution.threads=1"]),
     "kd_topk": ("kd_adaptive", ["fl.options.model={kind: tiny, n_layers: 3}", "fl.options.client_keep_layers=[0, 2]",
+                                "fl.options.lora.layers={top: 1}",
                                 "fl.options.data.n_public=8", "fl.options.public_batch_size=4",
                                 "fl.options.server_steps=1", "fl.options.warmup_steps=1",
                                 "fl.options.mutual=true"]),

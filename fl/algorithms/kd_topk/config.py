@@ -81,7 +81,8 @@ class KDTopKConfig(AlgorithmConfig):
     public_batch_size: int = Field(8, ge=1, description="Public examples distilled per round.")
     server_batch_size: int | None = Field(None, ge=1, description=(
         "Public examples per server distillation step, drawn from the round's public batch "
-        "(epochs of random permutations); null: the whole public batch every step."))
+        "(epochs of random permutations); null, or no smaller than the public batch: the "
+        "whole public batch every step."))
     positions: Literal["answer", "all"] = Field("answer", description=(
         "Positions whose logits travel: the answer's, or every prompt and answer position."))
     k: Union[int, Literal["full", "adaptive", "adaptive_mass"]] = Field("adaptive", description=(
@@ -130,10 +131,6 @@ class KDTopKConfig(AlgorithmConfig):
         if self.aggregation == "prob_tail" and self.values != "logprobs":
             raise ValueError("aggregation 'prob_tail' needs values: logprobs (the tail mass 1 − Σp needs "
                              "the full-vocabulary normaliser). Fix: set values: logprobs.")
-        if self.server_batch_size is not None and self.server_batch_size > self.public_batch_size:
-            raise ValueError(f"server_batch_size ({self.server_batch_size}) must be <= public_batch_size "
-                             f"({self.public_batch_size}). Fix: lower server_batch_size, or null for the "
-                             "whole public batch.")
         if self.data.n_public < self.public_batch_size:
             raise ValueError(f"data.n_public ({self.data.n_public}) must be >= public_batch_size "
                              f"({self.public_batch_size}). Fix: raise data.n_public.")
