@@ -48,7 +48,7 @@ from sim.sweep import (Variant, check_nesting, format_value, validate_variants, 
 
 __all__ = ["CompareSpec", "CompareError", "COMPARE_COLUMNS", "PAIR_COLUMNS", "options_for",
            "variants_of", "validate", "run_compare", "time_to_target", "final_prompts",
-           "pair_rows", "default_target"]
+           "pair_rows", "default_target", "paired_final", "NotPaired"]
 
 #: Columns of ``compare.csv``, one row per variant.
 COMPARE_COLUMNS = (
@@ -240,6 +240,35 @@ def final_prompts(run_dir: str | Path):
     return last.sort_values("prompt", kind="stable").reset_index(drop=True)
 
 
+DIFFERENT_PROMPTS = ("scored on different test prompts (their fl.options.data or data_seed "
+                     "differ)")
+
+
+def _same_prompts(ea, eb) -> bool:
+    return ea["prompt"].tolist() == eb["prompt"].tolist() and ea["label"].tolist() == eb["label"].tolist()
+
+
+class NotPaired(ValueError):
+    """Two runs whose final accuracies cannot be paired (the message says why)."""
+
+
+def paired_final(run_a: str | Path, run_b: str | Path, n_boot: int = N_BOOT):
+    """The paired difference ``accuracy_a − accuracy_b`` of two runs' final evaluations on
+    the same test prompts (:func:`fl.metrics.paired_difference`: Newcombe's 95 % interval,
+    the seeded paired bootstrap, the exact McNemar p). Raises :class:`NotPaired` naming the
+    run without per-prompt results, or when they scored different prompts."""
+    from fl.metrics import paired_difference
+
+    ea, eb = final_prompts(run_a), final_prompts(run_b)
+    for run, e in ((run_a, ea), (run_b, eb)):
+        if e is None:
+            raise NotPaired(f"{run}: no eval.parquet (per-prompt results; the surrogate scores none)")
+    if not _same_prompts(ea, eb):
+        raise NotPaired(f"{run_a} and {run_b}: {DIFFERENT_PROMPTS}")
+    return paired_difference(ea["correct"].to_numpy(bool), eb["correct"].to_numpy(bool),
+                             n_boot=n_boot, seed=0)
+
+
 def _no_prompts_note(row: dict) -> str:
     if row.get("learner") == "surrogate":
         return f"{row['algorithm']} is the surrogate: its accuracy is modelled (no test prompts)"
@@ -272,10 +301,8 @@ def pair_rows(rows: Sequence[dict], out: Path, n_boot: int = N_BOOT) -> list[dic
                     out_rows.append({**row, "note": "; ".join(
                         _no_prompts_note(r) for r, e in ((ra, ea), (rb, eb)) if e is None)})
                     continue
-                if (ea["prompt"].tolist() != eb["prompt"].tolist()
-                        or ea["label"].tolist() != eb["label"].tolist()):
-                    out_rows.append({**row, "note": "scored on different test prompts (their "
-                                     "fl.options.data or data_seed differ)"})
+                if not _same_prompts(ea, eb):
+                    out_rows.append({**row, "note": DIFFERENT_PROMPTS})
                     continue
                 ca, cb = ea["correct"].to_numpy(bool), eb["correct"].to_numpy(bool)
                 pooled_a.append(ca)
