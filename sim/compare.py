@@ -144,20 +144,21 @@ def _option_key(item: str) -> str | None:
     return parts[2] if len(parts) > 2 and parts[:2] == ["fl", "options"] else None
 
 
-def _raw_options(base: Path, sets: Sequence[str]) -> dict:
-    """The scenario's ``fl.options`` with ``sets`` applied (not yet validated); {} when the
-    file cannot be read (validation names the problem)."""
+def _raw_options(base: Path, sets: Sequence[str]) -> tuple[dict, dict]:
+    """The scenario's ``fl.options`` and ``fl.algorithm_options`` with ``sets`` applied (not
+    yet validated); empty when the file cannot be read (validation names the problem)."""
     from sim.scenario import apply_overrides, load_yaml
 
     try:
         data = load_yaml(base.read_text(encoding="utf-8"), str(base))
         if not isinstance(data, dict):
-            return {}
+            return {}, {}
         data = apply_overrides(data, list(sets))
     except (OSError, UnicodeDecodeError, ScenarioError):
-        return {}
-    options = (data.get("fl") or {}).get("options") if isinstance(data.get("fl"), dict) else None
-    return options if isinstance(options, dict) else {}
+        return {}, {}
+    fl = data.get("fl") if isinstance(data.get("fl"), dict) else {}
+    options, per = fl.get("options"), fl.get("algorithm_options")
+    return (options if isinstance(options, dict) else {}), (per if isinstance(per, dict) else {})
 
 
 def variants_of(spec: CompareSpec) -> tuple[list[Variant], dict[str, list[str]]]:
@@ -165,26 +166,31 @@ def variants_of(spec: CompareSpec) -> tuple[list[Variant], dict[str, list[str]]]
     ``fl.options`` keys it drops.
 
     A variant's overrides: the ``--set`` items that are not options, ``fl.algorithm``, the
-    scenario's ``fl.options`` the algorithm accepts, then the ``--set fl.options.<key>...``
+    scenario's ``fl.options`` the algorithm accepts (with its ``fl.algorithm_options`` entry
+    merged over them: each of its keys replaces fl.options's), then the ``--set fl.options.<key>...``
     items whose key it accepts (an option of one algorithm only, e.g. split_lora's
     ``cut_layer``, is set for that one and dropped for the others), then the seed.
     """
     option_sets = [s for s in spec.sets if _option_key(s) is not None]
     other_sets = [s for s in spec.sets if _option_key(s) is None]
-    options = _raw_options(spec.base, other_sets)
+    options, per_algorithm = _raw_options(spec.base, other_sets)
     out: list[Variant] = []
     dropped: dict[str, list[str]] = {}
     seeds: Sequence[int | None] = spec.seeds or (None,)
     for name in spec.algorithms:
         try:
-            kept, dropped[name] = options_for(name, options)
+            entry = per_algorithm.get(name)
+            kept, dropped[name] = options_for(name, {**options, **(entry if isinstance(entry, dict) else {})})
             accepted, rejected = options_for(name, {_option_key(s): s for s in option_sets})
         except (KeyError, NotImplementedError):  # validation names the algorithm problem
             kept, dropped[name], accepted, rejected = {}, [], {}, []
         dropped[name] = sorted(set(dropped[name]) | set(rejected))
         mine = [s for s in option_sets if _option_key(s) in accepted]
         for seed in seeds:
-            overrides = (other_sets + [f"fl.algorithm={name}", f"fl.options={yaml_inline(kept)}"]
+            # the entry is merged into fl.options here, and the block dropped: a --set of an
+            # option then has the last word
+            overrides = (other_sets + [f"fl.algorithm={name}", "fl.algorithm_options={}",
+                                       f"fl.options={yaml_inline(kept)}"]
                          + mine + ([f"seed={seed}"] if seed is not None else []))
             vname = f"algorithm={format_value(name)}" + (f",seed={seed}" if seed is not None else "")
             out.append(Variant(name=vname, params=(("fl.algorithm", name),), seed=seed,

@@ -48,7 +48,7 @@ from sim.radio_config import DROPS, FADING, LAYOUTS, MOBILITY, PATHLOSS, RATES
 from sim.selection import SELECTION
 
 __all__ = ["Scenario", "ScenarioError", "load_scenario", "parse_scenario", "apply_overrides",
-           "parse_set", "load_yaml", "dump_scenario", "MAX_YAML_NODES"]
+           "parse_set", "load_yaml", "dump_scenario", "MAX_YAML_NODES", "with_algorithm_options"]
 
 
 class ScenarioError(ValueError):
@@ -248,6 +248,11 @@ class FlBase(_Model):
     hierarchical: bool = Field(False, description="Sync: clients -> edge servers -> cloud.")
     capacity_budget_s: float | None = Field(
         None, gt=0, description="Time budget for the sizer's capacity (default: time to deadline).")
+    algorithm_options: dict[str, dict[str, Any]] = Field(default_factory=dict, description=(
+        "Per algorithm name, fl.options keys that replace fl.options's when that algorithm runs "
+        "(fl.algorithm, or each algorithm of `fedwave compare`), e.g. {split_lora: {cut_layer: "
+        "24}, kd_topk: {lr: 5.0e-3}}: one scenario file for several algorithms. Each entry is "
+        "checked against its algorithm's config at load time."))
 
 
 def _fl_spec(name: str, config: type[BaseModel]) -> type[BaseModel]:
@@ -545,12 +550,54 @@ def _check_cross(scn: Scenario, lines: list[str]) -> None:
                          f"Fix: use one of: {', '.join(sorted(known))}.")
 
 
-def _check_algorithm(scn: Scenario, lines: list[str]) -> None:
-    """The algorithm's own rules for this population (what building it would check)."""
-    for problem in scn.fl.options.context_problems(scn.clients.n_clients):
+def _context_lines(options, n_clients: int, prefix: str) -> list[str]:
+    out = []
+    for problem in options.context_problems(n_clients):
         key, _, rest = problem.partition(": ")
         rule, _, fix = rest.partition(" Fix: ")
-        lines.append(f"fl.options.{key}: {rule.strip().rstrip('.')}. Fix: {fix.strip().rstrip('.')}.")
+        out.append(f"{prefix}{key}: {rule.strip().rstrip('.')}. Fix: {fix.strip().rstrip('.')}.")
+    return out
+
+
+def _check_algorithm_options(scn: Scenario, lines: list[str]) -> None:
+    """Each ``fl.algorithm_options`` entry, merged over the fl.options keys its algorithm
+    accepts, must be a valid config of that algorithm (what ``fedwave compare`` will run)."""
+    from fl.algorithm import algorithm_config, algorithm_names
+
+    given = scn.fl.options.model_dump(exclude_unset=True)
+    for name, entry in scn.fl.algorithm_options.items():
+        where = f"fl.algorithm_options.{name}"
+        if name not in algorithm_names():
+            lines.append(f"{where}: unknown algorithm; got {name!r}. Fix: use one of: "
+                         f"{', '.join(algorithm_names())}.")
+            continue
+        try:
+            config = algorithm_config(name)
+        except NotImplementedError as exc:
+            lines.append(f"{where}: {exc}")
+            continue
+        merged = {**{k: v for k, v in given.items() if k in config.model_fields}, **entry}
+        try:
+            options = config.model_validate(merged)
+        except ValidationError as exc:
+            for e in exc.errors():
+                key = ".".join(str(p) for p in e["loc"])
+                if e["type"] == "extra_forbidden":
+                    lines.append(f"{where}.{key}: unknown option of {name}; got {e['input']!r}. Fix: "
+                                 f"remove it or check the spelling (allowed: "
+                                 f"{', '.join(sorted(config.model_fields))}).")
+                else:
+                    line = _format_error(e, merged).removeprefix("(top level): ")
+                    lines.append(f"{where} (over fl.options): {line}")
+            continue
+        lines.extend(_context_lines(options, scn.clients.n_clients, f"{where} (over fl.options): "))
+
+
+def _check_algorithm(scn: Scenario, lines: list[str]) -> None:
+    """The algorithm's own rules for this population (what building it would check), and
+    those of every ``fl.algorithm_options`` entry."""
+    lines.extend(_context_lines(scn.fl.options, scn.clients.n_clients, "fl.options."))
+    _check_algorithm_options(scn, lines)
     if scn.execution.backend == "ray":
         from sim.execution import ray_available
 
@@ -686,11 +733,27 @@ def apply_overrides(data: dict, overrides: list[str]) -> dict:
     return data
 
 
+def with_algorithm_options(data: dict) -> dict:
+    """``data`` (a raw scenario mapping) with ``fl.algorithm_options[fl.algorithm]`` merged
+    into ``fl.options`` (each of its keys replaces fl.options's); a copy when it changes.
+    Merging twice changes nothing, so a resolved scenario loads to itself."""
+    fl = data.get("fl")
+    if not isinstance(fl, dict) or not isinstance(fl.get("algorithm_options"), dict):
+        return data
+    entry = fl["algorithm_options"].get(fl.get("algorithm", "surrogate"))
+    if not isinstance(entry, dict) or not entry:
+        return data
+    options = fl.get("options")
+    options = dict(options) if isinstance(options, dict) else {}
+    return {**data, "fl": {**fl, "options": {**options, **entry}}}
+
+
 def parse_scenario(data: Any, source: str | None = None) -> Scenario:
     """Validate a raw mapping into a :class:`Scenario` (all checks), or raise ScenarioError."""
     if not isinstance(data, dict):
         raise ScenarioError([f"(top level): a scenario must be a mapping of keys; got "
                              f"{type(data).__name__}. Fix: start the file with 'name: ...'."], source)
+    data = with_algorithm_options(data)
     try:
         scn = Scenario.model_validate(data)
     except ValidationError as exc:
