@@ -138,6 +138,28 @@ def print_table(rows: list[dict], target: float | None) -> None:
         print(f"target accuracy {target:.3f}")
 
 
+def _points(pair: dict) -> str:
+    return (f"{100 * pair['difference']:+.1f} [{100 * pair['difference_lo']:+.1f}, "
+            f"{100 * pair['difference_hi']:+.1f}]")
+
+
+def verdict(soda: dict, avg: dict, pair: dict) -> tuple[str, str]:
+    """(the aims of ALGORITHMS.md as measured, the verdict line) from the two table rows
+    (``bits_total``, ``bits_up``, ``bits_down``, ``storage``) and fedsoda − fedavg_lora's
+    ``compare_pairs.csv`` row."""
+    comm, storage = pct_change(soda["bits_total"], avg["bits_total"]), pct_change(soda["storage"], avg["storage"])
+    d = _points(pair) if pair["status"] == "paired" else f"n/a ({pair['note']})"
+    x = 100 * (soda["bits_total"] / avg["bits_total"] - 1)
+    y = 100 * (soda["storage"] / avg["storage"] - 1)
+    lower = "n/a" if pair["status"] != "paired" else (
+        "not significantly lower: met" if pair["difference_hi"] >= 0 else "significantly LOWER: NOT met")
+    aims = (f"aims [P2]: communication ≤ −70 %: {'met' if x <= -70 else 'NOT met'} ({comm}; per round: "
+            f"uplink {pct_change(soda['bits_up'], avg['bits_up'])}, downlink "
+            f"{pct_change(soda['bits_down'], avg['bits_down'])}, model downloads included); storage "
+            f"≤ −75 %: {'met' if y <= -75 else 'NOT met'} ({storage}); accuracy: {lower}")
+    return aims, f"P2 verdict: communication {comm}, storage {storage}, accuracy difference {d}"
+
+
 def main(argv=None) -> int:
     from sim.compare import CompareSpec, run_compare
     from sim.scenario import ScenarioError, load_scenario
@@ -213,28 +235,17 @@ def main(argv=None) -> int:
     print()
     pair = next(p for p in result.pairs if p["algorithm_a"] == "fedsoda")
     if pair["status"] == "paired":
-        d = (f"{100 * pair['difference']:+.1f} [{100 * pair['difference_lo']:+.1f}, "
-             f"{100 * pair['difference_hi']:+.1f}]")
-        print(f"accuracy, fedsoda − fedavg_lora on the same {pair['n_prompts']} prompts: {d} points "
-              f"(Newcombe 95 %); paired bootstrap [{100 * pair['bootstrap_lo']:+.1f}, "
+        print(f"accuracy, fedsoda − fedavg_lora on the same {pair['n_prompts']} prompts: "
+              f"{_points(pair)} points (Newcombe 95 %); paired bootstrap [{100 * pair['bootstrap_lo']:+.1f}, "
               f"{100 * pair['bootstrap_hi']:+.1f}]; McNemar p = {pair['mcnemar_p']:.3g} "
               f"({pair['n_only_a']} prompts only fedsoda answered right, {pair['n_only_b']} only fedavg_lora)")
-    else:
-        d = f"n/a ({pair['note']})"
-    comm, storage = pct_change(soda["bits_total"], avg["bits_total"]), pct_change(soda["storage"], avg["storage"])
-    x = 100 * (soda["bits_total"] / avg["bits_total"] - 1)
-    y = 100 * (soda["storage"] / avg["storage"] - 1)
-    lower = "" if pair["status"] != "paired" else (
-        "not significantly lower: met" if pair["difference_hi"] >= 0 else "significantly LOWER: NOT met")
-    print(f"aims [P2]: communication ≤ −70 %: {'met' if x <= -70 else 'NOT met'} ({comm}; per round: "
-          f"uplink {pct_change(soda['bits_up'], avg['bits_up'])}, downlink "
-          f"{pct_change(soda['bits_down'], avg['bits_down'])}, model downloads included); storage "
-          f"≤ −75 %: {'met' if y <= -75 else 'NOT met'} ({storage}); accuracy: {lower or 'n/a'}")
+    aims, line = verdict(soda, avg, pair)
+    print(aims)
     (out / "bench.json").write_text(json.dumps(
         {"test_split": note, "rows": [{k: v for k, v in r.items() if k != "rounds"} for r in rows],
          "pair": pair}, indent=2, default=str))
     print(f"comparison directory: {out}; wall time of this invocation: {(time.perf_counter() - t0) / 60:.1f} min")
-    print(f"P2 verdict: communication {comm}, storage {storage}, accuracy difference {d}")
+    print(line)
     return 0
 
 
