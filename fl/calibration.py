@@ -117,7 +117,8 @@ def fit_learning_curve(n, accuracy, sigma, loss=None) -> CurveFit:
     loss: (P,) losses or None; NaN entries are left out of the loss fit.
 
     Raises :class:`CalibrationError` with fewer than 4 points, a falling curve (the fitted
-    a_max below a0: the surrogate models a rising one) or bad inputs.
+    a_max below a0: the surrogate models a rising one), a flat one (a_max − a0 not above
+    1.96 standard errors: n_half is then not determined) or bad inputs.
     """
     from scipy.optimize import curve_fit, lsq_linear
 
@@ -159,6 +160,16 @@ def fit_learning_curve(n, accuracy, sigma, loss=None) -> CurveFit:
     err = [math.sqrt(v) if np.isfinite(v) and v >= 0 else math.inf for v in diag]
     params = {"a0": a0, "a_max": a_max, "n_half": n_half}
     stderr = dict(zip(CURVE_KEYS, err))
+    gain = a_max - a0
+    var_gain = cov[0, 0] + cov[1, 1] - 2 * cov[0, 1]
+    se_gain = math.sqrt(var_gain) if np.isfinite(var_gain) and var_gain > 0 else math.inf
+    if gain < 1e-6 or not gain > _Z95 * se_gain:
+        # a flat curve: n_half (how fast it rises) is not determined by the points
+        raise CalibrationError(
+            f"fit_learning_curve: the accuracy does not rise significantly with delivered samples "
+            f"(a_max − a0 = {gain:.3f} ± {se_gain:.3f}, one standard error), so n_half is not "
+            "determined. Fix: calibrate on runs whose learner learns (final accuracy above the "
+            "untrained model's), or on longer runs.")
 
     n_loss = 0
     if loss is not None:

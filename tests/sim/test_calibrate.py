@@ -120,6 +120,16 @@ def test_a_falling_curve_is_refused():
         fit_learning_curve(n, accuracy_curve(n, 0.6, 0.2, 800.0), np.full(10, 0.01))
 
 
+def test_a_flat_curve_is_refused_n_half_would_be_arbitrary():
+    n = np.linspace(0, 4000, 10)
+    with pytest.raises(CalibrationError, match=r"does not rise significantly .* \(a_max − a0 = 0\.000 ± "
+                                               r".*n_half is not determined"):
+        fit_learning_curve(n, np.full(10, 0.3), np.full(10, 0.02))
+    noisy = 0.3 + 0.01 * np.random.default_rng(1).standard_normal(10)  # within its 0.05 errors
+    with pytest.raises(CalibrationError, match=r"does not rise significantly"):
+        fit_learning_curve(n, accuracy_curve(n, 0.3, 0.31, 800.0) + noisy - 0.3, np.full(10, 0.05))
+
+
 def test_too_few_points_are_refused():
     with pytest.raises(CalibrationError, match=r"3 accuracy points; .* needs at least 4"):
         fit_learning_curve([0, 100, 200], [0.2, 0.3, 0.4], [0.01] * 3)
