@@ -23,7 +23,7 @@ prints one row per algorithm::
   final accuracies, so both reach it; ``fedwave compare``'s rule).
 
 The test split is the largest the scenario's data allows (``--set fl.options.data.n_test=N``
-for both runs unless ``--n-test``; see bench/benchlib.py): 143 prompts on fedsoda.yaml's data
+for both runs when N differs from the scenario's; ``--n-test`` sets N; see bench/benchlib.py): 143 prompts on fedsoda.yaml's data
 (set by the 48 unix fortunes of 20–200 characters), ±8 points at 50 % — the ±3-point aim
 needs ~1,070 prompts, which the embedded data does not allow for a balanced split.
 
@@ -162,6 +162,7 @@ def verdict(soda: dict, avg: dict, pair: dict) -> tuple[str, str]:
 
 def main(argv=None) -> int:
     from sim.compare import CompareSpec, run_compare
+    from sim.outputs import RunDirError
     from sim.scenario import ScenarioError, load_scenario
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -187,14 +188,17 @@ def main(argv=None) -> int:
     out = args.out or ROOT / "runs" / ("fedsoda_vs_fedavg-quick" if args.quick else "fedsoda_vs_fedavg")
     sets = (QUICK if args.quick else []) + list(args.overrides)
     try:
+        scn = load_scenario(args.scenario, sets)
         if args.n_test is None:
-            n_test, note = default_n_test(load_scenario(args.scenario, sets))
+            n_test, note = default_n_test(scn)
         else:
             n_test, note = args.n_test, n_test_note(args.n_test)
+        # no override when the scenario already has it (runs made without one stay reusable)
+        split = [] if n_test == scn.fl.options.data.n_test else [f"fl.options.data.n_test={n_test}"]
         # n_test first: a --set of the data still has the last word; model_download: fedavg_lora
         # only (fedsoda's config has no such option, compare drops it there)
         spec = CompareSpec(base=Path(args.scenario), algorithms=ALGORITHMS,
-                           sets=tuple((QUICK if args.quick else []) + [f"fl.options.data.n_test={n_test}"]
+                           sets=tuple((QUICK if args.quick else []) + split
                                       + list(args.overrides) + ["fl.options.model_download=true"]),
                            target=args.target)
     except (ScenarioError, ValueError) as exc:
@@ -208,9 +212,13 @@ def main(argv=None) -> int:
                  f"{row['wall_time_s']:.0f} s" if row["status"] == "ok" else f": {row['error']}"),
               file=sys.stderr, flush=True)
 
-    result = run_compare(spec, out, backend=args.backend, workers=args.workers, on_done=done,
-                         on_kept=lambda i, row: done(i, row, kept=True),
-                         overwrite=not args.resume, resume=args.resume)
+    try:
+        result = run_compare(spec, out, backend=args.backend, workers=args.workers, on_done=done,
+                             on_kept=lambda i, row: done(i, row, kept=True),
+                             overwrite=not args.resume, resume=args.resume)
+    except (ScenarioError, RunDirError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     bad = [r for r in result.rows if r["status"] != "ok"]
     if bad:
         for r in bad:

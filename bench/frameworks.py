@@ -186,13 +186,16 @@ def main(argv: list[str] | None = None) -> int:
     algorithms = tuple(a.strip() for a in args.algorithms.split(","))
     sets = (QUICK if args.quick else []) + list(args.sets)
     try:
+        scn = load_scenario(args.scenario, sets)
         if args.n_test is None:
-            n_test, note = default_n_test(load_scenario(args.scenario, sets))
+            n_test, note = default_n_test(scn)
         else:
             n_test, note = args.n_test, n_test_note(args.n_test)
+        # no override when the scenario already has it (runs made without one stay reusable)
+        split = [] if n_test == scn.fl.options.data.n_test else [f"fl.options.data.n_test={n_test}"]
         # the test split before the user's --set: a --set of the data has the last word
         spec = CompareSpec(base=args.scenario, algorithms=algorithms,
-                           sets=tuple((QUICK if args.quick else []) + [f"fl.options.data.n_test={n_test}"]
+                           sets=tuple((QUICK if args.quick else []) + split
                                       + list(args.sets)))
     except (ScenarioError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)

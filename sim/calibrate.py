@@ -93,7 +93,12 @@ def run_points(run_dir: str | Path) -> RunPoints:
         warnings.warn(f"{run_dir}: an async run; n counts its stale updates in full, where the "
                       "surrogate discounts them by (1 + staleness)^-staleness_exponent.",
                       stacklevel=2)
-    n_cum = rounds["samples_delivered"].fillna(0.0).cumsum().to_numpy(np.float64)
+    missing = rounds.loc[rounds["samples_delivered"].isna(), "round"].tolist()
+    if missing:
+        raise CalibrateError(f"{run_dir}/rounds.csv: samples_delivered is empty for round(s) "
+                             f"{missing[:5]} (a run resumed from the checkpoint of a fedwave that "
+                             "did not record it). Fix: rerun the scenario with this fedwave version.")
+    n_cum = rounds["samples_delivered"].cumsum().to_numpy(np.float64)
     pts: list[tuple[float, float, float, float, float]] = []
     ini = summary.get("initial") or {}
     if ini.get("accuracy") is not None:
@@ -118,7 +123,7 @@ def run_points(run_dir: str | Path) -> RunPoints:
         raise CalibrateError(f"{run_dir}: no evaluated round. Fix: give runs that evaluated "
                              "their model.")
     arr = np.array(pts, dtype=np.float64)  # (P, 5)
-    delivered = rounds["samples_delivered"].fillna(0.0)
+    delivered = rounds["samples_delivered"]
     updates = rounds.loc[delivered > 0, "n_completed"].sum()
     meta = {"run_dir": str(run_dir), "scenario": summary.get("scenario"),
             "algorithm": summary.get("algorithm"), "seed": summary.get("seed"),

@@ -1042,10 +1042,15 @@ def _set_global_rng_state(state: dict) -> None:
 def _numerics(scenario: dict) -> dict:
     """A dumped scenario without what never changes the results: where client updates run
     (``execution.backend``, ``execution.workers``; threads, device, dtype and the prefix
-    cache stay), so a run resumes on any backend."""
+    cache stay), so a run resumes on any backend; and an empty ``fl.algorithm_options``."""
     execution = {k: v for k, v in (scenario.get("execution") or {}).items()
                  if k not in ("backend", "workers", "prefix_cache_mb")}
-    return {**scenario, "execution": execution}
+    out = {**scenario, "execution": execution}
+    fl = scenario.get("fl")
+    if isinstance(fl, dict) and not fl.get("algorithm_options"):
+        # an empty fl.algorithm_options is no block at all (runs written before it existed)
+        out["fl"] = {k: v for k, v in fl.items() if k != "algorithm_options"}
+    return out
 
 
 def _first_difference(a, b, key: str = ""):

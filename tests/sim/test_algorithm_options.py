@@ -151,3 +151,16 @@ def test_frameworks_scenario_test_split_is_the_largest_the_data_allows():
     n, note = default_n_test(scn)
     assert n == scn.fl.options.data.n_test == 137
     assert "'unix' (44 examples in all)" in note
+
+
+def test_runs_written_before_the_block_existed_still_resume(multi):
+    """A checkpoint's scenario without fl.algorithm_options equals one with an empty block
+    (what --resume compares), and not one with entries."""
+    from sim.simulation import _first_difference, _numerics
+
+    now = load_scenario(multi, ["fl.algorithm_options={}"]).model_dump(mode="json")
+    old = {**now, "fl": {k: v for k, v in now["fl"].items() if k != "algorithm_options"}}
+    assert now["fl"]["algorithm_options"] == {}
+    assert _first_difference(_numerics(old), _numerics(now)) is None
+    full = load_scenario(multi).model_dump(mode="json")
+    assert _first_difference(_numerics(old), _numerics(full))[0] == "fl.algorithm_options"

@@ -145,6 +145,13 @@ def test_unusable_runs_are_named_with_the_fix(tmp_path):
     with pytest.raises(CalibrateError, match=r"old/rounds\.csv: no samples_delivered column.*Fix: "
                                              r"rerun the scenario"):
         calibrate([old], tmp_path / "c.yaml")
+    half = make_run(tmp_path / "half", 0)
+    df = pd.read_csv(half / "rounds.csv")
+    df.loc[:2, "samples_delivered"] = np.nan  # rounds from an older fedwave's checkpoint
+    df.to_csv(half / "rounds.csv", index=False)
+    with pytest.raises(CalibrateError, match=r"half/rounds\.csv: samples_delivered is empty for round\(s\) "
+                                             r"\[0, 1, 2\] \(a run resumed .*Fix: rerun"):
+        calibrate([half], tmp_path / "c.yaml")
     with pytest.raises(CalibrateError, match=r"no summary\.json here"):
         calibrate([tmp_path / "nothing"], tmp_path / "c.yaml")
     good = make_run(tmp_path / "good", 0)
