@@ -260,7 +260,7 @@ def test_a_calibrated_surrogate_run_says_which_calibration_it_used(tmp_path):
     con = Console(width=300, record=True)
     con.print(_summary_table(summary))
     text = con.export_text()
-    assert f"curve calibration" in text and str(cal_file) in text and "fitted to 2 run(s)" in text
+    assert "curve calibration" in text and str(cal_file) in text and "fitted to 2 run(s)" in text
     # the modelled accuracy is the calibrated curve of the delivered samples
     rounds = pd.read_csv(Path(run_dir) / "rounds.csv")
     n = rounds["delivered_samples"].cumsum().to_numpy()
