@@ -22,7 +22,7 @@ from typing import Any, Mapping, Sequence
 
 from fl.algorithm import Algorithm, AlgorithmContext, Replica
 from fl.data import batch_shape, encode_task, load_dataset
-from fl.partition import holdout_split, label_histogram, partition
+from fl.partition import holdout_split, label_histogram, partition, scarce_label_indices
 from fl.seeding import numpy_stream
 
 __all__ = ["LMAlgorithm", "LMReplica"]
@@ -58,7 +58,7 @@ def scarce_labels(labels, train_idx, test_idx, label_names: Sequence[str], data)
             f"(the test split takes {int(test[k])}); the clients will hardly learn it. Fix: widen "
             f"data.min_chars/data.max_chars (now {data.min_chars}..{data.max_chars}) or lower "
             f"data.n_test (now {data.n_test})."
-            for k in range(n) if train[k] < test[k]]
+            for k in scarce_label_indices(labels, train_idx, test_idx)]
 
 
 class LMAlgorithm(Algorithm):

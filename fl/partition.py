@@ -32,6 +32,8 @@ __all__ = [
     "by_category",
     "holdout_split",
     "label_histogram",
+    "scarce_label_indices",
+    "largest_test_split",
 ]
 
 
@@ -219,6 +221,50 @@ def holdout_split(
     public = np.sort(rng.choice(rest, size=n_public, replace=False)) if n_public else np.array([], dtype=np.int64)
     train = np.setdiff1d(rest, public)
     return train, public, np.sort(np.array(test, dtype=np.int64))
+
+
+def scarce_label_indices(labels: np.ndarray, train_idx, test_idx) -> list[int]:
+    """The label indices that keep fewer training examples (``train_idx``) than the test
+    split (``test_idx``) takes from them: accuracy on such a label measures the data filter,
+    not the method (:func:`fl.lm_algorithm.scarce_labels` warns about them)."""
+    labels = np.asarray(labels)
+    n = int(labels.max()) + 1 if labels.size else 0
+    train = np.bincount(labels[np.asarray(train_idx, dtype=np.int64)], minlength=n)
+    test = np.bincount(labels[np.asarray(test_idx, dtype=np.int64)], minlength=n)
+    return [k for k in range(n) if train[k] < test[k]]
+
+
+def largest_test_split(labels: np.ndarray, n_public: int, rng_for, cap: int | None = None) -> int:
+    """The largest ``n_test`` (at most ``cap``) whose split by :func:`holdout_split` leaves
+    no scarce label (:func:`scarce_label_indices`): every label keeps at least as many
+    training examples as the balanced test split takes from it. 0 when none does.
+
+    labels: (N,) int label index per example. n_public: the public split's size.
+    rng_for: a function returning a fresh ``Generator`` of the split's stream (the same one
+        the run draws from, e.g. ``lambda: numpy_stream(data_root, "holdout")``), so the
+        answer holds for that seed's public split exactly.
+    """
+    labels = np.asarray(labels)
+    pools = np.bincount(labels) if labels.size else np.zeros(0, dtype=np.int64)
+    pools = pools[pools > 0]
+    # an upper bound from the test counts alone (deterministic: holdout_split's round robin
+    # over the labels in index order), ignoring what the public split takes: take test
+    # examples in that order until one would leave its label fewer for training than for test
+    limit = len(labels) - n_public - 1 if cap is None else min(cap, len(labels) - n_public - 1)
+    taken = np.zeros_like(pools)
+    bound = 0
+    while 0 <= bound < limit:
+        for k in range(len(pools)):
+            if 2 * (taken[k] + 1) > pools[k] or bound >= limit:
+                limit = -1  # stop: the next example would make label k scarce (or n is at cap)
+                break
+            taken[k] += 1
+            bound += 1
+    for n in range(bound, 0, -1):
+        train, _, test = holdout_split(labels, n, n_public, rng_for())
+        if not scarce_label_indices(labels, train, test):
+            return n
+    return 0
 
 
 def label_histogram(parts: Sequence[np.ndarray], labels: np.ndarray, label_names: Sequence[str]) -> list[dict]:

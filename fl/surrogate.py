@@ -8,7 +8,9 @@ titles). Accuracy is a fitted curve of the information delivered so far,
 
 where n is the sum over aggregated updates of the client's sample count, discounted by
 staleness ``(1 + s) ** −staleness_exponent`` and, for adaptive uploads, scaled by the
-fraction ``k / k_max`` of the payload the client could send.
+fraction ``k / k_max`` of the payload the client could send. The curve's parameters are
+options, or come from a calibration file ``fedwave calibrate`` fitted to real runs
+(``calibration``, :mod:`fl.calibration`); the run's summary names the file it used.
 
 A client's round is the FedAvg shape: ``Receive(model) → Compute(flops) → Send(update)``.
 Upload size is fixed (``upload_mode: fixed``) or follows the capacity the simulator hands
@@ -50,6 +52,12 @@ class SurrogateAlgorithm(Algorithm):
         if problems:
             raise ValueError(f"SurrogateConfig.{problems[0]}")
         self._n_samples = config.n_samples
+        # the file the curve came from (read again: its hash and runs go into the summary)
+        self.calibration = None
+        if config.calibration is not None:
+            from fl.calibration import read_calibration
+
+            self.calibration = read_calibration(config.calibration)
         self.delivered = 0.0  # effective delivered samples, n in acc(n)
         self.version = 0
 
@@ -97,6 +105,20 @@ class SurrogateAlgorithm(Algorithm):
         self.version += 1
         return {"delivered_samples": gain,
                 "k_mean": (sum(ks) / len(ks)) if ks else math.nan}
+
+    def info(self) -> dict[str, float | int | str]:
+        """The curve this run models and where it came from (``calibration``: the file
+        ``fedwave calibrate`` wrote, its sha256 and the runs it was fitted to; ``none``)."""
+        c = self.config
+        out: dict[str, float | int | str] = {"a0": c.a0, "a_max": c.a_max, "n_half": c.n_half,
+                                             "loss0": c.loss0, "loss_min": c.loss_min}
+        cal = self.calibration
+        if cal is None:
+            out["calibration"] = "none"
+        else:
+            out.update(calibration=cal.path, calibration_sha256=cal.sha256,
+                       calibration_runs=" ".join(cal.runs))
+        return out
 
     def evaluate(self, rnd: int) -> dict[str, float]:
         c = self.config

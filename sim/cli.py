@@ -1,4 +1,4 @@
-"""The ``fedwave`` command line: validate, schema, run, sweep, plot, report, compare."""
+"""The ``fedwave`` command line: validate, schema, run, sweep, plot, report, compare, calibrate."""
 
 from __future__ import annotations
 
@@ -73,6 +73,20 @@ def _acc_text(acc, lo, hi, learner: str | None = None) -> str:
     return f"{acc:.3g} [{lo:.2g}, {hi:.2g}]"
 
 
+def _calibration_text(info: dict) -> str:
+    """Which calibration a surrogate run used (its algorithm_info), for the summary table."""
+    cal = info.get("calibration")
+    curve = (f"a0 {_fmt(info.get('a0'))}, a_max {_fmt(info.get('a_max'))}, n_half "
+             f"{_fmt(info.get('n_half'))}")
+    if cal is None:
+        return "—"
+    if cal == "none":
+        return f"none: the curve's options as given ({curve})"
+    runs = (info.get("calibration_runs") or "").split()
+    return (f"{cal} (sha256 {str(info.get('calibration_sha256', ''))[:12]}"
+            + (f", fitted to {len(runs)} run(s)" if runs else "") + f"): {curve}")
+
+
 def _summary_table(summary: dict, title: str | None = None) -> Table:
     t = Table(title=title or f"fedwave run: {summary.get('scenario')}", show_header=False)
     t.add_column("what", style="bold")
@@ -81,6 +95,8 @@ def _summary_table(summary: dict, title: str | None = None) -> Table:
     t.add_row("learner", f"{learner}{' (SURROGATE — no real training)' if learner == 'surrogate' else ''}")
     t.add_row("algorithm / driver", f"{summary.get('algorithm')} / {summary.get('driver')}")
     t.add_row("seed", _fmt(summary.get("seed")))
+    if learner == "surrogate":
+        t.add_row("curve calibration", _calibration_text(summary.get("algorithm_info") or {}))
     t.add_row("rounds", _fmt(summary.get("n_rounds")))
     t.add_row("simulated time", _fmt(summary.get("simulated_time_s"), " s"))
     t.add_row("wall time", _fmt(summary.get("wall_time_s"), " s"))
@@ -644,6 +660,50 @@ def compare(file: Path = typer.Argument(..., help="Scenario YAML file."),
         _err.print(f"[red]{len(bad)} of {n} variants failed (see compare.csv and each run "
                    f"directory's error.txt).[/red]")
         raise typer.Exit(1)
+
+
+@app.command()
+def calibrate(run_dirs: List[Path] = typer.Argument(..., help="Finished run directories of a "
+                                                    "real learner."),
+              out: Path = typer.Option(..., "--out", help="The calibration file to write (YAML)."),
+              plot: Optional[Path] = typer.Option(None, "--plot", help="Also draw the fit against "
+                                                  "the real points (PNG)."),
+              overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing --out.")
+              ) -> None:
+    """Fit the surrogate's learning curve to real runs; write FILE for fl.options.calibration.
+
+    acc(n) = a_max − (a_max − a0)·exp(−n / n_half), n = delivered samples (rounds.csv
+    samples_delivered, cumulative; the untrained model at n = 0), fitted by weighted least
+    squares (each point weighted by its 95 % Wilson interval); loss0 and loss_min with n_half
+    fixed. Prints the parameters with their standard errors.
+    """
+    from fl.calibration import CalibrationError
+    from sim.calibrate import CalibrateError, calibrate as fit_runs
+
+    try:
+        fit, runs = fit_runs(run_dirs, out, plot=plot, overwrite=overwrite)
+    except (CalibrateError, CalibrationError) as exc:
+        _err.print(f"[red]{_escape(str(exc))}[/red]", highlight=False, soft_wrap=True)
+        raise typer.Exit(2) from None
+    t = Table(title=f"surrogate curve fitted to {len(runs)} run(s), {fit.n_points} points",
+              caption="± one standard error"
+                      + (f", scaled by {fit.scale:.2f} = sqrt(χ²/dof): the points scatter more "
+                         "than their intervals explain" if fit.scale > 1 else "")
+                      + f"; χ²/dof = {fit.chi2:.2f}/{fit.dof}")
+    t.add_column("parameter")
+    t.add_column("value", justify="right")
+    t.add_column("± s.e.", justify="right")
+    for k, v in fit.parameters.items():
+        t.add_row(k, f"{v:.4g}", f"{fit.stderr[k]:.2g}")
+    _out.print(t)
+    for r in runs:
+        spu = r.meta["samples_per_update"]
+        _out.print(f"  {r.run_dir}: {r.meta['algorithm']}, seed {r.meta['seed']}, "
+                   f"{r.meta['n_points']} points, {r.meta['samples_delivered']:.0f} samples delivered"
+                   + (f" ({spu:.1f} per update)" if spu else ""), highlight=False)
+    _out.print(str(out), highlight=False)
+    if plot is not None:
+        _out.print(str(plot), highlight=False)
 
 
 def main() -> None:

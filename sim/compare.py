@@ -48,7 +48,7 @@ from sim.sweep import (Variant, check_nesting, format_value, validate_variants, 
 
 __all__ = ["CompareSpec", "CompareError", "COMPARE_COLUMNS", "PAIR_COLUMNS", "options_for",
            "variants_of", "validate", "run_compare", "time_to_target", "final_prompts",
-           "pair_rows", "default_target"]
+           "pair_rows", "default_target", "paired_final", "NotPaired"]
 
 #: Columns of ``compare.csv``, one row per variant.
 COMPARE_COLUMNS = (
@@ -144,20 +144,21 @@ def _option_key(item: str) -> str | None:
     return parts[2] if len(parts) > 2 and parts[:2] == ["fl", "options"] else None
 
 
-def _raw_options(base: Path, sets: Sequence[str]) -> dict:
-    """The scenario's ``fl.options`` with ``sets`` applied (not yet validated); {} when the
-    file cannot be read (validation names the problem)."""
+def _raw_options(base: Path, sets: Sequence[str]) -> tuple[dict, dict]:
+    """The scenario's ``fl.options`` and ``fl.algorithm_options`` with ``sets`` applied (not
+    yet validated); empty when the file cannot be read (validation names the problem)."""
     from sim.scenario import apply_overrides, load_yaml
 
     try:
         data = load_yaml(base.read_text(encoding="utf-8"), str(base))
         if not isinstance(data, dict):
-            return {}
+            return {}, {}
         data = apply_overrides(data, list(sets))
     except (OSError, UnicodeDecodeError, ScenarioError):
-        return {}
-    options = (data.get("fl") or {}).get("options") if isinstance(data.get("fl"), dict) else None
-    return options if isinstance(options, dict) else {}
+        return {}, {}
+    fl = data.get("fl") if isinstance(data.get("fl"), dict) else {}
+    options, per = fl.get("options"), fl.get("algorithm_options")
+    return (options if isinstance(options, dict) else {}), (per if isinstance(per, dict) else {})
 
 
 def variants_of(spec: CompareSpec) -> tuple[list[Variant], dict[str, list[str]]]:
@@ -165,26 +166,31 @@ def variants_of(spec: CompareSpec) -> tuple[list[Variant], dict[str, list[str]]]
     ``fl.options`` keys it drops.
 
     A variant's overrides: the ``--set`` items that are not options, ``fl.algorithm``, the
-    scenario's ``fl.options`` the algorithm accepts, then the ``--set fl.options.<key>...``
+    scenario's ``fl.options`` the algorithm accepts (with its ``fl.algorithm_options`` entry
+    merged over them: each of its keys replaces fl.options's), then the ``--set fl.options.<key>...``
     items whose key it accepts (an option of one algorithm only, e.g. split_lora's
     ``cut_layer``, is set for that one and dropped for the others), then the seed.
     """
     option_sets = [s for s in spec.sets if _option_key(s) is not None]
     other_sets = [s for s in spec.sets if _option_key(s) is None]
-    options = _raw_options(spec.base, other_sets)
+    options, per_algorithm = _raw_options(spec.base, other_sets)
     out: list[Variant] = []
     dropped: dict[str, list[str]] = {}
     seeds: Sequence[int | None] = spec.seeds or (None,)
     for name in spec.algorithms:
         try:
-            kept, dropped[name] = options_for(name, options)
+            entry = per_algorithm.get(name)
+            kept, dropped[name] = options_for(name, {**options, **(entry if isinstance(entry, dict) else {})})
             accepted, rejected = options_for(name, {_option_key(s): s for s in option_sets})
         except (KeyError, NotImplementedError):  # validation names the algorithm problem
             kept, dropped[name], accepted, rejected = {}, [], {}, []
         dropped[name] = sorted(set(dropped[name]) | set(rejected))
         mine = [s for s in option_sets if _option_key(s) in accepted]
         for seed in seeds:
-            overrides = (other_sets + [f"fl.algorithm={name}", f"fl.options={yaml_inline(kept)}"]
+            # the entry is merged into fl.options here, and the block dropped: a --set of an
+            # option then has the last word
+            overrides = (other_sets + [f"fl.algorithm={name}", "fl.algorithm_options={}",
+                                       f"fl.options={yaml_inline(kept)}"]
                          + mine + ([f"seed={seed}"] if seed is not None else []))
             vname = f"algorithm={format_value(name)}" + (f",seed={seed}" if seed is not None else "")
             out.append(Variant(name=vname, params=(("fl.algorithm", name),), seed=seed,
@@ -240,6 +246,35 @@ def final_prompts(run_dir: str | Path):
     return last.sort_values("prompt", kind="stable").reset_index(drop=True)
 
 
+DIFFERENT_PROMPTS = ("scored on different test prompts (their fl.options.data or data_seed "
+                     "differ)")
+
+
+def _same_prompts(ea, eb) -> bool:
+    return ea["prompt"].tolist() == eb["prompt"].tolist() and ea["label"].tolist() == eb["label"].tolist()
+
+
+class NotPaired(ValueError):
+    """Two runs whose final accuracies cannot be paired (the message says why)."""
+
+
+def paired_final(run_a: str | Path, run_b: str | Path, n_boot: int = N_BOOT):
+    """The paired difference ``accuracy_a − accuracy_b`` of two runs' final evaluations on
+    the same test prompts (:func:`fl.metrics.paired_difference`: Newcombe's 95 % interval,
+    the seeded paired bootstrap, the exact McNemar p). Raises :class:`NotPaired` naming the
+    run without per-prompt results, or when they scored different prompts."""
+    from fl.metrics import paired_difference
+
+    ea, eb = final_prompts(run_a), final_prompts(run_b)
+    for run, e in ((run_a, ea), (run_b, eb)):
+        if e is None:
+            raise NotPaired(f"{run}: no eval.parquet (per-prompt results; the surrogate scores none)")
+    if not _same_prompts(ea, eb):
+        raise NotPaired(f"{run_a} and {run_b}: {DIFFERENT_PROMPTS}")
+    return paired_difference(ea["correct"].to_numpy(bool), eb["correct"].to_numpy(bool),
+                             n_boot=n_boot, seed=0)
+
+
 def _no_prompts_note(row: dict) -> str:
     if row.get("learner") == "surrogate":
         return f"{row['algorithm']} is the surrogate: its accuracy is modelled (no test prompts)"
@@ -272,10 +307,8 @@ def pair_rows(rows: Sequence[dict], out: Path, n_boot: int = N_BOOT) -> list[dic
                     out_rows.append({**row, "note": "; ".join(
                         _no_prompts_note(r) for r, e in ((ra, ea), (rb, eb)) if e is None)})
                     continue
-                if (ea["prompt"].tolist() != eb["prompt"].tolist()
-                        or ea["label"].tolist() != eb["label"].tolist()):
-                    out_rows.append({**row, "note": "scored on different test prompts (their "
-                                     "fl.options.data or data_seed differ)"})
+                if not _same_prompts(ea, eb):
+                    out_rows.append({**row, "note": DIFFERENT_PROMPTS})
                     continue
                 ca, cb = ea["correct"].to_numpy(bool), eb["correct"].to_numpy(bool)
                 pooled_a.append(ca)

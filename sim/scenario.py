@@ -30,7 +30,6 @@ of a :class:`ScenarioError` naming the key path, the rule, the value received an
 
 from __future__ import annotations
 
-import re
 import types
 import typing
 from pathlib import Path
@@ -43,12 +42,13 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
 from fl.algorithm import ALGORITHMS
 from fl.registry import kind_union_of
 from fl.specs import DataSpec, ModelSpec
+from fl.yamlio import MAX_YAML_NODES, YamlError, safe_load
 from sim.mac import MAC
 from sim.radio_config import DROPS, FADING, LAYOUTS, MOBILITY, PATHLOSS, RATES
 from sim.selection import SELECTION
 
 __all__ = ["Scenario", "ScenarioError", "load_scenario", "parse_scenario", "apply_overrides",
-           "parse_set", "load_yaml", "dump_scenario", "MAX_YAML_NODES"]
+           "parse_set", "load_yaml", "dump_scenario", "MAX_YAML_NODES", "with_algorithm_options"]
 
 
 class ScenarioError(ValueError):
@@ -61,98 +61,14 @@ class ScenarioError(ValueError):
 
 
 # ----------------------------------------------------------------------------- YAML
-#: The most values a YAML document may hold once its aliases are expanded (an "alias
-#: bomb" — nested anchors and aliases — expands to billions from a few lines).
-MAX_YAML_NODES = 1_000_000
-
-_FLOAT_TAG = "tag:yaml.org,2002:float"
-
-
-class _Loader(yaml.SafeLoader):
-    """``yaml.SafeLoader`` with YAML 1.2 floats: ``1e1``, ``8.0e6``, ``1E-3`` and ``2.5e+3``
-    are numbers (PyYAML's YAML 1.1 rule needs a dot and a signed exponent, so ``1e1`` would
-    be a string)."""
-
-
-_Loader.yaml_implicit_resolvers = {
-    first: [(tag, rx) for tag, rx in resolvers if tag != _FLOAT_TAG]
-    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
-}
-_Loader.add_implicit_resolver(_FLOAT_TAG, re.compile(r"""^(?:
-     [-+]?(?:[0-9][0-9_]*)\.[0-9_]*(?:[eE][-+]?[0-9]+)?
-    |[-+]?(?:[0-9][0-9_]*)[eE][-+]?[0-9]+
-    |[-+]?\.[0-9_]+(?:[eE][-+]?[0-9]+)?
-    |[-+]?\.(?:inf|Inf|INF)
-    |\.(?:nan|NaN|NAN))$""", re.X), list("-+0123456789."))
-
-
-class _RecursiveAlias(ValueError):
-    pass
-
-
-def _expanded_size(root: yaml.Node, limit: int) -> int:
-    """Values in the document once aliases are expanded (counted on the composed node
-    graph, where an alias is the anchored node itself; shared nodes are counted once per
-    use, each node visited once). Stops early above ``limit``; raises _RecursiveAlias."""
-    size: dict[int, int] = {}
-    active: set[int] = set()
-
-    def visit(node: yaml.Node) -> int:
-        key = id(node)
-        if key in size:
-            return size[key]
-        if key in active:
-            raise _RecursiveAlias("an alias refers to a node that contains it (a recursive alias)")
-        active.add(key)
-        n = 1
-        if isinstance(node, yaml.SequenceNode):
-            for child in node.value:
-                n += visit(child)
-                if n > limit:
-                    break
-        elif isinstance(node, yaml.MappingNode):
-            for k, v in node.value:
-                n += visit(k) + visit(v)
-                if n > limit:
-                    break
-        active.discard(key)
-        size[key] = n
-        return n
-
-    return visit(root)
-
-
 def load_yaml(text: str, source: str = "<string>") -> Any:
-    """Parse YAML the way fedwave reads every file (scenarios, sweep specs, ``--set``).
-
-    Safe (no object construction), YAML 1.2 numbers (``1e1`` is 10.0), and bounded: a
-    document whose aliases expand to more than :data:`MAX_YAML_NODES` values, or that refers
-    to itself, is refused before anything is built. Raises :class:`ScenarioError` naming
-    ``source`` (and the line, for syntax errors).
-    """
-    loader = _Loader(text)
+    """Parse YAML the way fedwave reads every file (scenarios, sweep specs, ``--set``):
+    :func:`fl.yamlio.safe_load` (safe, YAML 1.2 numbers, bounded alias expansion), raising
+    :class:`ScenarioError` naming ``source`` (and the line, for syntax errors)."""
     try:
-        node = loader.get_single_node()
-        if node is None:
-            return None
-        if _expanded_size(node, MAX_YAML_NODES) > MAX_YAML_NODES:
-            raise ScenarioError([
-                f"{source}: the YAML expands to more than {MAX_YAML_NODES:,} values through its "
-                "anchors and aliases (&name / *name), e.g. an alias bomb. Fix: write the values "
-                "out, or use fewer nested aliases."])
-        return loader.construct_document(node)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark is not None else ""
-        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
-        raise ScenarioError([f"{source}: not valid YAML ({where}{problem}). Fix: check "
-                             "indentation and quoting near that line."]) from None
-    except _RecursiveAlias as exc:
-        raise ScenarioError([f"{source}: {exc}. Fix: remove the recursive alias."]) from None
-    except RecursionError:
-        raise ScenarioError([f"{source}: the YAML is nested too deeply. Fix: flatten it."]) from None
-    finally:
-        loader.dispose()
+        return safe_load(text, source)
+    except YamlError as exc:
+        raise ScenarioError([str(exc)]) from None
 
 
 # ----------------------------------------------------------------------------- base
@@ -332,6 +248,11 @@ class FlBase(_Model):
     hierarchical: bool = Field(False, description="Sync: clients -> edge servers -> cloud.")
     capacity_budget_s: float | None = Field(
         None, gt=0, description="Time budget for the sizer's capacity (default: time to deadline).")
+    algorithm_options: dict[str, dict[str, Any]] = Field(default_factory=dict, description=(
+        "Per algorithm name, fl.options keys that replace fl.options's when that algorithm runs "
+        "(fl.algorithm, or each algorithm of `fedwave compare`), e.g. {split_lora: {cut_layer: "
+        "24}, kd_topk: {lr: 5.0e-3}}: one scenario file for several algorithms. Each entry is "
+        "checked against its algorithm's config at load time."))
 
 
 def _fl_spec(name: str, config: type[BaseModel]) -> type[BaseModel]:
@@ -629,12 +550,54 @@ def _check_cross(scn: Scenario, lines: list[str]) -> None:
                          f"Fix: use one of: {', '.join(sorted(known))}.")
 
 
-def _check_algorithm(scn: Scenario, lines: list[str]) -> None:
-    """The algorithm's own rules for this population (what building it would check)."""
-    for problem in scn.fl.options.context_problems(scn.clients.n_clients):
+def _context_lines(options, n_clients: int, prefix: str) -> list[str]:
+    out = []
+    for problem in options.context_problems(n_clients):
         key, _, rest = problem.partition(": ")
         rule, _, fix = rest.partition(" Fix: ")
-        lines.append(f"fl.options.{key}: {rule.strip().rstrip('.')}. Fix: {fix.strip().rstrip('.')}.")
+        out.append(f"{prefix}{key}: {rule.strip().rstrip('.')}. Fix: {fix.strip().rstrip('.')}.")
+    return out
+
+
+def _check_algorithm_options(scn: Scenario, lines: list[str]) -> None:
+    """Each ``fl.algorithm_options`` entry, merged over the fl.options keys its algorithm
+    accepts, must be a valid config of that algorithm (what ``fedwave compare`` will run)."""
+    from fl.algorithm import algorithm_config, algorithm_names
+
+    given = scn.fl.options.model_dump(exclude_unset=True)
+    for name, entry in scn.fl.algorithm_options.items():
+        where = f"fl.algorithm_options.{name}"
+        if name not in algorithm_names():
+            lines.append(f"{where}: unknown algorithm; got {name!r}. Fix: use one of: "
+                         f"{', '.join(algorithm_names())}.")
+            continue
+        try:
+            config = algorithm_config(name)
+        except NotImplementedError as exc:
+            lines.append(f"{where}: {exc}")
+            continue
+        merged = {**{k: v for k, v in given.items() if k in config.model_fields}, **entry}
+        try:
+            options = config.model_validate(merged)
+        except ValidationError as exc:
+            for e in exc.errors():
+                key = ".".join(str(p) for p in e["loc"])
+                if e["type"] == "extra_forbidden":
+                    lines.append(f"{where}.{key}: unknown option of {name}; got {e['input']!r}. Fix: "
+                                 f"remove it or check the spelling (allowed: "
+                                 f"{', '.join(sorted(config.model_fields))}).")
+                else:
+                    line = _format_error(e, merged).removeprefix("(top level): ")
+                    lines.append(f"{where} (over fl.options): {line}")
+            continue
+        lines.extend(_context_lines(options, scn.clients.n_clients, f"{where} (over fl.options): "))
+
+
+def _check_algorithm(scn: Scenario, lines: list[str]) -> None:
+    """The algorithm's own rules for this population (what building it would check), and
+    those of every ``fl.algorithm_options`` entry."""
+    lines.extend(_context_lines(scn.fl.options, scn.clients.n_clients, "fl.options."))
+    _check_algorithm_options(scn, lines)
     if scn.execution.backend == "ray":
         from sim.execution import ray_available
 
@@ -770,11 +733,27 @@ def apply_overrides(data: dict, overrides: list[str]) -> dict:
     return data
 
 
+def with_algorithm_options(data: dict) -> dict:
+    """``data`` (a raw scenario mapping) with ``fl.algorithm_options[fl.algorithm]`` merged
+    into ``fl.options`` (each of its keys replaces fl.options's); a copy when it changes.
+    Merging twice changes nothing, so a resolved scenario loads to itself."""
+    fl = data.get("fl")
+    if not isinstance(fl, dict) or not isinstance(fl.get("algorithm_options"), dict):
+        return data
+    entry = fl["algorithm_options"].get(fl.get("algorithm", "surrogate"))
+    if not isinstance(entry, dict) or not entry:
+        return data
+    options = fl.get("options")
+    options = dict(options) if isinstance(options, dict) else {}
+    return {**data, "fl": {**fl, "options": {**options, **entry}}}
+
+
 def parse_scenario(data: Any, source: str | None = None) -> Scenario:
     """Validate a raw mapping into a :class:`Scenario` (all checks), or raise ScenarioError."""
     if not isinstance(data, dict):
         raise ScenarioError([f"(top level): a scenario must be a mapping of keys; got "
                              f"{type(data).__name__}. Fix: start the file with 'name: ...'."], source)
+    data = with_algorithm_options(data)
     try:
         scn = Scenario.model_validate(data)
     except ValidationError as exc:

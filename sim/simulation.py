@@ -63,8 +63,8 @@ CHECKPOINT_KIND = "simulation-checkpoint"
 _REPORTED = ("accuracy", "accuracy_lo", "accuracy_hi", "loss", "n_eval")
 
 ROUND_COLUMNS: tuple[str, ...] = (
-    "round", "t_start_s", "t_end_s", "n_selected", "n_completed", "n_failed", "bits_up",
-    "bits_down", "energy_j", "accuracy", "loss",
+    "round", "t_start_s", "t_end_s", "n_selected", "n_completed", "n_failed",
+    "samples_delivered", "bits_up", "bits_down", "energy_j", "accuracy", "loss",
 )
 
 
@@ -626,11 +626,15 @@ class Simulation:
             task.proc.interrupt(cause)
 
     def _round_row(self, rnd: int, n_completed: int, n_failed: int, metrics: dict,
-                   evaluated: dict | None) -> None:
+                   evaluated: dict | None, samples_delivered: int = 0) -> None:
+        """Append the round's row; ``samples_delivered``: the sample counts of the clients
+        whose updates the round aggregated (0 when it did not aggregate) — the x axis of
+        the surrogate's learning curve (``fedwave calibrate``)."""
         a = self._acct
         row = {"round": rnd, "t_start_s": a.t_start, "t_end_s": self.env.now,
                "n_selected": a.n_selected, "n_completed": n_completed, "n_failed": n_failed,
-               "bits_up": a.bits_up, "bits_down": a.bits_down, "energy_j": a.energy_j,
+               "samples_delivered": float(samples_delivered), "bits_up": a.bits_up,
+               "bits_down": a.bits_down, "energy_j": a.energy_j,
                "accuracy": math.nan, "loss": math.nan}
         row.update({k: float(v) for k, v in metrics.items()})
         if evaluated:
@@ -697,14 +701,16 @@ class Simulation:
             if fl.hierarchical and results:
                 yield from self._edge_forward(rnd, tasks, results)
             metrics: dict = {}
+            samples = 0
             if len(results) >= fl.min_updates:
                 metrics = yield from self._server_round(rnd, results, failures)
+                samples = sum(int(r.n_samples) for r in results)
             else:
                 self._trace("round_failed", round=rnd,
                             detail=f"{len(results)} updates < min_updates {fl.min_updates}")
             evaluated = self._evaluate(rnd, rnd == fl.rounds - 1)
             self._trace("round_end", round=rnd)
-            self._round_row(rnd, len(results), len(failures), metrics, evaluated)
+            self._round_row(rnd, len(results), len(failures), metrics, evaluated, samples)
             if self.checkpoint is not None:
                 self.write_checkpoint(rnd + 1)
             if self.stop_after_rounds is not None and rnd + 1 >= self.stop_after_rounds:
@@ -909,7 +915,8 @@ class Simulation:
                 metrics = yield from self._server_round(version, results, fails)
                 evaluated = self._evaluate(version, version == fl.rounds - 1)
                 self._trace("round_end", round=version)
-                self._round_row(version, len(results), len(fails), metrics, evaluated)
+                self._round_row(version, len(results), len(fails), metrics, evaluated,
+                                sum(int(r.n_samples) for r in results))
                 version += 1
                 self._acct = _Acct(env.now)
                 self._forget_history()
@@ -1035,10 +1042,15 @@ def _set_global_rng_state(state: dict) -> None:
 def _numerics(scenario: dict) -> dict:
     """A dumped scenario without what never changes the results: where client updates run
     (``execution.backend``, ``execution.workers``; threads, device, dtype and the prefix
-    cache stay), so a run resumes on any backend."""
+    cache stay), so a run resumes on any backend; and an empty ``fl.algorithm_options``."""
     execution = {k: v for k, v in (scenario.get("execution") or {}).items()
                  if k not in ("backend", "workers", "prefix_cache_mb")}
-    return {**scenario, "execution": execution}
+    out = {**scenario, "execution": execution}
+    fl = scenario.get("fl")
+    if isinstance(fl, dict) and not fl.get("algorithm_options"):
+        # an empty fl.algorithm_options is no block at all (runs written before it existed)
+        out["fl"] = {k: v for k, v in fl.items() if k != "algorithm_options"}
+    return out
 
 
 def _first_difference(a, b, key: str = ""):

@@ -27,6 +27,10 @@ TINY = {
                     "fl.rounds=2"],
     "split_lora": ["fl.options.model={kind: tiny, n_layers: 3}", "fl.options.cut_layer=1", "fl.rounds=2"],
     "fedsoda": ["fl.options.model={kind: tiny, n_layers: 6}", "fl.options.sgp_keep=4", "fl.rounds=2"],
+    # fedavg_lora, with every fl.algorithm_options entry still valid on the tiny model
+    "frameworks": ["fl.options.model={kind: tiny, n_layers: 4}", "fl.options.lora.layers={top: 2}",
+                   "fl.algorithm_options.split_lora.cut_layer=3", "fl.algorithm_options.fedsoda.sgp_keep=3",
+                   "fl.rounds=2"],
 }
 runner = CliRunner()
 

@@ -3,7 +3,7 @@ import pytest
 
 from fl.partition import (
     ByCategoryPartition, DirichletPartition, IIDPartition, ShardsPartition, holdout_split, label_histogram,
-    partition, partitioner_names,
+    largest_test_split, partition, partitioner_names, scarce_label_indices,
 )
 
 LABELS = np.repeat(np.arange(6), [300, 250, 200, 60, 150, 40])  # imbalanced, like the fortunes
@@ -121,3 +121,38 @@ def test_auto_test_split_takes_up_to_1000_and_at_most_half_of_each_label():
     assert list(np.bincount(small[test])) == [5, 3, 1]
     with pytest.raises(ValueError, match="n_test: auto finds no test examples"):
         holdout_split(np.arange(3), "auto", 0, rng)
+
+
+def _scarce(labels, n_test, n_public, seed):
+    train, _, test = holdout_split(labels, n_test, n_public, np.random.default_rng(seed))
+    return scarce_label_indices(labels, train, test)
+
+
+@pytest.mark.parametrize("n_public, seed", [(0, 0), (100, 0), (100, 5), (300, 2)])
+def test_largest_test_split_is_the_largest_without_a_scarce_label(n_public, seed):
+    """No scarce label at n, one at n + 1 (that split, drawn with the same stream); the
+    bound is set by the smallest label (40 examples: at most 20 in the test), reached after
+    21 of each label before it in the round robin: 5 * 21 + 20 = 125."""
+    n = largest_test_split(LABELS, n_public, lambda: np.random.default_rng(seed))
+    assert _scarce(LABELS, n, n_public, seed) == []
+    assert _scarce(LABELS, n + 1, n_public, seed) != []
+    assert n <= 125 and (n_public > 0 or n == 125)
+
+
+def test_largest_test_split_by_hand_and_its_cap():
+    # labels 0, 1, 2 with 10, 6, 4 examples, no public split: round robin takes 0,1,2,0,1,2,0,1
+    # (label 1: 3 tested, 3 left; label 2: 2 and 2); a 3rd from label 2 would leave it 1 < 3
+    labels = np.repeat(np.arange(3), [10, 6, 4])
+    rng = lambda: np.random.default_rng(0)  # noqa: E731
+    assert largest_test_split(labels, 0, rng) == 8
+    train, _, test = holdout_split(labels, 8, 0, rng())
+    assert np.bincount(labels[test]).tolist() == [3, 3, 2]
+    assert scarce_label_indices(labels, train, test) == []
+    assert largest_test_split(labels, 0, rng, cap=4) == 4
+    assert largest_test_split(np.repeat(np.arange(2), [1, 9]), 0, rng) == 0  # label 0 cannot be tested
+
+
+def test_scarce_label_indices_counts_train_against_test():
+    labels = np.array([0, 0, 0, 1, 1, 2])
+    assert scarce_label_indices(labels, [0, 1, 3], [2, 4, 5]) == [2]  # label 2: 0 train, 1 test
+    assert scarce_label_indices(labels, [0, 1, 3, 5], [2, 4]) == []

@@ -64,11 +64,24 @@ class SplitLoRAConfig(AlgorithmConfig):
         "Model cache root (null: $FEDWAVE_CACHE or ~/.cache/fedwave/models)."))
 
     def context_problems(self, n_clients: int) -> list[str]:
-        """The cut against the model's depth, when that is known without loading it
+        """The cut against the model's depth and against ``lora.layers`` (each side must hold
+        adapters), when the depth is known without loading the model
         (:func:`fl.specs.known_n_layers`; otherwise checked when the model loads)."""
         n = known_n_layers(self.model)
         if n is not None and not 1 <= self.cut_layer <= n - 1:
             return [f"cut_layer: must be in [1, {n - 1}] for this {n}-layer model (the client "
                     f"and the server each hold at least one layer). Got {self.cut_layer} instead. "
                     f"Fix: a cut_layer from 1 to {n - 1}, or a deeper model."]
+        try:
+            layers = self.lora.layer_indices(n) if n is not None else None
+        except ValueError:
+            return []  # lora.layers beyond the model: reported when the model loads
+        if layers is not None:
+            for side, mine in (("client", [i for i in layers if i < self.cut_layer]),
+                               ("server", [i for i in layers if i >= self.cut_layer])):
+                if not mine:
+                    return [f"cut_layer: the {side} side (layers {'<' if side == 'client' else '>='} "
+                            f"{self.cut_layer}) holds no LoRA adapter: lora.layers are {layers}. Got "
+                            f"{self.cut_layer} instead. Fix: a cut_layer in [{min(layers) + 1}, "
+                            f"{max(layers)}] (adapters on both sides), or adapt other layers."]
         return []

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from typing import Literal
+import math
+from typing import Any, Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, ValidationInfo, field_validator, model_validator
 
 from fl.specs import AlgorithmConfig
 
@@ -12,7 +13,13 @@ __all__ = ["SurrogateConfig"]
 
 
 class SurrogateConfig(AlgorithmConfig):
-    """Options of the surrogate learner (``fl.options`` in a scenario)."""
+    """Options of the surrogate learner (``fl.options`` in a scenario).
+
+    calibration: a file written by ``fedwave calibrate`` (:mod:`fl.calibration`; relative
+        paths from the working directory). Its fitted a0, a_max, n_half (and loss0,
+        loss_min when it has them) set the curve; an option given as well must agree with
+        the file (a resolved scenario repeats them), else the scenario is refused.
+    """
 
     upload_bits: int = Field(8_000_000, ge=0, description="Fixed upload size, bits.")
     download_bits: int = Field(8_000_000, ge=0, description="Global model size, bits.")
@@ -33,6 +40,46 @@ class SurrogateConfig(AlgorithmConfig):
     k_max: int = Field(80, ge=1, description="Adaptive: largest k.")
     capacity_fraction: float = Field(0.8, gt=0, le=1,
                                      description="Adaptive: fraction of the capacity to use.")
+    calibration: str | None = Field(None, min_length=1, description=(
+        "A file written by `fedwave calibrate`: its fitted a0, a_max, n_half (and loss0, "
+        "loss_min) set the curve (relative paths: from the working directory); null: the "
+        "curve's options as given."))
+
+    @model_validator(mode="before")
+    @classmethod
+    def _calibrated(cls, data: Any) -> Any:
+        """Fill the curve's parameters the options leave out from ``calibration`` (a file
+        that cannot be used is reported by :meth:`_calibration_file`, at its key)."""
+        if not isinstance(data, dict) or not isinstance(data.get("calibration"), str):
+            return data
+        from fl.calibration import CalibrationError, read_calibration
+
+        try:
+            cal = read_calibration(data["calibration"])
+        except CalibrationError:
+            return data
+        return {**{k: v for k, v in cal.parameters.items() if data.get(k) is None}, **data}
+
+    @field_validator("calibration")
+    @classmethod
+    def _calibration_file(cls, v: str | None, info: ValidationInfo) -> str | None:
+        """The file must be a calibration, and agree with any curve option given too."""
+        if v is None:
+            return v
+        from fl.calibration import CalibrationError, read_calibration
+
+        try:
+            cal = read_calibration(v)
+        except CalibrationError as exc:
+            raise ValueError(str(exc)) from None
+        for key, value in cal.parameters.items():
+            given = info.data.get(key)
+            if given is not None and not math.isclose(given, value, rel_tol=1e-12, abs_tol=0.0):
+                raise ValueError(
+                    f"{cal.path} sets {key} = {value!r} and the option {key} = {given!r} "
+                    f"disagrees. Fix: drop the option {key} (the calibration sets it), or drop "
+                    "calibration.")
+        return v
 
     @model_validator(mode="after")
     def _check(self):
