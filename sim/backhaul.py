@@ -425,9 +425,20 @@ class WiredNet:
                     first, wake, m_first = k, True, m
             self._arm(first, wake, m_first)
 
+    def forget_stale_timers(self) -> None:
+        """Drop the timers of messages that arrived or were cancelled (with nothing in flight,
+        that is every pending timer): their events, still on SimPy's queue, then do nothing.
+        A checkpoint calls it, since a resumed run's fresh queue holds no such events."""
+        if self._in_flight:
+            raise RuntimeError("forget_stale_timers: messages are still in flight.")
+        self._pending.clear()
+
     def _on_timer(self, ev) -> None:
         order = ev._value
-        wake, m = self._pending.pop(order)
+        entry = self._pending.pop(order, None)
+        if entry is None:  # forgotten at a checkpoint: its message arrived or was cancelled
+            return
+        wake, m = entry
         if wake:
             if m.active and m.wake_key is not None and m.wake_key[1] == order:
                 self._on_drain(m)

@@ -740,6 +740,7 @@ class Simulation:
         """
         if not self._quiescent():
             return False
+        self.wired.forget_stale_timers()  # cancelled/arrived messages' timers: no-ops, not state
         skip = {"env", "scenario", "algorithm", "progress", "checkpoint", "stop_after_rounds",
                 "_start_round", "_edge_dl", "_executor", "_live", "_batcher"}
         head = {"scenario": self.scenario.model_dump(mode="json"), "next_round": next_round,
