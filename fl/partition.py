@@ -177,9 +177,9 @@ AUTO_TEST_MAX = 1000  # n_test: auto takes up to this many prompts (a 95 % inter
 
 
 def auto_test_size(labels: np.ndarray, n_public: int = 0) -> int:
-    """The test split ``n_test: auto`` takes: up to :data:`AUTO_TEST_MAX`, at most half of each
-    label's examples (so training keeps the other half), and never so many that the public
-    split and training would have nothing left."""
+    """About how many prompts ``n_test: auto`` takes (an upper bound: the exact number
+    depends on which examples the public split draws first; :func:`holdout_split` says):
+    up to :data:`AUTO_TEST_MAX`, at most half of each label's examples."""
     counts = np.bincount(np.asarray(labels))
     room = max(0, len(labels) - n_public - 1)
     return int(min(AUTO_TEST_MAX, int((counts // 2).sum()), room))
@@ -191,36 +191,55 @@ def holdout_split(
     """Split indices into (train, public, test), each sorted.
 
     test: ``n_test`` samples balanced over labels as far as each label allows (round robin
-    over labels, a random member each time); ``"auto"``: :func:`auto_test_size` samples, at
-    most half of each label's. public: ``n_public`` uniformly random samples of the rest.
-    train: everything else.
+    over labels, a random member each time); public: ``n_public`` uniformly random samples
+    of the rest; train: everything else. ``n_test="auto"``: the public split is drawn first,
+    then up to :data:`AUTO_TEST_MAX` test samples from the rest, at most half of each
+    label's remaining examples (training keeps at least as many of every label as the test
+    takes).
     """
     labels = np.asarray(labels)
-    caps = None
     if n_test == "auto":
-        n_test = auto_test_size(labels, n_public)
-        caps = np.bincount(labels) // 2
+        # the public split first (uniform), then the test from the rest: at most half of each
+        # label's remaining examples, so training keeps at least as many as the test takes
+        if n_public >= len(labels):
+            raise ValueError(f"n_public ({n_public}) must leave training data out of {len(labels)} samples.")
+        public = np.sort(rng.choice(len(labels), size=n_public, replace=False)) if n_public \
+            else np.array([], dtype=np.int64)
+        rest = np.setdiff1d(np.arange(len(labels)), public)
+        uniq = np.unique(labels)
+        pools = [list(rng.permutation(rest[labels[rest] == k])) for k in uniq]
+        limit = [len(p) // 2 for p in pools]
+        n_test = min(AUTO_TEST_MAX, sum(limit))
         if n_test < 1:
             raise ValueError(f"n_test: auto finds no test examples in {len(labels)} samples (every label "
-                             "needs two). Fix: give more data or a number for data.n_test.")
+                             "needs two outside the public split). Fix: give more data or a number for "
+                             "data.n_test.")
+        test = _round_robin(pools, limit, n_test)
+        train = np.setdiff1d(rest, test)
+        return train, public, np.sort(np.array(test, dtype=np.int64))
     if n_test + n_public >= len(labels):
         raise ValueError(
             f"n_test ({n_test}) + n_public ({n_public}) must leave training data out of {len(labels)} samples."
         )
-    uniq = np.unique(labels)
-    pools = [list(rng.permutation(np.flatnonzero(labels == k))) for k in uniq]
-    limit = [len(p) if caps is None else int(caps[k]) for p, k in zip(pools, uniq)]
-    taken = [0] * len(pools)
-    test: list[int] = []
-    while len(test) < n_test:
-        for j, pool in enumerate(pools):
-            if pool and taken[j] < limit[j] and len(test) < n_test:
-                test.append(int(pool.pop()))
-                taken[j] += 1
+    pools = [list(rng.permutation(np.flatnonzero(labels == k))) for k in np.unique(labels)]
+    test = _round_robin(pools, [len(p) for p in pools], n_test)
     rest = np.setdiff1d(np.arange(len(labels)), test)
     public = np.sort(rng.choice(rest, size=n_public, replace=False)) if n_public else np.array([], dtype=np.int64)
     train = np.setdiff1d(rest, public)
     return train, public, np.sort(np.array(test, dtype=np.int64))
+
+
+def _round_robin(pools: list[list[int]], limit: list[int], n: int) -> list[int]:
+    """``n`` members taken round robin over ``pools`` (the last of each first), at most
+    ``limit[j]`` from pool j (the limits must allow ``n``)."""
+    taken = [0] * len(pools)
+    out: list[int] = []
+    while len(out) < n:
+        for j, pool in enumerate(pools):
+            if pool and taken[j] < limit[j] and len(out) < n:
+                out.append(int(pool.pop()))
+                taken[j] += 1
+    return out
 
 
 def scarce_label_indices(labels: np.ndarray, train_idx, test_idx) -> list[int]:

@@ -113,8 +113,10 @@ def test_auto_test_split_takes_up_to_1000_and_at_most_half_of_each_label():
     train, public, test = holdout_split(labels, "auto", 128, rng)
     counts = np.bincount(labels[test], minlength=6)
     assert len(test) == AUTO_TEST_MAX == auto_test_size(labels, 128)
-    assert counts[5] == 22 and counts[4] == 75  # half of the scarce labels, no more
-    assert counts[:4].max() - counts[:4].min() <= 1  # the rest balanced
+    train_counts = np.bincount(labels[train], minlength=6)
+    assert (train_counts >= counts).all()  # training keeps at least as many of every label
+    assert 20 <= counts[5] <= 22 and 72 <= counts[4] <= 75  # about half of the scarce labels
+    assert counts[:3].max() - counts[:3].min() <= 1 and counts[3] <= 225  # the rest balanced up to its half
     assert len(np.intersect1d(test, public)) == 0 and len(train) + len(public) + len(test) == len(labels)
     small = np.repeat(np.arange(3), [10, 6, 3])  # less data: half of each label
     _, _, test = holdout_split(small, "auto", 0, rng)
