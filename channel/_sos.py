@@ -33,7 +33,7 @@ import numpy as np
 
 from ._keyed import KeyedStream
 
-__all__ = ["CHUNK_BLOCKS", "KAPPA_MAX", "N_FIELD_TERMS", "chunk_product", "cos_sin_into",
+__all__ = ["CHUNK_BLOCKS", "KAPPA_MAX", "N_FIELD_TERMS", "ParamCache", "chunk_product", "cos_sin_into",
            "field_wavevectors", "field_coefficients", "field_basis"]
 
 #: Fading blocks per chunk: the unit of the canonical matrix products (and of the
@@ -75,13 +75,20 @@ def chunk_product(q: np.ndarray, basis: np.ndarray, blocks) -> np.ndarray:
     """
     blocks = np.asarray(blocks, dtype=np.int64)
     m, k, w = basis.shape
-    chunk = blocks // CHUNK_BLOCKS
-    col = blocks - chunk * CHUNK_BLOCKS
-    uniq, pos = np.unique(chunk, return_inverse=True)
-    padded = np.zeros((m, uniq.size, k, CHUNK_BLOCKS))  # [m, n_chunks, K, C]
-    padded[:, pos, :, col] = basis.transpose(2, 0, 1)  # (W, m, K) into the chunk columns
-    out = np.matmul(q[:, None], padded)  # [m, n_chunks, R, C]: one BLAS call per (client, chunk)
-    return np.ascontiguousarray(out[:, pos, :, col].transpose(1, 2, 0))  # [m, R, W]
+    c = CHUNK_BLOCKS
+    first = int(blocks[0]) if w else 0
+    if w == c and first % c == 0 and blocks[-1] == first + c - 1 and \
+            np.array_equal(blocks, np.arange(first, first + c)):  # one whole chunk, in order
+        return np.matmul(q, np.ascontiguousarray(basis))  # one BLAS call per client
+    chunk = blocks // c
+    col = blocks - chunk * c
+    out = np.empty((m, q.shape[1], w))
+    for j in np.unique(chunk).tolist():
+        sel = np.flatnonzero(chunk == j)
+        padded = np.zeros((m, k, c))  # the chunk's other columns are zero
+        padded[:, :, col[sel]] = basis[:, :, sel]
+        out[:, :, sel] = np.matmul(q, padded)[:, :, col[sel]]
+    return out
 
 
 # -- Gaussian fields with exponential correlation -----------------------------------------
@@ -125,3 +132,43 @@ def field_basis(kx: np.ndarray, ky: np.ndarray, xy: np.ndarray, scale_m: float) 
     out = np.empty((kx.shape[0], 2 * n, xy.shape[0]))
     cos_sin_into(theta, out[:, :n], out[:, n:])
     return out
+
+
+class ParamCache:
+    """Per-client parameters (arrays whose first axis is the client), kept for the most
+    recently used ``capacity`` clients: they are pure functions of (seed, client), so a
+    cache changes no value, only the cost of the keyed draws. Not written to checkpoints
+    (:meth:`__getstate__`): a resumed run draws them again, to the same bits."""
+
+    def __init__(self, capacity: int = 4096) -> None:
+        self.capacity = int(capacity)
+
+    def __getstate__(self) -> dict:
+        return {"capacity": self.capacity}
+
+    def get(self, clients: np.ndarray, make) -> tuple:
+        """``make(ids)`` (a tuple of arrays [len(ids), ...]) for ``clients``, from the cache
+        where possible."""
+        data = self.__dict__.get("_data")
+        if data is None:
+            data = self._data = {}
+        ids = clients.tolist()
+        missing = [c for c in ids if c not in data]
+        if len(missing) == len(ids):  # nothing cached: no stacking needed
+            out = make(clients)
+            self._store(data, ids, out)
+            return out
+        if missing:
+            self._store(data, missing, make(np.array(missing, dtype=np.int64)))
+        rows = [data[c] for c in ids]
+        return tuple(np.stack([r[j] for r in rows]) for j in range(len(rows[0])))
+
+    def _store(self, data: dict, ids: list, arrays: tuple) -> None:
+        if len(ids) > self.capacity:
+            return
+        overflow = len(data) + len(ids) - self.capacity
+        if overflow > 0:  # forget the oldest (dicts keep insertion order)
+            for c in list(data)[:overflow]:
+                del data[c]
+        for i, c in enumerate(ids):
+            data[c] = tuple(a[i].copy() for a in arrays)

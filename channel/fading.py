@@ -54,7 +54,7 @@ from scipy.special import j0
 
 from ._checks import check_choice, check_nonnegative, check_positive, check_range, child_rng, per_client
 from ._keyed import KeyedStream
-from ._sos import chunk_product, cos_sin_into
+from ._sos import ParamCache, chunk_product, cos_sin_into
 
 __all__ = ["BlockFading", "doppler_hz", "coherence_time_s", "SPEED_OF_LIGHT_MPS", "DEFAULT_N_SINUSOIDS"]
 
@@ -136,6 +136,7 @@ class BlockFading:
         self._amp = KeyedStream(self._seed, self.n_bs * m, purpose=0)  # c_{u,b,n}
         self._angles = KeyedStream(self._seed, 1 + m, purpose=3)  # θ_u, β_{u,n}
         self._draw_iid = KeyedStream(self._seed, self.n_bs, purpose=1)  # iid blocks
+        self._params = ParamCache()
         self._k_db = None
         self._k_setting = k_factor_db
         self.reset()
@@ -188,7 +189,12 @@ class BlockFading:
 
     # -- the field -----------------------------------------------------------------------
     def _sum_parameters(self, clients: np.ndarray):
-        """(Q [m, 2 n_bs, 2M] real form of the amplitudes, cos α, sin α, ω_env cos β [m, M])."""
+        """(Q [m, 2 n_bs, 2M] real form of the amplitudes, cos α, sin α [m, M], ω_env cos β
+        [m, M] or None), cached per client."""
+        q, ca, sa, omega = self._params.get(clients, self._draw_parameters)
+        return q, ca, sa, (omega if self._omega_env > 0.0 else None)
+
+    def _draw_parameters(self, clients: np.ndarray):
         m, b = self.n_sinusoids, self.n_bs
         re, im = self._amp.complex_normal(clients, 0)  # [n_bs·M, m], E|c|² = 1
         s = 1.0 / np.sqrt(m)
@@ -201,9 +207,7 @@ class BlockFading:
         q[:, b:, m:] = cr
         u = self._angles.uniform(clients, 0)  # [1 + M, m]
         alpha = (np.arange(m, dtype=float)[None, :] + u[0][:, None]) * (2.0 * np.pi / m)  # [m, M]
-        omega = None
-        if self._omega_env > 0.0:
-            omega = self._omega_env * np.cos(u[1:].T * (2.0 * np.pi))
+        omega = self._omega_env * np.cos(u[1:].T * (2.0 * np.pi))  # [m, M]
         return q, np.cos(alpha), np.sin(alpha), omega
 
     def scattered_at(self, blocks, xy_m, cols=None) -> tuple[np.ndarray, np.ndarray]:

@@ -42,7 +42,7 @@ import numpy as np
 from scipy.special import ndtr
 
 from ._checks import check_choice, check_positive
-from ._sos import N_FIELD_TERMS, chunk_product, field_basis, field_coefficients, field_wavevectors
+from ._sos import N_FIELD_TERMS, ParamCache, chunk_product, field_basis, field_coefficients, field_wavevectors
 from .fading import DEFAULT_N_SINUSOIDS, BlockFading, coherence_time_s, rician_amplitudes
 from .geometry import Layout, sector_antenna_gain_db
 from .link import downlink_sinr_linear, uplink_sinr_linear
@@ -212,6 +212,7 @@ class RadioChannel:
                        if sf_on else ())
         self._los_dc = float(self.pathloss.los_decorrelation_m) if self._los_seed is not None else None
         self._freq_seed = self._sf_seed if self._sf_seed is not None else self._los_seed
+        self._field_params = ParamCache()
         self._fading = None
         self._rician_los = False
         if fading is not None:
@@ -331,6 +332,20 @@ class RadioChannel:
             p = np.ones(ls.shape)
         return ChannelSample(*(np.ascontiguousarray(a.transpose(1, 0, 2)) for a in (lin, ls, p, los)))
 
+    def gains_over(self, blocks, ue_xy_m, ue_index) -> tuple[np.ndarray, np.ndarray]:
+        """(linear gain, large-scale gain in dB), each [m, n_bs, W] (client-major, what a
+        per-client cache stores), of clients ``ue_index`` at ``blocks`` and positions
+        ``ue_xy_m`` [W, m, 2] — the values of :meth:`sample`, without its checks."""
+        blocks = np.atleast_1d(np.asarray(blocks, dtype=np.int64))
+        ids = np.asarray(ue_index, dtype=np.int64)
+        ls, p, _ = self._compute(ids, blocks, np.asarray(ue_xy_m, dtype=float))  # [n_bs, W, m]
+        ls = np.ascontiguousarray(ls.transpose(2, 0, 1))
+        lin = np.multiply(ls, _INV_DB)
+        np.exp(lin, out=lin)
+        if p is not None:
+            lin *= p.transpose(2, 0, 1)
+        return lin, ls
+
     def _plan_of(self, ids, reps: int = 1):
         """The path-loss plan for clients ``ids`` (per-client heights), its client columns
         repeated ``reps`` times (the [n_site, W·m] layout of :meth:`_compute`)."""
@@ -349,7 +364,7 @@ class RadioChannel:
         out = {}
         if self._freq_seed is None:
             return out
-        kx, ky = field_wavevectors(self._freq_seed, ids, purpose=30)
+        kx, ky, q_los, q_sf = self._field_params.get(ids, self._draw_field_parameters)
         bases = {}
 
         def basis(d):
@@ -358,12 +373,21 @@ class RadioChannel:
             return bases[d]
 
         if self._los_seed is not None:
-            q = field_coefficients(self._los_seed, ids, self.n_site, N_FIELD_TERMS, purpose=31)
-            out["los"] = chunk_product(q, basis(self._los_dc), blocks).transpose(1, 2, 0)
+            out["los"] = chunk_product(q_los, basis(self._los_dc), blocks).transpose(1, 2, 0)
         if self._sf_seed is not None:
-            q = field_coefficients(self._sf_seed, ids, self.n_site, N_FIELD_TERMS, purpose=32)
-            out["sf"] = tuple(chunk_product(q, basis(d), blocks).transpose(1, 2, 0) for d in self._sf_dc)
+            out["sf"] = tuple(chunk_product(q_sf, basis(d), blocks).transpose(1, 2, 0) for d in self._sf_dc)
         return out
+
+    def _draw_field_parameters(self, ids):
+        """(κx, κy [m, N], LOS-latent and shadowing coefficients [m, n_site, 2N]; an empty
+        [m, 0, 0] array for a field that is off)."""
+        kx, ky = field_wavevectors(self._freq_seed, ids, purpose=30)
+        none = np.empty((ids.size, 0, 0))
+        q_los = (none if self._los_seed is None
+                 else field_coefficients(self._los_seed, ids, self.n_site, N_FIELD_TERMS, purpose=31))
+        q_sf = (none if self._sf_seed is None
+                else field_coefficients(self._sf_seed, ids, self.n_site, N_FIELD_TERMS, purpose=32))
+        return kx, ky, q_los, q_sf
 
     def _compute(self, ids: np.ndarray, blocks: np.ndarray, xy: np.ndarray):
         """(large-scale gain dB, fading power or None, LOS), each [n_bs, W, m], of clients

@@ -1,37 +1,45 @@
-"""The transfer engine: flows of bits over piecewise-constant radio links.
+"""The transfer engine: flows of bits over piecewise-constant radio links, planned many
+fading blocks at a time.
 
 Each cell has one bandwidth pool per direction; a pool holds the cell's active flows and a
-MAC policy (:mod:`sim.mac`). A flow's rate is constant between *change points*:
+MAC policy (:mod:`sim.mac`). A flow's rate is constant within a fading block and between
+the pool's change points. At every change point the pool is *planned*: the link model gives
+the full-band rates of its flows over the next blocks in one vectorised call
+(:meth:`LinkModel.plan_blocks`; the radio link answers up to the end of the current chunk
+of fading blocks, :data:`channel._sos.CHUNK_BLOCKS`), the MAC shares them block by block,
+and the exact completion time of every flow is solved from its cumulative bits (first
+crossing of its remaining bits). The pool then keeps *one* pending wake-up (a plain SimPy
+event with a callback; a generation counter voids wake-ups made stale by a later change),
+at the earliest of
 
-- a flow starts or ends in the pool (the MAC re-shares the band),
-- a fading-block boundary (the link model's rates change; ``LinkModel.block_s``),
-- a handover (the flow moves to the new cell's pool),
-- outage (rate 0 → ``outage_start``; back above → ``outage_end``).
+- a flow's completion,
+- the first block at which a flow enters or leaves outage (full-band rate 0 ↔ > 0),
+- the first block at which a flow's client hands over (the flow moves to the new cell's pool),
+- the end of the plan.
 
-No per-tick processes: each pool keeps at most *one* pending wake-up, at its earliest
-exact completion time ``t + remaining_bits / rate`` (a plain SimPy timeout with a callback;
-a generation counter voids wake-ups made stale by a later change). A completion at or after
-the next block boundary needs no wake-up: the boundary re-plans every active pool anyway.
-Block boundaries are scheduled only while some flow is active, and all active links are
-refreshed in one vectorised call per boundary. Idle clients cost nothing. Clients can be
-*held* (:meth:`Network.hold`; the drivers hold a round's participants): their links are
-evaluated in the same batch at every block, so a transfer that starts mid-block finds its
-link evaluated instead of paying a vectorised call of its own.
+Other change points re-plan the pool at once: a flow starts or ends in it (the MAC re-shares
+the band) or is cancelled. Nothing happens per fading block in between, and idle clients
+cost nothing.
 
-The per-event path (start, completion, re-plan) works on plain Python floats: a cell has
-a handful of active flows, where numpy's per-call cost exceeds the arithmetic. The link
-model's scalar queries (``LinkModel.rates_of``) serve it; the two stateless MAC policies
-(equal share, round robin) have a float twin here (:func:`_shares`, the same arithmetic,
-checked against the policies by a test); the others are called with numpy arrays.
+Interference: a flow's SINR in a planned block counts the co-channel transmitters of that
+moment's plan — uplink flows in other cells, cells with downlink flows — with their gains in
+that block; the set is the one at the pool's last change point (at the latest, the start of
+the plan, at most one chunk of blocks ago).
 
-Accounting is exact: at every change point each flow is *settled* (``sent += rate · Δt``,
-``airtime += time_frac · Δt``). For every flow, ``bits = delivered + lost`` where a flow
-that completes has ``delivered = bits`` and a cancelled one has ``delivered = sent``
-(bits that crossed the air) and ``lost = bits − sent``.
+The per-event path that touches a single flow (its start, a rate prediction) works on plain
+Python floats where numpy's per-call cost exceeds the arithmetic; the two stateless MAC
+policies (equal share, round robin) have a float twin here (:func:`_shares`, checked against
+the policies by a test) and a vectorised one over blocks (:func:`_block_shares`).
+
+Accounting is exact: a flow's bits, airtime and energy at any time are read from its plan
+(cumulative per block), and at every change point each flow is *settled* to it. For every
+flow, ``bits = delivered + lost`` where a flow that completes has ``delivered = bits`` and a
+cancelled one has ``delivered = sent`` (bits that crossed the air) and ``lost = bits − sent``.
 """
 
 from __future__ import annotations
 
+import copy
 import math
 from heapq import heappush
 from typing import Callable
@@ -42,7 +50,7 @@ from simpy.core import NORMAL
 from simpy.events import Event
 
 from sim.links import DOWN, UP, LinkModel
-from sim.mac import EqualShare, MacPolicy, ProportionalFair, RoundRobin, make_mac
+from sim.mac import EqualShare, MacPolicy, MaxRate, ProportionalFair, RoundRobin, make_mac
 from sim.trace import Tracer
 
 __all__ = ["Flow", "Network"]
@@ -53,15 +61,16 @@ _DIRS = (UP, DOWN)
 class Flow:
     """One radio transfer (payload of ``bits`` over one client's link in one direction).
 
-    Attributes (all SI units): ``sent`` bits crossed so far; ``rate`` current bit/s;
-    ``airtime_s`` time actually transmitting (TDMA shares count their fraction);
-    ``energy_j`` radio energy of the client for this flow; ``ok`` True once delivered,
-    False once failed (``reason``), None while active; ``done`` a SimPy event that succeeds
-    with the flow when it ends either way.
+    Attributes (all SI units): ``sent`` bits crossed so far (as of the last settlement);
+    ``rate`` bit/s, ``full_rate`` and ``time_frac`` in the current block; ``sinr_db`` its
+    full-band SINR there; ``airtime_s`` time actually transmitting (TDMA shares count their
+    fraction); ``energy_j`` radio energy of the client for this flow; ``ok`` True once
+    delivered, False once failed (``reason``), None while active; ``done`` a SimPy event that
+    succeeds with the flow when it ends either way.
     """
 
     __slots__ = ("fid", "client", "direction", "cell", "bits", "sent", "rate", "full_rate",
-                 "time_frac", "t_start", "t_end", "airtime_s", "energy_j", "power_w",
+                 "time_frac", "sinr_db", "t_start", "t_end", "airtime_s", "energy_j", "power_w",
                  "in_outage", "outage_since", "round", "label", "ok", "reason", "done",
                  "capacity_bits", "k")
 
@@ -76,6 +85,7 @@ class Flow:
         self.rate = 0.0
         self.full_rate = 0.0
         self.time_frac = 0.0
+        self.sinr_db = math.nan
         self.t_start = t_start
         self.t_end = math.nan
         self.airtime_s = 0.0
@@ -114,11 +124,64 @@ def _shares(mac: MacPolicy, keys: list[int], full: list[float]) -> tuple[list[fl
     return bw.tolist(), tf.tolist()
 
 
-class _Pool:
-    """The active flows of one cell in one direction, and their MAC policy."""
+def _block_shares(mac: MacPolicy, keys: list[int], full: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(bw_frac, time_frac), each [n, H], of a *stateless* policy for each block's column of
+    ``full`` [n, H]: equal share, round robin and max rate vectorised with the policies' own
+    arithmetic, any other policy called block by block."""
+    kind = type(mac)
+    live = full > 0
+    if kind is EqualShare or kind is RoundRobin:
+        n_live = np.maximum(np.count_nonzero(live, axis=0), 1)  # (H,)
+        one = live.astype(np.float64)
+        part = np.where(live, 1.0 / n_live, 0.0)
+        return (part, one) if kind is EqualShare else (one, part)
+    if kind is MaxRate:
+        best = np.argmax(full, axis=0)  # ties: the earliest flow
+        win = np.zeros(full.shape)
+        h = np.flatnonzero(full.max(axis=0) > 0)
+        win[best[h], h] = 1.0
+        return win, win.copy()
+    bw = np.empty(full.shape)
+    tf = np.empty(full.shape)
+    for h in range(full.shape[1]):
+        bw[:, h], tf[:, h] = mac.shares(keys, full[:, h])
+    return bw, tf
 
-    __slots__ = ("cell", "direction", "bandwidth_hz", "mac", "observes", "equal_share",
-                 "solo_full", "flows", "gen", "t_last")
+
+class _Plan:
+    """A pool's rates from its last change point on: per flow and block, with the
+    cumulative bits and airtime at the blocks' starts (relative to the plan's start)."""
+
+    __slots__ = ("edges", "rate", "full", "tf", "sinr_db", "cum_bits", "cum_air", "base", "k0")
+
+    def __init__(self, edges, rate, full, tf, sinr_db, base, k0):
+        self.edges = edges  # (H + 1,) s
+        self.rate = rate  # [n, H] bit/s
+        self.full = full
+        self.tf = tf
+        self.sinr_db = sinr_db
+        dt = np.diff(edges)
+        with np.errstate(invalid="ignore"):  # 0 · inf in the last block: nothing there
+            bits = np.where(rate > 0, rate * dt, 0.0)
+            air = np.where(tf > 0, tf * dt, 0.0)
+        self.cum_bits = np.zeros((rate.shape[0], rate.shape[1] + 1))
+        np.cumsum(bits, axis=1, out=self.cum_bits[:, 1:])
+        self.cum_air = np.zeros(self.cum_bits.shape)
+        np.cumsum(air, axis=1, out=self.cum_air[:, 1:])
+        self.base = base  # {fid: (row, sent, airtime, energy) at the plan's start}
+        self.k0 = k0  # link block of the plan's start
+
+    def block_at(self, t: float) -> int:
+        """Index h of the plan's block that contains ``t`` (the last one at its end)."""
+        h = int(np.searchsorted(self.edges, t, side="right")) - 1
+        return min(max(h, 0), self.rate.shape[1] - 1)
+
+
+class _Pool:
+    """The active flows of one cell in one direction, their MAC policy and their plan."""
+
+    __slots__ = ("cell", "direction", "bandwidth_hz", "mac", "observes", "flows", "gen",
+                 "t_last", "plan")
 
     def __init__(self, cell: int, direction: str, bandwidth_hz: float, mac: MacPolicy) -> None:
         self.cell = cell
@@ -126,12 +189,10 @@ class _Pool:
         self.bandwidth_hz = bandwidth_hz
         self.mac = mac
         self.observes = type(mac).observe is not MacPolicy.observe  # keeps state (PF)
-        self.equal_share = type(mac) is EqualShare
-        # a lone live flow gets the whole band all the time (rate = its full-band rate)
-        self.solo_full = type(mac) is EqualShare or type(mac) is RoundRobin
         self.flows: dict[int, Flow] = {}  # insertion order = start order (deterministic)
         self.gen = 0
         self.t_last = 0.0
+        self.plan: _Plan | None = None
 
 
 class Network:
@@ -171,20 +232,17 @@ class Network:
         self._tx_down = np.zeros(n, dtype=bool)  # cells with an active downlink flow
         self._n_active = 0
         self._next_fid = 0
-        self._block_pending = False
-        self._block_at = math.inf  # time of the pending block-boundary event
-        self._held: dict[int, int] = {}  # clients evaluated at every block (hold count)
-        self._last_block = -1  # the block of the latest link refresh
-        self._last_now = -1.0  # cache: the block of this time
-        self._now_block = -1
         # Totals for the accounting invariant (bits offered = delivered + lost + in flight).
         self.bits_offered = 0.0
         self.bits_delivered = 0.0  # bits that crossed the air (complete and partial)
         self.bits_lost = 0.0       # bits of failed flows that never crossed
         self.on_handover: Callable[[int, int, int], None] | None = None
-        # Kernel events this network scheduled, by kind (for benchmarks and tests).
-        self.n_block_events = 0
+        # Work counters (for benchmarks and tests): pool wake-ups scheduled, plans made and
+        # the blocks they covered, and client-blocks of airtime (blocks each flow spanned).
         self.n_wakeups = 0
+        self.n_plans = 0
+        self.n_plan_blocks = 0
+        self.n_flow_blocks = 0
 
     # ------------------------------------------------------------------ public API
     @property
@@ -195,21 +253,6 @@ class Network:
     def pool_flows(self, cell: int, direction: str) -> list[Flow]:
         """Active flows of ``cell`` in ``direction`` (start order)."""
         return list(self._pools[(cell, direction)].flows.values())
-
-    def hold(self, client: int) -> None:
-        """Keep ``client``'s link state current: from now on it is evaluated at every fading
-        block the network steps through, in one batch with the transferring clients (the
-        round drivers hold a round's participants, so that a transfer starting mid-block
-        finds its link already evaluated). Calls nest; :meth:`release` undoes one."""
-        self._held[client] = self._held.get(client, 0) + 1
-
-    def release(self, client: int) -> None:
-        """Undo one :meth:`hold` of ``client``."""
-        n = self._held.get(client, 0) - 1
-        if n > 0:
-            self._held[client] = n
-        else:
-            self._held.pop(client, None)
 
     def serving_cell(self, client: int) -> int:
         """The client's serving cell (refreshed to now)."""
@@ -238,18 +281,17 @@ class Network:
         self.refresh([client])
         pool = self._pools[(int(self.link.serving[client]), direction)]
         self._settle(pool)
-        if pool.equal_share:  # _pool_rates' common cases, for the probe's rate alone
-            clients = [f.client for f in pool.flows.values()]
-            clients.append(client)
-            full = self.link.rates_of(clients, direction, None, pool.bandwidth_hz)
-            n = len(clients)
-            if n == 1:
-                if full[0] > 0:
-                    return full[0]
-            elif all(r > 0 for r in full):
-                return self.link.rates_of([client], direction, [1.0 / n], pool.bandwidth_hz)[0]
-        probe = Flow(-1, client, direction, pool.cell, 0, 0.0, None, "", None, self.env.now)
-        return self._pool_rates(pool, [*pool.flows.values(), probe])[0][-1]
+        bw = pool.bandwidth_hz
+        flows = list(pool.flows.values())
+        full = [f.full_rate for f in flows]  # this block's, from the pool's plan
+        full.append(self.link.rates_of([client], direction, None, bw)[0])
+        bw_frac, time_frac = _shares(pool.mac, [f.fid for f in flows] + [-1], full)
+        b, tf, fr = bw_frac[-1], time_frac[-1], full[-1]
+        if b <= 0.0:
+            return 0.0
+        if b < 1.0:  # a sub-band share: the link decides its rate (uplink power concentration)
+            fr = self.link.rates_of([client], direction, [b], bw)[0]
+        return fr * tf
 
     def start(self, client: int, direction: str, bits: int, power_w: float = 0.0,
               rnd: int | None = None, label: str = "", capacity_bits: float | None = None,
@@ -268,6 +310,7 @@ class Network:
         self.bits_offered += flow.bits
         pool = self._pools[(cell, direction)]
         if flow.bits == 0:
+            flow.sinr_db = self.link.sinr_db_of(client, direction)
             self._trace_start(flow)
             self._finish(flow, ok=True)
             return flow
@@ -276,6 +319,7 @@ class Network:
         flows = self._client_flows.get(client)
         if flows is None:
             self._client_flows[client] = [flow]
+            self._note(self.link.set_active(client, True, env.now))
         else:
             flows.append(flow)
         if direction == UP:
@@ -286,7 +330,6 @@ class Network:
         if isinstance(pool.mac, ProportionalFair):
             bw = pool.bandwidth_hz
             pool.mac.first_seen(flow.fid, self.link.rates_of([client], direction, None, bw)[0])
-        self._ensure_block_timer()  # first: the pool's wake-up looks at the next boundary
         self._replan(pool)
         self._trace_start(flow)
         return flow
@@ -301,107 +344,171 @@ class Network:
         self._finish(flow, ok=False, reason=reason)
         self._replan(pool)
 
-    # ------------------------------------------------------------------ internals
-    def _rates(self, pool: _Pool, clients: list[int], keys: list[int]):
-        """(rate, full_rate, time_frac) lists of ``clients`` sharing ``pool`` (Python floats)."""
-        d = pool.direction
-        bw = pool.bandwidth_hz
-        full = self.link.rates_of(clients, d, None, bw)
-        bw_frac, time_frac = _shares(pool.mac, keys, full)
-        rate = [fr * tf if b > 0.0 else 0.0 for fr, b, tf in zip(full, bw_frac, time_frac)]
-        # a sub-band share: the link decides its rate (uplink power concentration)
-        sub = [i for i, b in enumerate(bw_frac) if 0.0 < b < 1.0]
-        if sub:
-            sub_rate = self.link.rates_of([clients[i] for i in sub], d,
-                                          [bw_frac[i] for i in sub], bw)
-            for i, r in zip(sub, sub_rate):
-                rate[i] = r * time_frac[i]
-        return rate, full, time_frac
-
+    # ------------------------------------------------------------------ settling
     def _settle(self, pool: _Pool) -> None:
+        """Bring the pool's flows to now: bits, airtime and energy read from the plan (and
+        the MAC's averages observed over the blocks since the last settlement)."""
         now = self.env.now
-        dt = now - pool.t_last
-        if dt > 0 and pool.flows:
-            flows = pool.flows.values()
-            for f in flows:
-                f.sent += f.rate * dt
-                air = f.time_frac * dt
-                f.airtime_s += air
-                f.energy_j += f.power_w * air
-            if pool.observes:
-                pool.mac.observe([f.fid for f in flows], np.array([f.rate for f in flows]), dt)
+        plan = pool.plan
+        if plan is not None and pool.flows:
+            h = plan.block_at(now)
+            dt = now - plan.edges[h]
+            for f in pool.flows.values():
+                i, sent0, air0, energy0 = plan.base[f.fid]
+                r = plan.rate[i, h]
+                f.sent = sent0 + plan.cum_bits[i, h] + (r * dt if r > 0 else 0.0)
+                tf = plan.tf[i, h]
+                air = plan.cum_air[i, h] + (tf * dt if tf > 0 else 0.0)
+                f.airtime_s = air0 + air
+                f.energy_j = energy0 + f.power_w * air
+                f.rate = r
+                f.full_rate = plan.full[i, h]
+                f.time_frac = tf
+                f.sinr_db = plan.sinr_db[i, h]
+            if pool.observes and now > pool.t_last:
+                self._observe(pool, plan, pool.t_last, now)
         pool.t_last = now
 
-    def _pool_rates(self, pool: _Pool, flows: list[Flow]):
-        """:meth:`_rates` of ``flows`` (of ``pool``), with equal share's common cases
-        (nobody in outage) done directly — the same arithmetic, without the generic detour."""
-        clients = [f.client for f in flows]
-        if pool.equal_share:
-            d, bw = pool.direction, pool.bandwidth_hz
-            rates_of = self.link.rates_of
-            full = rates_of(clients, d, None, bw)
-            n = len(clients)
-            if n == 1:
-                if full[0] > 0:  # alone: the whole band
-                    return full, full, [1.0]
-            elif all(r > 0 for r in full):  # 1/n of the band each
-                return rates_of(clients, d, [1.0 / n] * n, bw), full, [1.0] * n
-        return self._rates(pool, clients, [f.fid for f in flows])
+    def _observe(self, pool: _Pool, plan: _Plan, t0: float, t1: float) -> None:
+        """Tell a stateful MAC what each flow achieved in every block between t0 and t1."""
+        flows = list(pool.flows.values())
+        rows = [plan.base[f.fid][0] for f in flows]
+        keys = [f.fid for f in flows]
+        h0, h1 = plan.block_at(t0), plan.block_at(t1)
+        for h in range(h0, h1 + 1):
+            a, b = max(t0, plan.edges[h]), min(t1, plan.edges[h + 1])
+            if b > a:
+                pool.mac.observe(keys, plan.rate[rows, h], b - a)
 
+    # ------------------------------------------------------------------ planning
     def _replan(self, pool: _Pool) -> None:
-        """A change point of ``pool`` (settled): new rates from the MAC share, outage
-        transitions, and the wake-up at the earliest exact completion."""
+        """A change point of ``pool`` (settled): plan its flows' rates over the next blocks,
+        apply this block's outage transitions, and schedule its next wake-up."""
         pool.gen += 1
+        pool.plan = None
         if not pool.flows:
             return
-        if pool.solo_full and len(pool.flows) == 1:
-            # the common case: one flow alone gets the whole band all the time (what
-            # _pool_rates returns for it), unless it is in outage (the general path)
-            (f,) = pool.flows.values()
-            bw = pool.bandwidth_hz
-            fr = self.link.rate_of(f.client, pool.direction, bw, bw)
-            if fr > 0:
-                f.rate = f.full_rate = fr
-                f.time_frac = 1.0
-                if f.in_outage:
-                    self._outage(f, False)
-                self._wake(pool, (f.bits - f.sent) / fr)
-                return
+        env = self.env
+        now = env.now
         flows = list(pool.flows.values())
-        rate, full, time_frac = self._pool_rates(pool, flows)
-        best = math.inf
-        for f, r, fr, tf in zip(flows, rate, full, time_frac):
-            f.rate = r
-            f.full_rate = fr
-            if r > 0:
-                f.time_frac = tf
-                dt = (f.bits - f.sent) / r
-                if dt < best:
-                    best = dt
-            else:
-                f.time_frac = 0.0
-            if fr <= 0:
+        clients = [f.client for f in flows]
+        d, bw = pool.direction, pool.bandwidth_hz
+        lb = self.link.plan_blocks(now, clients, d, pool.cell, bw, self._tx_up, self._tx_down)
+        if lb.handover.size and int(lb.handover.min()) == 0:  # a handover is due now
+            due = [c for c, h in zip(clients, lb.handover.tolist()) if h == 0]
+            for p in self._refresh(due):
+                if p is not pool:
+                    self._replan(p)
+            if pool.flows:
+                self._replan(pool)
+            return
+        full = lb.full_bps  # [n, H]
+        edges = lb.edges_s
+        keys = [f.fid for f in flows]
+        mac = pool.mac
+        if pool.observes:  # a stateful policy: its averages evolve block by block, on a copy
+            bw_frac, tf, rate = self._stateful_shares(pool, keys, full, edges, lb)
+        else:
+            bw_frac, tf = _block_shares(mac, keys, full)
+            rate = np.where(bw_frac > 0.0, full * tf, 0.0)
+            sub = (bw_frac > 0.0) & (bw_frac < 1.0)
+            if sub.any():  # a sub-band share: the link decides its rate (power concentration)
+                r_sub = self.link.sub_rates(lb, d, np.where(sub, bw_frac, 1.0), bw)
+                rate = np.where(sub, r_sub * tf, rate)
+        tf = np.where(rate > 0, tf, 0.0)
+        base = {f.fid: (i, f.sent, f.airtime_s, f.energy_j) for i, f in enumerate(flows)}
+        plan = pool.plan = _Plan(edges, rate, full, tf, lb.sinr_db, base, self.link.block_index(now))
+        n_blocks = full.shape[1]
+        self.n_plans += 1
+        self.n_plan_blocks += n_blocks * len(flows)
+        # this block: current rates, outage transitions (traced now)
+        live0 = full[:, 0] > 0
+        for i, f in enumerate(flows):
+            f.rate = rate[i, 0]
+            f.full_rate = full[i, 0]
+            f.time_frac = tf[i, 0]
+            f.sinr_db = lb.sinr_db[i, 0]
+            if not live0[i]:
                 if not f.in_outage:
                     self._outage(f, True)
             elif f.in_outage:
                 self._outage(f, False)
-        if best < math.inf:
-            self._wake(pool, best)
+        # the next change point: a completion, an outage transition, a handover, the plan's end
+        t_next = edges[n_blocks]
+        remaining = np.array([f.bits - f.sent for f in flows])
+        reach = plan.cum_bits[:, 1:] >= remaining[:, None]  # [n, H]: done by the block's end
+        reach &= rate > 0
+        done = reach.any(axis=1)
+        if done.any():  # first crossing: the block where the bits run out, then within it
+            i = np.flatnonzero(done)
+            h = np.argmax(reach[i], axis=1)
+            t_done = edges[h] + (remaining[i] - plan.cum_bits[i, h]) / rate[i, h]
+            t_next = min(t_next, float(t_done.min()))
+        if (remaining <= 1e-9 * np.array([f.bits for f in flows]) + 1e-9).any():
+            t_next = now  # delivered already (a change point at its completion time)
+        if n_blocks > 1:
+            flips = (full[:, 1:] > 0) != live0[:, None]
+            if flips.any():
+                t_next = min(t_next, float(edges[1 + int(np.argmax(flips.any(axis=0)))]))
+        h_ho = int(lb.handover.min())
+        if h_ho < n_blocks:
+            t_next = min(t_next, float(edges[h_ho]))
+        if t_next < math.inf:
+            self._wake(pool, max(t_next, now))
 
-    def _wake(self, pool: _Pool, best: float) -> None:
-        """Schedule ``pool``'s wake-up ``best`` seconds from now (its earliest completion)."""
-        delay = max(best, 0.0)
+    def _stateful_shares(self, pool, keys, full, edges, lb):
+        """Shares of a stateful policy (proportional fair): each block's shares from the
+        averages it would have then, computed on a copy of the policy."""
+        mac = copy.deepcopy(pool.mac)
+        n, n_h = full.shape
+        bw_frac = np.empty((n, n_h))
+        tf = np.empty((n, n_h))
+        rate = np.empty((n, n_h))
+        d, bw = pool.direction, pool.bandwidth_hz
+        for h in range(n_h):
+            b, t = mac.shares(keys, full[:, h])
+            bw_frac[:, h], tf[:, h] = b, t
+            r = np.where(b > 0.0, full[:, h] * t, 0.0)
+            sub = (b > 0.0) & (b < 1.0)
+            if sub.any():
+                frac = np.ones((n, n_h))
+                frac[:, h] = np.where(sub, b, 1.0)
+                r = np.where(sub, self.link.sub_rates(lb, d, frac, bw)[:, h] * t, r)
+            rate[:, h] = r
+            if h + 1 < n_h:
+                mac.observe(keys, r, edges[h + 1] - edges[h])
+        return bw_frac, tf, rate
+
+    def _wake(self, pool: _Pool, at: float) -> None:
+        """Schedule ``pool``'s wake-up at time ``at`` (its next change point)."""
         env = self.env
-        at = env._now + delay
-        if at < self._block_at:  # else the boundary re-plans first
-            self.n_wakeups += 1
-            # what env.timeout(delay, value=...) schedules (same time, priority and event
-            # id), without building a Timeout on this per-event path
-            ev = Event(env)
-            ev._ok = True
-            ev._value = (pool, pool.gen)
-            ev.callbacks.append(self._on_pool_wake)
-            heappush(env._queue, (at, NORMAL, next(env._eid), ev))
+        self.n_wakeups += 1
+        # what env.timeout(at - now, value=...) schedules (same priority and event id), at
+        # exactly ``at``, without building a Timeout on this per-event path
+        ev = Event(env)
+        ev._ok = True
+        ev._value = (pool, pool.gen)
+        ev.callbacks.append(self._on_pool_wake)
+        heappush(env._queue, (at, NORMAL, next(env._eid), ev))
+
+    def _on_pool_wake(self, ev) -> None:
+        pool, gen = ev._value
+        if gen != pool.gen:
+            return  # a later change point re-planned this pool
+        plan = pool.plan
+        self._settle(pool)
+        done = [f for f in pool.flows.values() if f.bits - f.sent <= 1e-9 * f.bits + 1e-9]
+        for f in done:
+            self._remove(pool, f)
+            self._finish(f, ok=True)
+        dirty = []
+        if pool.flows and self.link.block_index(self.env.now) != plan.k0:
+            # a new block since the plan: the link state of these clients moves on
+            dirty = self._refresh([f.client for f in pool.flows.values()])
+        if pool not in dirty:
+            self._replan(pool)
+        for p in dirty:
+            self._replan(p)
 
     def _outage(self, f: Flow, start: bool) -> None:
         now = self.env.now
@@ -410,29 +517,18 @@ class Network:
             f.outage_since = now
         if self.tracer.enabled:
             self.tracer.record(now, "outage_start" if start else "outage_end", f.round, f.client,
-                               f.cell, f.direction, snr_db=self.sinr_db(f.client, f.direction),
+                               f.cell, f.direction, snr_db=f.sinr_db,
                                rate_bps=0.0 if start else f.full_rate)
         if start and self.outage_timeout_s is not None:
             ev = self.env.timeout(self.outage_timeout_s, value=(f, now))
             ev.callbacks.append(self._on_outage_timer)
-
-    def _on_pool_wake(self, ev) -> None:
-        pool, gen = ev._value
-        if gen != pool.gen:
-            return  # a later change point rescheduled this pool
-        self._settle(pool)
-        done = [f for f in pool.flows.values()
-                if f.rate > 0 and f.bits - f.sent <= 1e-9 * f.bits + 1e-9]
-        for f in done:
-            self._remove(pool, f)
-            self._finish(f, ok=True)
-        self._replan(pool)
 
     def _on_outage_timer(self, ev) -> None:
         flow, since = ev._value
         if flow.ok is None and flow.in_outage and flow.outage_since == since:
             self.cancel(flow, "outage")
 
+    # ------------------------------------------------------------------ bookkeeping
     def _remove(self, pool: _Pool, flow: Flow) -> None:
         del pool.flows[flow.fid]
         pool.mac.forget(flow.fid)
@@ -440,11 +536,19 @@ class Network:
         lst.remove(flow)
         if not lst:
             del self._client_flows[flow.client]
+            self._note(self.link.set_active(flow.client, False, self.env.now))
         if flow.direction == UP and not any(f.direction == UP for f in lst):
             self._tx_up[flow.client] = False
         if flow.direction == DOWN and not pool.flows:
             self._tx_down[pool.cell] = False
         self._n_active -= 1
+
+    def _note(self, handovers) -> None:
+        """Trace handovers the link found for a client with no transfer to move."""
+        for client, old, new in handovers:
+            self.tracer.record(self.env.now, "handover", None, client, new, detail=f"from {old}")
+            if self.on_handover is not None:
+                self.on_handover(client, old, new)
 
     def _finish(self, flow: Flow, ok: bool, reason: str | None = None) -> None:
         now = self.env.now
@@ -455,12 +559,15 @@ class Network:
             flow.sent = float(flow.bits)
         self.bits_delivered += flow.sent
         self.bits_lost += flow.bits - flow.sent
+        if now > flow.t_start and not math.isinf(self.link.block_s):
+            bs = self.link.block_s
+            self.n_flow_blocks += math.ceil(now / bs - 1e-9) - math.floor(flow.t_start / bs + 1e-9)
         if self.tracer.enabled:
             duration = now - flow.t_start
             self.tracer.record(  # t_s, event, round, client, cell, direction, bits, delivered,
                 now, "send_end" if ok else "send_failed", flow.round, flow.client, flow.cell,
                 flow.direction, flow.bits, flow.sent,
-                self.link.sinr_db_of(flow.client, flow.direction),  # snr_db
+                flow.sinr_db,  # snr_db in its last block
                 flow.sent / duration if duration > 0 else None,  # rate_bps (mean)
                 None, None, flow.energy_j, flow.label if ok else reason)  # capacity, k, energy, detail
         if not flow.done.triggered:
@@ -474,22 +581,10 @@ class Network:
                 flow.rate, flow.capacity_bits, flow.k, None, flow.label)  # rate .. detail
 
     def _refresh(self, clients) -> list[_Pool]:
-        """Refresh link state; apply handovers; return pools that need re-sharing.
-
-        The first refresh in a fading block also evaluates the held clients (one batch)."""
+        """Refresh link state; apply handovers; return pools that need re-planning."""
         if len(clients) == 0:
             return []
-        now = self.env.now
-        if now != self._last_now:
-            self._last_now = now
-            self._now_block = self.link.block_index(now)
-        k = self._now_block
-        if k != self._last_block:
-            self._last_block = k
-            if self._held:
-                clients = sorted(set(self._held).union(
-                    clients.tolist() if isinstance(clients, np.ndarray) else clients))
-        handovers = self.link.refresh(now, clients, self._tx_up, self._tx_down)
+        handovers = self.link.refresh(self.env.now, clients, self._tx_up, self._tx_down)
         if not handovers:
             return []
         dirty: list[_Pool] = []
@@ -514,33 +609,6 @@ class Network:
                     if p not in dirty:
                         dirty.append(p)
         return dirty
-
-    def _ensure_block_timer(self) -> None:
-        if self._block_pending or math.isinf(self.link.block_s) or self._n_active == 0:
-            return
-        bs = self.link.block_s
-        now = self.env.now
-        k = math.floor(now / bs + 1e-9) + 1
-        self._block_pending = True
-        ev = self.env.timeout(max(k * bs - now, 0.0))
-        self._block_at = now + max(k * bs - now, 0.0)  # the event's time, as SimPy computes it
-        self.n_block_events += 1
-        ev.callbacks.append(self._on_block)
-
-    def _on_block(self, ev) -> None:
-        self._block_pending = False
-        self._block_at = math.inf
-        if self._n_active == 0:
-            return
-        self._ensure_block_timer()  # first: the pools re-planned below look at it
-        active = [p for p in self._pools.values() if p.flows]
-        for pool in active:
-            self._settle(pool)
-        for pool in self._refresh(sorted(set(self._client_flows).union(self._held))):
-            if pool not in active:
-                active.append(pool)
-        for pool in active:
-            self._replan(pool)
 
     def check_accounting(self) -> None:
         """Assert bits offered = delivered + lost + still in flight."""

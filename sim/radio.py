@@ -4,26 +4,30 @@
 :class:`RadioLink`: layout, client drops, mobility per group, path loss, shadowing, block
 fading (``channel.radio.RadioChannel``), association with hysteresis, and the rate mapping.
 
-Link state is computed lazily, per fading block and per client: in a block, only the
-clients that matter are evaluated — those with an active transfer (at the block boundary)
-and those the driver asks about (selection, capacity prediction, transfer start) — in one
-vectorised call for the clients of that moment (``RadioChannel.gain_linear(...,
-ue_index=...)``). Idle clients and idle blocks cost nothing; the cost of a block grows with
-the active clients, not with the population. A client's channel does not depend on which
-other clients were evaluated (``channel.radio``): an idle client's fading is advanced
-lazily, with the exact multi-block correlation, when it is next evaluated.
+The channel is a function of (seed, client, link, position, time) (``channel.radio``): a
+client's channel at a time does not depend on which other clients or blocks were evaluated,
+so two scenarios that differ in bandwidth, algorithm or selection see the same channel for
+the same client at the same time (common random numbers). The link evaluates it per *chunk*
+of :data:`channel._sos.CHUNK_BLOCKS` fading blocks: a transferring client's chunk is
+computed in one vectorised call (batched with every other transferring client that needs
+the same chunk) and kept while it is current; the transfer engine then plans whole chunks
+(:meth:`RadioLink.plan_blocks`). A client the driver only asks about (selection, capacity
+prediction, serving cell) is evaluated for that block alone. Idle clients and idle blocks
+cost nothing.
 
-SINR: uplink interference comes from clients of other cells with an active uplink flow at
-the block's first evaluation; downlink interference from cells with an active downlink
-flow at that moment. Clients evaluated later in the block see the same interferers.
-Power concentration: a client given a fraction b/B of its cell's uplink band puts its
-whole power there, so its SINR on that sub-band is the full-band SINR + 10·log10(B/b)
+SINR: uplink interference comes from the clients of other cells with an active uplink flow,
+downlink interference from the cells with an active downlink flow, with their gains in the
+block; the set is the one when the link is asked (for a planned transfer, when its pool
+last changed). Power concentration: a client given a fraction b/B of its cell's uplink band
+puts its whole power there, so its SINR on that sub-band is the full-band SINR + 10·log10(B/b)
 (noise and average interference scale with the band); downlink power is spread over the
 band, so the downlink SINR does not depend on the share.
 
-Association (serving cell, handover) is evaluated with the same laziness: a client's
-handover is detected — and traced — at the first evaluation of that client after its
-strongest cell changed, i.e. while it transfers or when the driver asks about it.
+Association (serving cell, handover with hysteresis and time-to-trigger) is evaluated on
+the large-scale gain (RSRP is layer-3 filtered: no ping-pong on fades) at every fading block
+in which a client has a transfer, and at the blocks in which the driver asks about it; the
+engine learns the block of a transferring client's next handover from the plan, and a
+client that hands over while idle has its handover traced at its next evaluation.
 
 The models are built from the scenario's validated configs (:mod:`sim.radio_config`: one
 registry per plug-in point, configs whose fields are the builders' keyword arguments).
@@ -43,20 +47,74 @@ from typing import Any
 import numpy as np
 
 from channel import link as L
-from sim.links import DOWN, UP, LinkModel
+from channel._sos import CHUNK_BLOCKS
+from sim.links import DOWN, UP, LinkBlocks, LinkModel
 from sim.radio_config import DROPS, LAYOUTS, MAX_COORD_M, MOBILITY, PATHLOSS, RATES
 
 __all__ = ["RadioLink", "build_radio", "check_radio", "build_layout", "build_drop",
            "build_mobility", "build_pathloss", "build_rate_mapper", "fading_options"]
 
 
+_FREE = -(2**62)  # the chunk of a slot never used
+
+
+class _ChunkCache:
+    """Linear gains and large-scale gains (dB) of clients, per chunk of fading blocks:
+    [slot, n_bs, CHUNK_BLOCKS] arrays, a slot per (client, chunk), two chunks per client at
+    most. A pure function of the seed: not written to checkpoints (:meth:`__getstate__`),
+    recomputed to the same bits after a resume."""
+
+    def __init__(self, n_bs: int, n_clients: int) -> None:
+        self.n_bs, self.n_clients = int(n_bs), int(n_clients)
+
+    def __getstate__(self) -> dict:
+        return {"n_bs": self.n_bs, "n_clients": self.n_clients}
+
+    def _ready(self) -> None:
+        if "lin" not in self.__dict__:
+            self.lin = np.empty((0, self.n_bs, CHUNK_BLOCKS))
+            self.ls = np.empty((0, self.n_bs, CHUNK_BLOCKS))
+            self.chunk = np.empty(0, dtype=np.int64)  # chunk of each slot (_FREE: never used)
+            self.owner = np.empty(0, dtype=np.int64)  # client of each slot
+            self.slot = np.full((self.n_clients, 2), -1, dtype=np.int64)  # by chunk parity
+
+    def lookup(self, clients: np.ndarray, j: int) -> np.ndarray:
+        """(m,) slots of ``clients`` for chunk ``j`` (−1: not cached)."""
+        self._ready()
+        s = self.slot[clients, j & 1]
+        ok = s >= 0
+        ok[ok] = (self.chunk[s[ok]] == j) & (self.owner[s[ok]] == clients[ok])
+        return np.where(ok, s, -1)
+
+    def store(self, clients: np.ndarray, j: int, lin: np.ndarray, ls: np.ndarray, j_min: int) -> np.ndarray:
+        """Keep chunk ``j`` of ``clients`` ([m, n_bs, C] each); slots of chunks before
+        ``j_min`` are reused first. Returns the slots."""
+        self._ready()
+        free = np.flatnonzero(self.chunk < j_min)
+        if free.size < clients.size:  # grow
+            cap = max(2 * self.chunk.size, self.chunk.size + clients.size - free.size, 64)
+            grow = cap - self.chunk.size
+            self.lin = np.concatenate([self.lin, np.empty((grow, self.n_bs, CHUNK_BLOCKS))])
+            self.ls = np.concatenate([self.ls, np.empty((grow, self.n_bs, CHUNK_BLOCKS))])
+            self.chunk = np.concatenate([self.chunk, np.full(grow, _FREE, dtype=np.int64)])
+            self.owner = np.concatenate([self.owner, np.full(grow, -1, dtype=np.int64)])
+            free = np.flatnonzero(self.chunk < j_min)
+        s = free[: clients.size]
+        self.lin[s] = lin
+        self.ls[s] = ls
+        self.chunk[s] = j
+        self.owner[s] = clients
+        self.slot[clients, j & 1] = s
+        return s
+
+
 class RadioLink(LinkModel):
-    """Link state of the clients that matter, from the channel models, per fading block.
+    """Link state of the clients that matter, from the channel models (see the module
+    docstring).
 
     Args:
-        channel: a ``channel.radio.RadioChannel``
-            (``gains(t, xy, speed, ids) -> ([n_bs, m] linear, [n_bs, m] large-scale dB)``).
-        state_of: ``(t, ids) -> (positions (m, 2) m, speeds (m,) m/s)`` of clients ``ids``.
+        channel: a ``channel.radio.RadioChannel``.
+        positions_at: ``(times (W,), ids (m,)) -> [W, m, 2]`` positions (m) of clients ``ids``.
         tx_power_dbm: (n_clients,) UE power, dBm; bs_tx_power_dbm: BS power, dBm.
         noise_up_dbm, noise_down_dbm: noise over the whole cell band (uplink at the BS,
             downlink at the UE), dBm.
@@ -64,12 +122,12 @@ class RadioLink(LinkModel):
             rate_mapper: ``channel.link.RateMapper``.
     """
 
-    def __init__(self, channel, state_of, tx_power_dbm, bs_tx_power_dbm: float,
+    def __init__(self, channel, positions_at, tx_power_dbm, bs_tx_power_dbm: float,
                  noise_up_dbm: float, noise_down_dbm: float, association, rate_mapper,
                  n_cells: int) -> None:
         self.channel = channel
         self.block_s = float(channel.block_s)
-        self._state_of = state_of
+        self._positions_at = positions_at
         self.tx_power_dbm = np.asarray(tx_power_dbm, dtype=np.float64)
         self.n_clients = n = len(self.tx_power_dbm)
         self.n_cells = n_cells
@@ -90,11 +148,11 @@ class RadioLink(LinkModel):
         self.serving = np.zeros(n, dtype=np.int64)
         self._sinr = {UP: np.zeros(n), DOWN: np.zeros(n)}  # linear, at each client's block
         self._sinr_f = {UP: [0.0] * n, DOWN: [0.0] * n}  # the same as Python floats
-        self._at = [-1] * n  # block each client was last evaluated at
-        self._block = -1  # the current block (its interferers are fixed at its first evaluation)
-        self._i_up_mw = np.zeros(n_cells)  # uplink interference at each cell, this block
-        self._tx_down = np.zeros(n_cells, dtype=bool)  # cells transmitting downlink, this block
-        self.n_evaluated = 0  # client-blocks evaluated (a cost counter for benchmarks)
+        self._at = [-1] * n  # block each client's SINR belongs to
+        self._assoc_at = np.full(n, -1, dtype=np.int64)  # last block association was applied at
+        self._active = np.zeros(n, dtype=bool)  # clients with a transfer (evaluated every block)
+        self._cache = _ChunkCache(channel.n_bs, n)
+        self.n_evaluated = 0  # client-blocks the channel computed (a cost counter for benchmarks)
         self._t_last = -1.0
         self._k_last = -1
 
@@ -105,64 +163,201 @@ class RadioLink(LinkModel):
             self._k_last = self.channel.block_index(t_s)
         return self._k_last
 
+    # -- the channel, per chunk ------------------------------------------------------------
+    def _chunk_slots(self, clients: np.ndarray, j: int) -> np.ndarray:
+        """Cache slots of ``clients`` for chunk ``j``, computing the missing ones in one
+        call — together with every other transferring client that lacks the chunk."""
+        cache = self._cache
+        slots = cache.lookup(clients, j)
+        miss = slots < 0
+        if miss.any():
+            want = np.union1d(clients[miss], np.flatnonzero(self._active))
+            want = want[cache.lookup(want, j) < 0]
+            self._compute_chunk(want, j)
+            slots[miss] = cache.lookup(clients[miss], j)
+        return slots
+
+    def _compute_chunk(self, clients: np.ndarray, j: int) -> None:
+        c = CHUNK_BLOCKS
+        blocks = np.arange(j * c, (j + 1) * c)
+        times = np.array([self.channel.block_start_s(k) for k in blocks.tolist()])
+        xy = self._positions_at(times, clients)  # [C, m, 2]
+        lin, ls = self.channel.gains_over(blocks, xy, clients)  # [m, n_bs, C] each
+        j_now = self.block_index(self._t_last) // c if self._t_last >= 0 else j
+        self._cache.store(clients, j, lin, ls, j_min=min(j, j_now) - 1)
+        self.n_evaluated += clients.size * c
+
+    def _gains(self, clients: np.ndarray, k0: int, k1: int) -> tuple[np.ndarray, np.ndarray]:
+        """(linear gains, large-scale dB), each [m, n_bs, k1 − k0], of clients over blocks
+        [k0, k1), from their chunks."""
+        c = CHUNK_BLOCKS
+        m = clients.size
+        lin = np.empty((m, self.channel.n_bs, k1 - k0))
+        ls = np.empty(lin.shape)
+        for j in range(k0 // c, (k1 - 1) // c + 1):
+            a, b = max(k0, j * c), min(k1, (j + 1) * c)
+            s = self._chunk_slots(clients, j)
+            cache = self._cache
+            lin[:, :, a - k0:b - k0] = cache.lin[s, :, a - j * c:b - j * c]
+            ls[:, :, a - k0:b - k0] = cache.ls[s, :, a - j * c:b - j * c]
+        return lin, ls
+
+    def _block(self, clients: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """(linear gains, large-scale dB), each [m, n_bs], at block ``k``: from the cache
+        (transferring clients: their chunk), else computed for this block alone."""
+        j = k // CHUNK_BLOCKS
+        slots = self._cache.lookup(clients, j)
+        need = (slots < 0) & self._active[clients]
+        if need.any():
+            slots = self._chunk_slots(clients, j) if need.all() else slots
+            if not need.all():
+                slots[need] = self._chunk_slots(clients[need], j)
+        lin = np.empty((clients.size, self.channel.n_bs))
+        ls = np.empty(lin.shape)
+        have = slots >= 0
+        col = k - j * CHUNK_BLOCKS
+        if have.any():
+            lin[have] = self._cache.lin[slots[have], :, col]
+            ls[have] = self._cache.ls[slots[have], :, col]
+        if not have.all():  # asked about, not transferring: this block only
+            ids = clients[~have]
+            xy = self._positions_at(np.array([self.channel.block_start_s(k)]), ids)
+            g, l_db = self.channel.gains_over([k], xy, ids)
+            lin[~have] = g[:, :, 0]
+            ls[~have] = l_db[:, :, 0]
+            self.n_evaluated += ids.size
+        return lin, ls
+
+    # -- association ------------------------------------------------------------------------
+    def _associate(self, clients: np.ndarray, k: int, ls_k: np.ndarray) -> list[tuple[int, int, int]]:
+        """Apply the handover rule to ``clients`` (ascending) up to block ``k``: at every
+        block since their last update for transferring ones, at ``k`` for the others
+        (``ls_k`` [m, n_bs]: their large-scale gains at ``k``). Returns the handovers."""
+        old = self.serving[clients].copy()
+        seen = self._assoc_at[clients] >= 0  # a first attachment is not a handover
+        assoc = self.association
+        bs = self.channel.block_start_s
+        walk = self._active[clients] & (self._assoc_at[clients] >= 0) & (self._assoc_at[clients] < k - 1)
+        if walk.any():  # transferring since before this block: every block in between
+            ids = clients[walk]
+            k0 = int(self._assoc_at[ids].min()) + 1
+            _, ls = self._gains(ids, k0, k + 1)  # [m, n_bs, K]
+            t = np.array([bs(b) for b in range(k0, k + 1)])
+            serv, _ = assoc.scan(t, ls.transpose(2, 1, 0) + self.bs_tx_power_dbm, ids,
+                                 start=self._assoc_at[ids] + 1 - k0)
+            self.serving[ids] = serv[-1]
+        rest = ~walk & (self._assoc_at[clients] < k)
+        if rest.any():
+            ids = clients[rest]
+            serving, _ = assoc.update(bs(k), (ls_k[rest] + self.bs_tx_power_dbm).T, cols=ids)
+            self.serving[ids] = serving
+        self._assoc_at[clients] = np.maximum(self._assoc_at[clients], k)
+        moved = np.flatnonzero((self.serving[clients] != old) & seen)
+        return [(int(clients[i]), int(old[i]), int(self.serving[clients[i]])) for i in moved.tolist()]
+
+    def set_active(self, client, active, t_s):
+        k = self.block_index(t_s)
+        if active:
+            self._active[client] = True
+            return []
+        ids = np.array([client], dtype=np.int64)
+        handovers = []
+        if self._assoc_at[client] < k:  # it transferred through these blocks
+            lin, ls = self._block(ids, k)
+            handovers = self._associate(ids, k, ls)
+        self._active[client] = False
+        return handovers
+
+    # -- refresh: the current block ----------------------------------------------------------
     def refresh(self, t_s, clients, transmitting_up, transmitting_down):
-        if t_s != self._t_last:  # cache: many refreshes share a time
-            self._t_last = t_s
-            self._k_last = self.channel.block_index(t_s)
-        k = self._k_last
-        if k == self._block:
-            at = self._at
-            if isinstance(clients, np.ndarray):
-                clients = clients.tolist()
-            need = [c for c in clients if at[c] != k]
-            if not need:
-                return []
-            return self._evaluate(k, np.unique(np.array(need, dtype=np.int64)), None)
-        # the block's first evaluation: the uplink transmitters are evaluated with it, since
-        # their interference holds for the whole block
-        self._block = k
-        tx = np.flatnonzero(transmitting_up)
+        k = self.block_index(t_s)
+        at = self._at
         if isinstance(clients, np.ndarray):
             clients = clients.tolist()
-        need = np.array(sorted(set(clients).union(tx.tolist())), dtype=np.int64)  # ascending
-        self._tx_down = np.array(transmitting_down, dtype=bool)
-        return self._evaluate(k, need, tx)
-
-    def _evaluate(self, k: int, need: np.ndarray, tx) -> list[tuple[int, int, int]]:
-        """Channel, association and SINR of clients ``need`` (ascending) at block ``k``;
-        ``tx`` (a subset of ``need``): this block's uplink transmitters, or None when the
-        block's interference is already set."""
-        t_b = self.channel.block_start_s(k)
-        xy, speed = self._state_of(t_b, need)
-        # g: [n_bs, m] linear gains. RSRP is layer-3 filtered in practice: associate on the
-        # large-scale gain (path loss, shadowing, antenna), not on each block's fast fading
-        # (no ping-pong on fades).
-        g, rsrp = self.channel.gains(t_b, xy, speed, need)
-        rsrp += self.bs_tx_power_dbm  # [n_bs, m], dBm
-        old = self.serving[need]
-        serving, fire = self.association.update(t_b, rsrp, cols=need)
-        self.serving[need] = serving
-        g_serv = g[serving, np.arange(need.size)]  # (m,)
-        if tx is not None:
-            pos = need.searchsorted(tx)
-            self._i_up_mw = L.uplink_interference_mw(g[:, pos], self._p_ue_mw[tx], serving[pos])
-        sinr_up = self._p_ue_mw[need] * g_serv / (self._i_up_mw[serving] + self._n_up_mw)
-        mask = self._tx_down
+        need = sorted({c for c in clients if at[c] != k})
+        if not need:
+            return []
+        need = np.array(need, dtype=np.int64)
+        g, ls = self._block(need, k)  # [m, n_bs]
+        handovers = self._associate(need, k, ls)
+        serving = self.serving[need]
+        rows = np.arange(need.size)
+        g_serv = g[rows, serving]  # (m,)
+        tx = np.flatnonzero(transmitting_up)
+        if tx.size:
+            g_tx, _ = self._block(tx, k)
+            i_up = L.uplink_interference_mw(g_tx.T, self._p_ue_mw[tx], self.serving[tx])  # (n_cells,)
+            i_serv = i_up[serving]
+        else:
+            i_serv = 0.0
+        sinr_up = self._p_ue_mw[need] * g_serv / (i_serv + self._n_up_mw)
+        mask = np.asarray(transmitting_down, dtype=bool)
         signal = self._p_bs_mw * g_serv
-        total = self._p_bs_mw * (mask @ g) if np.count_nonzero(mask) else np.zeros(need.size)
+        total = self._p_bs_mw * (g @ mask) if np.count_nonzero(mask) else np.zeros(need.size)
         interference = np.maximum(total - signal * mask[serving], 0.0)
         sinr_down = signal / (interference + self._n_down_mw)
         self._sinr[UP][need] = sinr_up
         self._sinr[DOWN][need] = sinr_down
-        fu, fd, at = self._sinr_f[UP], self._sinr_f[DOWN], self._at
+        fu, fd = self._sinr_f[UP], self._sinr_f[DOWN]
         for c, su, sd in zip(need.tolist(), sinr_up.tolist(), sinr_down.tolist()):
             fu[c] = su
             fd[c] = sd
             at[c] = k
-        self.n_evaluated += need.size
-        if not np.count_nonzero(fire):
-            return []
-        return [(int(need[i]), int(old[i]), int(serving[i])) for i in fire.nonzero()[0]]
+        return handovers
+
+    # -- planning: many blocks at once --------------------------------------------------------
+    def plan_blocks(self, t_s, clients, direction, cell, cell_bandwidth_hz, transmitting_up,
+                    transmitting_down):
+        """The rest of the current chunk of blocks (and the next chunk when at most two
+        blocks are left), for clients served by ``cell``: their full-band rates with the
+        interferers of now, and the first handover the look-ahead of their association
+        finds."""
+        c_ids = np.asarray(clients, dtype=np.int64)
+        k0 = self.block_index(t_s)
+        c = CHUNK_BLOCKS
+        k1 = (k0 // c + 1) * c
+        if k1 - k0 <= 2:
+            k1 += c
+        n_h = k1 - k0
+        k_from = min(k0, int(self._assoc_at[c_ids].min()) + 1)
+        lin, ls = self._gains(c_ids, k_from, k1)  # [m, n_bs, K]
+        bs = self.channel.block_start_s
+        t = np.array([bs(b) for b in range(k_from, k1)])
+        start = np.maximum(self._assoc_at[c_ids] + 1 - k_from, 0)
+        _, fired = self.association.scan(t, ls.transpose(2, 1, 0) + self.bs_tx_power_dbm, c_ids,
+                                         start=start, commit=False)
+        first = np.where(fired.any(axis=0), np.argmax(fired, axis=0) + k_from, k1)  # block
+        handover = np.clip(first - k0, 0, n_h)
+        g = lin[:, cell, k0 - k_from:]  # [m, H] gain to the serving cell
+        if direction == UP:
+            tx = np.flatnonzero(transmitting_up)
+            tx = tx[self.serving[tx] != cell]
+            interference = 0.0
+            if tx.size:
+                g_tx, _ = self._gains(tx, k0, k1)
+                interference = self._p_ue_mw[tx] @ g_tx[:, cell, :]  # (H,)
+            sinr = self._p_ue_mw[c_ids][:, None] * g / (interference + self._n_up_mw)
+        else:
+            mask = np.asarray(transmitting_down, dtype=bool)
+            signal = self._p_bs_mw * g
+            if np.count_nonzero(mask):
+                total = self._p_bs_mw * np.einsum("mbh,b->mh", lin[:, :, k0 - k_from:], mask.astype(float))
+                interference = np.maximum(total - signal * mask[cell], 0.0)
+            else:
+                interference = 0.0
+            sinr = signal / (interference + self._n_down_mw)
+        full = self._rate(sinr, float(cell_bandwidth_hz))
+        edges = np.array([float(t_s)] + [bs(b) for b in range(k0 + 1, k1 + 1)])
+        with np.errstate(divide="ignore"):
+            sinr_db = 10.0 * np.log10(sinr)
+        return LinkBlocks(c_ids, edges, full, sinr_db, handover.astype(np.int64), sinr)
+
+    def sub_rates(self, blocks, direction, fractions, cell_bandwidth_hz):
+        s = blocks.data
+        bw = fractions * float(cell_bandwidth_hz)
+        if direction == UP:  # the UE's power concentrates on its sub-band
+            s = s / fractions
+        return self._rate(s, bw)
 
     # -- vectorised queries (selection, predictions) --------------------------------------
     def sinr_db(self, clients, direction):
@@ -257,6 +452,10 @@ class Radio:
             if mine.size:
                 xy[mine], v[mine] = mob.state_of(t_s, clients[mine] - sl.start)
         return xy, np.hypot(v[:, 0], v[:, 1])
+
+    def positions_at(self, times_s, clients: np.ndarray) -> np.ndarray:
+        """[W, m, 2] positions (m) of ``clients`` at each of ``times_s`` (W,)."""
+        return np.stack([self.state_of(float(t), clients)[0] for t in times_s])
 
     def positions_m(self, t_s: float, clients=None) -> np.ndarray:
         """(n, 2) positions at ``t_s`` (of ``clients`` only, (m, 2), when given), m."""
@@ -427,7 +626,7 @@ def build_radio(scn, rng) -> Radio:
     mapper = build_rate_mapper(net.rate)
     radio = Radio(None, layout, np.asarray(layout.site_of_bs, dtype=np.int64), mobilities)
     radio.link = RadioLink(
-        channel, radio.state_of, tx_power, net.bs_tx_power_dbm,
+        channel, radio.positions_at, tx_power, net.bs_tx_power_dbm,
         float(L.thermal_noise_dbm(net.uplink_bandwidth_hz, net.noise_figure_db)),
         float(L.thermal_noise_dbm(net.downlink_bandwidth_hz, net.ue_noise_figure_db)),
         L.Association(net.association.hysteresis_db, net.association.time_to_trigger_s, n_ue=n),
