@@ -136,9 +136,10 @@ def field_basis(kx: np.ndarray, ky: np.ndarray, xy: np.ndarray, scale_m: float) 
 
 class ParamCache:
     """Per-client parameters (arrays whose first axis is the client), kept for the most
-    recently used ``capacity`` clients: they are pure functions of (seed, client), so a
-    cache changes no value, only the cost of the keyed draws. Not written to checkpoints
-    (:meth:`__getstate__`): a resumed run draws them again, to the same bits."""
+    recently used ``capacity`` clients in preallocated arrays: they are pure functions of
+    (seed, client), so a cache changes no value, only the cost of the keyed draws. Not
+    written to checkpoints (:meth:`__getstate__`): a resumed run draws them again, to the
+    same bits."""
 
     def __init__(self, capacity: int = 4096) -> None:
         self.capacity = int(capacity)
@@ -149,26 +150,31 @@ class ParamCache:
     def get(self, clients: np.ndarray, make) -> tuple:
         """``make(ids)`` (a tuple of arrays [len(ids), ...]) for ``clients``, from the cache
         where possible."""
-        data = self.__dict__.get("_data")
-        if data is None:
-            data = self._data = {}
+        row = self.__dict__.get("_row")
+        if row is None:
+            row = self._row = {}  # client -> row of the arrays
+            self._arrays = None
+            self._owner = np.full(self.capacity, -1, dtype=np.int64)
+            self._next = 0
         ids = clients.tolist()
-        missing = [c for c in ids if c not in data]
-        if len(missing) == len(ids):  # nothing cached: no stacking needed
-            out = make(clients)
-            self._store(data, ids, out)
-            return out
+        rows = [row.get(c, -1) for c in ids]
+        missing = [i for i, r in enumerate(rows) if r < 0]
+        if len(missing) == len(ids) and len(ids) > self.capacity // 2:
+            return make(clients)  # a large batch of new clients: not worth keeping
         if missing:
-            self._store(data, missing, make(np.array(missing, dtype=np.int64)))
-        rows = [data[c] for c in ids]
-        return tuple(np.stack([r[j] for r in rows]) for j in range(len(rows[0])))
-
-    def _store(self, data: dict, ids: list, arrays: tuple) -> None:
-        if len(ids) > self.capacity:
-            return
-        overflow = len(data) + len(ids) - self.capacity
-        if overflow > 0:  # forget the oldest (dicts keep insertion order)
-            for c in list(data)[:overflow]:
-                del data[c]
-        for i, c in enumerate(ids):
-            data[c] = tuple(a[i].copy() for a in arrays)
+            fresh = make(clients[missing])
+            if self._arrays is None:
+                self._arrays = tuple(np.empty((self.capacity,) + a.shape[1:], dtype=a.dtype) for a in fresh)
+            for i, src in zip(missing, range(len(missing))):
+                r = self._next
+                self._next = (r + 1) % self.capacity  # a ring: the oldest row goes
+                old = self._owner[r]
+                if old >= 0:
+                    row.pop(int(old), None)
+                self._owner[r] = ids[i]
+                row[ids[i]] = r
+                rows[i] = r
+                for dst, a in zip(self._arrays, fresh):
+                    dst[r] = a[src]
+        rows = np.array(rows, dtype=np.int64)
+        return tuple(a[rows] for a in self._arrays)

@@ -385,6 +385,13 @@ class Association:
         self._serving[ids], self._candidate[ids], self._since[ids] = serving, cand, since
         return serving.copy(), fire
 
+    def forget_candidates(self, cols, t_s: float) -> None:
+        """What :meth:`update` (or :meth:`scan`) does for clients ``cols`` (attached) when
+        no cell beats their serving cell by the hysteresis at ``t_s``: drop their handover
+        candidates (a time-to-trigger restarts)."""
+        self._candidate[np.asarray(cols, dtype=np.int64)] = -1
+        self._t = max(self._t, float(t_s))
+
     def scan(self, t_s, rsrp_dbm, cols, start=None, commit: bool = True):
         """:meth:`update` at each of K times in one vectorised call (what K successive calls
         give, bit for bit in the serving cells).

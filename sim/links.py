@@ -170,6 +170,11 @@ class LinkModel(ABC):
                                       np.full(blocks.clients.size, b))
         return out
 
+    def set_held(self, client: int, held: bool) -> None:
+        """The network's note that ``client`` takes part in the current round (``held``) or
+        no longer does: a link may evaluate such clients together with the transferring
+        ones, so that their transfers find their channel ready. The default ignores it."""
+
     def set_active(self, client: int, active: bool, t_s: float) -> list[tuple[int, int, int]]:
         """The network's note that ``client`` starts (``active``) or stops having transfers
         at ``t_s``; returns handovers found on the way, as :meth:`refresh` does. A link whose

@@ -49,7 +49,7 @@ import simpy
 from simpy.core import NORMAL
 from simpy.events import Event
 
-from sim.links import DOWN, UP, LinkModel
+from sim.links import DOWN, UP, LinkBlocks, LinkModel
 from sim.mac import EqualShare, MacPolicy, MaxRate, ProportionalFair, RoundRobin, make_mac
 from sim.trace import Tracer
 
@@ -152,24 +152,28 @@ class _Plan:
     """A pool's rates from its last change point on: per flow and block, with the
     cumulative bits and airtime at the blocks' starts (relative to the plan's start)."""
 
-    __slots__ = ("edges", "rate", "full", "tf", "sinr_db", "cum_bits", "cum_air", "base", "k0")
+    __slots__ = ("flows", "edges", "rate", "full", "tf", "sinr_db", "cum_bits", "cum_air",
+                 "sent0", "air0", "energy0", "power", "k0", "handover_at")
 
-    def __init__(self, edges, rate, full, tf, sinr_db, base, k0):
+    def __init__(self, flows, edges, rate, full, tf, sinr_db, k0):
+        self.flows = flows  # the pool's flows at the plan's start (rows of the arrays)
         self.edges = edges  # (H + 1,) s
         self.rate = rate  # [n, H] bit/s
         self.full = full
         self.tf = tf
         self.sinr_db = sinr_db
         dt = np.diff(edges)
-        with np.errstate(invalid="ignore"):  # 0 · inf in the last block: nothing there
-            bits = np.where(rate > 0, rate * dt, 0.0)
-            air = np.where(tf > 0, tf * dt, 0.0)
+        dt[-1] = min(dt[-1], 1e300)  # rate · dt stays finite in a last block that never ends
         self.cum_bits = np.zeros((rate.shape[0], rate.shape[1] + 1))
-        np.cumsum(bits, axis=1, out=self.cum_bits[:, 1:])
+        np.cumsum(rate * dt, axis=1, out=self.cum_bits[:, 1:])
         self.cum_air = np.zeros(self.cum_bits.shape)
-        np.cumsum(air, axis=1, out=self.cum_air[:, 1:])
-        self.base = base  # {fid: (row, sent, airtime, energy) at the plan's start}
+        np.cumsum(tf * dt, axis=1, out=self.cum_air[:, 1:])
+        self.sent0 = np.array([f.sent for f in flows])
+        self.air0 = np.array([f.airtime_s for f in flows])
+        self.energy0 = np.array([f.energy_j for f in flows])
+        self.power = np.array([f.power_w for f in flows])
         self.k0 = k0  # link block of the plan's start
+        self.handover_at = np.inf  # start of the first block with a handover, s
 
     def block_at(self, t: float) -> int:
         """Index h of the plan's block that contains ``t`` (the last one at its end)."""
@@ -181,7 +185,7 @@ class _Pool:
     """The active flows of one cell in one direction, their MAC policy and their plan."""
 
     __slots__ = ("cell", "direction", "bandwidth_hz", "mac", "observes", "flows", "gen",
-                 "t_last", "plan")
+                 "t_last", "plan", "lb", "lb_rows")
 
     def __init__(self, cell: int, direction: str, bandwidth_hz: float, mac: MacPolicy) -> None:
         self.cell = cell
@@ -193,6 +197,8 @@ class _Pool:
         self.gen = 0
         self.t_last = 0.0
         self.plan: _Plan | None = None
+        self.lb: LinkBlocks | None = None  # the link's rows of the flows (see _link_rows)
+        self.lb_rows: dict[int, int] = {}
 
 
 class Network:
@@ -232,6 +238,7 @@ class Network:
         self._tx_down = np.zeros(n, dtype=bool)  # cells with an active downlink flow
         self._n_active = 0
         self._next_fid = 0
+        self._held: dict[int, int] = {}  # round participants (hold count)
         # Totals for the accounting invariant (bits offered = delivered + lost + in flight).
         self.bits_offered = 0.0
         self.bits_delivered = 0.0  # bits that crossed the air (complete and partial)
@@ -253,6 +260,24 @@ class Network:
     def pool_flows(self, cell: int, direction: str) -> list[Flow]:
         """Active flows of ``cell`` in ``direction`` (start order)."""
         return list(self._pools[(cell, direction)].flows.values())
+
+    def hold(self, client: int) -> None:
+        """Mark ``client`` as a participant of the current round: the link evaluates its
+        channel together with the transferring clients' (one vectorised call per chunk of
+        blocks), so that its transfers find it ready. Calls nest; :meth:`release` undoes one."""
+        n = self._held.get(client, 0)
+        self._held[client] = n + 1
+        if n == 0:
+            self.link.set_held(client, True)
+
+    def release(self, client: int) -> None:
+        """Undo one :meth:`hold` of ``client``."""
+        n = self._held.get(client, 0) - 1
+        if n > 0:
+            self._held[client] = n
+        else:
+            self._held.pop(client, None)
+            self.link.set_held(client, False)
 
     def serving_cell(self, client: int) -> int:
         """The client's serving cell (refreshed to now)."""
@@ -353,27 +378,25 @@ class Network:
         if plan is not None and pool.flows:
             h = plan.block_at(now)
             dt = now - plan.edges[h]
-            for f in pool.flows.values():
-                i, sent0, air0, energy0 = plan.base[f.fid]
-                r = plan.rate[i, h]
-                f.sent = sent0 + plan.cum_bits[i, h] + (r * dt if r > 0 else 0.0)
-                tf = plan.tf[i, h]
-                air = plan.cum_air[i, h] + (tf * dt if tf > 0 else 0.0)
-                f.airtime_s = air0 + air
-                f.energy_j = energy0 + f.power_w * air
-                f.rate = r
-                f.full_rate = plan.full[i, h]
-                f.time_frac = tf
-                f.sinr_db = plan.sinr_db[i, h]
+            rate, tf = plan.rate[:, h], plan.tf[:, h]
+            sent = (plan.sent0 + plan.cum_bits[:, h] + rate * dt).tolist()
+            air = plan.cum_air[:, h] + tf * dt
+            airtime = (plan.air0 + air).tolist()
+            energy = (plan.energy0 + plan.power * air).tolist()
+            cols = zip(plan.flows, sent, airtime, energy, rate.tolist(), plan.full[:, h].tolist(),
+                       tf.tolist(), plan.sinr_db[:, h].tolist())
+            for f, f_sent, f_air, f_energy, r, fr, t, sinr in cols:
+                if f.ok is None:  # (a flow ended since the plan keeps its final figures)
+                    f.sent, f.airtime_s, f.energy_j = f_sent, f_air, f_energy
+                    f.rate, f.full_rate, f.time_frac, f.sinr_db = r, fr, t, sinr
             if pool.observes and now > pool.t_last:
                 self._observe(pool, plan, pool.t_last, now)
         pool.t_last = now
 
     def _observe(self, pool: _Pool, plan: _Plan, t0: float, t1: float) -> None:
         """Tell a stateful MAC what each flow achieved in every block between t0 and t1."""
-        flows = list(pool.flows.values())
-        rows = [plan.base[f.fid][0] for f in flows]
-        keys = [f.fid for f in flows]
+        rows = [i for i, f in enumerate(plan.flows) if f.fid in pool.flows]
+        keys = [plan.flows[i].fid for i in rows]
         h0, h1 = plan.block_at(t0), plan.block_at(t1)
         for h in range(h0, h1 + 1):
             a, b = max(t0, plan.edges[h]), min(t1, plan.edges[h + 1])
@@ -387,15 +410,17 @@ class Network:
         pool.gen += 1
         pool.plan = None
         if not pool.flows:
+            pool.lb = None
             return
         env = self.env
         now = env.now
         flows = list(pool.flows.values())
         clients = [f.client for f in flows]
         d, bw = pool.direction, pool.bandwidth_hz
-        lb = self.link.plan_blocks(now, clients, d, pool.cell, bw, self._tx_up, self._tx_down)
+        lb = self._link_rows(pool, flows, now)
         if lb.handover.size and int(lb.handover.min()) == 0:  # a handover is due now
             due = [c for c, h in zip(clients, lb.handover.tolist()) if h == 0]
+            pool.lb = None
             for p in self._refresh(due):
                 if p is not pool:
                     self._replan(p)
@@ -416,45 +441,87 @@ class Network:
                 r_sub = self.link.sub_rates(lb, d, np.where(sub, bw_frac, 1.0), bw)
                 rate = np.where(sub, r_sub * tf, rate)
         tf = np.where(rate > 0, tf, 0.0)
-        base = {f.fid: (i, f.sent, f.airtime_s, f.energy_j) for i, f in enumerate(flows)}
-        plan = pool.plan = _Plan(edges, rate, full, tf, lb.sinr_db, base, self.link.block_index(now))
+        plan = pool.plan = _Plan(flows, edges, rate, full, tf, lb.sinr_db, self.link.block_index(now))
         n_blocks = full.shape[1]
         self.n_plans += 1
         self.n_plan_blocks += n_blocks * len(flows)
         # this block: current rates, outage transitions (traced now)
-        live0 = full[:, 0] > 0
-        for i, f in enumerate(flows):
-            f.rate = rate[i, 0]
-            f.full_rate = full[i, 0]
-            f.time_frac = tf[i, 0]
-            f.sinr_db = lb.sinr_db[i, 0]
-            if not live0[i]:
-                if not f.in_outage:
-                    self._outage(f, True)
-            elif f.in_outage:
-                self._outage(f, False)
+        live = full > 0
+        live0 = live[:, 0]
+        cols = zip(flows, rate[:, 0].tolist(), full[:, 0].tolist(), tf[:, 0].tolist(),
+                   lb.sinr_db[:, 0].tolist(), live0.tolist())
+        for f, r, fr, t, sinr, up in cols:
+            f.rate, f.full_rate, f.time_frac, f.sinr_db = r, fr, t, sinr
+            if up == f.in_outage:  # a transition in this block
+                self._outage(f, not up)
         # the next change point: a completion, an outage transition, a handover, the plan's end
         t_next = edges[n_blocks]
-        remaining = np.array([f.bits - f.sent for f in flows])
-        reach = plan.cum_bits[:, 1:] >= remaining[:, None]  # [n, H]: done by the block's end
-        reach &= rate > 0
-        done = reach.any(axis=1)
-        if done.any():  # first crossing: the block where the bits run out, then within it
-            i = np.flatnonzero(done)
-            h = np.argmax(reach[i], axis=1)
-            t_done = edges[h] + (remaining[i] - plan.cum_bits[i, h]) / rate[i, h]
-            t_next = min(t_next, float(t_done.min()))
-        if (remaining <= 1e-9 * np.array([f.bits for f in flows]) + 1e-9).any():
+        bits = np.array([f.bits for f in flows], dtype=np.float64)
+        remaining = bits - plan.sent0
+        if (remaining <= 1e-9 * bits + 1e-9).any():
             t_next = now  # delivered already (a change point at its completion time)
+        else:
+            reach = plan.cum_bits[:, 1:] >= remaining[:, None]  # [n, H]: done by the block's end
+            if reach.any():  # first crossing: the block where the bits run out, then within it
+                i = np.flatnonzero(reach.any(axis=1))
+                h = np.argmax(reach[i], axis=1)
+                t_done = edges[h] + (remaining[i] - plan.cum_bits[i, h]) / rate[i, h]
+                t_next = min(t_next, float(t_done.min()))
         if n_blocks > 1:
-            flips = (full[:, 1:] > 0) != live0[:, None]
+            flips = live[:, 1:] != live0[:, None]
             if flips.any():
                 t_next = min(t_next, float(edges[1 + int(np.argmax(flips.any(axis=0)))]))
         h_ho = int(lb.handover.min())
         if h_ho < n_blocks:
-            t_next = min(t_next, float(edges[h_ho]))
+            plan.handover_at = float(edges[h_ho])
+            t_next = min(t_next, plan.handover_at)
         if t_next < math.inf:
             self._wake(pool, max(t_next, now))
+
+    def _link_rows(self, pool: _Pool, flows: list[Flow], now: float) -> LinkBlocks:
+        """The link's plan for ``flows`` from now: the rows the pool got from the link at
+        its last full request (the rest of them, from now on) for the flows it had, and a
+        request for the flows that joined since. The link is asked for all of them again
+        at the end of those rows (a chunk boundary for the radio link) and after a
+        handover. A flow's interferers are thus the co-channel transmitters of the moment
+        its rows were made."""
+        d, bw = pool.direction, pool.bandwidth_hz
+        old = pool.lb
+        if old is None or now >= old.edges_s[-1]:
+            lb = self.link.plan_blocks(now, [f.client for f in flows], d, pool.cell, bw,
+                                       self._tx_up, self._tx_down)
+            pool.lb, pool.lb_rows = lb, {f.fid: i for i, f in enumerate(flows)}
+            return lb
+        h = max(int(np.searchsorted(old.edges_s, now, side="right")) - 1, 0)
+        rows = pool.lb_rows
+        have = [rows[f.fid] for f in flows if f.fid in rows]
+        new = [f for f in flows if f.fid not in rows]
+        parts = []
+        if have:
+            r = np.array(have)
+            parts.append((old.clients[r], old.full_bps[r, h:], old.sinr_db[r, h:],
+                          np.maximum(old.handover[r] - h, 0),
+                          None if old.data is None else old.data[r, h:], old.edges_s[h:]))
+        if new:
+            lb = self.link.plan_blocks(now, [f.client for f in new], d, pool.cell, bw,
+                                       self._tx_up, self._tx_down)
+            parts.append((lb.clients, lb.full_bps, lb.sinr_db, lb.handover, lb.data, lb.edges_s))
+        n_h = min(p[1].shape[1] for p in parts)  # the shortest horizon
+        edges = parts[-1][5][: n_h + 1].copy()
+        edges[0] = now
+        order = [f.fid for f in flows if f.fid in rows] + [f.fid for f in new]
+        pos = {fid: i for i, fid in enumerate(order)}
+        take = np.array([pos[f.fid] for f in flows])  # back to the pool's order
+
+        def cat(i):
+            if any(p[i] is None for p in parts):
+                return None
+            return np.concatenate([p[i][:, :n_h] if p[i].ndim == 2 else p[i] for p in parts])[take]
+
+        lb = LinkBlocks(cat(0), edges, cat(1), cat(2), np.minimum(cat(3), n_h), cat(4))
+        if new:  # the new flows' rows become part of the pool's
+            pool.lb, pool.lb_rows = lb, {f.fid: i for i, f in enumerate(flows)}
+        return lb
 
     def _stateful_shares(self, pool, keys, full, edges, lb):
         """Shares of a stateful policy (proportional fair): each block's shares from the
@@ -502,8 +569,10 @@ class Network:
             self._remove(pool, f)
             self._finish(f, ok=True)
         dirty = []
-        if pool.flows and self.link.block_index(self.env.now) != plan.k0:
-            # a new block since the plan: the link state of these clients moves on
+        now = self.env.now
+        if pool.flows and self.link.block_index(now) != plan.k0 and (
+                now >= plan.edges[-1] or plan.handover_at <= now):
+            # the plan's end, or a handover due: the link state of these clients moves on
             dirty = self._refresh([f.client for f in pool.flows.values()])
         if pool not in dirty:
             self._replan(pool)
@@ -584,6 +653,8 @@ class Network:
         """Refresh link state; apply handovers; return pools that need re-planning."""
         if len(clients) == 0:
             return []
+        if len(clients) > 1:  # each client once (a client may have several flows)
+            clients = sorted(set(clients.tolist() if isinstance(clients, np.ndarray) else clients))
         handovers = self.link.refresh(self.env.now, clients, self._tx_up, self._tx_down)
         if not handovers:
             return []
@@ -602,6 +673,7 @@ class Network:
                 src.mac.forget(flow.fid)
                 flow.cell = new
                 dst.flows[flow.fid] = flow
+                src.lb = dst.lb = None  # the link is asked again for both cells
                 if flow.direction == DOWN:
                     self._tx_down[old] = bool(src.flows)
                     self._tx_down[new] = True

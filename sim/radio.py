@@ -55,14 +55,11 @@ __all__ = ["RadioLink", "build_radio", "check_radio", "build_layout", "build_dro
            "build_mobility", "build_pathloss", "build_rate_mapper", "fading_options"]
 
 
-_FREE = -(2**62)  # the chunk of a slot never used
-
-
 class _ChunkCache:
     """Linear gains and large-scale gains (dB) of clients, per chunk of fading blocks:
     [slot, n_bs, CHUNK_BLOCKS] arrays, a slot per (client, chunk), two chunks per client at
-    most. A pure function of the seed: not written to checkpoints (:meth:`__getstate__`),
-    recomputed to the same bits after a resume."""
+    most (by the chunk's parity). A pure function of the seed: not written to checkpoints
+    (:meth:`__getstate__`), recomputed to the same bits after a resume."""
 
     def __init__(self, n_bs: int, n_clients: int) -> None:
         self.n_bs, self.n_clients = int(n_bs), int(n_clients)
@@ -70,42 +67,49 @@ class _ChunkCache:
     def __getstate__(self) -> dict:
         return {"n_bs": self.n_bs, "n_clients": self.n_clients}
 
-    def _ready(self) -> None:
+    def ready(self) -> "_ChunkCache":
         if "lin" not in self.__dict__:
             self.lin = np.empty((0, self.n_bs, CHUNK_BLOCKS))
             self.ls = np.empty((0, self.n_bs, CHUNK_BLOCKS))
-            self.chunk = np.empty(0, dtype=np.int64)  # chunk of each slot (_FREE: never used)
-            self.owner = np.empty(0, dtype=np.int64)  # client of each slot
-            self.slot = np.full((self.n_clients, 2), -1, dtype=np.int64)  # by chunk parity
+            self.ls_max = np.empty((0, CHUNK_BLOCKS))  # the strongest cell's, per block
+            self.chunk = np.empty(0, dtype=np.int64)  # chunk of each slot
+            self.owner = np.empty(0, dtype=np.int64)  # client of each slot (−1: free)
+            self.held = np.full((self.n_clients, 2), -1, dtype=np.int64)  # chunk held, by parity
+            self.slot = np.zeros((self.n_clients, 2), dtype=np.int64)
+        return self
 
     def lookup(self, clients: np.ndarray, j: int) -> np.ndarray:
         """(m,) slots of ``clients`` for chunk ``j`` (−1: not cached)."""
-        self._ready()
-        s = self.slot[clients, j & 1]
-        ok = s >= 0
-        ok[ok] = (self.chunk[s[ok]] == j) & (self.owner[s[ok]] == clients[ok])
-        return np.where(ok, s, -1)
+        p = j & 1
+        return np.where(self.held[clients, p] == j, self.slot[clients, p], -1)
 
-    def store(self, clients: np.ndarray, j: int, lin: np.ndarray, ls: np.ndarray, j_min: int) -> np.ndarray:
+    def store(self, clients: np.ndarray, j: int, lin: np.ndarray, ls: np.ndarray, j_min: int) -> None:
         """Keep chunk ``j`` of ``clients`` ([m, n_bs, C] each); slots of chunks before
-        ``j_min`` are reused first. Returns the slots."""
-        self._ready()
-        free = np.flatnonzero(self.chunk < j_min)
+        ``j_min`` are reused first."""
+        free = np.flatnonzero((self.owner < 0) | (self.chunk < j_min))
         if free.size < clients.size:  # grow
             cap = max(2 * self.chunk.size, self.chunk.size + clients.size - free.size, 64)
             grow = cap - self.chunk.size
             self.lin = np.concatenate([self.lin, np.empty((grow, self.n_bs, CHUNK_BLOCKS))])
             self.ls = np.concatenate([self.ls, np.empty((grow, self.n_bs, CHUNK_BLOCKS))])
-            self.chunk = np.concatenate([self.chunk, np.full(grow, _FREE, dtype=np.int64)])
+            self.ls_max = np.concatenate([self.ls_max, np.empty((grow, CHUNK_BLOCKS))])
+            self.chunk = np.concatenate([self.chunk, np.zeros(grow, dtype=np.int64)])
             self.owner = np.concatenate([self.owner, np.full(grow, -1, dtype=np.int64)])
-            free = np.flatnonzero(self.chunk < j_min)
+            free = np.flatnonzero((self.owner < 0) | (self.chunk < j_min))
         s = free[: clients.size]
+        old = self.owner[s]
+        was = old >= 0
+        if was.any():  # the previous owners lose these slots
+            o, oc = old[was], self.chunk[s[was]]
+            gone = self.held[o, oc & 1] == oc
+            self.held[o[gone], oc[gone] & 1] = -1
         self.lin[s] = lin
         self.ls[s] = ls
+        self.ls_max[s] = ls.max(axis=1)
         self.chunk[s] = j
         self.owner[s] = clients
+        self.held[clients, j & 1] = j
         self.slot[clients, j & 1] = s
-        return s
 
 
 class RadioLink(LinkModel):
@@ -150,7 +154,14 @@ class RadioLink(LinkModel):
         self._sinr_f = {UP: [0.0] * n, DOWN: [0.0] * n}  # the same as Python floats
         self._at = [-1] * n  # block each client's SINR belongs to
         self._assoc_at = np.full(n, -1, dtype=np.int64)  # last block association was applied at
+        # the handover rule looked ahead (not committed): from which update, to which block,
+        # and the first block where a cell is better by the hysteresis / a handover fires
+        self._la_from = np.full(n, -2, dtype=np.int64)
+        self._la_to = np.full(n, -1, dtype=np.int64)
+        self._la_better = np.full(n, -1, dtype=np.int64)
+        self._la_first = np.full(n, -1, dtype=np.int64)
         self._active = np.zeros(n, dtype=bool)  # clients with a transfer (evaluated every block)
+        self._held = np.zeros(n, dtype=bool)  # round participants: chunks computed in the batch
         self._cache = _ChunkCache(channel.n_bs, n)
         self.n_evaluated = 0  # client-blocks the channel computed (a cost counter for benchmarks)
         self._t_last = -1.0
@@ -166,69 +177,141 @@ class RadioLink(LinkModel):
     # -- the channel, per chunk ------------------------------------------------------------
     def _chunk_slots(self, clients: np.ndarray, j: int) -> np.ndarray:
         """Cache slots of ``clients`` for chunk ``j``, computing the missing ones in one
-        call — together with every other transferring client that lacks the chunk."""
-        cache = self._cache
+        call — together with every transferring client and round participant that lacks it."""
+        cache = self._cache.ready()
         slots = cache.lookup(clients, j)
         miss = slots < 0
         if miss.any():
-            want = np.union1d(clients[miss], np.flatnonzero(self._active))
-            want = want[cache.lookup(want, j) < 0]
+            want = clients[miss]
+            if j >= self._k_last // CHUNK_BLOCKS:  # the current chunk or later: batch them all
+                want = np.union1d(want, np.flatnonzero(self._active | self._held))
+                want = want[cache.lookup(want, j) < 0]
             self._compute_chunk(want, j)
-            slots[miss] = cache.lookup(clients[miss], j)
+            slots = cache.lookup(clients, j)
         return slots
 
     def _compute_chunk(self, clients: np.ndarray, j: int) -> None:
         c = CHUNK_BLOCKS
         blocks = np.arange(j * c, (j + 1) * c)
-        times = np.array([self.channel.block_start_s(k) for k in blocks.tolist()])
-        xy = self._positions_at(times, clients)  # [C, m, 2]
+        xy = self._positions_at(blocks * self.block_s, clients)  # [C, m, 2] at the block starts
         lin, ls = self.channel.gains_over(blocks, xy, clients)  # [m, n_bs, C] each
-        j_now = self.block_index(self._t_last) // c if self._t_last >= 0 else j
-        self._cache.store(clients, j, lin, ls, j_min=min(j, j_now) - 1)
+        j_now = self._k_last // c if self._k_last >= 0 else j
+        self._cache.store(clients, j, lin, ls, j_min=min(j, j_now) - 2)
         self.n_evaluated += clients.size * c
 
-    def _gains(self, clients: np.ndarray, k0: int, k1: int) -> tuple[np.ndarray, np.ndarray]:
+    def _gains(self, clients: np.ndarray, k0: int, k1: int, cell: int | None = None):
         """(linear gains, large-scale dB), each [m, n_bs, k1 − k0], of clients over blocks
-        [k0, k1), from their chunks."""
+        [k0, k1), from their chunks; with ``cell``, the linear gains to that cell only
+        ([m, k1 − k0])."""
         c = CHUNK_BLOCKS
+        j0, j1 = k0 // c, (k1 - 1) // c
+        cache = self._cache
+        if j0 == j1:  # one chunk: plain slices
+            s = self._chunk_slots(clients, j0)
+            a, b = k0 - j0 * c, k1 - j0 * c
+            if cell is not None:
+                return cache.lin[s, cell, a:b]
+            return cache.lin[s, :, a:b], cache.ls[s, :, a:b]
         m = clients.size
-        lin = np.empty((m, self.channel.n_bs, k1 - k0))
-        ls = np.empty(lin.shape)
-        for j in range(k0 // c, (k1 - 1) // c + 1):
+        lin = np.empty((m, k1 - k0) if cell is not None else (m, self.channel.n_bs, k1 - k0))
+        ls = None if cell is not None else np.empty(lin.shape)
+        for j in range(j0, j1 + 1):
             a, b = max(k0, j * c), min(k1, (j + 1) * c)
             s = self._chunk_slots(clients, j)
-            cache = self._cache
-            lin[:, :, a - k0:b - k0] = cache.lin[s, :, a - j * c:b - j * c]
-            ls[:, :, a - k0:b - k0] = cache.ls[s, :, a - j * c:b - j * c]
-        return lin, ls
+            if cell is not None:
+                lin[:, a - k0:b - k0] = cache.lin[s, cell, a - j * c:b - j * c]
+            else:
+                lin[:, :, a - k0:b - k0] = cache.lin[s, :, a - j * c:b - j * c]
+                ls[:, :, a - k0:b - k0] = cache.ls[s, :, a - j * c:b - j * c]
+        return lin if cell is not None else (lin, ls)
 
     def _block(self, clients: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         """(linear gains, large-scale dB), each [m, n_bs], at block ``k``: from the cache
-        (transferring clients: their chunk), else computed for this block alone."""
+        (transferring clients and round participants: their chunk), else computed for this
+        block alone."""
         j = k // CHUNK_BLOCKS
-        slots = self._cache.lookup(clients, j)
-        need = (slots < 0) & self._active[clients]
+        col = k - j * CHUNK_BLOCKS
+        cache = self._cache.ready()
+        slots = cache.lookup(clients, j)
+        have = slots >= 0
+        if have.all():
+            return cache.lin[slots, :, col], cache.ls[slots, :, col]
+        need = ~have & (self._active[clients] | self._held[clients])
         if need.any():
             slots = self._chunk_slots(clients, j) if need.all() else slots
             if not need.all():
                 slots[need] = self._chunk_slots(clients[need], j)
+            have = slots >= 0
+            if have.all():
+                return cache.lin[slots, :, col], cache.ls[slots, :, col]
         lin = np.empty((clients.size, self.channel.n_bs))
         ls = np.empty(lin.shape)
-        have = slots >= 0
-        col = k - j * CHUNK_BLOCKS
         if have.any():
-            lin[have] = self._cache.lin[slots[have], :, col]
-            ls[have] = self._cache.ls[slots[have], :, col]
-        if not have.all():  # asked about, not transferring: this block only
-            ids = clients[~have]
-            xy = self._positions_at(np.array([self.channel.block_start_s(k)]), ids)
-            g, l_db = self.channel.gains_over([k], xy, ids)
-            lin[~have] = g[:, :, 0]
-            ls[~have] = l_db[:, :, 0]
-            self.n_evaluated += ids.size
+            lin[have] = cache.lin[slots[have], :, col]
+            ls[have] = cache.ls[slots[have], :, col]
+        ids = clients[~have]  # asked about, not transferring: this block only
+        xy = self._positions_at(np.array([k * self.block_s]), ids)
+        g, l_db = self.channel.gains_over([k], xy, ids)
+        lin[~have] = g[:, :, 0]
+        ls[~have] = l_db[:, :, 0]
+        self.n_evaluated += ids.size
         return lin, ls
 
     # -- association ------------------------------------------------------------------------
+    def _better(self, ids: np.ndarray, k0: int, k1: int) -> np.ndarray:
+        """[m, k1 − k0] bool: some cell beats the client's serving cell by the hysteresis in
+        that block (the handover rule can only act there)."""
+        c = CHUNK_BLOCKS
+        cache = self._cache
+        out = np.empty((ids.size, k1 - k0), dtype=bool)
+        serving = self.serving[ids][:, None]
+        hyst = self.association.hysteresis_db
+        for j in range(k0 // c, (k1 - 1) // c + 1):
+            a, b = max(k0, j * c), min(k1, (j + 1) * c)
+            s = self._chunk_slots(ids, j)[:, None]
+            cols = np.arange(a - j * c, b - j * c)[None, :]
+            out[:, a - k0:b - k0] = cache.ls_max[s, cols] > cache.ls[s, serving, cols] + hyst
+        return out
+
+    def _lookahead(self, ids: np.ndarray, k_to: int) -> None:
+        """Look ahead the handover rule of clients ``ids`` from their last update to block
+        ``k_to`` (exclusive), without committing: the first block at which some cell beats
+        the serving one by the hysteresis (``_la_better``) and the first at which a
+        handover fires (``_la_first``), −1 for none. Kept per client while valid."""
+        valid = self._la_from[ids] == self._assoc_at[ids]
+        short = self._la_to[ids] < k_to
+        if not (short.any() or not valid.all()):
+            return
+        quiet = valid & short & (self._la_better[ids] < 0)
+        if quiet.any():  # nothing in the way so far: look at the extra blocks only
+            q = ids[quiet]
+            k0 = int(self._la_to[q].min())
+            better = self._better(q, k0, k_to)
+            better &= np.arange(k_to - k0) >= (self._la_to[q] - k0)[:, None]
+            still = ~better.any(axis=1)
+            self._la_to[q[still]] = k_to
+        stale = (self._la_from[ids] != self._assoc_at[ids]) | (self._la_to[ids] < k_to)
+        if not stale.any():
+            return
+        ids = ids[stale]
+        k0 = int(self._assoc_at[ids].min()) + 1
+        start = self._assoc_at[ids] + 1 - k0
+        better = self._better(ids, k0, k_to)  # [m, K]
+        better &= np.arange(k_to - k0) >= start[:, None]
+        any_b = better.any(axis=1)
+        self._la_better[ids] = np.where(any_b, np.argmax(better, axis=1) + k0, -1)
+        self._la_first[ids] = -1
+        if any_b.any():  # the rule itself, for the few that have a candidate
+            sub = ids[any_b]
+            _, ls = self._gains(sub, k0, k_to)
+            t = np.arange(k0, k_to) * self.block_s
+            _, fired = self.association.scan(t, ls.transpose(2, 1, 0) + self.bs_tx_power_dbm,
+                                             sub, start=start[any_b], commit=False)
+            hit = fired.any(axis=0)
+            self._la_first[sub] = np.where(hit, np.argmax(fired, axis=0) + k0, -1)
+        self._la_from[ids] = self._assoc_at[ids]
+        self._la_to[ids] = k_to
+
     def _associate(self, clients: np.ndarray, k: int, ls_k: np.ndarray) -> list[tuple[int, int, int]]:
         """Apply the handover rule to ``clients`` (ascending) up to block ``k``: at every
         block since their last update for transferring ones, at ``k`` for the others
@@ -236,24 +319,39 @@ class RadioLink(LinkModel):
         old = self.serving[clients].copy()
         seen = self._assoc_at[clients] >= 0  # a first attachment is not a handover
         assoc = self.association
-        bs = self.channel.block_start_s
-        walk = self._active[clients] & (self._assoc_at[clients] >= 0) & (self._assoc_at[clients] < k - 1)
+        walk = self._active[clients] & seen & (self._assoc_at[clients] < k - 1)
         if walk.any():  # transferring since before this block: every block in between
             ids = clients[walk]
-            k0 = int(self._assoc_at[ids].min()) + 1
-            _, ls = self._gains(ids, k0, k + 1)  # [m, n_bs, K]
-            t = np.array([bs(b) for b in range(k0, k + 1)])
-            serv, _ = assoc.scan(t, ls.transpose(2, 1, 0) + self.bs_tx_power_dbm, ids,
-                                 start=self._assoc_at[ids] + 1 - k0)
-            self.serving[ids] = serv[-1]
+            self._lookahead(ids, k + 1)
+            quiet = (self._la_better[ids] < 0) | (self._la_better[ids] > k)
+            if quiet.any():  # no cell beat the serving one: what the rule gives is no candidate
+                q = ids[quiet]
+                assoc.forget_candidates(q, k * self.block_s)
+                self._la_from[q] = k  # the look-ahead from here on still holds
+            busy = ids[~quiet]
+            if busy.size:
+                k0 = int(self._assoc_at[busy].min()) + 1
+                _, ls = self._gains(busy, k0, k + 1)  # [m, n_bs, K]
+                serv, _ = assoc.scan(np.arange(k0, k + 1) * self.block_s,
+                                     ls.transpose(2, 1, 0) + self.bs_tx_power_dbm, busy,
+                                     start=self._assoc_at[busy] + 1 - k0)
+                self.serving[busy] = serv[-1]
         rest = ~walk & (self._assoc_at[clients] < k)
         if rest.any():
             ids = clients[rest]
-            serving, _ = assoc.update(bs(k), (ls_k[rest] + self.bs_tx_power_dbm).T, cols=ids)
+            before = self.serving[ids].copy()
+            serving, _ = assoc.update(k * self.block_s, (ls_k[rest] + self.bs_tx_power_dbm).T, cols=ids)
             self.serving[ids] = serving
+            # a look-ahead that saw no candidate up to past k still holds from k on
+            keep = ((self._la_from[ids] == self._assoc_at[ids]) & (self._la_to[ids] > k)
+                    & ((self._la_better[ids] < 0) | (self._la_better[ids] > k)) & (serving == before))
+            self._la_from[ids[keep]] = k
         self._assoc_at[clients] = np.maximum(self._assoc_at[clients], k)
         moved = np.flatnonzero((self.serving[clients] != old) & seen)
         return [(int(clients[i]), int(old[i]), int(self.serving[clients[i]])) for i in moved.tolist()]
+
+    def set_held(self, client, held):
+        self._held[client] = held
 
     def set_active(self, client, active, t_s):
         k = self.block_index(t_s)
@@ -284,10 +382,13 @@ class RadioLink(LinkModel):
         rows = np.arange(need.size)
         g_serv = g[rows, serving]  # (m,)
         tx = np.flatnonzero(transmitting_up)
-        if tx.size:
-            g_tx, _ = self._block(tx, k)
-            i_up = L.uplink_interference_mw(g_tx.T, self._p_ue_mw[tx], self.serving[tx])  # (n_cells,)
-            i_serv = i_up[serving]
+        if tx.size:  # uplink interference at the cells these clients are served by
+            cells, inv = np.unique(serving, return_inverse=True)
+            j = k // CHUNK_BLOCKS
+            s_tx = self._chunk_slots(tx, j)  # (first: it may grow the cache's arrays)
+            g_tx = self._cache.lin[s_tx[:, None], cells[None, :], k - j * CHUNK_BLOCKS]
+            other = self.serving[tx][:, None] != cells[None, :]  # [n_tx, u]
+            i_serv = (self._p_ue_mw[tx] @ np.where(other, g_tx, 0.0))[inv]
         else:
             i_serv = 0.0
         sinr_up = self._p_ue_mw[need] * g_serv / (i_serv + self._n_up_mw)
@@ -319,35 +420,31 @@ class RadioLink(LinkModel):
         if k1 - k0 <= 2:
             k1 += c
         n_h = k1 - k0
-        k_from = min(k0, int(self._assoc_at[c_ids].min()) + 1)
-        lin, ls = self._gains(c_ids, k_from, k1)  # [m, n_bs, K]
-        bs = self.channel.block_start_s
-        t = np.array([bs(b) for b in range(k_from, k1)])
-        start = np.maximum(self._assoc_at[c_ids] + 1 - k_from, 0)
-        _, fired = self.association.scan(t, ls.transpose(2, 1, 0) + self.bs_tx_power_dbm, c_ids,
-                                         start=start, commit=False)
-        first = np.where(fired.any(axis=0), np.argmax(fired, axis=0) + k_from, k1)  # block
-        handover = np.clip(first - k0, 0, n_h)
-        g = lin[:, cell, k0 - k_from:]  # [m, H] gain to the serving cell
+        self._lookahead(c_ids, k1)
+        first = self._la_first[c_ids]
+        handover = np.where((first >= 0) & (first < k1), np.clip(first - k0, 0, n_h), n_h)
         if direction == UP:
+            g = self._gains(c_ids, k0, k1, cell)  # [m, H] gain to the serving cell
             tx = np.flatnonzero(transmitting_up)
             tx = tx[self.serving[tx] != cell]
             interference = 0.0
             if tx.size:
-                g_tx, _ = self._gains(tx, k0, k1)
-                interference = self._p_ue_mw[tx] @ g_tx[:, cell, :]  # (H,)
+                interference = self._p_ue_mw[tx] @ self._gains(tx, k0, k1, cell)  # (H,)
             sinr = self._p_ue_mw[c_ids][:, None] * g / (interference + self._n_up_mw)
         else:
             mask = np.asarray(transmitting_down, dtype=bool)
-            signal = self._p_bs_mw * g
             if np.count_nonzero(mask):
-                total = self._p_bs_mw * np.einsum("mbh,b->mh", lin[:, :, k0 - k_from:], mask.astype(float))
+                lin, _ = self._gains(c_ids, k0, k1)  # [m, n_bs, H]
+                signal = self._p_bs_mw * lin[:, cell, :]
+                total = self._p_bs_mw * np.einsum("mbh,b->mh", lin, mask.astype(float))
                 interference = np.maximum(total - signal * mask[cell], 0.0)
             else:
+                signal = self._p_bs_mw * self._gains(c_ids, k0, k1, cell)
                 interference = 0.0
             sinr = signal / (interference + self._n_down_mw)
         full = self._rate(sinr, float(cell_bandwidth_hz))
-        edges = np.array([float(t_s)] + [bs(b) for b in range(k0 + 1, k1 + 1)])
+        edges = np.arange(k0, k1 + 1) * self.block_s  # block starts (as block_start_s)
+        edges[0] = t_s
         with np.errstate(divide="ignore"):
             sinr_db = 10.0 * np.log10(sinr)
         return LinkBlocks(c_ids, edges, full, sinr_db, handover.astype(np.int64), sinr)
@@ -455,7 +552,17 @@ class Radio:
 
     def positions_at(self, times_s, clients: np.ndarray) -> np.ndarray:
         """[W, m, 2] positions (m) of ``clients`` at each of ``times_s`` (W,)."""
-        return np.stack([self.state_of(float(t), clients)[0] for t in times_s])
+        clients = np.asarray(clients, dtype=np.int64)
+        times = np.atleast_1d(np.asarray(times_s, dtype=float))
+        if len(self._mobilities) == 1:
+            (sl, mob), = self._mobilities
+            return mob.positions_at(times, clients - sl.start if sl.start else clients)
+        out = np.empty((times.size, clients.size, 2))
+        for sl, mob in self._mobilities:
+            mine = np.flatnonzero((clients >= sl.start) & (clients < sl.stop))
+            if mine.size:
+                out[:, mine] = mob.positions_at(times, clients[mine] - sl.start)
+        return out
 
     def positions_m(self, t_s: float, clients=None) -> np.ndarray:
         """(n, 2) positions at ``t_s`` (of ``clients`` only, (m, 2), when given), m."""

@@ -329,6 +329,7 @@ class Simulation:
         client = self.clients[cid]
         gen = self.algorithm.client_round(task.rnd, cid)
         value = None
+        self.network.hold(cid)  # a participant: its channel is evaluated with each chunk's batch
         self._live[id(task)] = task
         try:
             while True:
@@ -356,12 +357,14 @@ class Simulation:
                 self._account_flow(task.flow, client)
                 task.bits_delivered = task.flow.sent
             gen.close()
+            self.network.release(cid)
             self._trace("client_failed", round=task.rnd, client=cid,
                         bits_delivered=task.bits_delivered, detail=f"{reason}:{task.stage}")
             self.n_failures += 1
             return Failure(cid, str(reason), task.stage, float(task.bits_delivered))
         finally:
             self._live.pop(id(task), None)
+        self.network.release(cid)
         self._trace("client_done", round=task.rnd, client=cid)
         self.n_results += 1
         return ClientResult(cid, update, self.algorithm.n_samples(cid), task.base_version)
