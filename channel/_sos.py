@@ -165,16 +165,16 @@ class ParamCache:
             fresh = make(clients[missing])
             if self._arrays is None:
                 self._arrays = tuple(np.empty((self.capacity,) + a.shape[1:], dtype=a.dtype) for a in fresh)
-            for i, src in zip(missing, range(len(missing))):
-                r = self._next
-                self._next = (r + 1) % self.capacity  # a ring: the oldest row goes
-                old = self._owner[r]
+            new_rows = (self._next + np.arange(len(missing))) % self.capacity  # a ring: the oldest go
+            self._next = int(new_rows[-1] + 1) % self.capacity
+            for old in self._owner[new_rows].tolist():
                 if old >= 0:
-                    row.pop(int(old), None)
-                self._owner[r] = ids[i]
+                    row.pop(old, None)
+            self._owner[new_rows] = clients[missing]
+            for i, r in zip(missing, new_rows.tolist()):
                 row[ids[i]] = r
                 rows[i] = r
-                for dst, a in zip(self._arrays, fresh):
-                    dst[r] = a[src]
+            for dst, a in zip(self._arrays, fresh):
+                dst[new_rows] = a
         rows = np.array(rows, dtype=np.int64)
         return tuple(a[rows] for a in self._arrays)

@@ -72,6 +72,10 @@ class _ChunkCache:
             self.lin = np.empty((0, self.n_bs, CHUNK_BLOCKS))
             self.ls = np.empty((0, self.n_bs, CHUNK_BLOCKS))
             self.ls_max = np.empty((0, CHUNK_BLOCKS))  # the strongest cell's, per block
+            # the client's serving cell when the chunk was computed, and the first block of
+            # the chunk where another cell beat it by the hysteresis (CHUNK_BLOCKS: none)
+            self.ref = np.empty(0, dtype=np.int64)
+            self.first_better = np.empty(0, dtype=np.int64)
             self.chunk = np.empty(0, dtype=np.int64)  # chunk of each slot
             self.owner = np.empty(0, dtype=np.int64)  # client of each slot (−1: free)
             self.held = np.full((self.n_clients, 2), -1, dtype=np.int64)  # chunk held, by parity
@@ -83,9 +87,10 @@ class _ChunkCache:
         p = j & 1
         return np.where(self.held[clients, p] == j, self.slot[clients, p], -1)
 
-    def store(self, clients: np.ndarray, j: int, lin: np.ndarray, ls: np.ndarray, j_min: int) -> None:
-        """Keep chunk ``j`` of ``clients`` ([m, n_bs, C] each); slots of chunks before
-        ``j_min`` are reused first."""
+    def store(self, clients: np.ndarray, j: int, lin: np.ndarray, ls: np.ndarray, j_min: int,
+              serving: np.ndarray, hysteresis_db: float) -> None:
+        """Keep chunk ``j`` of ``clients`` ([m, n_bs, C] each; ``serving`` (m,) their serving
+        cells, −1 for none yet); slots of chunks before ``j_min`` are reused first."""
         free = np.flatnonzero((self.owner < 0) | (self.chunk < j_min))
         if free.size < clients.size:  # grow
             cap = max(2 * self.chunk.size, self.chunk.size + clients.size - free.size, 64)
@@ -93,6 +98,8 @@ class _ChunkCache:
             self.lin = np.concatenate([self.lin, np.empty((grow, self.n_bs, CHUNK_BLOCKS))])
             self.ls = np.concatenate([self.ls, np.empty((grow, self.n_bs, CHUNK_BLOCKS))])
             self.ls_max = np.concatenate([self.ls_max, np.empty((grow, CHUNK_BLOCKS))])
+            self.ref = np.concatenate([self.ref, np.full(grow, -1, dtype=np.int64)])
+            self.first_better = np.concatenate([self.first_better, np.zeros(grow, dtype=np.int64)])
             self.chunk = np.concatenate([self.chunk, np.zeros(grow, dtype=np.int64)])
             self.owner = np.concatenate([self.owner, np.full(grow, -1, dtype=np.int64)])
             free = np.flatnonzero((self.owner < 0) | (self.chunk < j_min))
@@ -105,7 +112,11 @@ class _ChunkCache:
             self.held[o[gone], oc[gone] & 1] = -1
         self.lin[s] = lin
         self.ls[s] = ls
-        self.ls_max[s] = ls.max(axis=1)
+        ls_max = self.ls_max[s] = ls.max(axis=1)  # [m, C]
+        rows = np.arange(clients.size)
+        better = ls_max > ls[rows, np.maximum(serving, 0), :] + hysteresis_db  # [m, C]
+        self.ref[s] = serving
+        self.first_better[s] = np.where(better.any(axis=1), np.argmax(better, axis=1), CHUNK_BLOCKS)
         self.chunk[s] = j
         self.owner[s] = clients
         self.held[clients, j & 1] = j
@@ -161,6 +172,7 @@ class RadioLink(LinkModel):
         self._la_better = np.full(n, -1, dtype=np.int64)
         self._la_first = np.full(n, -1, dtype=np.int64)
         self._active = np.zeros(n, dtype=bool)  # clients with a transfer (evaluated every block)
+        self._active_until = np.full(n, -1, dtype=np.int64)  # last block of its last transfer
         self._held = np.zeros(n, dtype=bool)  # round participants: chunks computed in the batch
         self._cache = _ChunkCache(channel.n_bs, n)
         self.n_evaluated = 0  # client-blocks the channel computed (a cost counter for benchmarks)
@@ -196,7 +208,8 @@ class RadioLink(LinkModel):
         xy = self._positions_at(blocks * self.block_s, clients)  # [C, m, 2] at the block starts
         lin, ls = self.channel.gains_over(blocks, xy, clients)  # [m, n_bs, C] each
         j_now = self._k_last // c if self._k_last >= 0 else j
-        self._cache.store(clients, j, lin, ls, j_min=min(j, j_now) - 2)
+        serving = np.where(self._assoc_at[clients] >= 0, self.serving[clients], -1)
+        self._cache.store(clients, j, lin, ls, min(j, j_now) - 2, serving, self.association.hysteresis_db)
         self.n_evaluated += clients.size * c
 
     def _gains(self, clients: np.ndarray, k0: int, k1: int, cell: int | None = None):
@@ -258,19 +271,57 @@ class RadioLink(LinkModel):
         return lin, ls
 
     # -- association ------------------------------------------------------------------------
-    def _better(self, ids: np.ndarray, k0: int, k1: int) -> np.ndarray:
-        """[m, k1 − k0] bool: some cell beats the client's serving cell by the hysteresis in
-        that block (the handover rule can only act there)."""
+    def _first_better(self, ids: np.ndarray, start: np.ndarray, k_to: int) -> np.ndarray:
+        """(m,) the first block in [start, k_to) at which some cell beats the client's
+        serving cell by the hysteresis (the handover rule can only act there), −1 for none:
+        from what each chunk noted when it was computed, where the serving cell is still
+        the one it was computed for; else from the gains."""
         c = CHUNK_BLOCKS
         cache = self._cache
-        out = np.empty((ids.size, k1 - k0), dtype=bool)
-        serving = self.serving[ids][:, None]
+        if ids.size == 1:  # the usual case (a flow joins): plain Python on the chunks' notes
+            i, k = int(ids[0]), int(start[0])
+            s_i = int(self.serving[i])
+            for j in range(k // c, (k_to - 1) // c + 1):
+                p = j & 1
+                if cache.ready().held[i, p] != j:
+                    self._chunk_slots(ids, j)
+                slot = int(cache.slot[i, p])
+                lo = max(k, j * c) - j * c
+                if cache.ref[slot] != s_i:
+                    break  # the note does not apply: the general path below
+                fb = int(cache.first_better[slot])
+                if fb < c:
+                    if fb >= lo:
+                        return np.array([j * c + fb if j * c + fb < k_to else -1])
+                    break  # a candidate before lo: look at the gains
+            else:
+                return np.array([-1])
+        out = np.full(ids.size, -1, dtype=np.int64)
+        todo = np.ones(ids.size, dtype=bool)
+        serving = self.serving[ids]
         hyst = self.association.hysteresis_db
-        for j in range(k0 // c, (k1 - 1) // c + 1):
-            a, b = max(k0, j * c), min(k1, (j + 1) * c)
-            s = self._chunk_slots(ids, j)[:, None]
-            cols = np.arange(a - j * c, b - j * c)[None, :]
-            out[:, a - k0:b - k0] = cache.ls_max[s, cols] > cache.ls[s, serving, cols] + hyst
+        for j in range(int(start.min()) // c, (k_to - 1) // c + 1):
+            if not todo.any():
+                break
+            s = self._chunk_slots(ids, j)
+            lo = np.maximum(start, j * c) - j * c  # (m,) first column to look at
+            fb = cache.first_better[s]
+            same = cache.ref[s] == serving
+            hit = todo & same & (fb < c) & (fb >= lo)
+            out[hit] = j * c + fb[hit]
+            todo &= ~hit
+            clear = same & ((fb >= c) | (fb >= lo))  # nothing from lo on in this chunk
+            look = todo & ~clear & (lo < c)
+            if look.any():  # the chunk's note does not apply: look at its gains
+                i = np.flatnonzero(look)
+                cols = np.arange(c)[None, :]
+                sl = s[i][:, None]
+                better = cache.ls_max[sl, cols] > cache.ls[sl, serving[i][:, None], cols] + hyst
+                better &= cols >= lo[i][:, None]
+                any_b = better.any(axis=1)
+                out[i[any_b]] = j * c + np.argmax(better[any_b], axis=1)
+                todo[i[any_b]] = False
+        out[out >= k_to] = -1
         return out
 
     def _lookahead(self, ids: np.ndarray, k_to: int) -> None:
@@ -280,73 +331,83 @@ class RadioLink(LinkModel):
         handover fires (``_la_first``), −1 for none. Kept per client while valid."""
         valid = self._la_from[ids] == self._assoc_at[ids]
         short = self._la_to[ids] < k_to
-        if not (short.any() or not valid.all()):
+        if valid.all() and not short.any():
             return
         quiet = valid & short & (self._la_better[ids] < 0)
         if quiet.any():  # nothing in the way so far: look at the extra blocks only
             q = ids[quiet]
-            k0 = int(self._la_to[q].min())
-            better = self._better(q, k0, k_to)
-            better &= np.arange(k_to - k0) >= (self._la_to[q] - k0)[:, None]
-            still = ~better.any(axis=1)
+            still = self._first_better(q, self._la_to[q], k_to) < 0
             self._la_to[q[still]] = k_to
         stale = (self._la_from[ids] != self._assoc_at[ids]) | (self._la_to[ids] < k_to)
         if not stale.any():
             return
         ids = ids[stale]
-        k0 = int(self._assoc_at[ids].min()) + 1
-        start = self._assoc_at[ids] + 1 - k0
-        better = self._better(ids, k0, k_to)  # [m, K]
-        better &= np.arange(k_to - k0) >= start[:, None]
-        any_b = better.any(axis=1)
-        self._la_better[ids] = np.where(any_b, np.argmax(better, axis=1) + k0, -1)
+        start = self._assoc_at[ids] + 1
+        first_b = self._first_better(ids, start, k_to)
+        self._la_better[ids] = first_b
         self._la_first[ids] = -1
+        any_b = first_b >= 0
         if any_b.any():  # the rule itself, for the few that have a candidate
             sub = ids[any_b]
+            k0 = int(start[any_b].min())
             _, ls = self._gains(sub, k0, k_to)
             t = np.arange(k0, k_to) * self.block_s
             _, fired = self.association.scan(t, ls.transpose(2, 1, 0) + self.bs_tx_power_dbm,
-                                             sub, start=start[any_b], commit=False)
+                                             sub, start=start[any_b] - k0, commit=False)
             hit = fired.any(axis=0)
             self._la_first[sub] = np.where(hit, np.argmax(fired, axis=0) + k0, -1)
         self._la_from[ids] = self._assoc_at[ids]
         self._la_to[ids] = k_to
 
+    def _walk(self, ids: np.ndarray, k_end: int) -> None:
+        """Apply the handover rule to clients ``ids`` at every block from their last update
+        to ``k_end`` (they transferred through those blocks)."""
+        assoc = self.association
+        self._lookahead(ids, k_end + 1)
+        quiet = (self._la_better[ids] < 0) | (self._la_better[ids] > k_end)
+        if quiet.any():  # no cell beat the serving one: what the rule gives is no candidate
+            q = ids[quiet]
+            assoc.forget_candidates(q, k_end * self.block_s)
+            self._la_from[q] = k_end  # the look-ahead from here on still holds
+        busy = ids[~quiet]
+        if busy.size:
+            k0 = int(self._assoc_at[busy].min()) + 1
+            _, ls = self._gains(busy, k0, k_end + 1)  # [m, n_bs, K]
+            serv, _ = assoc.scan(np.arange(k0, k_end + 1) * self.block_s,
+                                 ls.transpose(2, 1, 0) + self.bs_tx_power_dbm, busy,
+                                 start=self._assoc_at[busy] + 1 - k0)
+            self.serving[busy] = serv[-1]
+        self._assoc_at[ids] = k_end
+
     def _associate(self, clients: np.ndarray, k: int, ls_k: np.ndarray) -> list[tuple[int, int, int]]:
         """Apply the handover rule to ``clients`` (ascending) up to block ``k``: at every
-        block since their last update for transferring ones, at ``k`` for the others
-        (``ls_k`` [m, n_bs]: their large-scale gains at ``k``). Returns the handovers."""
+        block in which they transferred since their last update, then at ``k`` (``ls_k``
+        [m, n_bs]: their large-scale gains at ``k``). Returns the handovers."""
         old = self.serving[clients].copy()
-        seen = self._assoc_at[clients] >= 0  # a first attachment is not a handover
-        assoc = self.association
-        walk = self._active[clients] & seen & (self._assoc_at[clients] < k - 1)
+        at = self._assoc_at[clients]
+        seen = at >= 0  # a first attachment is not a handover
+        active = self._active[clients]
+        walk = active & seen & (at < k - 1)
         if walk.any():  # transferring since before this block: every block in between
-            ids = clients[walk]
-            self._lookahead(ids, k + 1)
-            quiet = (self._la_better[ids] < 0) | (self._la_better[ids] > k)
-            if quiet.any():  # no cell beat the serving one: what the rule gives is no candidate
-                q = ids[quiet]
-                assoc.forget_candidates(q, k * self.block_s)
-                self._la_from[q] = k  # the look-ahead from here on still holds
-            busy = ids[~quiet]
-            if busy.size:
-                k0 = int(self._assoc_at[busy].min()) + 1
-                _, ls = self._gains(busy, k0, k + 1)  # [m, n_bs, K]
-                serv, _ = assoc.scan(np.arange(k0, k + 1) * self.block_s,
-                                     ls.transpose(2, 1, 0) + self.bs_tx_power_dbm, busy,
-                                     start=self._assoc_at[busy] + 1 - k0)
-                self.serving[busy] = serv[-1]
-        rest = ~walk & (self._assoc_at[clients] < k)
+            self._walk(clients[walk], k)
+        lazy = ~active & seen & (self._active_until[clients] > at)
+        if lazy.any():  # transferred until a block since its last update: those blocks
+            ids = clients[lazy]
+            ends = self._active_until[ids]
+            for e in np.unique(ends).tolist():
+                self._walk(ids[ends == e], min(e, k))
+        rest = self._assoc_at[clients] < k
         if rest.any():
             ids = clients[rest]
             before = self.serving[ids].copy()
-            serving, _ = assoc.update(k * self.block_s, (ls_k[rest] + self.bs_tx_power_dbm).T, cols=ids)
+            serving, _ = self.association.update(k * self.block_s, (ls_k[rest] + self.bs_tx_power_dbm).T,
+                                                 cols=ids)
             self.serving[ids] = serving
             # a look-ahead that saw no candidate up to past k still holds from k on
             keep = ((self._la_from[ids] == self._assoc_at[ids]) & (self._la_to[ids] > k)
                     & ((self._la_better[ids] < 0) | (self._la_better[ids] > k)) & (serving == before))
             self._la_from[ids[keep]] = k
-        self._assoc_at[clients] = np.maximum(self._assoc_at[clients], k)
+            self._assoc_at[ids] = k
         moved = np.flatnonzero((self.serving[clients] != old) & seen)
         return [(int(clients[i]), int(old[i]), int(self.serving[clients[i]])) for i in moved.tolist()]
 
@@ -358,13 +419,11 @@ class RadioLink(LinkModel):
         if active:
             self._active[client] = True
             return []
-        ids = np.array([client], dtype=np.int64)
-        handovers = []
-        if self._assoc_at[client] < k:  # it transferred through these blocks
-            lin, ls = self._block(ids, k)
-            handovers = self._associate(ids, k, ls)
+        # it transferred through this block: the rule is applied to those blocks at its next
+        # evaluation (a handover then is traced then)
+        self._active_until[client] = k
         self._active[client] = False
-        return handovers
+        return []
 
     # -- refresh: the current block ----------------------------------------------------------
     def refresh(self, t_s, clients, transmitting_up, transmitting_down):
@@ -422,7 +481,7 @@ class RadioLink(LinkModel):
         n_h = k1 - k0
         self._lookahead(c_ids, k1)
         first = self._la_first[c_ids]
-        handover = np.where((first >= 0) & (first < k1), np.clip(first - k0, 0, n_h), n_h)
+        handover = np.where((first >= 0) & (first < k1), np.maximum(first - k0, 0), n_h)
         if direction == UP:
             g = self._gains(c_ids, k0, k1, cell)  # [m, H] gain to the serving cell
             tx = np.flatnonzero(transmitting_up)
