@@ -148,6 +148,10 @@ def _block_shares(mac: MacPolicy, keys: list[int], full: np.ndarray) -> tuple[np
     return bw, tf
 
 
+#: policies that give a lone live flow the whole band all the time
+_SOLO_FULL = (EqualShare, RoundRobin, MaxRate)
+
+
 class _Plan:
     """A pool's rates from its last change point on: per flow and block, with the
     cumulative bits and airtime at the blocks' starts (relative to the plan's start)."""
@@ -433,6 +437,9 @@ class Network:
         mac = pool.mac
         if pool.observes:  # a stateful policy: its averages evolve block by block, on a copy
             bw_frac, tf, rate = self._stateful_shares(pool, keys, full, edges, lb)
+        elif len(flows) == 1 and type(mac) in _SOLO_FULL:  # alone: the whole band when live
+            rate = full
+            tf = (full > 0).astype(np.float64)
         else:
             bw_frac, tf = _block_shares(mac, keys, full)
             rate = np.where(bw_frac > 0.0, full * tf, 0.0)
@@ -496,6 +503,14 @@ class Network:
         rows = pool.lb_rows
         have = [rows[f.fid] for f in flows if f.fid in rows]
         new = [f for f in flows if f.fid not in rows]
+        if not new and have == list(range(old.clients.size)):  # the same flows: the rest of the rows
+            if h == 0 and old.edges_s[0] == now:
+                return old
+            edges = old.edges_s[h:].copy()
+            edges[0] = now
+            return LinkBlocks(old.clients, edges, old.full_bps[:, h:], old.sinr_db[:, h:],
+                              np.maximum(old.handover - h, 0),
+                              None if old.data is None else old.data[:, h:])
         parts = []
         if have:
             r = np.array(have)
