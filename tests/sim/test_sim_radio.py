@@ -223,3 +223,35 @@ def test_network_with_radio_accounts_exactly():
     tot = res.summary["totals"]
     assert tot["bits_offered"] == pytest.approx(tot["bits_over_the_air"] + tot["bits_lost"], rel=1e-12)
     assert isinstance(sim.network, Network) and isinstance(sim.env, simpy.Environment)
+
+
+def test_a_handover_during_a_transfer_happens_at_the_block_where_the_rule_fires():
+    """The plan looks the handover rule ahead over the transfer's blocks: the pool wakes at
+    the start of the block where a handover fires, the flow moves there, and ends in its new
+    cell (or a later one); a rerun has the same handovers at the same times."""
+    from pathlib import Path
+
+    from sim.scenario import load_scenario
+
+    scn = load_scenario(Path(__file__).resolve().parents[2] / "scenarios" / "hex7_uma_mixed.yaml",
+                        ["fl.rounds=3"])
+    sim = Simulation(scn)
+    ev = sim.run().tracer.to_frame()
+    ch = sim.link.channel
+    starts = ev[ev["event"] == "send_start"]
+    ends = ev[ev["event"].isin(["send_end", "send_failed"])]
+    during = 0
+    for _, h in ev[ev["event"] == "handover"].iterrows():
+        mine_s, mine_e = starts[starts["client"] == h["client"]], ends[ends["client"] == h["client"]]
+        for _, st in mine_s.iterrows():
+            after = mine_e[mine_e["t_s"] >= st["t_s"]]
+            end = after.iloc[0] if len(after) else None
+            if end is not None and st["t_s"] < h["t_s"] < end["t_s"]:
+                during += 1
+                assert h["t_s"] == ch.block_start_s(ch.block_index(h["t_s"]))
+                assert end["cell"] == h["cell"] or (
+                    ev[(ev["event"] == "handover") & (ev["client"] == h["client"])
+                       & (ev["t_s"] > h["t_s"]) & (ev["t_s"] < end["t_s"])].shape[0] > 0)
+    assert during >= 2
+    again = Simulation(scn).run().tracer.to_frame()
+    assert again[again["event"] == "handover"].equals(ev[ev["event"] == "handover"])
