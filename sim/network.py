@@ -21,10 +21,12 @@ Other change points re-plan the pool at once: a flow starts or ends in it (the M
 the band) or is cancelled. Nothing happens per fading block in between, and idle clients
 cost nothing.
 
-Interference: a flow's SINR in a planned block counts the co-channel transmitters of that
-moment's plan — uplink flows in other cells, cells with downlink flows — with their gains in
-that block; the set is the one at the pool's last change point (at the latest, the start of
-the plan, at most one chunk of blocks ago).
+Interference: a flow's SINR in a planned block counts co-channel transmitters — uplink
+flows in other cells, cells with downlink flows — with their gains in that block; the set is
+the one of the moment the link made the flow's rows: when the flow joined its pool, at the
+end of the pool's previous rows (a chunk boundary for the radio link), or after a handover
+(:meth:`Network._link_rows`). Between those, flows starting or ending elsewhere do not
+change a pool's rates.
 
 The per-event path that touches a single flow (its start, a rate prediction) works on plain
 Python floats where numpy's per-call cost exceeds the arithmetic; the two stateless MAC

@@ -17,8 +17,8 @@ cost nothing.
 
 SINR: uplink interference comes from the clients of other cells with an active uplink flow,
 downlink interference from the cells with an active downlink flow, with their gains in the
-block; the set is the one when the link is asked (for a planned transfer, when its pool
-last changed). Power concentration: a client given a fraction b/B of its cell's uplink band
+block; the set is the one when the link is asked (for a planned transfer, when its rows were
+made: see :meth:`sim.network.Network._link_rows`). Power concentration: a client given a fraction b/B of its cell's uplink band
 puts its whole power there, so its SINR on that sub-band is the full-band SINR + 10·log10(B/b)
 (noise and average interference scale with the band); downlink power is spread over the
 band, so the downlink SINR does not depend on the share.
