@@ -9,16 +9,20 @@ update, Jakes-correlated Rayleigh fading update, then per client the downlink SI
 Printed per client count (1e3, 1e4, 1e5 clients × 19 sites):
 
 - ``radio``: :class:`channel.RadioChannel.gain_linear` + :func:`channel.link.downlink_sinr_linear`
-  + :meth:`channel.link.RateMapper.rate_from_linear_bps` (the simulator's path). It also
-  keeps each link's LOS state spatially consistent (refreshed every 5 m of travel), which
-  the reference does not do.
+  + :meth:`channel.link.RateMapper.rate_from_linear_bps`, one block per call. Its channel is
+  history-free (LOS, shadowing and a 16-sinusoid fading as fields of position and time),
+  which the reference (Markov updates with fresh normals, LOS drawn once) is not.
 - ``reference``: the same stages written as one minimal numpy function with preallocated
   buffers and in-place operations (LOS drawn once).
-- ``static``: RadioChannel with parked clients (only fading changes: a 0.5 m/s Doppler floor),
-  for scale.
+- ``static``: RadioChannel with parked clients (only fading changes: a 0.5 m/s environment
+  Doppler), for scale.
+- ``chunked``: :meth:`channel.RadioChannel.gains_over` on whole chunks of 16 blocks (the
+  simulator's path for transferring clients); the per-block ``radio`` path computes one
+  block per call (each block's matrix products are still those of its whole chunk, so that
+  a block asked for alone or in its chunk gives the same bits).
 - the ratio radio/reference, and each pipeline against the memory-bandwidth bound:
   measured copy bandwidth ÷ bytes of array traffic per link-sample (counted from the
-  passes each implementation makes, listed below).
+  passes the reference makes, listed below).
 
 Run: ``python bench/channel_throughput.py [--clients 1000 10000 100000] [--blocks N]``.
 """
@@ -43,10 +47,10 @@ P_BS_DBM = 46.0
 H_BS, H_UT = 25.0, 1.5
 
 # Array traffic per link-sample in bytes (reads + writes; float64 = 8 B, bool = 1 B), counted
-# from the passes over [n_bs, n_ue] arrays each block makes. Both pipelines make the same
-# passes (RadioChannel: channel/radio.py _large_scale, PathlossPlan._from_sq,
-# CorrelatedShadowing._update, BlockFading.advance_to/power_into, gain_linear; the
-# reference: Reference.step below). A unary pass costs 16 B, a binary in-place one 24 B.
+# from the passes over [n_bs, n_ue] arrays the reference makes each block (Reference.step
+# below). RadioChannel's history-free channel makes other passes (field bases of 16
+# sinusoids per client, matrix products per chunk); its "/bound" column uses the same byte
+# count, as a yardstick only. A unary pass costs 16 B, a binary in-place one 24 B.
 TRAFFIC_BYTES = {
     "distance: 2 subtract (W), 2 square, 1 add": 8 + 16 + 8 + 16 + 24,
     "path loss: clip, +h², log, 2×(×k, +a), far mask, select, max, select": 16 * 3 + 16 * 4 + 9 + 17 + 16 * 2 + 24 + 17,
@@ -216,6 +220,33 @@ def run_radio(n_ue, n_blocks, moving=True):
     return lay.n_bs * n_ue * n_blocks / dt
 
 
+def run_chunked(n_ue, n_blocks):
+    """RadioChannel.gains_over on whole chunks of 16 blocks (what the simulator does for
+    transferring clients): positions of every block, one call per chunk."""
+    from channel._sos import CHUNK_BLOCKS
+
+    lay, xy0, vel, speed = scenario(n_ue)
+    ss = np.random.SeedSequence(1)
+    rngs = {k: np.random.default_rng(s) for k, s in zip(("los", "shadowing", "fading"), ss.spawn(3))}
+    rc = ch.RadioChannel(lay, ch.UMa(), CARRIER_HZ, H_UT, n_ue, fading={"kind": "rayleigh", "min_speed_mps": 0.5},
+                         rngs=rngs, block_s=BLOCK_S)
+    ids = np.arange(n_ue)
+    n_chunks = max(1, n_blocks // CHUNK_BLOCKS)
+
+    def chunk(j):
+        blocks = np.arange(j * CHUNK_BLOCKS, (j + 1) * CHUNK_BLOCKS)
+        xy = xy0[None] + vel[None] * (blocks * BLOCK_S)[:, None, None]
+        return rc.gains_over(blocks, xy, ids)
+
+    chunk(0)  # warm-up
+    t0 = time.perf_counter()
+    for j in range(1, 1 + n_chunks):
+        lin, _ = chunk(j)
+    dt = time.perf_counter() - t0
+    assert np.isfinite(lin).all()
+    return lay.n_bs * n_ue * n_chunks * CHUNK_BLOCKS / dt
+
+
 def run_reference(n_ue, n_blocks):
     lay, xy0, vel, speed = scenario(n_ue)
     ref = Reference(lay.site_xy_m, xy0, speed, seed=1)
@@ -245,7 +276,7 @@ def main():
     print("Jakes Rayleigh fading update, then per client the downlink SINR over 19 cells and the Shannon rate;")
     print("clients move every 10 ms block (0.5–5 m/s). Best of", args.repeats, "runs, float64, one thread.")
     print(f"memory copy bandwidth: {bw:.1f} GB/s (np.copyto of 512 MiB, read + write)")
-    print(f"array traffic per link-sample (both pipelines make the same passes): {RADIO_BYTES} B")
+    print(f"array traffic per link-sample of the reference pipeline: {RADIO_BYTES} B")
     for what, nbytes in TRAFFIC_BYTES.items():
         print(f"  {nbytes:>4} B  {what}")
     print(
@@ -254,7 +285,7 @@ def main():
     print()
     hdr = (
         f"{'clients':>8} {'links':>9} {'radio M/s':>10} {'reference M/s':>14} {'ratio':>6} "
-        f"{'radio/bound':>12} {'ref/bound':>10} {'static M/s':>11}"
+        f"{'radio/bound':>12} {'ref/bound':>10} {'static M/s':>11} {'chunked M/s':>12}"
     )
     print(hdr)
     print("-" * len(hdr))
@@ -264,9 +295,11 @@ def main():
         r = max(run_radio(n, blocks) for _ in range(args.repeats))
         f = max(run_reference(n, blocks) for _ in range(args.repeats))
         s = max(run_radio(n, blocks, moving=False) for _ in range(args.repeats))
+        c = max(run_chunked(n, max(blocks, 32)) for _ in range(args.repeats))
         print(
             f"{n:>8} {links:>9} {r / 1e6:>10.2f} {f / 1e6:>14.2f} {r / f:>6.2f} "
             f"{r * RADIO_BYTES / (bw * 1e9):>12.1%} {f * REFERENCE_BYTES / (bw * 1e9):>10.1%} {s / 1e6:>11.2f}"
+            f" {c / 1e6:>12.2f}"
         )
 
 

@@ -3,7 +3,9 @@
 numpy/scipy only (no simpy, no torch): usable on its own, e.g. to plot path loss in a
 notebook. Units are in the names (``distance_m``, ``carrier_hz``, ``tx_power_dbm``,
 ``bandwidth_hz``, ``speed_mps``); randomness comes from an explicit
-``np.random.Generator``; stateful models have ``reset()``.
+``np.random.Generator``; stateful models have ``reset()``. Fading, shadowing and LOS
+state are fields of (seed, client, link, position, time): the channel can be asked about
+any moment, in any order, and gives the same values whatever was asked before.
 
 Modules: :mod:`~channel.geometry` (layouts, drops, distances, antenna pattern),
 :mod:`~channel.mobility`, :mod:`~channel.pathloss` (TR 38.901 + textbook models, LOS),
@@ -77,7 +79,7 @@ from .pathloss import (
     fspl_db,
     make_pathloss,
 )
-from .radio import RadioChannel
+from .radio import ChannelSample, RadioChannel
 from .shadowing import CorrelatedShadowing
 
 __all__ = [
@@ -149,4 +151,5 @@ __all__ = [
     "predict_capacity_bits",
     # composite
     "RadioChannel",
+    "ChannelSample",
 ]

@@ -385,6 +385,97 @@ class Association:
         self._serving[ids], self._candidate[ids], self._since[ids] = serving, cand, since
         return serving.copy(), fire
 
+    def forget_candidates(self, cols, t_s: float) -> None:
+        """What :meth:`update` (or :meth:`scan`) does for clients ``cols`` (attached) when
+        no cell beats their serving cell by the hysteresis at ``t_s``: drop their handover
+        candidates (a time-to-trigger restarts)."""
+        self._candidate[np.asarray(cols, dtype=np.int64)] = -1
+        self._t = max(self._t, float(t_s))
+
+    def scan(self, t_s, rsrp_dbm, cols, start=None, commit: bool = True):
+        """:meth:`update` at each of K times in one vectorised call (what K successive calls
+        give, bit for bit in the serving cells).
+
+        Args:
+            t_s: (K,) ascending times, s (each client's updates must stay in time order:
+                the caller's duty here, as clients may be at different times).
+            rsrp_dbm: [K, n_bs, m] dBm of clients ``cols`` at those times.
+            cols: (m,) distinct client indices (requires ``n_ue``).
+            start: (m,) int, the first of the K updates that applies to each client
+                (default 0): earlier ones are skipped for it.
+            commit: False to leave the state as it was (a look-ahead).
+
+        Returns:
+            (serving [K, m] int64 after each update (before ``start``: the state before),
+            handover [K, m] bool).
+        """
+        t = np.asarray(t_s, dtype=float)
+        r = np.asarray(rsrp_dbm, dtype=float)
+        cols = np.asarray(cols, dtype=np.int64)
+        k_n, m = t.size, cols.size
+        if self._serving is None:
+            if self.n_ue is None:
+                raise ValueError("Association.scan needs the number of clients: pass n_ue to Association(...).")
+            self._allocate(self.n_ue)
+        if r.shape[0] != k_n or r.ndim != 3 or r.shape[2] != m:
+            raise ValueError(f"The 'rsrp_dbm' parameter of Association.scan must have shape ({k_n}, n_bs, {m}). "
+                             f"Got shape {r.shape} instead.")
+        s0 = np.zeros(m, dtype=np.int64) if start is None else np.asarray(start, dtype=np.int64).copy()
+        serving = self._serving[cols].copy()
+        cand = self._candidate[cols].copy()
+        since = self._since[cols].copy()
+        serv_out = np.empty((k_n, m), dtype=np.int64)
+        fired = np.zeros((k_n, m), dtype=bool)
+        best = np.argmax(r, axis=1)  # [K, m]
+        v_best = np.take_along_axis(r, best[:, None, :], axis=1)[:, 0, :]
+        kk = np.arange(k_n)[:, None]
+        col = np.arange(m)
+        new = (serving < 0) & (s0 < k_n)  # first seen: attach at the first update, no handover
+        if new.any():
+            i = np.flatnonzero(new)
+            serving[i] = best[s0[i], i]
+            cand[i] = -1
+            s0[i] += 1
+        todo = s0 < k_n
+        serv_out[:] = serving
+        while todo.any():
+            v_serv = r[:, serving, col]  # [K, m] RSRP of the current serving cell
+            better = (v_best > v_serv + self.hysteresis_db) & (kk >= s0)
+            cnd = np.where(better, best, -1)
+            prev = np.empty_like(cnd)
+            prev[1:] = cnd[:-1]
+            prev[0] = cand
+            prev = np.where(kk == s0, cand, prev)  # each client's first update sees its state
+            newstart = (cnd >= 0) & (cnd != prev)
+            last = np.maximum.accumulate(np.where(newstart, kk, -1), axis=0)
+            since_k = np.where(last >= 0, t[np.maximum(last, 0)], since)
+            fire = (cnd >= 0) & (t[:, None] - since_k >= self.time_to_trigger_s) & todo
+            any_fire = fire.any(axis=0)
+            first = np.where(any_fire, np.argmax(fire, axis=0), k_n)
+            # clients with no fire end with the last update's candidate
+            quiet = todo & ~any_fire
+            if quiet.any():
+                q = np.flatnonzero(quiet)
+                cand[q] = cnd[k_n - 1, q]
+                since[q] = since_k[k_n - 1, q]
+                todo[q] = False
+            f = np.flatnonzero(any_fire & todo)
+            if f.size:
+                k_f = first[f]
+                old = serving[f]
+                serving[f] = best[k_f, f]
+                fired[k_f, f] = True
+                cand[f] = -1
+                since[f] = since_k[k_f, f]
+                for i, kf, o in zip(f.tolist(), k_f.tolist(), old.tolist()):
+                    serv_out[kf:, i] = serving[i]
+                s0[f] = k_f + 1
+                todo[f] = s0[f] < k_n
+        if commit and k_n:
+            self._serving[cols], self._candidate[cols], self._since[cols] = serving, cand, since
+            self._t = max(self._t, float(t[-1]))
+        return serv_out, fired
+
 
 # ----------------------------------------------------------------------------------------
 # Rate mapping

@@ -99,6 +99,11 @@ class Mobility(ABC):
         """(n_ue, 2) float64, m."""
         return self.state(t_s)[0]
 
+    def positions_at(self, times_s, ue_index) -> np.ndarray:
+        """[W, m, 2] float64 positions (m) of clients ``ue_index`` ((m,) ints) at each of
+        ``times_s`` ((W,) s): row w equals ``state_of(times_s[w], ue_index)[0]``."""
+        return np.stack([self.state_of(float(t), ue_index)[0] for t in np.atleast_1d(times_s)])
+
     def velocities_mps(self, t_s: float) -> np.ndarray:
         """(n_ue, 2) float64, m/s (right-continuous at waypoints)."""
         return self.state(t_s)[1]
@@ -154,6 +159,12 @@ class Static(Mobility):
         self._time(t_s)
         xy = self._xy[ue_index]
         return xy, np.zeros_like(xy)
+
+    def positions_at(self, times_s, ue_index):
+        times = np.atleast_1d(np.asarray(times_s, dtype=float))
+        for t in (times.min(), times.max()) if times.size else ():
+            self._time(t)
+        return np.broadcast_to(self._xy[ue_index], (times.size, len(self._xy[ue_index]), 2)).copy()
 
     def reset(self) -> None:
         pass
@@ -271,14 +282,33 @@ class _Waypoints(Mobility):
     def state_of(self, t_s, ue_index):
         return self._state_rows(t_s, np.asarray(ue_index, dtype=np.int64))
 
+    def positions_at(self, times_s, ue_index):
+        times = np.atleast_1d(np.asarray(times_s, dtype=float))
+        rows = np.asarray(ue_index, dtype=np.int64)
+        if times.size == 0:
+            return np.empty((0, rows.size, 2))
+        self._time(times.min(), self._t_kept)
+        t = self._time(times.max(), self._t_kept)
+        self._extend(t)
+        t_rep = np.repeat(times, rows.size)  # row-major over (time, client)
+        pos, _ = self._state_rows_at(t_rep, np.tile(rows, times.size), t_rep)
+        return pos.reshape(times.size, rows.size, 2)
+
     def _state_rows(self, t_s, rows):
         t = self._time(t_s, self._t_kept)
         self._extend(t)
         if rows is None:
             rows = self._rows
+        return self._state_rows_at(t, rows, None)
+
+    def _state_rows_at(self, t, rows, t_each):
+        """(positions, velocities) of ``rows`` at time ``t`` (or at ``t_each``, one time
+        per row, when given); the trajectories already cover those times."""
         if self._hold_before_start:
             t0_row = self._t[rows, 0]
             t_row = np.maximum(t, t0_row)  # before a client's first sample: hold it (traces)
+        elif t_each is not None:
+            t_row = t_each
         else:  # generated trajectories start at or before the kept history: max(t, T[0]) = t
             t_row = np.full(rows.size, t)
         j, T0, T1 = self._locate(t_row, None if rows is self._rows else rows)
@@ -606,6 +636,15 @@ class ConstantVelocity(Mobility):
 
     def state_of(self, t_s, ue_index):
         return self._state_rows(t_s, np.asarray(ue_index, dtype=np.int64))
+
+    def positions_at(self, times_s, ue_index):
+        times = np.atleast_1d(np.asarray(times_s, dtype=float))
+        rows = np.asarray(ue_index, dtype=np.int64)
+        for t in (times.min(), times.max()) if times.size else ():
+            self._time(t)
+        s = self._offset[rows] + self._speed[rows] * times[:, None]  # [W, m]
+        u = np.mod(s, self._len[rows]) if self.mode == "wrap" else _fold(s, 0.0, self._len[rows])[0]
+        return self._a[rows] + u[:, :, None] * self._dir[rows]
 
     def _state_rows(self, t_s, rows):
         t = self._time(t_s)

@@ -56,7 +56,6 @@ import numpy as np
 from scipy.special import ndtr
 
 from ._checks import check_positive, check_range, check_choice, child_rng, per_client
-from ._keyed import KeyedStream
 
 __all__ = [
     "C_3GPP_MPS",
@@ -708,30 +707,31 @@ def draw_los(rng: np.random.Generator, p_los) -> np.ndarray:
 
 
 class LosState:
-    """Per-link LOS/NLOS state kept consistent while clients move (TR 38.901 §7.6.3.3 style).
+    """Per-link LOS/NLOS state, spatially consistent: a field of position (TR 38.901
+    §7.6.3.3 style).
 
-    Each link carries a latent standard-normal g, correlated along the client's path as an
-    exponential (Gudmundson) process with the LOS correlation distance d_LOS
-    (``model.los_decorrelation_m``, Table 7.6.3.1-2): after a displacement Δd,
-    g' = ρ g + sqrt(1 − ρ²) z with ρ = exp(−Δd / d_LOS). The link is LOS when
-    Φ(g) < P_LOS(d2D) — a correlated uniform compared with the Table 7.4.2-1 probability,
-    so each link is LOS with exactly P_LOS, and a client that moves a short distance keeps
-    its state (a LOS/NLOS switch needs either a real change of P_LOS or of order d_LOS of
-    travel).
+    Each link carries a latent standard-normal field g(p) of the client's position with
+    the exponential (Gudmundson) correlation exp(−|Δp| / d_LOS), d_LOS =
+    ``model.los_decorrelation_m`` (Table 7.6.3.1-2), a sum of sinusoids keyed by (seed,
+    client, link) (:mod:`channel._sos`). The link is LOS where Φ(g(p)) < P_LOS(d2D) — a
+    correlated uniform compared with the Table 7.4.2-1 probability, so each link is LOS
+    with exactly P_LOS, a client that moves a short distance keeps its state (a switch
+    needs a real change of P_LOS or of order d_LOS of travel), and the state at a position
+    does not depend on which positions were evaluated before.
 
-    The latent is refreshed for a client once its accumulated travel since the last
-    refresh reaches ``update_m`` (default d_LOS/10: 5 m UMa/UMi, 6 m RMa, 1 m InH, where
-    the latent still correlates at e^{−0.1} = 0.90 with its held value): since the
-    exponential process is Markov, refreshing with the accumulated distance has exactly the
-    distribution of refreshing at every step; the state is only held for at most
-    ``update_m`` of travel (a LOS/NLOS switch is delayed by at most that much).
+    :meth:`los_at` evaluates the state at positions. The stateful API (:meth:`update`)
+    keeps a coordinate per client along a straight path moved by the displacements given,
+    and evaluates the field at that coordinate rounded down to a multiple of ``update_m``
+    (default d_LOS/10: 5 m UMa/UMi, 6 m RMa, 1 m InH, where the latent still correlates at
+    e^{−0.1} = 0.90): the state is held for at most ``update_m`` of travel and refreshed
+    each time the client's coordinate crosses a multiple of it.
 
     Args:
         model: the path-loss model (gives P_LOS and d_LOS).
         n_bs, n_ue: link array shape (use n_site: LOS is per site–UE path).
         rng: generator; the state owns a child of it, and ``reset()`` replays.
         decorrelation_m: override d_LOS, m.
-        update_m: refresh threshold, m (>= 0); None = d_LOS/10.
+        update_m: refresh step of the stateful API, m (>= 0); None = d_LOS/10.
     """
 
     def __init__(
@@ -760,15 +760,34 @@ class LosState:
         self._seed = child_rng(rng, "LosState")
         self.reset()
 
+    def latent_at(self, xy_m, cols=None) -> np.ndarray:
+        """The latent g of clients ``cols`` (default all) at positions ``xy_m`` ((m, 2), m):
+        [n_bs, m] float64, N(0, 1) at every point."""
+        from ._sos import field_basis, field_coefficients, field_wavevectors
+
+        ids = np.arange(self.n_ue) if cols is None else np.asarray(cols, dtype=np.int64)
+        xy = np.asarray(xy_m, dtype=float).reshape(ids.size, 2)
+        if ids.size == 0:
+            return np.empty((self.n_bs, 0))
+        kx, ky = field_wavevectors(self._seed, ids, purpose=20)
+        q = field_coefficients(self._seed, ids, self.n_bs, purpose=21)
+        return np.matmul(q, field_basis(kx, ky, xy[None], self.decorrelation_m))[:, :, 0].T
+
+    def los_at(self, d2d_m, h_ut_m, xy_m, cols=None) -> np.ndarray:
+        """LOS state [n_bs, m] (bool) of clients ``cols`` at positions ``xy_m`` ((m, 2), m)
+        with horizontal distances ``d2d_m`` ([n_bs, m], m) and heights ``h_ut_m`` (scalar
+        or (m,), m)."""
+        h = np.asarray(h_ut_m, dtype=float)
+        p = self.model.los_probability(np.asarray(d2d_m, dtype=float), h if h.ndim == 0 else h[None, :])
+        return ndtr(self.latent_at(xy_m, cols)) < p
+
     def reset(self) -> None:
-        """Forget the state; the next :meth:`update` draws it afresh (same draws as before)."""
-        self._draw = KeyedStream(self._seed, self.n_bs)
-        self._g = np.zeros((self.n_bs, self.n_ue))
-        self._n = np.full(self.n_ue, -1, dtype=np.int64)  # refreshes per client (−1: none yet)
+        """Forget the state; the next :meth:`update` evaluates it afresh (same values)."""
+        self._path_m = np.zeros(self.n_ue)  # coordinate along each client's path
+        self._held_m = np.full(self.n_ue, -1.0)  # coordinate of the held state (−1: none)
         self._los = np.zeros((self.n_bs, self.n_ue), dtype=bool)
         self._los_view = self._los.view()
         self._los_view.flags.writeable = False
-        self._acc_m = np.zeros(self.n_ue)
         self.last_updated = np.arange(0)
 
     @property
@@ -790,55 +809,31 @@ class LosState:
 
         Returns:
             [n_bs, n_ue] bool (read-only view). ``self.last_updated`` holds the indices of
-            the clients whose state was refreshed (ascending when ``cols`` is).
-
-        A client's first update draws its state; later ones refresh it once its travel
-        since its last refresh reaches ``update_m``. Random numbers are counter-based
-        (:mod:`channel._keyed`): client u's j-th refresh uses the same draws whichever
-        other clients are updated with it.
+            the clients whose state was refreshed (ascending when ``cols`` is): those seen
+            for the first time and those whose coordinate crossed a multiple of
+            ``update_m``.
         """
         every = cols is None
         ids = np.arange(self.n_ue) if every else np.asarray(cols, dtype=np.int64)
-        disp = per_client(displacement_m, ids.size)
-        n = self._n if every else self._n[ids]
-        acc = (self._acc_m if every else self._acc_m[ids]) + disp
-        fresh = None
-        if ids.size and min(n.tolist()) >= 0:  # the usual case: no new client
-            due = acc >= self.update_m
-            if self.update_m <= 0.0:
-                due &= acc > 0.0
-        else:
-            fresh = n < 0
-            acc[fresh] = 0.0
-            due = fresh | ((acc >= self.update_m) & (acc > 0.0))
+        self._path_m[ids] += per_client(displacement_m, ids.size)
+        s = self._path_m[ids]
+        if self.update_m > 0.0:
+            s = np.floor(s / self.update_m) * self.update_m
+        due = s != self._held_m[ids]
         sel = due.nonzero()[0]
-        if every:
-            self._acc_m = acc
-        else:
-            self._acc_m[ids] = acc
         self.last_updated = ids[sel]
         if sel.size == 0:
             return self._los_view
-        whole = sel.size == ids.size
         idx = self.last_updated
+        self._held_m[idx] = s[sel]
         h = np.asarray(h_ut_m, dtype=float)
         h_cols = h if h.ndim == 0 else per_client(h, self.n_ue)[idx]
         d_cols = np.asarray(d2d_m, dtype=float)
-        if not whole:
+        if sel.size != ids.size:
             d_cols = d_cols[:, sel]
         if squared:
             d_cols = np.sqrt(d_cols)
-        self._refresh(idx, np.zeros(sel.size, dtype=bool) if fresh is None else fresh[sel], acc[sel], d_cols, h_cols)
+        xy = np.zeros((idx.size, 2))
+        xy[:, 0] = s[sel]
+        self._los[:, idx] = self.los_at(d_cols, h_cols, xy, idx)
         return self._los_view
-
-    def _refresh(self, idx, fresh, acc, d2d_cols, h_cols) -> None:
-        """Refresh the latent and the LOS state of clients ``idx``."""
-        self._n[idx] += 1
-        z = self._draw.normal(idx, self._n[idx])  # [n_bs, k]: the stationary draw when fresh
-        rho = np.where(fresh, 0.0, np.exp(-acc / self.decorrelation_m))  # (k,)
-        z *= np.sqrt(1.0 - rho * rho)
-        g = self._g[:, idx] * rho + z
-        self._g[:, idx] = g
-        p = self.model.los_probability(d2d_cols, h_cols)
-        self._los[:, idx] = ndtr(g) < p
-        self._acc_m[idx] = 0.0

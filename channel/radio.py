@@ -1,36 +1,34 @@
-"""RadioChannel: the composite channel the simulator queries every fading block.
+"""RadioChannel: the composite channel, a function of (seed, client, link, position, time).
 
 gain_db[b, u] = antenna gain of BS b towards client u
               − path loss of the (site of b, u) path for its LOS state
-              − correlated shadowing of that path
-              + 10·log10 |h[b, u]|² (block fading of the current block)
+              − shadowing of that path
+              + 10·log10 |h[b, u]|² (block fading)
 
-Gains are piecewise constant over fading blocks [n·block_s, (n+1)·block_s). The first call
-for a block computes it from the positions and speeds passed in (pass the positions at the
-block's start, :meth:`RadioChannel.block_start_s`, or use
-:meth:`RadioChannel.gain_db_for_mobility`); further calls for the same block return the
-same array. Blocks must be requested in non-decreasing order.
+Every random part is a field of the client's position — the LOS state and the shadowing
+(spatially correlated, :mod:`channel.pathloss`, :mod:`channel.shadowing`) and the fading
+(a sum of sinusoids, :mod:`channel.fading`, plus its block's start time for the
+environment Doppler) — whose parameters are counter-based draws keyed by (seed, client,
+link) (:mod:`channel._keyed`). Hence:
 
-Client subsets: every output method takes ``ue_index`` (client indices) to compute and
-return only those clients' columns. Each client keeps its own state (the block it is at,
-its last position, LOS, shadowing, fading), and all random numbers are counter-based
-(:mod:`channel._keyed`), so a client's channel evolves identically whether or not other
-clients are computed: for the same calls of a client, a subset call returns exactly the
-columns the full call returns. A client not requested in some blocks is advanced lazily
-when next requested: the fading jumps with the exact multi-block correlation
-J0(2π f_D Δt) (see :mod:`channel.fading`), and shadowing and LOS move by the straight-line
-displacement since its last evaluation (both are Markov in the distance travelled, so this
-is their exact law between the two evaluated positions). Hence a client's realisation
-depends on the blocks at which *it* was evaluated, never on other clients.
+- :meth:`RadioChannel.sample` evaluates any blocks at any positions for any clients in one
+  vectorised call, and its value for a (client, block, position) is the same bit for bit
+  whatever was asked before and whatever else is in the batch (common random numbers: two
+  scenarios that differ in bandwidth, algorithm or selection see the same channel for the
+  same client at the same time and place);
+- the simulator evaluates a transfer's many future blocks at once (the matrix products run
+  per chunk of :data:`channel._sos.CHUNK_BLOCKS` blocks, so a block asked for alone or in
+  its chunk gives the same bits).
 
-Per-block work, vectorised over the requested links:
+Gains are piecewise constant over fading blocks [n·block_s, (n+1)·block_s): the value of a
+block is the fields at the client's position at the block's start.
 
-- clients whose position did not change → path loss, LOS and shadowing are reused;
-- shadowing and fading draw random numbers only for clients that moved (ρ ≠ 1);
-- the LOS state is refreshed per client after ``los_update_m`` of travel (see
-  :class:`channel.pathloss.LosState`);
-- the dB and linear outputs are produced lazily (one transcendental pass each, only for the
-  form requested).
+The per-block convenience API (:meth:`RadioChannel.gain_db`, :meth:`RadioChannel.gains`,
+...) keeps, per client, the block it was last evaluated at and its values there: the first
+call for a block computes it from the positions passed in, further calls for the same
+block return the same values, and blocks must be requested in non-decreasing order. It
+takes ``ue_index`` (client indices) to compute only those clients' columns — equal to the
+columns of the full call.
 """
 
 from __future__ import annotations
@@ -41,15 +39,16 @@ import warnings
 from typing import Mapping
 
 import numpy as np
+from scipy.special import ndtr
 
-from ._checks import check_choice, check_nonnegative, check_positive, per_client
-from .fading import BlockFading, coherence_time_s
+from ._checks import check_choice, check_positive
+from ._sos import N_FIELD_TERMS, ParamCache, chunk_product, field_basis, field_coefficients, field_wavevectors
+from .fading import DEFAULT_N_SINUSOIDS, BlockFading, coherence_time_s, rician_amplitudes
 from .geometry import Layout, sector_antenna_gain_db
 from .link import downlink_sinr_linear, uplink_sinr_linear
-from .pathloss import LosState, PathlossModel, make_pathloss
-from .shadowing import CorrelatedShadowing
+from .pathloss import PathlossModel, make_pathloss
 
-__all__ = ["RadioChannel", "DEFAULT_K_FACTOR_DB", "DEFAULT_BLOCK_S"]
+__all__ = ["RadioChannel", "ChannelSample", "DEFAULT_K_FACTOR_DB", "DEFAULT_BLOCK_S"]
 
 _DB = 10.0 / math.log(10.0)
 _INV_DB = 1.0 / _DB
@@ -59,11 +58,30 @@ DEFAULT_K_FACTOR_DB = {"uma": 9.0, "umi": 9.0, "rma": 7.0, "inh_office": 7.0}
 #: Fading block when none is given: one NR radio frame, 10 ms (TS 38.211 §4.3.1).
 DEFAULT_BLOCK_S = 0.01
 
-_FADING_KEYS = {"kind", "k_factor_db", "block_s", "iid", "los_phase", "min_speed_mps"}
+_FADING_KEYS = {"kind", "k_factor_db", "block_s", "iid", "los_phase", "min_speed_mps", "n_sinusoids"}
+
+
+@dataclasses.dataclass(frozen=True)
+class ChannelSample:
+    """What :meth:`RadioChannel.sample` returns for W blocks and m clients.
+
+    Attributes:
+        gain_linear: [W, n_bs, m] float64, linear channel gain (antenna − path loss −
+            shadowing, times the fading power).
+        large_scale_db: [W, n_bs, m] float64, dB, the gain without fading (what RSRP-based
+            association uses).
+        fading_power: [W, n_bs, m] float64, |h|² (ones without fading).
+        los: [W, n_bs, m] bool, LOS state of each link.
+    """
+
+    gain_linear: np.ndarray
+    large_scale_db: np.ndarray
+    fading_power: np.ndarray
+    los: np.ndarray
 
 
 class RadioChannel:
-    """Composite radio channel for every BS–client link, one fading block at a time.
+    """Composite radio channel for every BS–client link (see the module docstring).
 
     Args:
         layout: the base stations (:class:`channel.geometry.Layout`).
@@ -75,7 +93,8 @@ class RadioChannel:
             (``"rayleigh"``, ``"rician"``: K on every link, ``"rician_los"``: K on LOS links
             and Rayleigh on NLOS ones), ``k_factor_db`` (default: the scenario's TR 38.901
             mean, :data:`DEFAULT_K_FACTOR_DB`, else 9 dB), ``block_s``, ``iid`` (bool),
-            ``los_phase`` (``"random"``/``"zero"``), ``min_speed_mps``.
+            ``los_phase`` (``"random"``/``"zero"``), ``min_speed_mps`` (environment
+            Doppler, see :class:`channel.fading.BlockFading`), ``n_sinusoids``.
         shadowing: apply correlated log-normal shadowing with the model's σ_SF and
             correlation distances.
         antenna_max_gain_dbi: G_E,max of sector antennas (TR 38.901 Table 7.3-1); omni BSs
@@ -86,9 +105,7 @@ class RadioChannel:
             :data:`DEFAULT_BLOCK_S`).
         downtilt_deg: electrical downtilt for the vertical antenna pattern (None: horizontal
             pattern only).
-        los_update_m: travel after which a client's LOS state is refreshed, m (None: a tenth
-            of the model's LOS correlation distance, see :class:`channel.pathloss.LosState`).
-        los_mode: ``"random"`` (TR 38.901 LOS probability, spatially consistent),
+        los_mode: ``"random"`` (TR 38.901 LOS probability, a spatially consistent field),
             ``"los"`` or ``"nlos"`` (force every link).
     """
 
@@ -106,7 +123,6 @@ class RadioChannel:
         rngs: Mapping[str, np.random.Generator],
         block_s: float | None = None,
         downtilt_deg: float | None = None,
-        los_update_m: float | None = None,
         los_mode: str = "random",
     ) -> None:
         owner = "RadioChannel"
@@ -164,7 +180,6 @@ class RadioChannel:
         self.block_s = check_positive(
             block_s if block_s is not None else (fb if fb is not None else DEFAULT_BLOCK_S), "block_s", owner
         )
-        self.los_update_m = None if los_update_m is None else check_nonnegative(los_update_m, "los_update_m", owner)
 
         has_nlos = self.plan.a3 is not None
         need = []
@@ -186,12 +201,18 @@ class RadioChannel:
                 f"The 'rngs' parameter of {owner} must have keys {need} for this configuration. "
                 f"Got keys {sorted(rngs)} instead (missing {missing})."
             )
-        self._los_state = (
-            LosState(self.pathloss, self.n_site, n, rngs["los"], update_m=self.los_update_m) if "los" in need else None
-        )
-        self._shadow = None
-        if sf_on:
-            self._shadow = CorrelatedShadowing(1.0, 1.0, self.n_site, n, rngs["shadowing"])
+        from ._checks import child_rng
+
+        # one seed per random field; each draw is keyed by (seed, client, link)
+        self._los_seed = child_rng(rngs["los"], "LosState") if "los" in need else None
+        self._sf_seed = child_rng(rngs["shadowing"], "CorrelatedShadowing") if sf_on else None
+        # correlation distances: shadowing (LOS, NLOS) and the LOS latent; one basis per
+        # distinct distance, the fields that share a distance share its basis
+        self._sf_dc = (tuple(float(d) for d in self.pathloss.decorrelation_m(np.array([True, False])))
+                       if sf_on else ())
+        self._los_dc = float(self.pathloss.los_decorrelation_m) if self._los_seed is not None else None
+        self._freq_seed = self._sf_seed if self._sf_seed is not None else self._los_seed
+        self._field_params = ParamCache()
         self._fading = None
         self._rician_los = False
         if fading is not None:
@@ -203,6 +224,7 @@ class RadioChannel:
             k_db = fading.get("k_factor_db", DEFAULT_K_FACTOR_DB.get(self.pathloss.name, 9.0))
             self._rician_los = kind == "rician_los"
             self._k_db = float(k_db)
+            self._k_amp = rician_amplitudes(self._k_db)  # (LOS, diffuse) amplitudes of K
             self._fading = BlockFading(
                 self.n_bs,
                 n,
@@ -214,20 +236,9 @@ class RadioChannel:
                 iid=bool(fading.get("iid", False)),
                 los_phase=fading.get("los_phase", "random"),
                 min_speed_mps=fading.get("min_speed_mps", 0.0),
+                n_sinusoids=fading.get("n_sinusoids", DEFAULT_N_SINUSOIDS),
             )
         self.fading_kind = None if fading is None else fading.get("kind", "rayleigh")
-
-        # preallocated per-block buffers
-        site_shape, bs_shape = (self.n_site, n), (self.n_bs, n)
-        self._d2 = np.empty(site_shape)
-        self._tmp = np.empty(site_shape)
-        self._pl = np.empty(site_shape)  # path loss + shadowing, dB
-        self._ls = np.empty(bs_shape) if self._sectorised else None  # large-scale gain per BS, dB
-        self._p = np.empty(bs_shape)  # fading power
-        self._ptmp = np.empty(bs_shape)
-        self._work: dict = {}
-        self._los = np.empty(site_shape, dtype=bool)
-        self._nlos = np.empty(site_shape, dtype=bool)
         self.reset()
 
     # ------------------------------------------------------------------------------------
@@ -244,18 +255,14 @@ class RadioChannel:
             )
 
     def reset(self) -> None:
-        """Back to the initial state: the same sequence of calls gives the same gains."""
-        if self._los_state is not None:
-            self._los_state.reset()
-        if self._shadow is not None:
-            self._shadow.reset()
-        if self._fading is not None:
-            self._fading.reset()
-        self._los[...] = self.los_mode != "nlos"  # "random": overwritten by the first block
-        np.logical_not(self._los, out=self._nlos)
+        """Forget the per-block state (the values are functions of the seed: the same
+        calls give the same gains)."""
+        n = self.n_ue
         self._block = None
-        self._at = np.full(self.n_ue, -1, dtype=np.int64)  # block of each client (−1: none)
-        self._xy = np.zeros((self.n_ue, 2))  # position of each client at its last evaluation
+        self._at = np.full(n, -1, dtype=np.int64)  # block of each client (−1: none)
+        self._ls = np.zeros((self.n_bs, n))  # large-scale gain of each client's block, dB
+        self._p = np.ones((self.n_bs, n))  # fading power of each client's block
+        self._los = np.zeros((self.n_bs, n), dtype=bool)
         self._out_db = None  # full outputs, valid until a client advances
         self._out_lin = None
 
@@ -279,7 +286,7 @@ class RadioChannel:
 
     @property
     def block(self) -> int | None:
-        """Index of the latest block computed (None before the first call)."""
+        """Index of the latest block computed by the per-block API (None before the first call)."""
         return self._block
 
     @property
@@ -289,7 +296,173 @@ class RadioChannel:
         v.flags.writeable = False
         return v
 
-    # -- the per-block update --------------------------------------------------------------
+    # -- the stateless evaluation -------------------------------------------------------------
+    def sample(self, blocks, ue_xy_m, ue_index=None) -> ChannelSample:
+        """The channel of clients ``ue_index`` at ``blocks``, at the positions given.
+
+        Args:
+            blocks: (W,) distinct int block indices >= 0, any order (the environment Doppler
+                of the fading uses their start times).
+            ue_xy_m: [W, m, 2] float64, m: each client's position at each block's start.
+            ue_index: (m,) distinct client indices (default: every client).
+
+        Returns:
+            :class:`ChannelSample` of [W, n_bs, m] arrays. Stateless: any moment may be
+            asked, in any order, and a (client, block, position) gives the same bits
+            whatever was asked before and whatever else is in the batch.
+        """
+        blocks = np.atleast_1d(np.asarray(blocks, dtype=np.int64))
+        ids = np.arange(self.n_ue) if ue_index is None else self._index(ue_index)
+        xy = np.asarray(ue_xy_m, dtype=float)
+        if xy.shape != (blocks.size, ids.size, 2):
+            raise ValueError(
+                f"The 'ue_xy_m' parameter of RadioChannel.sample must have shape ({blocks.size}, {ids.size}, 2). "
+                f"Got shape {xy.shape} instead."
+            )
+        if blocks.size and int(blocks.min()) < 0:
+            raise ValueError(f"The 'blocks' parameter of RadioChannel.sample must be >= 0. Got {int(blocks.min())} instead.")
+        if not np.isfinite(xy).all():
+            raise ValueError("The 'ue_xy_m' parameter of RadioChannel must be finite. Got NaN or inf instead.")
+        ls, p, los = self._compute(ids, blocks, xy)  # [n_bs, W, m] each
+        lin = np.multiply(ls, _INV_DB)
+        np.exp(lin, out=lin)
+        if p is not None:
+            lin *= p
+        else:
+            p = np.ones(ls.shape)
+        return ChannelSample(*(np.ascontiguousarray(a.transpose(1, 0, 2)) for a in (lin, ls, p, los)))
+
+    def gains_over(self, blocks, ue_xy_m, ue_index) -> tuple[np.ndarray, np.ndarray]:
+        """(linear gain, large-scale gain in dB), each [m, n_bs, W] (client-major, what a
+        per-client cache stores), of clients ``ue_index`` at ``blocks`` and positions
+        ``ue_xy_m`` [W, m, 2] — the values of :meth:`sample`, without its checks."""
+        blocks = np.atleast_1d(np.asarray(blocks, dtype=np.int64))
+        ids = np.asarray(ue_index, dtype=np.int64)
+        ls, p, _ = self._compute(ids, blocks, np.asarray(ue_xy_m, dtype=float))  # [n_bs, W, m]
+        ls = np.ascontiguousarray(ls.transpose(2, 0, 1))
+        lin = np.multiply(ls, _INV_DB)
+        np.exp(lin, out=lin)
+        if p is not None:
+            lin *= p.transpose(2, 0, 1)
+        return lin, ls
+
+    def _plan_of(self, ids, reps: int = 1):
+        """The path-loss plan for clients ``ids`` (per-client heights), its client columns
+        repeated ``reps`` times (the [n_site, W·m] layout of :meth:`_compute`)."""
+        if self.ue_height_m.ndim == 0 or self.n_ue == 1:
+            return self.plan
+        cols = {}
+        for f in dataclasses.fields(self.plan):
+            v = getattr(self.plan, f.name)
+            if isinstance(v, np.ndarray) and v.ndim == 2 and v.shape[1] == self.n_ue:
+                cols[f.name] = np.tile(v[:, ids], (1, reps))
+        return dataclasses.replace(self.plan, **cols)
+
+    def _field_values(self, ids, blocks, xy):
+        """The unit fields at these points: {"los": g, "sf": (u at the LOS distance, u at
+        the NLOS distance)}, each [n_site, W, m] (absent when off)."""
+        out = {}
+        if self._freq_seed is None:
+            return out
+        kx, ky, q_los, q_sf = self._field_params.get(ids, self._draw_field_parameters)
+        bases = {}
+
+        def basis(d):
+            if d not in bases:
+                bases[d] = field_basis(kx, ky, xy, d)  # [m, 2N, W]
+            return bases[d]
+
+        if self._los_seed is not None:
+            out["los"] = chunk_product(q_los, basis(self._los_dc), blocks).transpose(1, 2, 0)
+        if self._sf_seed is not None:
+            out["sf"] = tuple(chunk_product(q_sf, basis(d), blocks).transpose(1, 2, 0) for d in self._sf_dc)
+        return out
+
+    def _draw_field_parameters(self, ids):
+        """(κx, κy [m, N], LOS-latent and shadowing coefficients [m, n_site, 2N]; an empty
+        [m, 0, 0] array for a field that is off)."""
+        kx, ky = field_wavevectors(self._freq_seed, ids, purpose=30)
+        none = np.empty((ids.size, 0, 0))
+        q_los = (none if self._los_seed is None
+                 else field_coefficients(self._los_seed, ids, self.n_site, N_FIELD_TERMS, purpose=31))
+        q_sf = (none if self._sf_seed is None
+                else field_coefficients(self._sf_seed, ids, self.n_site, N_FIELD_TERMS, purpose=32))
+        return kx, ky, q_los, q_sf
+
+    def _compute(self, ids: np.ndarray, blocks: np.ndarray, xy: np.ndarray):
+        """(large-scale gain dB, fading power or None, LOS), each [n_bs, W, m], of clients
+        ``ids`` at ``blocks`` and positions ``xy`` [W, m, 2]."""
+        w, m = blocks.size, ids.size
+        shape = (self.n_site, w, m)
+        ux, uy = xy[:, :, 0][None], xy[:, :, 1][None]  # [1, W, m]
+        dx = np.subtract(ux, self._site_x[:, :, None])  # [n_site, W, m]
+        dy = np.subtract(uy, self._site_y[:, :, None])
+        d2 = np.multiply(dx, dx)
+        d2 += np.multiply(dy, dy)  # d2D², m²
+        fields = self._field_values(ids, blocks, xy)
+        if "los" in fields:
+            h = self.ue_height_m if self.ue_height_m.ndim == 0 else self.ue_height_m[ids][None, None, :]
+            los = ndtr(fields["los"]) < self.pathloss.los_probability(np.sqrt(d2), h)
+        else:
+            los = np.full(shape, self.los_mode != "nlos")
+        d2f, losf = d2.reshape(self.n_site, w * m), los.reshape(self.n_site, w * m)
+        plan = self._plan_of(ids, w)
+        pl = plan.evaluate(d2f, losf).reshape(shape)  # path loss, dB
+        if "sf" in fields:
+            u_los, u_nlos = fields["sf"]
+            u = np.where(los, u_los, u_nlos)
+            std = plan.shadow_std_db(d2f if plan.std_los_near_db != plan.std_los_far_db else None, losf)
+            u *= std.reshape(shape)
+            pl += u  # path loss + shadowing, dB
+        if self._fast_sectors:
+            ls = self._sector_gain_db(dx.reshape(self.n_site, w * m), dy.reshape(self.n_site, w * m))
+            ls = ls.reshape(self.n_bs, w, m)
+            ls -= pl.take(self._site_of_bs, axis=0)
+        elif self._sectorised:
+            ls = np.empty((self.n_bs, w, m))
+            h = self.ue_height_m if self.ue_height_m.ndim == 0 else self.ue_height_m[ids]
+            for j in range(w):
+                ls[:, j] = sector_antenna_gain_db(
+                    self.layout.bs_azimuth_deg, self.layout.bs_xy_m, xy[j], self.antenna_max_gain_dbi,
+                    downtilt_deg=self.downtilt_deg, bs_height_m=self.layout.bs_height_m, ue_height_m=h)
+            ls -= pl.take(self._site_of_bs, axis=0)
+        else:
+            ls = np.negative(pl)
+        los_bs = los.take(self._site_of_bs, axis=0) if self._sectorised else los
+        if self._fading is None:
+            return ls, None, los_bs
+        re, im = self._fading.scattered_at(blocks, xy, ids)  # [m, n_bs, W]
+        re, im = re.transpose(1, 2, 0), im.transpose(1, 2, 0)  # [n_bs, W, m]
+        if self._fading.kind == "rayleigh":
+            p = np.multiply(re, re)
+            p += np.multiply(im, im)
+            return ls, p, los_bs
+        a, b = self._k_amp
+        if self._rician_los:  # K on LOS links, Rayleigh on NLOS ones
+            a = np.where(los_bs, a, 0.0)
+            b = np.where(los_bs, b, 1.0)
+        cos, sin = self._fading.los_phase_of(ids)  # [n_bs, m]
+        x = np.multiply(re, b)
+        x += a * cos[:, None, :]
+        y = np.multiply(im, b)
+        y += a * sin[:, None, :]
+        x *= x
+        y *= y
+        x += y
+        return ls, x, los_bs
+
+    def _sector_gain_db(self, dx, dy) -> np.ndarray:
+        """:func:`channel.geometry.sector_antenna_gain_db` (horizontal pattern, no NaN
+        azimuth) from the site-to-client offsets ``dx``, ``dy`` ([n_site, c], m): co-sited
+        sectors share the offsets, so the angle is computed once per site; the arithmetic
+        per link is the function's own, so the values are identical. Returns [n_bs, c] dBi."""
+        ang = np.degrees(np.arctan2(dy, dx))  # [n_site, c]
+        phi = ang.take(self._site_of_bs, axis=0) - self._az_col  # [n_bs, c]
+        phi = (phi + 180.0) % 360.0 - 180.0  # wrap to [-180, 180)
+        att = np.minimum(12.0 * (phi / 65.0) ** 2, 30.0)  # −A_H, dB
+        return self.antenna_max_gain_dbi - att
+
+    # -- the per-block API ---------------------------------------------------------------
     def _index(self, ue_index) -> np.ndarray:
         idx = np.asarray(ue_index)
         if idx.ndim != 1 or not (idx.size == 0 or idx.dtype.kind in "iu"):  # integers
@@ -311,19 +484,14 @@ class RadioChannel:
             )
         return idx
 
-    def _advance(self, k: int, ue_xy_m, ue_speed_mps, idx):
-        """Bring clients ``idx`` (None: all) to block ``k``; ``ue_xy_m``/``ue_speed_mps`` are theirs.
-
-        Returns ``(large-scale dB, fading power or None)`` of the clients ``idx``, [n_bs, m]
-        each, when this call computed all of them (the values in hand, the same as the
-        stored ones), else None."""
+    def _advance(self, k: int, ue_xy_m, idx):
+        """Bring clients ``idx`` (None: all) to block ``k``; ``ue_xy_m`` are their positions."""
         n = self.n_ue if idx is None else idx.size
         at = self._at if idx is None else self._at[idx]
         self._block = k if self._block is None else max(self._block, k)
         todo = at < k
-        n_todo = np.count_nonzero(todo)  # (cheaper than any()/all() on a few clients)
-        if n_todo == 0:
-            return None
+        if not todo.any():
+            return
         xy = np.asarray(ue_xy_m, dtype=float)
         if xy.shape != (n, 2):
             raise ValueError(
@@ -331,237 +499,75 @@ class RadioChannel:
             )
         if not np.isfinite(xy).all():
             raise ValueError("The 'ue_xy_m' parameter of RadioChannel must be finite. Got NaN or inf instead.")
-        speed = per_client(ue_speed_mps, n)
-        if n_todo == n:
-            ids = idx  # every client asked for moves on: no gathers (None: whole arrays)
-        else:
-            sel = todo.nonzero()[0]
-            ids = sel if idx is None else idx[sel]
-            xy, speed, at = xy[sel], speed[sel], at[sel]
-        first = at < 0
-        prev = self._xy if ids is None else self._xy[ids]
-        disp = np.hypot(xy[:, 0] - prev[:, 0], xy[:, 1] - prev[:, 1])
-        disp[first] = 0.0
-        moved = first | (disp > 0.0)
-        n_moved = np.count_nonzero(moved)
-        ls = None
-        if n_moved == moved.size:
-            ls = self._large_scale(ids, xy, disp, first)
-        elif n_moved:
-            m = moved.nonzero()[0]
-            self._large_scale(m if ids is None else ids[m], xy[m], disp[m], first[m])
-        p = None
-        if self._fading is not None:
-            if ids is None:
-                self._fading.advance_to(k, speed)
-                self._fading.power_into(self._p, self._ptmp)
-            else:
-                p = np.empty((self.n_bs, ids.size))
-                self._fading.advance_to(k, speed, cols=ids, power_out=p)
-                self._p[:, ids] = p
-        if ids is None:
-            self._at[:] = k
-            self._xy[...] = xy
-        else:
-            self._at[ids] = k
-            self._xy[ids] = xy
+        ids = (np.arange(self.n_ue) if idx is None else idx)[todo]
+        ls, p, los = self._compute(ids, np.array([k]), xy[todo][None])
+        self._ls[:, ids] = ls[:, 0]
+        if p is not None:
+            self._p[:, ids] = p[:, 0]
+        self._los[:, ids] = los[:, 0]
+        self._at[ids] = k
         self._out_db = None
         self._out_lin = None
-        if ls is None or ids.size != n:
-            return None
-        return ls, p
 
-    def _plan_of(self, ids):
-        """The path-loss plan restricted to clients ``ids`` (per-client heights)."""
-        if ids is None or self.ue_height_m.ndim == 0 or self.n_ue == 1:
-            return self.plan
-        cols = {}
-        for f in dataclasses.fields(self.plan):
-            v = getattr(self.plan, f.name)
-            if isinstance(v, np.ndarray) and v.ndim == 2 and v.shape[1] == self.n_ue:
-                cols[f.name] = v[:, ids]
-        return dataclasses.replace(self.plan, **cols)
-
-    def _large_scale(self, ids, xy, disp, first) -> None:
-        """Path loss, LOS, shadowing and antenna gains of clients ``ids`` (None: all) that
-        moved (or are new) to ``xy``, ``disp`` metres from their last evaluation."""
-        every = ids is None
-        cols = slice(None) if every else ids
-        c = self.n_ue if every else ids.size
-        ux, uy = xy[:, 0], xy[:, 1]
-        if self._fast_sectors:  # dx, dy per site are kept for the antenna gains
-            dx = np.subtract(ux, self._site_x)  # [n_site, c]
-            dy = np.subtract(uy, self._site_y)
-            d2 = np.multiply(dx, dx)  # (the same products as np.square)
-            tmp = np.multiply(dy, dy)
-        else:
-            d2 = self._d2 if every else np.empty((self.n_site, c))
-            tmp = self._tmp if every else np.empty((self.n_site, c))
-            np.subtract(ux, self._site_x, out=d2)  # [n_site, c]
-            np.square(d2, out=d2)
-            np.subtract(uy, self._site_y, out=tmp)
-            np.square(tmp, out=tmp)
-        d2 += tmp  # d2D², m²
-        # clients whose LOS state was refreshed: their σ_SF, d_corr (and K) follow it
-        if self._los_state is not None:
-            self._los_state.update(d2, self.ue_height_m, disp, squared=True, cols=ids)
-            upd = self._los_state.last_updated
-            if upd.size == self.n_ue:
-                np.copyto(self._los, self._los_state.los)
-                np.logical_not(self._los, out=self._nlos)
-            elif upd.size:
-                los = self._los_state.los[:, upd]
-                self._los[:, upd] = los
-                self._nlos[:, upd] = ~los
-        else:
-            upd = (np.arange(self.n_ue) if every else ids)[first]
-        upd_cols = None if upd.size == self.n_ue else upd
-        plan = self._plan_of(ids)
-        if every:
-            los, nlos = self._los, self._nlos
-        else:
-            los = self._los[:, ids]
-            nlos = ~los
-        if self._shadow is not None:
-            if plan.std_los_near_db != plan.std_los_far_db:
-                # σ_SF moves with the breakpoint (RMa LOS): every client that moved, every time
-                self._shadow.set_std_db(plan.shadow_std_db(d2, los), ids)
-            elif upd.size:
-                self._shadow.set_std_db(plan.shadow_std_db(None, self._los[:, upd]), upd_cols)
-            if upd.size:
-                self._shadow.set_decorrelation_m(self.pathloss.decorrelation_m(self._los[:, upd]), upd_cols)
-        if upd.size and self._rician_los:
-            k = np.where(self._los[:, upd], self._k_db, -np.inf)
-            self._fading.set_k_factor_db(np.take(k, self._site_of_bs, axis=0) if self._sectorised else k, upd_cols)
-        pl = plan.evaluate(d2, los, out=self._pl if every else None, nlos=nlos, work=self._work)
-        if self._shadow is not None:
-            if every:
-                self._shadow.advance(disp)
-                np.multiply(self._shadow.unit_state, self._shadow.std_db, out=tmp)
-                pl += tmp  # path loss + shadowing, dB
-            else:
-                pl += self._shadow.value_db(disp, cols=ids)
-        if not every:
-            self._pl[:, ids] = pl
-        if self._fast_sectors:
-            g = self._sector_gain_db(dx, dy)
-        elif self._sectorised:
-            h = self.ue_height_m if self.ue_height_m.ndim == 0 else self.ue_height_m[cols]
-            g = sector_antenna_gain_db(
-                self.layout.bs_azimuth_deg,
-                self.layout.bs_xy_m,
-                xy,
-                self.antenna_max_gain_dbi,
-                downtilt_deg=self.downtilt_deg,
-                bs_height_m=self.layout.bs_height_m,
-                ue_height_m=h,
-            )
-        if self._sectorised:
-            if every:
-                np.subtract(g, np.take(pl, self._site_of_bs, axis=0), out=self._ls)
-                return None
-            ls = g - pl.take(self._site_of_bs, axis=0)
-            self._ls[:, ids] = ls
-            return ls  # [n_bs, c] large-scale gain, dB
-        return None if every else np.negative(pl)
-
-    def _sector_gain_db(self, dx, dy) -> np.ndarray:
-        """:func:`channel.geometry.sector_antenna_gain_db` (horizontal pattern, no NaN
-        azimuth) from the site-to-client offsets ``dx``, ``dy`` ([n_site, c], m): co-sited
-        sectors share the offsets, so the angle is computed once per site; the arithmetic
-        per link is the function's own, so the values are identical. Returns [n_bs, c] dBi."""
-        ang = np.degrees(np.arctan2(dy, dx))  # [n_site, c]
-        phi = ang.take(self._site_of_bs, axis=0) - self._az_col  # [n_bs, c]
-        phi = (phi + 180.0) % 360.0 - 180.0  # wrap to [-180, 180)
-        att = np.minimum(12.0 * (phi / 65.0) ** 2, 30.0)  # −A_H, dB
-        return self.antenna_max_gain_dbi - att
-
-    # -- outputs -------------------------------------------------------------------------
     def _check_block(self, t_s) -> int:
         k = self.block_index(t_s)
         if self._block is not None and k < self._block:
             raise ValueError(
                 f"RadioChannel was asked for block {k} (t_s={t_s:g}) after block {self._block}: blocks must be "
-                "requested in non-decreasing time order. Call reset() to start over."
+                "requested in non-decreasing time order (the per-block API; sample() takes any block). "
+                "Call reset() to start over."
             )
         return k
 
-    def _large_scale_db(self, cols) -> np.ndarray:
-        """[n_bs, m] large-scale gain (antenna − path loss − shadowing) of columns ``cols``, dB."""
-        if self._sectorised:
-            return self._ls[:, cols] if not isinstance(cols, slice) else self._ls.copy()
-        return np.negative(self._pl[:, cols])
-
-    def _db(self, cols, hand=None) -> np.ndarray:
-        """dB gains of ``cols``; ``hand``: (large-scale dB, power) of them from _advance."""
-        if hand is not None:
-            ls, p = hand
-            if p is None:
-                return ls
-            out = np.log(p)
-            out *= _DB
-            out += ls  # (−pl for omni sites: x + (−y) is x − y exactly)
-            return out
-        if self._fading is None:
-            return self._large_scale_db(cols)
-        p = self._p if isinstance(cols, slice) else self._p[:, cols]
-        out = np.log(p)
+    def _db(self, cols) -> np.ndarray:
+        out = np.log(self._p[:, cols])
         out *= _DB
-        if self._sectorised:
-            out += self._ls if isinstance(cols, slice) else self._ls[:, cols]
-        else:
-            out -= self._pl if isinstance(cols, slice) else self._pl[:, cols]
+        out += self._ls[:, cols]
         return out
 
-    def _linear(self, cols, hand=None) -> np.ndarray:
-        """Linear gains of ``cols``; ``hand`` as in :meth:`_db`."""
-        if hand is not None:
-            ls, p = hand
-            out = np.multiply(ls, _INV_DB)  # (−pl)·c equals pl·(−c) exactly
-        elif self._sectorised:
-            out = np.multiply(self._ls if isinstance(cols, slice) else self._ls[:, cols], _INV_DB)
-        else:
-            out = np.multiply(self._pl if isinstance(cols, slice) else self._pl[:, cols], -_INV_DB)
+    def _linear(self, cols) -> np.ndarray:
+        out = np.multiply(self._ls[:, cols], _INV_DB)
         np.exp(out, out=out)
-        if self._fading is not None:
-            if hand is None:
-                p = self._p if isinstance(cols, slice) else self._p[:, cols]
-            out *= p
+        out *= self._p[:, cols]
         return out
 
-    def gain_db(self, t_s: float, ue_xy_m, ue_speed_mps, ue_index=None) -> np.ndarray:
+    def gain_db(self, t_s: float, ue_xy_m, ue_speed_mps=None, ue_index=None) -> np.ndarray:
         """Channel gain of every link (or of clients ``ue_index``) for the block containing ``t_s``, dB.
 
         Args:
             t_s: simulated time, s (not before the latest block computed).
-            ue_xy_m: (n_ue, 2), m — client positions (used for clients not yet at this
-                block); with ``ue_index``, (m, 2) positions of those clients.
-            ue_speed_mps: scalar, (n_ue,) or (m,), m/s — client speeds (drive the fading).
+            ue_xy_m: (n_ue, 2), m — client positions at the block's start (used for
+                clients not yet at this block); with ``ue_index``, (m, 2) positions of those
+                clients.
+            ue_speed_mps: unused (the fading follows the positions); kept for callers
+                that pass it.
             ue_index: None (every client) or (m,) distinct client indices.
 
         Returns:
             [n_bs, n_ue] float64, dB, read-only; a new array per block, the same array for
             repeated calls within a block. With ``ue_index``: a new [n_bs, m] array, equal
-            to those columns of the full output for the same history of these clients.
+            to those columns of the full output.
         """
         k = self._check_block(t_s)
         if ue_index is not None:
             idx = self._index(ue_index)
-            return self._db(idx, self._advance(k, ue_xy_m, ue_speed_mps, idx))
-        self._advance(k, ue_xy_m, ue_speed_mps, None)
+            self._advance(k, ue_xy_m, idx)
+            return self._db(idx)
+        self._advance(k, ue_xy_m, None)
         if self._out_db is None:
             out = self._db(slice(None))
             out.flags.writeable = False
             self._out_db = out
         return self._out_db
 
-    def gain_linear(self, t_s: float, ue_xy_m, ue_speed_mps, ue_index=None) -> np.ndarray:
+    def gain_linear(self, t_s: float, ue_xy_m, ue_speed_mps=None, ue_index=None) -> np.ndarray:
         """Channel gain of every link (or of clients ``ue_index``), linear (see :meth:`gain_db`)."""
         k = self._check_block(t_s)
         if ue_index is not None:
             idx = self._index(ue_index)
-            return self._linear(idx, self._advance(k, ue_xy_m, ue_speed_mps, idx))
-        self._advance(k, ue_xy_m, ue_speed_mps, None)
+            self._advance(k, ue_xy_m, idx)
+            return self._linear(idx)
+        self._advance(k, ue_xy_m, None)
         if self._out_lin is None:
             out = self._linear(slice(None))
             out.flags.writeable = False
@@ -574,19 +580,19 @@ class RadioChannel:
         ``ue_index`` for the block containing ``t_s`` — two new [n_bs, m] float64 arrays."""
         k = self._check_block(t_s)
         idx = self._index(ue_index)
-        hand = self._advance(k, ue_xy_m, ue_speed_mps, idx)
-        return self._linear(idx, hand), (self._large_scale_db(idx) if hand is None else hand[0])
+        self._advance(k, ue_xy_m, idx)
+        return self._linear(idx), self._ls[:, idx]
 
     def gain_db_for_mobility(self, t_s: float, mobility, ue_index=None) -> np.ndarray:
-        """:meth:`gain_db` with positions and speeds taken from ``mobility`` at the block start."""
+        """:meth:`gain_db` with positions taken from ``mobility`` at the block start."""
         k = self._check_block(t_s)
         if ue_index is None:
             if k == self._block and bool((self._at == k).all()):
-                return self.gain_db(t_s, None, None)
-            pos, vel = mobility.state(self.block_start_s(k))
+                return self.gain_db(t_s, None)
+            pos, _ = mobility.state(self.block_start_s(k))
         else:
-            pos, vel = mobility.state_of(self.block_start_s(k), ue_index)
-        return self.gain_db(t_s, pos, np.hypot(vel[:, 0], vel[:, 1]), ue_index)
+            pos, _ = mobility.state_of(self.block_start_s(k), ue_index)
+        return self.gain_db(t_s, pos, None, ue_index)
 
     # -- state of the last block -----------------------------------------------------------
     def _require_block(self) -> None:
@@ -597,24 +603,24 @@ class RadioChannel:
     def large_scale_gain_db(self) -> np.ndarray:
         """[n_bs, n_ue] dB of each client's last block without fading (antenna − path loss − shadowing)."""
         self._require_block()
-        return self._large_scale_db(slice(None))
+        return self._ls.copy()
 
     def large_scale_gain_db_of(self, ue_index) -> np.ndarray:
         """[n_bs, m] dB of clients ``ue_index`` at their last block, without fading."""
         self._require_block()
-        return self._large_scale_db(self._index(ue_index))
+        return self._ls[:, self._index(ue_index)]
 
     @property
     def fading_power(self) -> np.ndarray:
         """[n_bs, n_ue] linear |h|² of each client's last block (ones without fading)."""
         self._require_block()
-        return self._p.copy() if self._fading is not None else np.ones((self.n_bs, self.n_ue))
+        return self._p.copy()
 
     @property
     def los(self) -> np.ndarray:
         """[n_bs, n_ue] bool LOS state of each client's last block."""
         self._require_block()
-        return np.take(self._los, self._site_of_bs, axis=0) if self._sectorised else self._los.copy()
+        return self._los.copy()
 
     def coherence_time_s(self, ue_speed_mps) -> np.ndarray:
         """Coherence time 0.423/f_D per client at this carrier, s (inf when static)."""

@@ -3,7 +3,10 @@
 The network (:mod:`sim.network`) never talks to radio models directly; it asks a
 :class:`LinkModel` for the serving cell, the SINR and the rate a client would get on a given
 bandwidth. Rates are piecewise constant: a link model may change them only at multiples of
-``block_s`` (its fading block), which is where the network re-evaluates active links.
+``block_s`` (its fading block). For the transfers it plans, the network asks for many blocks
+at once (:meth:`LinkModel.plan_blocks`: full-band rates of a pool's clients over the next
+blocks, and where a handover cuts them short); a link model that can only answer for the
+current block says so by returning one block, and is then asked again at the next.
 
 Two forms of every query: vectorised over clients (``rate_bps``, ``sinr_db``: selection,
 predictions for many clients) and scalar (``rate_of``, ``sinr_db_of``: the transfer
@@ -14,7 +17,8 @@ vectorised one.
 Two implementations live here, small and deterministic, for kernel tests and teaching:
 
 - :class:`TableLink`: rates (and serving cells) given per block by a table — a constant
-  link, a two-rate link, a handover at a known block, an outage (rate 0).
+  link, a two-rate link, a handover at a known block, an outage (rate 0); it plans every
+  row of its table at once.
 
 The radio-backed implementation is :class:`sim.radio.RadioLink` (channel/ models).
 """
@@ -23,13 +27,38 @@ from __future__ import annotations
 
 import math
 from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
-__all__ = ["LinkModel", "TableLink", "UP", "DOWN"]
+__all__ = ["LinkModel", "LinkBlocks", "TableLink", "UP", "DOWN"]
 
 UP = "up"
 DOWN = "down"
+
+
+@dataclass
+class LinkBlocks:
+    """What a link will do for some clients, in one direction, over the next H fading blocks.
+
+    Attributes:
+        clients: (m,) int64 client ids, in the order asked.
+        edges_s: (H + 1,) float64 times, s: the plan's start (now), the starts of its
+            later blocks, and the end of the last one (``inf``: the rates hold forever).
+        full_bps: [m, H] float64 rate of each client alone on its cell's whole band.
+        sinr_db: [m, H] float64 full-band SINR, dB.
+        handover: (m,) int64 index h of the first block at whose start the client's
+            serving cell changes (0: it is due now), H when none within the plan.
+        data: what the link needs to answer :meth:`LinkModel.sub_rates` (private to it).
+    """
+
+    clients: np.ndarray
+    edges_s: np.ndarray
+    full_bps: np.ndarray
+    sinr_db: np.ndarray
+    handover: np.ndarray
+    data: Any = None
 
 
 class LinkModel(ABC):
@@ -114,6 +143,45 @@ class LinkModel(ABC):
         """Scalar :meth:`sinr_db` of one client (dB)."""
         return float(self.sinr_db(np.array([client]), direction)[0])
 
+    # -- planning (the transfer engine asks for many blocks at once) ----------------------
+    def plan_blocks(self, t_s: float, clients, direction: str, cell: int, cell_bandwidth_hz: float,
+                    transmitting_up: np.ndarray, transmitting_down: np.ndarray) -> LinkBlocks:
+        """The next blocks of ``clients`` (all served by ``cell``), from ``t_s`` on.
+
+        The default answers for the current block only, from the state of the last
+        :meth:`refresh` of these clients (the network refreshes a pool's clients at each
+        block it wakes up in): one block, ending at the next multiple of ``block_s``.
+        """
+        c = np.asarray(clients, dtype=np.int64)
+        bw = np.full(c.size, float(cell_bandwidth_hz))
+        full = np.asarray(self.full_rate_bps(c, direction, bw), dtype=np.float64)[:, None]
+        sinr = np.asarray(self.sinr_db(c, direction), dtype=np.float64)[:, None]
+        end = math.inf if math.isinf(self.block_s) else (self.block_index(t_s) + 1) * self.block_s
+        return LinkBlocks(c, np.array([float(t_s), end]), full, sinr, np.ones(c.size, dtype=np.int64))
+
+    def sub_rates(self, blocks: LinkBlocks, direction: str, fractions: np.ndarray,
+                  cell_bandwidth_hz: float) -> np.ndarray:
+        """[m, H] rate (bit/s) of each client of ``blocks`` using ``fractions`` [m, H] (in
+        (0, 1]) of its cell's band in each block. The default asks :meth:`rate_bps` per block."""
+        b = float(cell_bandwidth_hz)
+        out = np.empty(fractions.shape)
+        for h in range(fractions.shape[1]):
+            out[:, h] = self.rate_bps(blocks.clients, direction, fractions[:, h] * b,
+                                      np.full(blocks.clients.size, b))
+        return out
+
+    def set_held(self, client: int, held: bool) -> None:
+        """The network's note that ``client`` takes part in the current round (``held``) or
+        no longer does: a link may evaluate such clients together with the transferring
+        ones, so that their transfers find their channel ready. The default ignores it."""
+
+    def set_active(self, client: int, active: bool, t_s: float) -> list[tuple[int, int, int]]:
+        """The network's note that ``client`` starts (``active``) or stops having transfers
+        at ``t_s``; returns handovers found on the way, as :meth:`refresh` does. A link whose
+        state depends on activity (association evaluated while a client transfers) uses it;
+        the default ignores it."""
+        return []
+
 
 class TableLink(LinkModel):
     """Rates and serving cells given per block by tables — exact, for tests and teaching.
@@ -180,3 +248,28 @@ class TableLink(LinkModel):
 
     def sinr_db_of(self, client, direction):
         return float(self._sinr[min(int(self._block[client]), self._sinr.shape[0] - 1), client])
+
+    def plan_blocks(self, t_s, clients, direction, cell, cell_bandwidth_hz, transmitting_up=None,
+                    transmitting_down=None):
+        """Every remaining row of the tables at once (the last row holds forever)."""
+        c = np.asarray(clients, dtype=np.int64)
+        table = self._up if direction == UP else self._down
+        if math.isinf(self.block_s):
+            k0, rows = 0, 1
+        else:
+            k0 = int(math.floor(t_s / self.block_s + 1e-9))
+            last = max(table.shape[0], self._cells.shape[0], self._sinr.shape[0]) - 1
+            rows = max(last - k0, 0) + 1  # blocks k0 .. last; the last one lasts forever
+        k = np.arange(k0, k0 + rows)
+        edges = np.empty(rows + 1)
+        edges[0] = float(t_s)
+        edges[1:rows] = k[1:] * self.block_s
+        edges[rows] = math.inf
+        full = self._row(table, k[None, :], c[:, None])  # [m, H]
+        sinr = self._row(self._sinr, k[None, :], c[:, None])
+        moved = self._row(self._cells, k[None, :], c[:, None]) != self.serving[c][:, None]
+        handover = np.where(moved.any(axis=1), np.argmax(moved, axis=1), rows)
+        return LinkBlocks(c, edges, full, sinr, handover.astype(np.int64))
+
+    def sub_rates(self, blocks, direction, fractions, cell_bandwidth_hz):
+        return blocks.full_bps * fractions  # linear sharing

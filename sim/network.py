@@ -1,37 +1,47 @@
-"""The transfer engine: flows of bits over piecewise-constant radio links.
+"""The transfer engine: flows of bits over piecewise-constant radio links, planned many
+fading blocks at a time.
 
 Each cell has one bandwidth pool per direction; a pool holds the cell's active flows and a
-MAC policy (:mod:`sim.mac`). A flow's rate is constant between *change points*:
+MAC policy (:mod:`sim.mac`). A flow's rate is constant within a fading block and between
+the pool's change points. At every change point the pool is *planned*: the link model gives
+the full-band rates of its flows over the next blocks in one vectorised call
+(:meth:`LinkModel.plan_blocks`; the radio link answers up to the end of the current chunk
+of fading blocks, :data:`channel._sos.CHUNK_BLOCKS`), the MAC shares them block by block,
+and the exact completion time of every flow is solved from its cumulative bits (first
+crossing of its remaining bits). The pool then keeps *one* pending wake-up (a plain SimPy
+event with a callback; a generation counter voids wake-ups made stale by a later change),
+at the earliest of
 
-- a flow starts or ends in the pool (the MAC re-shares the band),
-- a fading-block boundary (the link model's rates change; ``LinkModel.block_s``),
-- a handover (the flow moves to the new cell's pool),
-- outage (rate 0 → ``outage_start``; back above → ``outage_end``).
+- a flow's completion,
+- the first block at which a flow enters or leaves outage (full-band rate 0 ↔ > 0),
+- the first block at which a flow's client hands over (the flow moves to the new cell's pool),
+- the end of the plan.
 
-No per-tick processes: each pool keeps at most *one* pending wake-up, at its earliest
-exact completion time ``t + remaining_bits / rate`` (a plain SimPy timeout with a callback;
-a generation counter voids wake-ups made stale by a later change). A completion at or after
-the next block boundary needs no wake-up: the boundary re-plans every active pool anyway.
-Block boundaries are scheduled only while some flow is active, and all active links are
-refreshed in one vectorised call per boundary. Idle clients cost nothing. Clients can be
-*held* (:meth:`Network.hold`; the drivers hold a round's participants): their links are
-evaluated in the same batch at every block, so a transfer that starts mid-block finds its
-link evaluated instead of paying a vectorised call of its own.
+Other change points re-plan the pool at once: a flow starts or ends in it (the MAC re-shares
+the band) or is cancelled. Nothing happens per fading block in between, and idle clients
+cost nothing.
 
-The per-event path (start, completion, re-plan) works on plain Python floats: a cell has
-a handful of active flows, where numpy's per-call cost exceeds the arithmetic. The link
-model's scalar queries (``LinkModel.rates_of``) serve it; the two stateless MAC policies
-(equal share, round robin) have a float twin here (:func:`_shares`, the same arithmetic,
-checked against the policies by a test); the others are called with numpy arrays.
+Interference: a flow's SINR in a planned block counts co-channel transmitters — uplink
+flows in other cells, cells with downlink flows — with their gains in that block; the set is
+the one of the moment the link made the flow's rows: when the flow joined its pool, at the
+end of the pool's previous rows (a chunk boundary for the radio link), or after a handover
+(:meth:`Network._link_rows`). Between those, flows starting or ending elsewhere do not
+change a pool's rates.
 
-Accounting is exact: at every change point each flow is *settled* (``sent += rate · Δt``,
-``airtime += time_frac · Δt``). For every flow, ``bits = delivered + lost`` where a flow
-that completes has ``delivered = bits`` and a cancelled one has ``delivered = sent``
-(bits that crossed the air) and ``lost = bits − sent``.
+The per-event path that touches a single flow (its start, a rate prediction) works on plain
+Python floats where numpy's per-call cost exceeds the arithmetic; the two stateless MAC
+policies (equal share, round robin) have a float twin here (:func:`_shares`, checked against
+the policies by a test) and a vectorised one over blocks (:func:`_block_shares`).
+
+Accounting is exact: a flow's bits, airtime and energy at any time are read from its plan
+(cumulative per block), and at every change point each flow is *settled* to it. For every
+flow, ``bits = delivered + lost`` where a flow that completes has ``delivered = bits`` and a
+cancelled one has ``delivered = sent`` (bits that crossed the air) and ``lost = bits − sent``.
 """
 
 from __future__ import annotations
 
+import copy
 import math
 from heapq import heappush
 from typing import Callable
@@ -41,8 +51,8 @@ import simpy
 from simpy.core import NORMAL
 from simpy.events import Event
 
-from sim.links import DOWN, UP, LinkModel
-from sim.mac import EqualShare, MacPolicy, ProportionalFair, RoundRobin, make_mac
+from sim.links import DOWN, UP, LinkBlocks, LinkModel
+from sim.mac import EqualShare, MacPolicy, MaxRate, ProportionalFair, RoundRobin, make_mac
 from sim.trace import Tracer
 
 __all__ = ["Flow", "Network"]
@@ -53,15 +63,16 @@ _DIRS = (UP, DOWN)
 class Flow:
     """One radio transfer (payload of ``bits`` over one client's link in one direction).
 
-    Attributes (all SI units): ``sent`` bits crossed so far; ``rate`` current bit/s;
-    ``airtime_s`` time actually transmitting (TDMA shares count their fraction);
-    ``energy_j`` radio energy of the client for this flow; ``ok`` True once delivered,
-    False once failed (``reason``), None while active; ``done`` a SimPy event that succeeds
-    with the flow when it ends either way.
+    Attributes (all SI units): ``sent`` bits crossed so far (as of the last settlement);
+    ``rate`` bit/s, ``full_rate`` and ``time_frac`` in the current block; ``sinr_db`` its
+    full-band SINR there; ``airtime_s`` time actually transmitting (TDMA shares count their
+    fraction); ``energy_j`` radio energy of the client for this flow; ``ok`` True once
+    delivered, False once failed (``reason``), None while active; ``done`` a SimPy event that
+    succeeds with the flow when it ends either way.
     """
 
     __slots__ = ("fid", "client", "direction", "cell", "bits", "sent", "rate", "full_rate",
-                 "time_frac", "t_start", "t_end", "airtime_s", "energy_j", "power_w",
+                 "time_frac", "sinr_db", "t_start", "t_end", "airtime_s", "energy_j", "power_w",
                  "in_outage", "outage_since", "round", "label", "ok", "reason", "done",
                  "capacity_bits", "k")
 
@@ -76,6 +87,7 @@ class Flow:
         self.rate = 0.0
         self.full_rate = 0.0
         self.time_frac = 0.0
+        self.sinr_db = math.nan
         self.t_start = t_start
         self.t_end = math.nan
         self.airtime_s = 0.0
@@ -114,11 +126,72 @@ def _shares(mac: MacPolicy, keys: list[int], full: list[float]) -> tuple[list[fl
     return bw.tolist(), tf.tolist()
 
 
-class _Pool:
-    """The active flows of one cell in one direction, and their MAC policy."""
+def _block_shares(mac: MacPolicy, keys: list[int], full: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(bw_frac, time_frac), each [n, H], of a *stateless* policy for each block's column of
+    ``full`` [n, H]: equal share, round robin and max rate vectorised with the policies' own
+    arithmetic, any other policy called block by block."""
+    kind = type(mac)
+    live = full > 0
+    if kind is EqualShare or kind is RoundRobin:
+        n_live = np.maximum(np.count_nonzero(live, axis=0), 1)  # (H,)
+        one = live.astype(np.float64)
+        part = np.where(live, 1.0 / n_live, 0.0)
+        return (part, one) if kind is EqualShare else (one, part)
+    if kind is MaxRate:
+        best = np.argmax(full, axis=0)  # ties: the earliest flow
+        win = np.zeros(full.shape)
+        h = np.flatnonzero(full.max(axis=0) > 0)
+        win[best[h], h] = 1.0
+        return win, win.copy()
+    bw = np.empty(full.shape)
+    tf = np.empty(full.shape)
+    for h in range(full.shape[1]):
+        bw[:, h], tf[:, h] = mac.shares(keys, full[:, h])
+    return bw, tf
 
-    __slots__ = ("cell", "direction", "bandwidth_hz", "mac", "observes", "equal_share",
-                 "solo_full", "flows", "gen", "t_last")
+
+#: policies that give a lone live flow the whole band all the time
+_SOLO_FULL = (EqualShare, RoundRobin, MaxRate)
+
+
+class _Plan:
+    """A pool's rates from its last change point on: per flow and block, with the
+    cumulative bits and airtime at the blocks' starts (relative to the plan's start)."""
+
+    __slots__ = ("flows", "edges", "rate", "full", "tf", "sinr_db", "cum_bits", "cum_air",
+                 "sent0", "air0", "energy0", "power", "k0", "handover_at")
+
+    def __init__(self, flows, edges, rate, full, tf, sinr_db, k0):
+        self.flows = flows  # the pool's flows at the plan's start (rows of the arrays)
+        self.edges = edges  # (H + 1,) s
+        self.rate = rate  # [n, H] bit/s
+        self.full = full
+        self.tf = tf
+        self.sinr_db = sinr_db
+        dt = np.diff(edges)
+        dt[-1] = min(dt[-1], 1e300)  # rate · dt stays finite in a last block that never ends
+        self.cum_bits = np.zeros((rate.shape[0], rate.shape[1] + 1))
+        np.cumsum(rate * dt, axis=1, out=self.cum_bits[:, 1:])
+        self.cum_air = np.zeros(self.cum_bits.shape)
+        np.cumsum(tf * dt, axis=1, out=self.cum_air[:, 1:])
+        self.sent0 = np.array([f.sent for f in flows])
+        self.air0 = np.array([f.airtime_s for f in flows])
+        self.energy0 = np.array([f.energy_j for f in flows])
+        self.power = np.array([f.power_w for f in flows])
+        self.k0 = k0  # link block of the plan's start
+        self.handover_at = np.inf  # start of the first block with a handover, s
+
+    def block_at(self, t: float) -> int:
+        """Index h of the plan's block that contains ``t`` (the last one at its end)."""
+        h = int(np.searchsorted(self.edges, t, side="right")) - 1
+        return min(max(h, 0), self.rate.shape[1] - 1)
+
+
+class _Pool:
+    """The active flows of one cell in one direction, their MAC policy and their plan."""
+
+    __slots__ = ("cell", "direction", "bandwidth_hz", "mac", "observes", "flows", "gen",
+                 "t_last", "plan", "lb", "lb_rows")
 
     def __init__(self, cell: int, direction: str, bandwidth_hz: float, mac: MacPolicy) -> None:
         self.cell = cell
@@ -126,12 +199,12 @@ class _Pool:
         self.bandwidth_hz = bandwidth_hz
         self.mac = mac
         self.observes = type(mac).observe is not MacPolicy.observe  # keeps state (PF)
-        self.equal_share = type(mac) is EqualShare
-        # a lone live flow gets the whole band all the time (rate = its full-band rate)
-        self.solo_full = type(mac) is EqualShare or type(mac) is RoundRobin
         self.flows: dict[int, Flow] = {}  # insertion order = start order (deterministic)
         self.gen = 0
         self.t_last = 0.0
+        self.plan: _Plan | None = None
+        self.lb: LinkBlocks | None = None  # the link's rows of the flows (see _link_rows)
+        self.lb_rows: dict[int, int] = {}
 
 
 class Network:
@@ -171,20 +244,18 @@ class Network:
         self._tx_down = np.zeros(n, dtype=bool)  # cells with an active downlink flow
         self._n_active = 0
         self._next_fid = 0
-        self._block_pending = False
-        self._block_at = math.inf  # time of the pending block-boundary event
-        self._held: dict[int, int] = {}  # clients evaluated at every block (hold count)
-        self._last_block = -1  # the block of the latest link refresh
-        self._last_now = -1.0  # cache: the block of this time
-        self._now_block = -1
+        self._held: dict[int, int] = {}  # round participants (hold count)
         # Totals for the accounting invariant (bits offered = delivered + lost + in flight).
         self.bits_offered = 0.0
         self.bits_delivered = 0.0  # bits that crossed the air (complete and partial)
         self.bits_lost = 0.0       # bits of failed flows that never crossed
         self.on_handover: Callable[[int, int, int], None] | None = None
-        # Kernel events this network scheduled, by kind (for benchmarks and tests).
-        self.n_block_events = 0
+        # Work counters (for benchmarks and tests): pool wake-ups scheduled, plans made and
+        # the blocks they covered, and client-blocks of airtime (blocks each flow spanned).
         self.n_wakeups = 0
+        self.n_plans = 0
+        self.n_plan_blocks = 0
+        self.n_flow_blocks = 0
 
     # ------------------------------------------------------------------ public API
     @property
@@ -197,11 +268,13 @@ class Network:
         return list(self._pools[(cell, direction)].flows.values())
 
     def hold(self, client: int) -> None:
-        """Keep ``client``'s link state current: from now on it is evaluated at every fading
-        block the network steps through, in one batch with the transferring clients (the
-        round drivers hold a round's participants, so that a transfer starting mid-block
-        finds its link already evaluated). Calls nest; :meth:`release` undoes one."""
-        self._held[client] = self._held.get(client, 0) + 1
+        """Mark ``client`` as a participant of the current round: the link evaluates its
+        channel together with the transferring clients' (one vectorised call per chunk of
+        blocks), so that its transfers find it ready. Calls nest; :meth:`release` undoes one."""
+        n = self._held.get(client, 0)
+        self._held[client] = n + 1
+        if n == 0:
+            self.link.set_held(client, True)
 
     def release(self, client: int) -> None:
         """Undo one :meth:`hold` of ``client``."""
@@ -210,6 +283,7 @@ class Network:
             self._held[client] = n
         else:
             self._held.pop(client, None)
+            self.link.set_held(client, False)
 
     def serving_cell(self, client: int) -> int:
         """The client's serving cell (refreshed to now)."""
@@ -238,18 +312,17 @@ class Network:
         self.refresh([client])
         pool = self._pools[(int(self.link.serving[client]), direction)]
         self._settle(pool)
-        if pool.equal_share:  # _pool_rates' common cases, for the probe's rate alone
-            clients = [f.client for f in pool.flows.values()]
-            clients.append(client)
-            full = self.link.rates_of(clients, direction, None, pool.bandwidth_hz)
-            n = len(clients)
-            if n == 1:
-                if full[0] > 0:
-                    return full[0]
-            elif all(r > 0 for r in full):
-                return self.link.rates_of([client], direction, [1.0 / n], pool.bandwidth_hz)[0]
-        probe = Flow(-1, client, direction, pool.cell, 0, 0.0, None, "", None, self.env.now)
-        return self._pool_rates(pool, [*pool.flows.values(), probe])[0][-1]
+        bw = pool.bandwidth_hz
+        flows = list(pool.flows.values())
+        full = [f.full_rate for f in flows]  # this block's, from the pool's plan
+        full.append(self.link.rates_of([client], direction, None, bw)[0])
+        bw_frac, time_frac = _shares(pool.mac, [f.fid for f in flows] + [-1], full)
+        b, tf, fr = bw_frac[-1], time_frac[-1], full[-1]
+        if b <= 0.0:
+            return 0.0
+        if b < 1.0:  # a sub-band share: the link decides its rate (uplink power concentration)
+            fr = self.link.rates_of([client], direction, [b], bw)[0]
+        return fr * tf
 
     def start(self, client: int, direction: str, bits: int, power_w: float = 0.0,
               rnd: int | None = None, label: str = "", capacity_bits: float | None = None,
@@ -268,6 +341,7 @@ class Network:
         self.bits_offered += flow.bits
         pool = self._pools[(cell, direction)]
         if flow.bits == 0:
+            flow.sinr_db = self.link.sinr_db_of(client, direction)
             self._trace_start(flow)
             self._finish(flow, ok=True)
             return flow
@@ -276,6 +350,7 @@ class Network:
         flows = self._client_flows.get(client)
         if flows is None:
             self._client_flows[client] = [flow]
+            self._note(self.link.set_active(client, True, env.now))
         else:
             flows.append(flow)
         if direction == UP:
@@ -286,7 +361,6 @@ class Network:
         if isinstance(pool.mac, ProportionalFair):
             bw = pool.bandwidth_hz
             pool.mac.first_seen(flow.fid, self.link.rates_of([client], direction, None, bw)[0])
-        self._ensure_block_timer()  # first: the pool's wake-up looks at the next boundary
         self._replan(pool)
         self._trace_start(flow)
         return flow
@@ -301,107 +375,226 @@ class Network:
         self._finish(flow, ok=False, reason=reason)
         self._replan(pool)
 
-    # ------------------------------------------------------------------ internals
-    def _rates(self, pool: _Pool, clients: list[int], keys: list[int]):
-        """(rate, full_rate, time_frac) lists of ``clients`` sharing ``pool`` (Python floats)."""
-        d = pool.direction
-        bw = pool.bandwidth_hz
-        full = self.link.rates_of(clients, d, None, bw)
-        bw_frac, time_frac = _shares(pool.mac, keys, full)
-        rate = [fr * tf if b > 0.0 else 0.0 for fr, b, tf in zip(full, bw_frac, time_frac)]
-        # a sub-band share: the link decides its rate (uplink power concentration)
-        sub = [i for i, b in enumerate(bw_frac) if 0.0 < b < 1.0]
-        if sub:
-            sub_rate = self.link.rates_of([clients[i] for i in sub], d,
-                                          [bw_frac[i] for i in sub], bw)
-            for i, r in zip(sub, sub_rate):
-                rate[i] = r * time_frac[i]
-        return rate, full, time_frac
-
+    # ------------------------------------------------------------------ settling
     def _settle(self, pool: _Pool) -> None:
+        """Bring the pool's flows to now: bits, airtime and energy read from the plan (and
+        the MAC's averages observed over the blocks since the last settlement)."""
         now = self.env.now
-        dt = now - pool.t_last
-        if dt > 0 and pool.flows:
-            flows = pool.flows.values()
-            for f in flows:
-                f.sent += f.rate * dt
-                air = f.time_frac * dt
-                f.airtime_s += air
-                f.energy_j += f.power_w * air
-            if pool.observes:
-                pool.mac.observe([f.fid for f in flows], np.array([f.rate for f in flows]), dt)
+        plan = pool.plan
+        if plan is not None and pool.flows:
+            h = plan.block_at(now)
+            dt = now - plan.edges[h]
+            rate, tf = plan.rate[:, h], plan.tf[:, h]
+            sent = (plan.sent0 + plan.cum_bits[:, h] + rate * dt).tolist()
+            air = plan.cum_air[:, h] + tf * dt
+            airtime = (plan.air0 + air).tolist()
+            energy = (plan.energy0 + plan.power * air).tolist()
+            cols = zip(plan.flows, sent, airtime, energy, rate.tolist(), plan.full[:, h].tolist(),
+                       tf.tolist(), plan.sinr_db[:, h].tolist())
+            for f, f_sent, f_air, f_energy, r, fr, t, sinr in cols:
+                if f.ok is None:  # (a flow ended since the plan keeps its final figures)
+                    f.sent, f.airtime_s, f.energy_j = f_sent, f_air, f_energy
+                    f.rate, f.full_rate, f.time_frac, f.sinr_db = r, fr, t, sinr
+            if pool.observes and now > pool.t_last:
+                self._observe(pool, plan, pool.t_last, now)
         pool.t_last = now
 
-    def _pool_rates(self, pool: _Pool, flows: list[Flow]):
-        """:meth:`_rates` of ``flows`` (of ``pool``), with equal share's common cases
-        (nobody in outage) done directly — the same arithmetic, without the generic detour."""
-        clients = [f.client for f in flows]
-        if pool.equal_share:
-            d, bw = pool.direction, pool.bandwidth_hz
-            rates_of = self.link.rates_of
-            full = rates_of(clients, d, None, bw)
-            n = len(clients)
-            if n == 1:
-                if full[0] > 0:  # alone: the whole band
-                    return full, full, [1.0]
-            elif all(r > 0 for r in full):  # 1/n of the band each
-                return rates_of(clients, d, [1.0 / n] * n, bw), full, [1.0] * n
-        return self._rates(pool, clients, [f.fid for f in flows])
+    def _observe(self, pool: _Pool, plan: _Plan, t0: float, t1: float) -> None:
+        """Tell a stateful MAC what each flow achieved in every block between t0 and t1."""
+        rows = [i for i, f in enumerate(plan.flows) if f.fid in pool.flows]
+        keys = [plan.flows[i].fid for i in rows]
+        h0, h1 = plan.block_at(t0), plan.block_at(t1)
+        for h in range(h0, h1 + 1):
+            a, b = max(t0, plan.edges[h]), min(t1, plan.edges[h + 1])
+            if b > a:
+                pool.mac.observe(keys, plan.rate[rows, h], b - a)
 
+    # ------------------------------------------------------------------ planning
     def _replan(self, pool: _Pool) -> None:
-        """A change point of ``pool`` (settled): new rates from the MAC share, outage
-        transitions, and the wake-up at the earliest exact completion."""
+        """A change point of ``pool`` (settled): plan its flows' rates over the next blocks,
+        apply this block's outage transitions, and schedule its next wake-up."""
         pool.gen += 1
+        pool.plan = None
         if not pool.flows:
+            pool.lb = None
             return
-        if pool.solo_full and len(pool.flows) == 1:
-            # the common case: one flow alone gets the whole band all the time (what
-            # _pool_rates returns for it), unless it is in outage (the general path)
-            (f,) = pool.flows.values()
-            bw = pool.bandwidth_hz
-            fr = self.link.rate_of(f.client, pool.direction, bw, bw)
-            if fr > 0:
-                f.rate = f.full_rate = fr
-                f.time_frac = 1.0
-                if f.in_outage:
-                    self._outage(f, False)
-                self._wake(pool, (f.bits - f.sent) / fr)
-                return
-        flows = list(pool.flows.values())
-        rate, full, time_frac = self._pool_rates(pool, flows)
-        best = math.inf
-        for f, r, fr, tf in zip(flows, rate, full, time_frac):
-            f.rate = r
-            f.full_rate = fr
-            if r > 0:
-                f.time_frac = tf
-                dt = (f.bits - f.sent) / r
-                if dt < best:
-                    best = dt
-            else:
-                f.time_frac = 0.0
-            if fr <= 0:
-                if not f.in_outage:
-                    self._outage(f, True)
-            elif f.in_outage:
-                self._outage(f, False)
-        if best < math.inf:
-            self._wake(pool, best)
-
-    def _wake(self, pool: _Pool, best: float) -> None:
-        """Schedule ``pool``'s wake-up ``best`` seconds from now (its earliest completion)."""
-        delay = max(best, 0.0)
         env = self.env
-        at = env._now + delay
-        if at < self._block_at:  # else the boundary re-plans first
-            self.n_wakeups += 1
-            # what env.timeout(delay, value=...) schedules (same time, priority and event
-            # id), without building a Timeout on this per-event path
-            ev = Event(env)
-            ev._ok = True
-            ev._value = (pool, pool.gen)
-            ev.callbacks.append(self._on_pool_wake)
-            heappush(env._queue, (at, NORMAL, next(env._eid), ev))
+        now = env.now
+        flows = list(pool.flows.values())
+        clients = [f.client for f in flows]
+        d, bw = pool.direction, pool.bandwidth_hz
+        lb = self._link_rows(pool, flows, now)
+        if lb.handover.size and int(lb.handover.min()) == 0:  # a handover is due now
+            due = [c for c, h in zip(clients, lb.handover.tolist()) if h == 0]
+            pool.lb = None
+            for p in self._refresh(due):
+                if p is not pool:
+                    self._replan(p)
+            if pool.flows:
+                self._replan(pool)
+            return
+        full = lb.full_bps  # [n, H]
+        edges = lb.edges_s
+        keys = [f.fid for f in flows]
+        mac = pool.mac
+        if pool.observes:  # a stateful policy: its averages evolve block by block, on a copy
+            bw_frac, tf, rate = self._stateful_shares(pool, keys, full, edges, lb)
+        elif len(flows) == 1 and type(mac) in _SOLO_FULL:  # alone: the whole band when live
+            rate = full
+            tf = (full > 0).astype(np.float64)
+        else:
+            bw_frac, tf = _block_shares(mac, keys, full)
+            rate = np.where(bw_frac > 0.0, full * tf, 0.0)
+            sub = (bw_frac > 0.0) & (bw_frac < 1.0)
+            if sub.any():  # a sub-band share: the link decides its rate (power concentration)
+                r_sub = self.link.sub_rates(lb, d, np.where(sub, bw_frac, 1.0), bw)
+                rate = np.where(sub, r_sub * tf, rate)
+        tf = np.where(rate > 0, tf, 0.0)
+        plan = pool.plan = _Plan(flows, edges, rate, full, tf, lb.sinr_db, self.link.block_index(now))
+        n_blocks = full.shape[1]
+        self.n_plans += 1
+        self.n_plan_blocks += n_blocks * len(flows)
+        # this block: current rates, outage transitions (traced now)
+        live = full > 0
+        live0 = live[:, 0]
+        cols = zip(flows, rate[:, 0].tolist(), full[:, 0].tolist(), tf[:, 0].tolist(),
+                   lb.sinr_db[:, 0].tolist(), live0.tolist())
+        for f, r, fr, t, sinr, up in cols:
+            f.rate, f.full_rate, f.time_frac, f.sinr_db = r, fr, t, sinr
+            if up == f.in_outage:  # a transition in this block
+                self._outage(f, not up)
+        # the next change point: a completion, an outage transition, a handover, the plan's end
+        t_next = edges[n_blocks]
+        bits = np.array([f.bits for f in flows], dtype=np.float64)
+        remaining = bits - plan.sent0
+        if (remaining <= 1e-9 * bits + 1e-9).any():
+            t_next = now  # delivered already (a change point at its completion time)
+        else:
+            reach = plan.cum_bits[:, 1:] >= remaining[:, None]  # [n, H]: done by the block's end
+            if reach.any():  # first crossing: the block where the bits run out, then within it
+                i = np.flatnonzero(reach.any(axis=1))
+                h = np.argmax(reach[i], axis=1)
+                t_done = edges[h] + (remaining[i] - plan.cum_bits[i, h]) / rate[i, h]
+                t_next = min(t_next, float(t_done.min()))
+        if n_blocks > 1:
+            flips = live[:, 1:] != live0[:, None]
+            if flips.any():
+                t_next = min(t_next, float(edges[1 + int(np.argmax(flips.any(axis=0)))]))
+        h_ho = int(lb.handover.min())
+        if h_ho < n_blocks:
+            plan.handover_at = float(edges[h_ho])
+            t_next = min(t_next, plan.handover_at)
+        if t_next < math.inf:
+            self._wake(pool, max(t_next, now))
+
+    def _link_rows(self, pool: _Pool, flows: list[Flow], now: float) -> LinkBlocks:
+        """The link's plan for ``flows`` from now: the rows the pool got from the link at
+        its last full request (the rest of them, from now on) for the flows it had, and a
+        request for the flows that joined since. The link is asked for all of them again
+        at the end of those rows (a chunk boundary for the radio link) and after a
+        handover. A flow's interferers are thus the co-channel transmitters of the moment
+        its rows were made."""
+        d, bw = pool.direction, pool.bandwidth_hz
+        old = pool.lb
+        if old is None or now >= old.edges_s[-1]:
+            lb = self.link.plan_blocks(now, [f.client for f in flows], d, pool.cell, bw,
+                                       self._tx_up, self._tx_down)
+            pool.lb, pool.lb_rows = lb, {f.fid: i for i, f in enumerate(flows)}
+            return lb
+        h = max(int(np.searchsorted(old.edges_s, now, side="right")) - 1, 0)
+        rows = pool.lb_rows
+        have = [rows[f.fid] for f in flows if f.fid in rows]
+        new = [f for f in flows if f.fid not in rows]
+        if not new and have == list(range(old.clients.size)):  # the same flows: the rest of the rows
+            if h == 0 and old.edges_s[0] == now:
+                return old
+            edges = old.edges_s[h:].copy()
+            edges[0] = now
+            return LinkBlocks(old.clients, edges, old.full_bps[:, h:], old.sinr_db[:, h:],
+                              np.maximum(old.handover - h, 0),
+                              None if old.data is None else old.data[:, h:])
+        parts = []
+        if have:
+            r = np.array(have)
+            parts.append((old.clients[r], old.full_bps[r, h:], old.sinr_db[r, h:],
+                          np.maximum(old.handover[r] - h, 0),
+                          None if old.data is None else old.data[r, h:], old.edges_s[h:]))
+        if new:
+            lb = self.link.plan_blocks(now, [f.client for f in new], d, pool.cell, bw,
+                                       self._tx_up, self._tx_down)
+            parts.append((lb.clients, lb.full_bps, lb.sinr_db, lb.handover, lb.data, lb.edges_s))
+        n_h = min(p[1].shape[1] for p in parts)  # the shortest horizon
+        edges = parts[-1][5][: n_h + 1].copy()
+        edges[0] = now
+        order = [f.fid for f in flows if f.fid in rows] + [f.fid for f in new]
+        pos = {fid: i for i, fid in enumerate(order)}
+        take = np.array([pos[f.fid] for f in flows])  # back to the pool's order
+
+        def cat(i):
+            if any(p[i] is None for p in parts):
+                return None
+            return np.concatenate([p[i][:, :n_h] if p[i].ndim == 2 else p[i] for p in parts])[take]
+
+        lb = LinkBlocks(cat(0), edges, cat(1), cat(2), np.minimum(cat(3), n_h), cat(4))
+        if new:  # the new flows' rows become part of the pool's
+            pool.lb, pool.lb_rows = lb, {f.fid: i for i, f in enumerate(flows)}
+        return lb
+
+    def _stateful_shares(self, pool, keys, full, edges, lb):
+        """Shares of a stateful policy (proportional fair): each block's shares from the
+        averages it would have then, computed on a copy of the policy."""
+        mac = copy.deepcopy(pool.mac)
+        n, n_h = full.shape
+        bw_frac = np.empty((n, n_h))
+        tf = np.empty((n, n_h))
+        rate = np.empty((n, n_h))
+        d, bw = pool.direction, pool.bandwidth_hz
+        for h in range(n_h):
+            b, t = mac.shares(keys, full[:, h])
+            bw_frac[:, h], tf[:, h] = b, t
+            r = np.where(b > 0.0, full[:, h] * t, 0.0)
+            sub = (b > 0.0) & (b < 1.0)
+            if sub.any():
+                frac = np.ones((n, n_h))
+                frac[:, h] = np.where(sub, b, 1.0)
+                r = np.where(sub, self.link.sub_rates(lb, d, frac, bw)[:, h] * t, r)
+            rate[:, h] = r
+            if h + 1 < n_h:
+                mac.observe(keys, r, edges[h + 1] - edges[h])
+        return bw_frac, tf, rate
+
+    def _wake(self, pool: _Pool, at: float) -> None:
+        """Schedule ``pool``'s wake-up at time ``at`` (its next change point)."""
+        env = self.env
+        self.n_wakeups += 1
+        # what env.timeout(at - now, value=...) schedules (same priority and event id), at
+        # exactly ``at``, without building a Timeout on this per-event path
+        ev = Event(env)
+        ev._ok = True
+        ev._value = (pool, pool.gen)
+        ev.callbacks.append(self._on_pool_wake)
+        heappush(env._queue, (at, NORMAL, next(env._eid), ev))
+
+    def _on_pool_wake(self, ev) -> None:
+        pool, gen = ev._value
+        if gen != pool.gen:
+            return  # a later change point re-planned this pool
+        plan = pool.plan
+        self._settle(pool)
+        done = [f for f in pool.flows.values() if f.bits - f.sent <= 1e-9 * f.bits + 1e-9]
+        for f in done:
+            self._remove(pool, f)
+            self._finish(f, ok=True)
+        dirty = []
+        now = self.env.now
+        if pool.flows and self.link.block_index(now) != plan.k0 and (
+                now >= plan.edges[-1] or plan.handover_at <= now):
+            # the plan's end, or a handover due: the link state of these clients moves on
+            dirty = self._refresh([f.client for f in pool.flows.values()])
+        if pool not in dirty:
+            self._replan(pool)
+        for p in dirty:
+            self._replan(p)
 
     def _outage(self, f: Flow, start: bool) -> None:
         now = self.env.now
@@ -410,29 +603,18 @@ class Network:
             f.outage_since = now
         if self.tracer.enabled:
             self.tracer.record(now, "outage_start" if start else "outage_end", f.round, f.client,
-                               f.cell, f.direction, snr_db=self.sinr_db(f.client, f.direction),
+                               f.cell, f.direction, snr_db=f.sinr_db,
                                rate_bps=0.0 if start else f.full_rate)
         if start and self.outage_timeout_s is not None:
             ev = self.env.timeout(self.outage_timeout_s, value=(f, now))
             ev.callbacks.append(self._on_outage_timer)
-
-    def _on_pool_wake(self, ev) -> None:
-        pool, gen = ev._value
-        if gen != pool.gen:
-            return  # a later change point rescheduled this pool
-        self._settle(pool)
-        done = [f for f in pool.flows.values()
-                if f.rate > 0 and f.bits - f.sent <= 1e-9 * f.bits + 1e-9]
-        for f in done:
-            self._remove(pool, f)
-            self._finish(f, ok=True)
-        self._replan(pool)
 
     def _on_outage_timer(self, ev) -> None:
         flow, since = ev._value
         if flow.ok is None and flow.in_outage and flow.outage_since == since:
             self.cancel(flow, "outage")
 
+    # ------------------------------------------------------------------ bookkeeping
     def _remove(self, pool: _Pool, flow: Flow) -> None:
         del pool.flows[flow.fid]
         pool.mac.forget(flow.fid)
@@ -440,11 +622,19 @@ class Network:
         lst.remove(flow)
         if not lst:
             del self._client_flows[flow.client]
+            self._note(self.link.set_active(flow.client, False, self.env.now))
         if flow.direction == UP and not any(f.direction == UP for f in lst):
             self._tx_up[flow.client] = False
         if flow.direction == DOWN and not pool.flows:
             self._tx_down[pool.cell] = False
         self._n_active -= 1
+
+    def _note(self, handovers) -> None:
+        """Trace handovers the link found for a client with no transfer to move."""
+        for client, old, new in handovers:
+            self.tracer.record(self.env.now, "handover", None, client, new, detail=f"from {old}")
+            if self.on_handover is not None:
+                self.on_handover(client, old, new)
 
     def _finish(self, flow: Flow, ok: bool, reason: str | None = None) -> None:
         now = self.env.now
@@ -455,12 +645,15 @@ class Network:
             flow.sent = float(flow.bits)
         self.bits_delivered += flow.sent
         self.bits_lost += flow.bits - flow.sent
+        if now > flow.t_start and not math.isinf(self.link.block_s):
+            bs = self.link.block_s
+            self.n_flow_blocks += math.ceil(now / bs - 1e-9) - math.floor(flow.t_start / bs + 1e-9)
         if self.tracer.enabled:
             duration = now - flow.t_start
             self.tracer.record(  # t_s, event, round, client, cell, direction, bits, delivered,
                 now, "send_end" if ok else "send_failed", flow.round, flow.client, flow.cell,
                 flow.direction, flow.bits, flow.sent,
-                self.link.sinr_db_of(flow.client, flow.direction),  # snr_db
+                flow.sinr_db,  # snr_db in its last block
                 flow.sent / duration if duration > 0 else None,  # rate_bps (mean)
                 None, None, flow.energy_j, flow.label if ok else reason)  # capacity, k, energy, detail
         if not flow.done.triggered:
@@ -474,22 +667,12 @@ class Network:
                 flow.rate, flow.capacity_bits, flow.k, None, flow.label)  # rate .. detail
 
     def _refresh(self, clients) -> list[_Pool]:
-        """Refresh link state; apply handovers; return pools that need re-sharing.
-
-        The first refresh in a fading block also evaluates the held clients (one batch)."""
+        """Refresh link state; apply handovers; return pools that need re-planning."""
         if len(clients) == 0:
             return []
-        now = self.env.now
-        if now != self._last_now:
-            self._last_now = now
-            self._now_block = self.link.block_index(now)
-        k = self._now_block
-        if k != self._last_block:
-            self._last_block = k
-            if self._held:
-                clients = sorted(set(self._held).union(
-                    clients.tolist() if isinstance(clients, np.ndarray) else clients))
-        handovers = self.link.refresh(now, clients, self._tx_up, self._tx_down)
+        if len(clients) > 1:  # each client once (a client may have several flows)
+            clients = sorted(set(clients.tolist() if isinstance(clients, np.ndarray) else clients))
+        handovers = self.link.refresh(self.env.now, clients, self._tx_up, self._tx_down)
         if not handovers:
             return []
         dirty: list[_Pool] = []
@@ -507,6 +690,7 @@ class Network:
                 src.mac.forget(flow.fid)
                 flow.cell = new
                 dst.flows[flow.fid] = flow
+                src.lb = dst.lb = None  # the link is asked again for both cells
                 if flow.direction == DOWN:
                     self._tx_down[old] = bool(src.flows)
                     self._tx_down[new] = True
@@ -514,33 +698,6 @@ class Network:
                     if p not in dirty:
                         dirty.append(p)
         return dirty
-
-    def _ensure_block_timer(self) -> None:
-        if self._block_pending or math.isinf(self.link.block_s) or self._n_active == 0:
-            return
-        bs = self.link.block_s
-        now = self.env.now
-        k = math.floor(now / bs + 1e-9) + 1
-        self._block_pending = True
-        ev = self.env.timeout(max(k * bs - now, 0.0))
-        self._block_at = now + max(k * bs - now, 0.0)  # the event's time, as SimPy computes it
-        self.n_block_events += 1
-        ev.callbacks.append(self._on_block)
-
-    def _on_block(self, ev) -> None:
-        self._block_pending = False
-        self._block_at = math.inf
-        if self._n_active == 0:
-            return
-        self._ensure_block_timer()  # first: the pools re-planned below look at it
-        active = [p for p in self._pools.values() if p.flows]
-        for pool in active:
-            self._settle(pool)
-        for pool in self._refresh(sorted(set(self._client_flows).union(self._held))):
-            if pool not in active:
-                active.append(pool)
-        for pool in active:
-            self._replan(pool)
 
     def check_accounting(self) -> None:
         """Assert bits offered = delivered + lost + still in flight."""

@@ -4,26 +4,30 @@
 :class:`RadioLink`: layout, client drops, mobility per group, path loss, shadowing, block
 fading (``channel.radio.RadioChannel``), association with hysteresis, and the rate mapping.
 
-Link state is computed lazily, per fading block and per client: in a block, only the
-clients that matter are evaluated — those with an active transfer (at the block boundary)
-and those the driver asks about (selection, capacity prediction, transfer start) — in one
-vectorised call for the clients of that moment (``RadioChannel.gain_linear(...,
-ue_index=...)``). Idle clients and idle blocks cost nothing; the cost of a block grows with
-the active clients, not with the population. A client's channel does not depend on which
-other clients were evaluated (``channel.radio``): an idle client's fading is advanced
-lazily, with the exact multi-block correlation, when it is next evaluated.
+The channel is a function of (seed, client, link, position, time) (``channel.radio``): a
+client's channel at a time does not depend on which other clients or blocks were evaluated,
+so two scenarios that differ in bandwidth, algorithm or selection see the same channel for
+the same client at the same time (common random numbers). The link evaluates it per *chunk*
+of :data:`channel._sos.CHUNK_BLOCKS` fading blocks: a transferring client's chunk is
+computed in one vectorised call (batched with every other transferring client that needs
+the same chunk) and kept while it is current; the transfer engine then plans whole chunks
+(:meth:`RadioLink.plan_blocks`). A client the driver only asks about (selection, capacity
+prediction, serving cell) is evaluated for that block alone. Idle clients and idle blocks
+cost nothing.
 
-SINR: uplink interference comes from clients of other cells with an active uplink flow at
-the block's first evaluation; downlink interference from cells with an active downlink
-flow at that moment. Clients evaluated later in the block see the same interferers.
-Power concentration: a client given a fraction b/B of its cell's uplink band puts its
-whole power there, so its SINR on that sub-band is the full-band SINR + 10·log10(B/b)
+SINR: uplink interference comes from the clients of other cells with an active uplink flow,
+downlink interference from the cells with an active downlink flow, with their gains in the
+block; the set is the one when the link is asked (for a planned transfer, when its rows were
+made: see :meth:`sim.network.Network._link_rows`). Power concentration: a client given a fraction b/B of its cell's uplink band
+puts its whole power there, so its SINR on that sub-band is the full-band SINR + 10·log10(B/b)
 (noise and average interference scale with the band); downlink power is spread over the
 band, so the downlink SINR does not depend on the share.
 
-Association (serving cell, handover) is evaluated with the same laziness: a client's
-handover is detected — and traced — at the first evaluation of that client after its
-strongest cell changed, i.e. while it transfers or when the driver asks about it.
+Association (serving cell, handover with hysteresis and time-to-trigger) is evaluated on
+the large-scale gain (RSRP is layer-3 filtered: no ping-pong on fades) at every fading block
+in which a client has a transfer, and at the blocks in which the driver asks about it; the
+engine learns the block of a transferring client's next handover from the plan, and a
+client that hands over while idle has its handover traced at its next evaluation.
 
 The models are built from the scenario's validated configs (:mod:`sim.radio_config`: one
 registry per plug-in point, configs whose fields are the builders' keyword arguments).
@@ -43,20 +47,89 @@ from typing import Any
 import numpy as np
 
 from channel import link as L
-from sim.links import DOWN, UP, LinkModel
+from channel._sos import CHUNK_BLOCKS
+from sim.links import DOWN, UP, LinkBlocks, LinkModel
 from sim.radio_config import DROPS, LAYOUTS, MAX_COORD_M, MOBILITY, PATHLOSS, RATES
 
 __all__ = ["RadioLink", "build_radio", "check_radio", "build_layout", "build_drop",
            "build_mobility", "build_pathloss", "build_rate_mapper", "fading_options"]
 
 
+class _ChunkCache:
+    """Linear gains and large-scale gains (dB) of clients, per chunk of fading blocks:
+    [slot, n_bs, CHUNK_BLOCKS] arrays, a slot per (client, chunk), two chunks per client at
+    most (by the chunk's parity). A pure function of the seed: not written to checkpoints
+    (:meth:`__getstate__`), recomputed to the same bits after a resume."""
+
+    def __init__(self, n_bs: int, n_clients: int) -> None:
+        self.n_bs, self.n_clients = int(n_bs), int(n_clients)
+
+    def __getstate__(self) -> dict:
+        return {"n_bs": self.n_bs, "n_clients": self.n_clients}
+
+    def ready(self) -> "_ChunkCache":
+        if "lin" not in self.__dict__:
+            self.lin = np.empty((0, self.n_bs, CHUNK_BLOCKS))
+            self.ls = np.empty((0, self.n_bs, CHUNK_BLOCKS))
+            self.ls_max = np.empty((0, CHUNK_BLOCKS))  # the strongest cell's, per block
+            # the client's serving cell when the chunk was computed, and the first block of
+            # the chunk where another cell beat it by the hysteresis (CHUNK_BLOCKS: none)
+            self.ref = np.empty(0, dtype=np.int64)
+            self.first_better = np.empty(0, dtype=np.int64)
+            self.chunk = np.empty(0, dtype=np.int64)  # chunk of each slot
+            self.owner = np.empty(0, dtype=np.int64)  # client of each slot (−1: free)
+            self.held = np.full((self.n_clients, 2), -1, dtype=np.int64)  # chunk held, by parity
+            self.slot = np.zeros((self.n_clients, 2), dtype=np.int64)
+        return self
+
+    def lookup(self, clients: np.ndarray, j: int) -> np.ndarray:
+        """(m,) slots of ``clients`` for chunk ``j`` (−1: not cached)."""
+        p = j & 1
+        return np.where(self.held[clients, p] == j, self.slot[clients, p], -1)
+
+    def store(self, clients: np.ndarray, j: int, lin: np.ndarray, ls: np.ndarray, j_min: int,
+              serving: np.ndarray, hysteresis_db: float) -> None:
+        """Keep chunk ``j`` of ``clients`` ([m, n_bs, C] each; ``serving`` (m,) their serving
+        cells, −1 for none yet); slots of chunks before ``j_min`` are reused first."""
+        free = np.flatnonzero((self.owner < 0) | (self.chunk < j_min))
+        if free.size < clients.size:  # grow
+            cap = max(2 * self.chunk.size, self.chunk.size + clients.size - free.size, 64)
+            grow = cap - self.chunk.size
+            self.lin = np.concatenate([self.lin, np.empty((grow, self.n_bs, CHUNK_BLOCKS))])
+            self.ls = np.concatenate([self.ls, np.empty((grow, self.n_bs, CHUNK_BLOCKS))])
+            self.ls_max = np.concatenate([self.ls_max, np.empty((grow, CHUNK_BLOCKS))])
+            self.ref = np.concatenate([self.ref, np.full(grow, -1, dtype=np.int64)])
+            self.first_better = np.concatenate([self.first_better, np.zeros(grow, dtype=np.int64)])
+            self.chunk = np.concatenate([self.chunk, np.zeros(grow, dtype=np.int64)])
+            self.owner = np.concatenate([self.owner, np.full(grow, -1, dtype=np.int64)])
+            free = np.flatnonzero((self.owner < 0) | (self.chunk < j_min))
+        s = free[: clients.size]
+        old = self.owner[s]
+        was = old >= 0
+        if was.any():  # the previous owners lose these slots
+            o, oc = old[was], self.chunk[s[was]]
+            gone = self.held[o, oc & 1] == oc
+            self.held[o[gone], oc[gone] & 1] = -1
+        self.lin[s] = lin
+        self.ls[s] = ls
+        ls_max = self.ls_max[s] = ls.max(axis=1)  # [m, C]
+        rows = np.arange(clients.size)
+        better = ls_max > ls[rows, np.maximum(serving, 0), :] + hysteresis_db  # [m, C]
+        self.ref[s] = serving
+        self.first_better[s] = np.where(better.any(axis=1), np.argmax(better, axis=1), CHUNK_BLOCKS)
+        self.chunk[s] = j
+        self.owner[s] = clients
+        self.held[clients, j & 1] = j
+        self.slot[clients, j & 1] = s
+
+
 class RadioLink(LinkModel):
-    """Link state of the clients that matter, from the channel models, per fading block.
+    """Link state of the clients that matter, from the channel models (see the module
+    docstring).
 
     Args:
-        channel: a ``channel.radio.RadioChannel``
-            (``gains(t, xy, speed, ids) -> ([n_bs, m] linear, [n_bs, m] large-scale dB)``).
-        state_of: ``(t, ids) -> (positions (m, 2) m, speeds (m,) m/s)`` of clients ``ids``.
+        channel: a ``channel.radio.RadioChannel``.
+        positions_at: ``(times (W,), ids (m,)) -> [W, m, 2]`` positions (m) of clients ``ids``.
         tx_power_dbm: (n_clients,) UE power, dBm; bs_tx_power_dbm: BS power, dBm.
         noise_up_dbm, noise_down_dbm: noise over the whole cell band (uplink at the BS,
             downlink at the UE), dBm.
@@ -64,12 +137,12 @@ class RadioLink(LinkModel):
             rate_mapper: ``channel.link.RateMapper``.
     """
 
-    def __init__(self, channel, state_of, tx_power_dbm, bs_tx_power_dbm: float,
+    def __init__(self, channel, positions_at, tx_power_dbm, bs_tx_power_dbm: float,
                  noise_up_dbm: float, noise_down_dbm: float, association, rate_mapper,
                  n_cells: int) -> None:
         self.channel = channel
         self.block_s = float(channel.block_s)
-        self._state_of = state_of
+        self._positions_at = positions_at
         self.tx_power_dbm = np.asarray(tx_power_dbm, dtype=np.float64)
         self.n_clients = n = len(self.tx_power_dbm)
         self.n_cells = n_cells
@@ -90,11 +163,19 @@ class RadioLink(LinkModel):
         self.serving = np.zeros(n, dtype=np.int64)
         self._sinr = {UP: np.zeros(n), DOWN: np.zeros(n)}  # linear, at each client's block
         self._sinr_f = {UP: [0.0] * n, DOWN: [0.0] * n}  # the same as Python floats
-        self._at = [-1] * n  # block each client was last evaluated at
-        self._block = -1  # the current block (its interferers are fixed at its first evaluation)
-        self._i_up_mw = np.zeros(n_cells)  # uplink interference at each cell, this block
-        self._tx_down = np.zeros(n_cells, dtype=bool)  # cells transmitting downlink, this block
-        self.n_evaluated = 0  # client-blocks evaluated (a cost counter for benchmarks)
+        self._at = [-1] * n  # block each client's SINR belongs to
+        self._assoc_at = np.full(n, -1, dtype=np.int64)  # last block association was applied at
+        # the handover rule looked ahead (not committed): from which update, to which block,
+        # and the first block where a cell is better by the hysteresis / a handover fires
+        self._la_from = np.full(n, -2, dtype=np.int64)
+        self._la_to = np.full(n, -1, dtype=np.int64)
+        self._la_better = np.full(n, -1, dtype=np.int64)
+        self._la_first = np.full(n, -1, dtype=np.int64)
+        self._active = np.zeros(n, dtype=bool)  # clients with a transfer (evaluated every block)
+        self._active_until = np.full(n, -1, dtype=np.int64)  # last block of its last transfer
+        self._held = np.zeros(n, dtype=bool)  # round participants: chunks computed in the batch
+        self._cache = _ChunkCache(channel.n_bs, n)
+        self.n_evaluated = 0  # client-blocks the channel computed (a cost counter for benchmarks)
         self._t_last = -1.0
         self._k_last = -1
 
@@ -105,64 +186,334 @@ class RadioLink(LinkModel):
             self._k_last = self.channel.block_index(t_s)
         return self._k_last
 
+    # -- the channel, per chunk ------------------------------------------------------------
+    def _chunk_slots(self, clients: np.ndarray, j: int) -> np.ndarray:
+        """Cache slots of ``clients`` for chunk ``j``, computing the missing ones in one
+        call — together with every transferring client and round participant that lacks it."""
+        cache = self._cache.ready()
+        slots = cache.lookup(clients, j)
+        miss = slots < 0
+        if miss.any():
+            want = clients[miss]
+            if j >= self._k_last // CHUNK_BLOCKS:  # the current chunk or later: batch them all
+                want = np.union1d(want, np.flatnonzero(self._active | self._held))
+                want = want[cache.lookup(want, j) < 0]
+            self._compute_chunk(want, j)
+            slots = cache.lookup(clients, j)
+        return slots
+
+    def _compute_chunk(self, clients: np.ndarray, j: int) -> None:
+        c = CHUNK_BLOCKS
+        blocks = np.arange(j * c, (j + 1) * c)
+        xy = self._positions_at(blocks * self.block_s, clients)  # [C, m, 2] at the block starts
+        lin, ls = self.channel.gains_over(blocks, xy, clients)  # [m, n_bs, C] each
+        j_now = self._k_last // c if self._k_last >= 0 else j
+        serving = np.where(self._assoc_at[clients] >= 0, self.serving[clients], -1)
+        self._cache.store(clients, j, lin, ls, min(j, j_now) - 2, serving, self.association.hysteresis_db)
+        self.n_evaluated += clients.size * c
+
+    def _gains(self, clients: np.ndarray, k0: int, k1: int, cell: int | None = None):
+        """(linear gains, large-scale dB), each [m, n_bs, k1 − k0], of clients over blocks
+        [k0, k1), from their chunks; with ``cell``, the linear gains to that cell only
+        ([m, k1 − k0])."""
+        c = CHUNK_BLOCKS
+        j0, j1 = k0 // c, (k1 - 1) // c
+        cache = self._cache
+        if j0 == j1:  # one chunk: plain slices
+            s = self._chunk_slots(clients, j0)
+            a, b = k0 - j0 * c, k1 - j0 * c
+            if cell is not None:
+                return cache.lin[s, cell, a:b]
+            return cache.lin[s, :, a:b], cache.ls[s, :, a:b]
+        m = clients.size
+        lin = np.empty((m, k1 - k0) if cell is not None else (m, self.channel.n_bs, k1 - k0))
+        ls = None if cell is not None else np.empty(lin.shape)
+        for j in range(j0, j1 + 1):
+            a, b = max(k0, j * c), min(k1, (j + 1) * c)
+            s = self._chunk_slots(clients, j)
+            if cell is not None:
+                lin[:, a - k0:b - k0] = cache.lin[s, cell, a - j * c:b - j * c]
+            else:
+                lin[:, :, a - k0:b - k0] = cache.lin[s, :, a - j * c:b - j * c]
+                ls[:, :, a - k0:b - k0] = cache.ls[s, :, a - j * c:b - j * c]
+        return lin if cell is not None else (lin, ls)
+
+    def _block(self, clients: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """(linear gains, large-scale dB), each [m, n_bs], at block ``k``: from the cache
+        (transferring clients and round participants: their chunk), else computed for this
+        block alone."""
+        j = k // CHUNK_BLOCKS
+        col = k - j * CHUNK_BLOCKS
+        cache = self._cache.ready()
+        slots = cache.lookup(clients, j)
+        have = slots >= 0
+        if have.all():
+            return cache.lin[slots, :, col], cache.ls[slots, :, col]
+        need = ~have & (self._active[clients] | self._held[clients])
+        if need.any():
+            slots = self._chunk_slots(clients, j) if need.all() else slots
+            if not need.all():
+                slots[need] = self._chunk_slots(clients[need], j)
+            have = slots >= 0
+            if have.all():
+                return cache.lin[slots, :, col], cache.ls[slots, :, col]
+        lin = np.empty((clients.size, self.channel.n_bs))
+        ls = np.empty(lin.shape)
+        if have.any():
+            lin[have] = cache.lin[slots[have], :, col]
+            ls[have] = cache.ls[slots[have], :, col]
+        ids = clients[~have]  # asked about, not transferring: this block only
+        xy = self._positions_at(np.array([k * self.block_s]), ids)
+        g, l_db = self.channel.gains_over([k], xy, ids)
+        lin[~have] = g[:, :, 0]
+        ls[~have] = l_db[:, :, 0]
+        self.n_evaluated += ids.size
+        return lin, ls
+
+    # -- association ------------------------------------------------------------------------
+    def _first_better(self, ids: np.ndarray, start: np.ndarray, k_to: int) -> np.ndarray:
+        """(m,) the first block in [start, k_to) at which some cell beats the client's
+        serving cell by the hysteresis (the handover rule can only act there), −1 for none:
+        from what each chunk noted when it was computed, where the serving cell is still
+        the one it was computed for; else from the gains."""
+        c = CHUNK_BLOCKS
+        cache = self._cache
+        if ids.size == 1:  # the usual case (a flow joins): plain Python on the chunks' notes
+            i, k = int(ids[0]), int(start[0])
+            s_i = int(self.serving[i])
+            for j in range(k // c, (k_to - 1) // c + 1):
+                p = j & 1
+                if cache.ready().held[i, p] != j:
+                    self._chunk_slots(ids, j)
+                slot = int(cache.slot[i, p])
+                lo = max(k, j * c) - j * c
+                if cache.ref[slot] != s_i:
+                    break  # the note does not apply: the general path below
+                fb = int(cache.first_better[slot])
+                if fb < c:
+                    if fb >= lo:
+                        return np.array([j * c + fb if j * c + fb < k_to else -1])
+                    break  # a candidate before lo: look at the gains
+            else:
+                return np.array([-1])
+        out = np.full(ids.size, -1, dtype=np.int64)
+        todo = np.ones(ids.size, dtype=bool)
+        serving = self.serving[ids]
+        hyst = self.association.hysteresis_db
+        for j in range(int(start.min()) // c, (k_to - 1) // c + 1):
+            if not todo.any():
+                break
+            s = self._chunk_slots(ids, j)
+            lo = np.maximum(start, j * c) - j * c  # (m,) first column to look at
+            fb = cache.first_better[s]
+            same = cache.ref[s] == serving
+            hit = todo & same & (fb < c) & (fb >= lo)
+            out[hit] = j * c + fb[hit]
+            todo &= ~hit
+            clear = same & ((fb >= c) | (fb >= lo))  # nothing from lo on in this chunk
+            look = todo & ~clear & (lo < c)
+            if look.any():  # the chunk's note does not apply: look at its gains
+                i = np.flatnonzero(look)
+                cols = np.arange(c)[None, :]
+                sl = s[i][:, None]
+                better = cache.ls_max[sl, cols] > cache.ls[sl, serving[i][:, None], cols] + hyst
+                better &= cols >= lo[i][:, None]
+                any_b = better.any(axis=1)
+                out[i[any_b]] = j * c + np.argmax(better[any_b], axis=1)
+                todo[i[any_b]] = False
+        out[out >= k_to] = -1
+        return out
+
+    def _lookahead(self, ids: np.ndarray, k_to: int) -> None:
+        """Look ahead the handover rule of clients ``ids`` from their last update to block
+        ``k_to`` (exclusive), without committing: the first block at which some cell beats
+        the serving one by the hysteresis (``_la_better``) and the first at which a
+        handover fires (``_la_first``), −1 for none. Kept per client while valid."""
+        valid = self._la_from[ids] == self._assoc_at[ids]
+        short = self._la_to[ids] < k_to
+        if valid.all() and not short.any():
+            return
+        quiet = valid & short & (self._la_better[ids] < 0)
+        if quiet.any():  # nothing in the way so far: look at the extra blocks only
+            q = ids[quiet]
+            still = self._first_better(q, self._la_to[q], k_to) < 0
+            self._la_to[q[still]] = k_to
+        stale = (self._la_from[ids] != self._assoc_at[ids]) | (self._la_to[ids] < k_to)
+        if not stale.any():
+            return
+        ids = ids[stale]
+        start = self._assoc_at[ids] + 1
+        first_b = self._first_better(ids, start, k_to)
+        self._la_better[ids] = first_b
+        self._la_first[ids] = -1
+        any_b = first_b >= 0
+        if any_b.any():  # the rule itself, for the few that have a candidate
+            sub = ids[any_b]
+            k0 = int(start[any_b].min())
+            _, ls = self._gains(sub, k0, k_to)
+            t = np.arange(k0, k_to) * self.block_s
+            _, fired = self.association.scan(t, ls.transpose(2, 1, 0) + self.bs_tx_power_dbm,
+                                             sub, start=start[any_b] - k0, commit=False)
+            hit = fired.any(axis=0)
+            self._la_first[sub] = np.where(hit, np.argmax(fired, axis=0) + k0, -1)
+        self._la_from[ids] = self._assoc_at[ids]
+        self._la_to[ids] = k_to
+
+    def _walk(self, ids: np.ndarray, k_end: int) -> None:
+        """Apply the handover rule to clients ``ids`` at every block from their last update
+        to ``k_end`` (they transferred through those blocks)."""
+        assoc = self.association
+        self._lookahead(ids, k_end + 1)
+        quiet = (self._la_better[ids] < 0) | (self._la_better[ids] > k_end)
+        if quiet.any():  # no cell beat the serving one: what the rule gives is no candidate
+            q = ids[quiet]
+            assoc.forget_candidates(q, k_end * self.block_s)
+            self._la_from[q] = k_end  # the look-ahead from here on still holds
+        busy = ids[~quiet]
+        if busy.size:
+            k0 = int(self._assoc_at[busy].min()) + 1
+            _, ls = self._gains(busy, k0, k_end + 1)  # [m, n_bs, K]
+            serv, _ = assoc.scan(np.arange(k0, k_end + 1) * self.block_s,
+                                 ls.transpose(2, 1, 0) + self.bs_tx_power_dbm, busy,
+                                 start=self._assoc_at[busy] + 1 - k0)
+            self.serving[busy] = serv[-1]
+        self._assoc_at[ids] = k_end
+
+    def _associate(self, clients: np.ndarray, k: int, ls_k: np.ndarray) -> list[tuple[int, int, int]]:
+        """Apply the handover rule to ``clients`` (ascending) up to block ``k``: at every
+        block in which they transferred since their last update, then at ``k`` (``ls_k``
+        [m, n_bs]: their large-scale gains at ``k``). Returns the handovers."""
+        old = self.serving[clients].copy()
+        at = self._assoc_at[clients]
+        seen = at >= 0  # a first attachment is not a handover
+        active = self._active[clients]
+        walk = active & seen & (at < k - 1)
+        if walk.any():  # transferring since before this block: every block in between
+            self._walk(clients[walk], k)
+        lazy = ~active & seen & (self._active_until[clients] > at)
+        if lazy.any():  # transferred until a block since its last update: those blocks
+            ids = clients[lazy]
+            ends = self._active_until[ids]
+            for e in np.unique(ends).tolist():
+                self._walk(ids[ends == e], min(e, k))
+        rest = self._assoc_at[clients] < k
+        if rest.any():
+            ids = clients[rest]
+            before = self.serving[ids].copy()
+            serving, _ = self.association.update(k * self.block_s, (ls_k[rest] + self.bs_tx_power_dbm).T,
+                                                 cols=ids)
+            self.serving[ids] = serving
+            # a look-ahead that saw no candidate up to past k still holds from k on
+            keep = ((self._la_from[ids] == self._assoc_at[ids]) & (self._la_to[ids] > k)
+                    & ((self._la_better[ids] < 0) | (self._la_better[ids] > k)) & (serving == before))
+            self._la_from[ids[keep]] = k
+            self._assoc_at[ids] = k
+        moved = np.flatnonzero((self.serving[clients] != old) & seen)
+        return [(int(clients[i]), int(old[i]), int(self.serving[clients[i]])) for i in moved.tolist()]
+
+    def set_held(self, client, held):
+        self._held[client] = held
+
+    def set_active(self, client, active, t_s):
+        k = self.block_index(t_s)
+        if active:
+            self._active[client] = True
+            return []
+        # it transferred through this block: the rule is applied to those blocks at its next
+        # evaluation (a handover then is traced then)
+        self._active_until[client] = k
+        self._active[client] = False
+        return []
+
+    # -- refresh: the current block ----------------------------------------------------------
     def refresh(self, t_s, clients, transmitting_up, transmitting_down):
-        if t_s != self._t_last:  # cache: many refreshes share a time
-            self._t_last = t_s
-            self._k_last = self.channel.block_index(t_s)
-        k = self._k_last
-        if k == self._block:
-            at = self._at
-            if isinstance(clients, np.ndarray):
-                clients = clients.tolist()
-            need = [c for c in clients if at[c] != k]
-            if not need:
-                return []
-            return self._evaluate(k, np.unique(np.array(need, dtype=np.int64)), None)
-        # the block's first evaluation: the uplink transmitters are evaluated with it, since
-        # their interference holds for the whole block
-        self._block = k
-        tx = np.flatnonzero(transmitting_up)
+        k = self.block_index(t_s)
+        at = self._at
         if isinstance(clients, np.ndarray):
             clients = clients.tolist()
-        need = np.array(sorted(set(clients).union(tx.tolist())), dtype=np.int64)  # ascending
-        self._tx_down = np.array(transmitting_down, dtype=bool)
-        return self._evaluate(k, need, tx)
-
-    def _evaluate(self, k: int, need: np.ndarray, tx) -> list[tuple[int, int, int]]:
-        """Channel, association and SINR of clients ``need`` (ascending) at block ``k``;
-        ``tx`` (a subset of ``need``): this block's uplink transmitters, or None when the
-        block's interference is already set."""
-        t_b = self.channel.block_start_s(k)
-        xy, speed = self._state_of(t_b, need)
-        # g: [n_bs, m] linear gains. RSRP is layer-3 filtered in practice: associate on the
-        # large-scale gain (path loss, shadowing, antenna), not on each block's fast fading
-        # (no ping-pong on fades).
-        g, rsrp = self.channel.gains(t_b, xy, speed, need)
-        rsrp += self.bs_tx_power_dbm  # [n_bs, m], dBm
-        old = self.serving[need]
-        serving, fire = self.association.update(t_b, rsrp, cols=need)
-        self.serving[need] = serving
-        g_serv = g[serving, np.arange(need.size)]  # (m,)
-        if tx is not None:
-            pos = need.searchsorted(tx)
-            self._i_up_mw = L.uplink_interference_mw(g[:, pos], self._p_ue_mw[tx], serving[pos])
-        sinr_up = self._p_ue_mw[need] * g_serv / (self._i_up_mw[serving] + self._n_up_mw)
-        mask = self._tx_down
+        need = sorted({c for c in clients if at[c] != k})
+        if not need:
+            return []
+        need = np.array(need, dtype=np.int64)
+        g, ls = self._block(need, k)  # [m, n_bs]
+        handovers = self._associate(need, k, ls)
+        serving = self.serving[need]
+        rows = np.arange(need.size)
+        g_serv = g[rows, serving]  # (m,)
+        tx = np.flatnonzero(transmitting_up)
+        if tx.size:  # uplink interference at the cells these clients are served by
+            cells, inv = np.unique(serving, return_inverse=True)
+            j = k // CHUNK_BLOCKS
+            s_tx = self._chunk_slots(tx, j)  # (first: it may grow the cache's arrays)
+            g_tx = self._cache.lin[s_tx[:, None], cells[None, :], k - j * CHUNK_BLOCKS]
+            other = self.serving[tx][:, None] != cells[None, :]  # [n_tx, u]
+            i_serv = (self._p_ue_mw[tx] @ np.where(other, g_tx, 0.0))[inv]
+        else:
+            i_serv = 0.0
+        sinr_up = self._p_ue_mw[need] * g_serv / (i_serv + self._n_up_mw)
+        mask = np.asarray(transmitting_down, dtype=bool)
         signal = self._p_bs_mw * g_serv
-        total = self._p_bs_mw * (mask @ g) if np.count_nonzero(mask) else np.zeros(need.size)
+        total = self._p_bs_mw * (g @ mask) if np.count_nonzero(mask) else np.zeros(need.size)
         interference = np.maximum(total - signal * mask[serving], 0.0)
         sinr_down = signal / (interference + self._n_down_mw)
         self._sinr[UP][need] = sinr_up
         self._sinr[DOWN][need] = sinr_down
-        fu, fd, at = self._sinr_f[UP], self._sinr_f[DOWN], self._at
+        fu, fd = self._sinr_f[UP], self._sinr_f[DOWN]
         for c, su, sd in zip(need.tolist(), sinr_up.tolist(), sinr_down.tolist()):
             fu[c] = su
             fd[c] = sd
             at[c] = k
-        self.n_evaluated += need.size
-        if not np.count_nonzero(fire):
-            return []
-        return [(int(need[i]), int(old[i]), int(serving[i])) for i in fire.nonzero()[0]]
+        return handovers
+
+    # -- planning: many blocks at once --------------------------------------------------------
+    def plan_blocks(self, t_s, clients, direction, cell, cell_bandwidth_hz, transmitting_up,
+                    transmitting_down):
+        """The rest of the current chunk of blocks (and the next chunk when at most two
+        blocks are left), for clients served by ``cell``: their full-band rates with the
+        interferers of now, and the first handover the look-ahead of their association
+        finds."""
+        c_ids = np.asarray(clients, dtype=np.int64)
+        k0 = self.block_index(t_s)
+        c = CHUNK_BLOCKS
+        k1 = (k0 // c + 1) * c
+        if k1 - k0 <= 2:
+            k1 += c
+        n_h = k1 - k0
+        self._lookahead(c_ids, k1)
+        first = self._la_first[c_ids]
+        handover = np.where((first >= 0) & (first < k1), np.maximum(first - k0, 0), n_h)
+        if direction == UP:
+            g = self._gains(c_ids, k0, k1, cell)  # [m, H] gain to the serving cell
+            tx = np.flatnonzero(transmitting_up)
+            tx = tx[self.serving[tx] != cell]
+            interference = 0.0
+            if tx.size:
+                interference = self._p_ue_mw[tx] @ self._gains(tx, k0, k1, cell)  # (H,)
+            sinr = self._p_ue_mw[c_ids][:, None] * g / (interference + self._n_up_mw)
+        else:
+            mask = np.asarray(transmitting_down, dtype=bool)
+            if np.count_nonzero(mask):
+                lin, _ = self._gains(c_ids, k0, k1)  # [m, n_bs, H]
+                signal = self._p_bs_mw * lin[:, cell, :]
+                total = self._p_bs_mw * np.einsum("mbh,b->mh", lin, mask.astype(float))
+                interference = np.maximum(total - signal * mask[cell], 0.0)
+            else:
+                signal = self._p_bs_mw * self._gains(c_ids, k0, k1, cell)
+                interference = 0.0
+            sinr = signal / (interference + self._n_down_mw)
+        full = self._rate(sinr, float(cell_bandwidth_hz))
+        edges = np.arange(k0, k1 + 1) * self.block_s  # block starts (as block_start_s)
+        edges[0] = t_s
+        with np.errstate(divide="ignore"):
+            sinr_db = 10.0 * np.log10(sinr)
+        return LinkBlocks(c_ids, edges, full, sinr_db, handover.astype(np.int64), sinr)
+
+    def sub_rates(self, blocks, direction, fractions, cell_bandwidth_hz):
+        s = blocks.data
+        bw = fractions * float(cell_bandwidth_hz)
+        if direction == UP:  # the UE's power concentrates on its sub-band
+            s = s / fractions
+        return self._rate(s, bw)
 
     # -- vectorised queries (selection, predictions) --------------------------------------
     def sinr_db(self, clients, direction):
@@ -257,6 +608,20 @@ class Radio:
             if mine.size:
                 xy[mine], v[mine] = mob.state_of(t_s, clients[mine] - sl.start)
         return xy, np.hypot(v[:, 0], v[:, 1])
+
+    def positions_at(self, times_s, clients: np.ndarray) -> np.ndarray:
+        """[W, m, 2] positions (m) of ``clients`` at each of ``times_s`` (W,)."""
+        clients = np.asarray(clients, dtype=np.int64)
+        times = np.atleast_1d(np.asarray(times_s, dtype=float))
+        if len(self._mobilities) == 1:
+            (sl, mob), = self._mobilities
+            return mob.positions_at(times, clients - sl.start if sl.start else clients)
+        out = np.empty((times.size, clients.size, 2))
+        for sl, mob in self._mobilities:
+            mine = np.flatnonzero((clients >= sl.start) & (clients < sl.stop))
+            if mine.size:
+                out[:, mine] = mob.positions_at(times, clients[mine] - sl.start)
+        return out
 
     def positions_m(self, t_s: float, clients=None) -> np.ndarray:
         """(n, 2) positions at ``t_s`` (of ``clients`` only, (m, 2), when given), m."""
@@ -427,7 +792,7 @@ def build_radio(scn, rng) -> Radio:
     mapper = build_rate_mapper(net.rate)
     radio = Radio(None, layout, np.asarray(layout.site_of_bs, dtype=np.int64), mobilities)
     radio.link = RadioLink(
-        channel, radio.state_of, tx_power, net.bs_tx_power_dbm,
+        channel, radio.positions_at, tx_power, net.bs_tx_power_dbm,
         float(L.thermal_noise_dbm(net.uplink_bandwidth_hz, net.noise_figure_db)),
         float(L.thermal_noise_dbm(net.downlink_bandwidth_hz, net.ue_noise_figure_db)),
         L.Association(net.association.hysteresis_db, net.association.time_to_trigger_s, n_ue=n),

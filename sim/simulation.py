@@ -304,11 +304,15 @@ class Simulation:
         return task.edge if task.edge is not None else self.server.node
 
     def _forget_history(self) -> None:
-        """Let the mobility models drop trajectory history before the current fading block
-        (memory of long runs; the channel only ever asks about the current block or later)."""
+        """Let the mobility models drop trajectory history before the previous chunk of
+        fading blocks (memory of long runs; the channel asks about the current chunk, the
+        next, and — for a transferring client's association — the one before)."""
         if self.radio is not None:
+            from channel._sos import CHUNK_BLOCKS
+
             link = self.radio.link
-            self.radio.forget_before(link.channel.block_start_s(link.block_index(self.env.now)))
+            j = link.block_index(self.env.now) // CHUNK_BLOCKS
+            self.radio.forget_before(link.channel.block_start_s(max(j - 1, 0) * CHUNK_BLOCKS))
 
     def _budget_s(self, task: _Task) -> float:
         b = self.scenario.fl.capacity_budget_s
@@ -325,7 +329,7 @@ class Simulation:
         client = self.clients[cid]
         gen = self.algorithm.client_round(task.rnd, cid)
         value = None
-        self.network.hold(cid)  # a participant: its link is evaluated with each block's batch
+        self.network.hold(cid)  # a participant: its channel is evaluated with each chunk's batch
         self._live[id(task)] = task
         try:
             while True:
@@ -733,10 +737,10 @@ class Simulation:
 
         The file is a :mod:`fl.statefile` archive (JSON, npy, safetensors; reading it runs
         no code from it). The SimPy environment and its event queue are not written: at a
-        round boundary the queue holds only wake-ups that no longer do anything (ended tasks' timers, stale
-        pool wake-ups) plus the network's fading-block timer, which :meth:`resume`
-        reschedules at its exact time. Mobility and fading are evaluated lazily from their
-        (written) state, so nothing else is scheduled ahead.
+        round boundary the queue holds only wake-ups that no longer do anything (ended tasks'
+        timers, stale pool wake-ups): no transfer is planned. Mobility is evaluated lazily
+        from its (written) state and the channel is a function of the seed (its caches are
+        not written), so nothing else is scheduled ahead.
         """
         if not self._quiescent():
             return False
@@ -744,8 +748,7 @@ class Simulation:
         skip = {"env", "scenario", "algorithm", "progress", "checkpoint", "stop_after_rounds",
                 "_start_round", "_edge_dl", "_executor", "_live", "_batcher"}
         head = {"scenario": self.scenario.model_dump(mode="json"), "next_round": next_round,
-                "now": self.env.now,
-                "block_at": self.network._block_at if self.network._block_pending else None}
+                "now": self.env.now}
         body = {"sim": {k: v for k, v in self.__dict__.items() if k not in skip},
                 "algorithm": self.algorithm.state_dict(), "global_rng": _global_rng_state()}
         env = self.env
@@ -809,8 +812,6 @@ class Simulation:
         sim._start_round = head["next_round"]
         sim.algorithm = algorithm if algorithm is not None else _make_algorithm(scenario, run_dir)
         sim.algorithm.load_state_dict(body["algorithm"])
-        if head["block_at"] is not None:  # the pending fading-block timer, at its exact time
-            _timeout_at(env, head["block_at"]).callbacks.append(sim.network._on_block)
         _set_global_rng_state(body["global_rng"])
         return sim
 

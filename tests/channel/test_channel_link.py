@@ -254,3 +254,36 @@ def test_predict_capacity_limits():
     assert float(predict_capacity_bits(1e6, 2.0, 3e6, 1e-9)) == pytest.approx(6e6, rel=1e-6)
     # τ = H: r̄H + (r₀ − r̄)·H(1 − e^{−1}) = 6e6 − 2e6·2·0.63212 = 3.4715e6
     assert float(predict_capacity_bits(1e6, 2.0, 3e6, 2.0)) == pytest.approx(6e6 - 4e6 * (1 - math.exp(-1)))
+
+
+@pytest.mark.parametrize("ttt", [0.0, 0.05, 0.12])
+def test_association_scan_equals_successive_updates(ttt):
+    """scan() over K times gives, update by update, what K calls of update() give — the
+    serving cells, the handovers and the state left — with per-client starting points."""
+    rng = np.random.default_rng(int(ttt * 100))
+    for trial in range(60):
+        k, m, n_bs = int(rng.integers(1, 20)), int(rng.integers(1, 6)), 3
+        t = np.cumsum(rng.uniform(0.01, 0.06, k))
+        base = rng.normal(-80, 5, (n_bs, m))
+        r = base[None] + np.cumsum(rng.normal(0, 3, (k, n_bs, m)), axis=0)
+        start = rng.integers(0, k, m)
+        a, b = Association(3.0, ttt, n_ue=m), Association(3.0, ttt, n_ue=m)
+        for j in range(2):  # some state before
+            prior = base + rng.normal(0, 4, (n_bs, m))
+            a.update(-1.0 + 0.01 * j, prior, cols=np.arange(m))
+            b.update(-1.0 + 0.01 * j, prior, cols=np.arange(m))
+        serving, fired = a.scan(t, r, np.arange(m), start=start)
+        for j in range(k):
+            ids = np.flatnonzero(start <= j)
+            if ids.size:
+                s, f = b.update(t[j], r[j][:, ids], cols=ids)
+                assert np.array_equal(serving[j, ids], s) and np.array_equal(fired[j, ids], f)
+        assert np.array_equal(a.serving, b.serving)
+        assert np.array_equal(a._candidate, b._candidate)
+        live = a._candidate >= 0
+        assert np.array_equal(a._since[live], b._since[live])
+    look = Association(3.0, ttt, n_ue=2)
+    look.update(0.0, np.array([[-80.0, -90.0], [-85.0, -70.0]]), cols=[0, 1])
+    before = (look.serving.copy(), look._candidate.copy())
+    look.scan([0.1, 0.2], np.full((2, 2, 2), -60.0) + np.array([[0.0], [10.0]]), [0, 1], commit=False)
+    assert np.array_equal(look.serving, before[0]) and np.array_equal(look._candidate, before[1])

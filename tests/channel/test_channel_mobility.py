@@ -223,3 +223,15 @@ def test_random_models_need_a_generator():
     # rng may be passed in the documented position
     m = GaussMarkov(start(), BOUNDS, 1.0, 0.5, 1.0, np.random.default_rng(0))
     assert m.positions_m(3.0).shape == (N, 2)
+
+
+@pytest.mark.parametrize("name", sorted(MOBILITY_MODELS))
+def test_positions_at_many_times_equal_state_of_each(name):
+    m = FACTORIES[name](4)
+    ref = FACTORIES[name](4)
+    idx = np.array([m.n_ue - 1, 0, 2])
+    times = np.array([0.0, 0.7, 13.0, 13.05, 250.0])
+    got = m.positions_at(times, idx)
+    assert got.shape == (5, 3, 2)
+    for w, t in enumerate(times):
+        assert np.array_equal(got[w], ref.state_of(float(t), idx)[0])

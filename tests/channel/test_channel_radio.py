@@ -50,7 +50,7 @@ def test_piecewise_constant_within_a_block_and_new_block_changes():
     g0 = rc.gain_db(0.0, xy, 3.0)
     assert rc.gain_db(0.004, xy + 5.0, 30.0) is g0  # same block: positions/speeds ignored
     assert rc.gain_db(0.0099999, xy, 3.0) is g0
-    g1 = rc.gain_db(0.01, xy, 3.0)
+    g1 = rc.gain_db(0.01, xy + [0.03, 0.0], 3.0)  # 3 cm on (3 m/s for 10 ms): the fading moves
     assert rc.block == 1 and not np.array_equal(g0, g1)
     with pytest.raises(
         ValueError, match=r"asked for block 0 \(t_s=0.005\) after block 1: blocks must be requested in non-decreasing"
@@ -194,3 +194,68 @@ def test_channel_imports_only_numpy_scipy_and_stdlib():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == ""
+
+
+# -- a channel you can ask about any moment ---------------------------------------------------
+def _walkers(seed=0, n=20, n_sectors=3):
+    lay = hex_grid(1, 500.0, n_sectors=n_sectors)
+    xy = drop_uniform_in_cells(np.random.default_rng(seed), lay, n, min_distance_m=35.0)
+    return lay, RandomWaypoint(xy, lay.bounds_m, (0.5, 1.5), rng=np.random.default_rng(seed + 1))
+
+
+@pytest.mark.parametrize("fading", [{"kind": "rayleigh"}, {"kind": "rician_los"},
+                                    {"kind": "rician", "min_speed_mps": 0.3}])
+def test_gains_do_not_depend_on_what_was_asked_before(fading):
+    """The issue's measurement: two channels from the same seed, hex grid, UMa, 20 walkers;
+    one is also asked about t = 2.5 s (and 0.01 s), the other only about t = 5 s. Client
+    0's gains at 5 s: the same to the last bit (they differed by up to 21.5 dB before)."""
+    lay, walk = _walkers()
+    a = RadioChannel(lay, "uma", 3.5e9, 1.5, 20, fading=fading, rngs=rngs(3), block_s=0.01)
+    b = RadioChannel(lay, "uma", 3.5e9, 1.5, 20, fading=fading, rngs=rngs(3), block_s=0.01)
+    for t in (0.01, 2.5, 5.0):
+        ga = a.gain_db_for_mobility(t, walk)
+    gb = b.gain_db_for_mobility(5.0, walk, ue_index=np.array([0]))
+    assert np.array_equal(ga[:, 0], gb[:, 0])
+    assert np.abs(ga[:, 0] - gb[:, 0]).max() < 1e-9
+    # and through the stateless API, in a batch of other blocks, backwards in time
+    k = a.block_index(5.0)
+    p = np.stack([walk.state(a.block_start_s(j))[0] for j in (k, 250, 1)])
+    s = b.sample(np.array([k, 250, 1]), p)
+    assert np.array_equal(s.large_scale_db[0], a.large_scale_gain_db)
+    assert np.array_equal(s.fading_power[0], a.fading_power)
+    assert np.allclose(10 * np.log10(s.gain_linear[0]), ga, rtol=0, atol=1e-9)
+
+
+def test_sample_is_the_same_bits_alone_in_its_chunk_or_in_any_batch():
+    lay, walk = _walkers(seed=4, n=30)
+    rc = RadioChannel(lay, "uma", 3.5e9, 1.5, 30, fading={"kind": "rician_los"}, rngs=rngs(5), block_s=0.05)
+    blocks = np.arange(32, 48)  # one whole chunk
+    xy = np.stack([walk.state(rc.block_start_s(k))[0] for k in blocks])  # [16, 30, 2]
+    whole = rc.sample(blocks, xy)
+    for k, ids in ((3, np.array([7])), (0, np.array([29, 2, 11])), (15, np.arange(30))):
+        one = rc.sample([blocks[k]], xy[k:k + 1, ids], ids)
+        for f in ("gain_linear", "large_scale_db", "fading_power", "los"):
+            assert np.array_equal(getattr(one, f)[0], getattr(whole, f)[k][:, ids]), f
+    mixed = rc.sample([40, 3, 33], np.stack([xy[8], xy[0] + 100.0, xy[1]]))  # another chunk between
+    assert np.array_equal(mixed.gain_linear[0], whole.gain_linear[8])
+    assert np.array_equal(mixed.gain_linear[2], whole.gain_linear[1])
+    # the per-block API gives the same bits
+    per_block = RadioChannel(lay, "uma", 3.5e9, 1.5, 30, fading={"kind": "rician_los"}, rngs=rngs(5), block_s=0.05)
+    g = per_block.gain_linear(rc.block_start_s(40), xy[8], None)
+    assert np.array_equal(g, whole.gain_linear[8])
+
+
+def test_los_field_has_the_standard_probability_and_is_spatially_consistent():
+    lay = single_cell(400.0)
+    n = 20_000
+    ang = np.random.default_rng(9).uniform(0, 2 * np.pi, n)
+    xy = 100.0 * np.stack([np.cos(ang), np.sin(ang)], axis=1)  # every client 100 m away
+    rc = RadioChannel(lay, UMa(), 3.5e9, 1.5, n, fading=None, shadowing=False, rngs=rngs(10))
+    s = rc.sample([0, 1, 2], np.stack([xy, xy + [0.5, 0.0], xy + [0.0, 500.0]]))
+    p = 0.3476708368  # Table 7.4.2-1 at 100 m, hUT 1.5 m
+    assert s.los[0].mean() == pytest.approx(p, abs=0.012)
+    assert (s.los[1] != s.los[0]).mean() < 0.03  # 0.5 m further (d_LOS = 50 m): almost no flips
+    far = s.los[2]  # 500 m further: independent of the first draw
+    p_far = UMa().los_probability(np.hypot(xy[:, 0], xy[:, 1] + 500.0), 1.5)
+    assert far.mean() == pytest.approx(p_far.mean(), abs=0.012)
+    assert np.corrcoef(s.los[0].ravel(), far.ravel())[0, 1] == pytest.approx(0.0, abs=0.03)

@@ -30,12 +30,15 @@ def test_correlation_follows_exponential(dd):
     assert corr(s0, s1) == pytest.approx(np.exp(-dd / 37.0), abs=0.015)
 
 
-def test_many_small_steps_equal_one_big_step_in_distribution():
-    # Markov property of the exponential process: ten 3 m steps correlate like one 30 m step
+def test_many_small_steps_equal_one_big_step():
+    # a field of position: ten 3 m steps land where one 30 m step does (the same values,
+    # not only the same distribution, as the Markov model this replaced gave)
     sh = CorrelatedShadowing(8.0, 50.0, 1, N, np.random.default_rng(3))
+    big = CorrelatedShadowing(8.0, 50.0, 1, N, np.random.default_rng(3))
     s0 = sh.value_db(0.0)
     for _ in range(10):
         s = sh.value_db(3.0)
+    assert np.allclose(s, big.value_db(30.0), rtol=0, atol=1e-9)
     assert corr(s0, s) == pytest.approx(np.exp(-30.0 / 50.0), abs=0.015)
     assert s.std() == pytest.approx(8.0, rel=0.02)
 
@@ -76,3 +79,24 @@ def test_parameter_errors():
         CorrelatedShadowing(6.0, 0.0, 1, 1, np.random.default_rng(0))
     with pytest.raises(TypeError, match=r"'rng' parameter of CorrelatedShadowing must be a numpy.random.Generator"):
         CorrelatedShadowing(6.0, 10.0, 1, 1, 42)
+
+
+def test_field_is_exactly_gaussian_and_isotropic():
+    from scipy import stats
+
+    sh = CorrelatedShadowing(1.0, 37.0, 2, N // 2, np.random.default_rng(8))
+    xy = np.random.default_rng(9).uniform(-2000, 2000, (N // 2, 2))
+    u0 = sh.unit_at(xy)
+    assert stats.kstest(u0.ravel(), "norm").pvalue > 1e-3  # N(0, 1) at every point
+    for ang in (0.0, 0.7, 2.0):  # the same correlation in every direction
+        d = 20.0 * np.array([np.cos(ang), np.sin(ang)])
+        assert corr(u0, sh.unit_at(xy + d)) == pytest.approx(np.exp(-20.0 / 37.0), abs=0.015)
+
+
+def test_value_at_a_position_does_not_depend_on_history_or_batch():
+    a = CorrelatedShadowing(6.0, 37.0, 3, 50, np.random.default_rng(10))
+    xy = np.random.default_rng(11).uniform(-500, 500, (50, 2))
+    full = a.value_db_at(xy)
+    a.value_db(17.0)  # the stateful API moved everybody: the field is unchanged
+    ids = np.array([49, 3, 20])
+    assert np.array_equal(a.value_db_at(xy[ids], ids), full[:, ids])

@@ -57,51 +57,76 @@ def test_scalar_and_vector_link_queries_agree():
             assert part == pytest.approx(full / 4, rel=1e-13)
 
 
-def test_link_evaluates_only_what_is_asked_and_held():
+def test_link_evaluates_only_what_is_asked_and_transfers_by_whole_chunks():
+    """Asked-about clients are evaluated for their block alone; a transfer's client gets
+    its whole chunk of 16 blocks in one call, with every other transferring client that
+    lacks it; nothing is evaluated twice."""
     sim = Simulation(_scenario())
     net, link = sim.network, sim.link
     env = sim.env
-    evaluated = []
-    orig = link._evaluate
+    calls = []
+    orig = link.channel.gains_over
 
-    def spy(k, need, tx):
-        evaluated.append((k, need.tolist()))
-        return orig(k, need, tx)
+    def spy(blocks, xy, ids):
+        calls.append((np.asarray(blocks).tolist(), np.asarray(ids).tolist()))
+        return orig(blocks, xy, ids)
 
-    link._evaluate = spy
-    net.hold(7)
-    net.hold(7)
-    net.refresh([3])  # block 0: the asked client and the held one, one batch
-    net.refresh([3, 7])  # nothing new in block 0
-    env.run(until=0.07)  # block 1
-    net.refresh([5])
-    net.release(7)
-    assert evaluated == [(0, [3, 7]), (1, [5, 7])]
-    net.release(7)
-    env.run(until=0.12)
-    net.refresh([5])
-    assert evaluated[-1] == (2, [5])
-    assert link.n_evaluated == 5
+    link.channel.gains_over = spy
+    net.refresh([3])  # block 0: client 3 alone, this block only
+    net.refresh([3, 7])  # client 7 only
+    assert calls == [([0], [3]), ([0], [7])]
+    net.start(7, DOWN, 5_000_000_000)  # a transfer: client 7's chunk 0
+    assert calls[-1] == (list(range(16)), [7])
+    net.start(3, DOWN, 5_000_000_000)
+    assert calls[-1] == (list(range(16)), [3])
+    n = len(calls)
+    env.run(until=0.07)  # block 1: in the chunk already
+    net.refresh([3, 7])
+    assert len(calls) == n
+    env.run(until=0.8 + 1e-9)  # chunk 1 (from 0.8 s) for both transfers in one call
+    assert calls[n:] and calls[n] == (list(range(16, 32)), [3, 7])
+    assert link.n_evaluated == 2 + 16 * 4
 
 
-def test_block_boundaries_replace_stale_wakeups():
-    """One 100 Mbit download over ~5 s: the link changes every 50 ms block; completion is
-    planned by the boundaries, with one wake-up in the last block only."""
+def test_transfers_are_planned_chunk_by_chunk_and_complete_exactly():
+    """One 1.6 Gbit download over ~7 s (about 140 blocks of 50 ms) with nobody else on the
+    air: the pool is planned a chunk (16 blocks) at a time, so it wakes at chunk ends and at
+    the completion only, not per block; the completion time equals a block-by-block oracle
+    built from the channel's public API."""
     sim = Simulation(_scenario())
-    net, env = sim.network, sim.env
+    net, env, link = sim.network, sim.env, sim.link
     out = {}
 
     def go():
-        flow = net.start(4, DOWN, 100_000_000)
+        flow = net.start(4, DOWN, 1_600_000_000)
         yield flow.done
         out["flow"] = flow
 
     env.process(go())
     env.run()
     flow = out["flow"]
-    n_blocks = math.floor(flow.t_end / 0.05 + 1e-9)
-    assert flow.ok and flow.sent == 100_000_000
-    assert net.n_block_events == n_blocks + 1 and net.n_wakeups <= 2
+    assert flow.ok and flow.sent == 1_600_000_000 and flow.cell == link.serving[4]
+    n_blocks = math.ceil(flow.t_end / 0.05)
+    assert n_blocks > 60
+    assert net.n_wakeups <= n_blocks // 16 + 3 and net.n_plans <= n_blocks // 16 + 3
+    assert net.n_flow_blocks == n_blocks
+    assert not [r for r in sim.tracer.rows if r[1] == "handover"]
+    # the oracle: per block, the downlink rate alone on 40 MHz (no interferer), bits summed
+    fresh = Simulation(_scenario())
+    ch, radio = fresh.radio.link.channel, fresh.radio
+    cell = int(flow.cell)
+    bits, t = 0.0, 0.0
+    for k in range(n_blocks + 1):
+        t0 = ch.block_start_s(k)
+        g = ch.sample([k], radio.positions_at([t0], np.array([4])), np.array([4])).gain_linear[0, cell, 0]
+        sinr = 10 ** (46.0 / 10) * g / 10 ** (link.noise_down_dbm / 10)  # bs_tx_power_dbm default
+        rate = 40e6 * min(math.log2(1 + sinr / 10 ** 0.3), 6.0)
+        t1 = ch.block_start_s(k + 1)
+        if bits + rate * (t1 - max(t0, 0.0)) >= 1_600_000_000:
+            t = max(t0, 0.0) + (1_600_000_000 - bits) / rate
+            break
+        bits += rate * (t1 - max(t0, 0.0))
+    assert flow.t_end == pytest.approx(t, rel=1e-12)
     net.check_accounting()
 
 
@@ -139,7 +164,9 @@ def test_long_runs_forget_trajectory_history_and_plots_replay_it():
     assert np.array_equal(traj["xy_m"], want)
 
 
-def test_equal_share_fast_path_equals_the_generic_rates():
+def test_planned_rates_equal_the_per_event_path():
+    """A crowded cell: each flow's planned rate in the current block equals what the scalar
+    per-event path (link.rates_of with the MAC's shares) gives for the same block."""
     sim = Simulation(_scenario())
     net = sim.network
     net.refresh(np.arange(30))
@@ -151,9 +178,29 @@ def test_equal_share_fast_path_equals_the_generic_rates():
         net.start(c, UP, 50_000_000)
     pool = net._pools[(crowded, UP)]
     flows = list(pool.flows.values())
-    rate, full, tf = net._rates(pool, [f.client for f in flows], [f.fid for f in flows])
-    assert [f.rate for f in flows] == rate and [f.full_rate for f in flows] == full
-    assert len(set(rate)) > 1
+    sim.link.refresh(sim.env.now, [f.client for f in flows], net._tx_up, net._tx_down)
+    full = sim.link.rates_of([f.client for f in flows], UP, None, pool.bandwidth_hz)
+    assert [f.full_rate for f in flows] == pytest.approx(full, rel=1e-12)
+    n = len(flows)
+    want = sim.link.rates_of([f.client for f in flows], UP, [1.0 / n] * n, pool.bandwidth_hz)
+    assert [f.rate for f in flows] == pytest.approx(want, rel=1e-12)
+    assert len(set(f.rate for f in flows)) > 1
+
+
+def test_block_shares_match_the_policies_block_by_block():
+    from sim.mac import make_mac
+    from sim.network import _block_shares
+
+    rng = np.random.default_rng(1)
+    for kind in ("equal_share", "round_robin", "max_rate"):
+        mac = make_mac(kind)
+        full = rng.uniform(1e5, 1e7, (5, 9))
+        full[rng.random(full.shape) < 0.3] = 0.0
+        full[:, 2] = 0.0  # everybody in outage in one block
+        bw, tf = _block_shares(mac, list(range(5)), full)
+        for h in range(9):
+            b, t = mac.shares(list(range(5)), full[:, h])
+            assert np.array_equal(bw[:, h], b) and np.array_equal(tf[:, h], t), (kind, h)
 
 
 def test_twin_shares_match_the_policies():
@@ -176,3 +223,35 @@ def test_network_with_radio_accounts_exactly():
     tot = res.summary["totals"]
     assert tot["bits_offered"] == pytest.approx(tot["bits_over_the_air"] + tot["bits_lost"], rel=1e-12)
     assert isinstance(sim.network, Network) and isinstance(sim.env, simpy.Environment)
+
+
+def test_a_handover_during_a_transfer_happens_at_the_block_where_the_rule_fires():
+    """The plan looks the handover rule ahead over the transfer's blocks: the pool wakes at
+    the start of the block where a handover fires, the flow moves there, and ends in its new
+    cell (or a later one); a rerun has the same handovers at the same times."""
+    from pathlib import Path
+
+    from sim.scenario import load_scenario
+
+    scn = load_scenario(Path(__file__).resolve().parents[2] / "scenarios" / "hex7_uma_mixed.yaml",
+                        ["fl.rounds=3"])
+    sim = Simulation(scn)
+    ev = sim.run().tracer.to_frame()
+    ch = sim.link.channel
+    starts = ev[ev["event"] == "send_start"]
+    ends = ev[ev["event"].isin(["send_end", "send_failed"])]
+    during = 0
+    for _, h in ev[ev["event"] == "handover"].iterrows():
+        mine_s, mine_e = starts[starts["client"] == h["client"]], ends[ends["client"] == h["client"]]
+        for _, st in mine_s.iterrows():
+            after = mine_e[mine_e["t_s"] >= st["t_s"]]
+            end = after.iloc[0] if len(after) else None
+            if end is not None and st["t_s"] < h["t_s"] < end["t_s"]:
+                during += 1
+                assert h["t_s"] == ch.block_start_s(ch.block_index(h["t_s"]))
+                assert end["cell"] == h["cell"] or (
+                    ev[(ev["event"] == "handover") & (ev["client"] == h["client"])
+                       & (ev["t_s"] > h["t_s"]) & (ev["t_s"] < end["t_s"])].shape[0] > 0)
+    assert during >= 2
+    again = Simulation(scn).run().tracer.to_frame()
+    assert again[again["event"] == "handover"].equals(ev[ev["event"] == "handover"])
