@@ -129,12 +129,20 @@ class Send:
     job: the same work as a picklable :class:`Job` (optional); a host with worker processes
         may run it instead of ``work``, from the moment the sizer returns. Hosts without
         workers ignore it.
+    budget_s: the airtime the sizer's capacity is meant for (optional): the host hands the
+        sizer ``predicted rate × budget`` with this budget unless the scenario sets its own
+        (``fl.capacity_budget_s``); None: the time left to the deadline.
     """
 
     sizer: Callable[[float], SendPlan]
     work: Callable[[SendPlan], Any] | None = None
     label: str = "update"
     job: Job | None = None
+    budget_s: float | None = None
+
+    def __post_init__(self) -> None:
+        if self.budget_s is not None and not self.budget_s > 0:
+            raise ValueError(f"Send.budget_s must be > 0 or None. Got {self.budget_s!r} instead.")
 
 
 @dataclass(frozen=True)

@@ -266,7 +266,7 @@ class KDTopK(LMAlgorithm):
         job = DistilJob(self.client_states.get(client), down, tuple(public), tuple(map(tuple, plan)),
                         gen.get_state(), tuple(map(tuple, warm)), warm_state)
         sent = yield Send(sizer=lambda capacity_bits: self.plan_upload(capacity_bits, n_tokens, down)[0],
-                          work=partial(job, self), job=job, label="logits")
+                          work=partial(job, self), job=job, label="logits", budget_s=cfg.airtime_s)
         self.client_states[client] = sent.state  # only once its upload completed
         payload = sent.payload
         return KDUpdate(payload, rnd, payload.k, payload.bits, float(np.mean(sent.losses)) if sent.losses else math.nan)

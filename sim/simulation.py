@@ -14,8 +14,9 @@ The round drivers interpret the :mod:`fl.actions` a client's round yields:
 - ``Receive``: wired path aggregator → the client's site, then the downlink radio transfer.
 - ``Compute``: ``flops / effective FLOP/s`` of the device (jittered); then ``work()``.
 - ``Send``: at the start of the transfer ``sizer(capacity_bits)`` with ``capacity_bits =
-  predicted rate (current channel state, current MAC share) × time budget`` (time left to
-  the deadline, or ``fl.capacity_budget_s``, or 1 s when neither exists); the uplink radio
+  predicted rate (current channel state, current MAC share) × time budget`` (the budget:
+  ``fl.capacity_budget_s`` when the scenario sets it, else the ``Send``'s own ``budget_s``,
+  else the time left to the deadline, else 1 s); the uplink radio
   transfer; the wired path to the aggregator; only then ``work(plan)``. With
   ``execution.backend`` ``process`` or ``ray``, a ``Send`` with a ``job`` is submitted to a
   worker right after the sizer and its result is taken when the upload completes
@@ -314,10 +315,10 @@ class Simulation:
             j = link.block_index(self.env.now) // CHUNK_BLOCKS
             self.radio.forget_before(link.channel.block_start_s(max(j - 1, 0) * CHUNK_BLOCKS))
 
-    def _budget_s(self, task: _Task) -> float:
-        b = self.scenario.fl.capacity_budget_s
-        if b is not None:
-            return b
+    def _budget_s(self, task: _Task, action: Send) -> float:
+        for b in (self.scenario.fl.capacity_budget_s, action.budget_s):
+            if b is not None:
+                return b
         if math.isfinite(task.deadline_abs):
             return max(task.deadline_abs - self.env.now, 0.0)
         return 1.0
@@ -460,7 +461,7 @@ class Simulation:
 
     def _send(self, task: _Task, client: Client, action: Send):
         rate = self.network.predict_rate(client.id, UP)
-        capacity = rate * self._budget_s(task)
+        capacity = rate * self._budget_s(task, action)
         plan = action.sizer(capacity)
         self._hist["up_bits"].append(plan.bits)
         pending = self._submit(action, plan)  # trains now, in real time, if workers exist

@@ -15,13 +15,13 @@ BUDGET_S = 0.1
 BLOCK_S = 0.05
 
 
-def _scenario(**fl):
+def _scenario(capacity_budget_s=BUDGET_S, **fl):
     return Scenario.model_validate({
         "name": "kd-fade", "seed": 0,
         "network": {"layout": {"kind": "single_cell"}, "uplink_bandwidth_hz": 1e6, "downlink_bandwidth_hz": 1e6},
         "clients": {"n_clients": 2, "devices": [{"name": "d", "flops": 1e9, "power_w": 1.0, "rx_power_w": 0.0}]},
         "backhaul": {"site_edge_latency_s": 0.0, "edge_cloud_latency_s": 0.0},
-        "fl": {"rounds": 1, "clients_per_round": 2, "selection": "all", "capacity_budget_s": BUDGET_S, **fl},
+        "fl": {"rounds": 1, "clients_per_round": 2, "selection": "all", "capacity_budget_s": capacity_budget_s, **fl},
     })
 
 
@@ -46,3 +46,25 @@ def test_a_fade_during_the_round_gives_a_smaller_k_in_the_trace():
     ends = ev[(ev.event == "send_end") & (ev.direction == UP)].set_index("client")
     assert list(ends.bits.loc[[0, 1]]) == list(up.bits.loc[[0, 1]])  # what was sized is what travelled
     assert "server_compute_end" in set(ev.event)  # the server's distillation is timed
+
+
+@pytest.mark.parametrize("scenario_budget, airtime, expected", [
+    (None, 0.05, 0.05),    # the algorithm's own airtime budget
+    (BUDGET_S, 0.05, BUDGET_S),  # the scenario's fl.capacity_budget_s wins
+])
+def test_the_sizer_budget_is_the_scenarios_else_the_algorithms(scenario_budget, airtime, expected):
+    algo = _algo(n_clients=2, airtime_s=airtime)
+    link = TableLink([[1e6, 1e6], [1e6, 1e6]], cells=[0, 1], block_s=BLOCK_S)
+    scn = _scenario(capacity_budget_s=scenario_budget, deadline_s=30.0)
+    up = Simulation(scn, algorithm=algo, link=link).run().tracer.to_frame()
+    up = up[(up.event == "send_start") & (up.direction == UP)]
+    assert list(up.capacity_bits) == pytest.approx([1e6 * expected] * 2)
+
+
+def test_kd_topk_defaults_are_a_top_k_message_without_mutual_distillation():
+    """The defaults: adaptive k in [8, 256] for 20 ms of airtime, no server logits sent back
+    (an untrained server teaches its mistakes)."""
+    from fl.kd_topk import KDTopKConfig
+
+    cfg = KDTopKConfig()
+    assert (cfg.k, cfg.k_min, cfg.k_max, cfg.airtime_s, cfg.mutual) == ("adaptive", 8, 256, 0.02, False)

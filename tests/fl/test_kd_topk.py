@@ -29,7 +29,7 @@ def _options(**over):
         data={"max_per_class": 30, "n_test": 6, "max_len": 96, "n_public": 6},
         partition={"kind": "iid"},
         local_steps=1, batch_size=2, lr=1e-2, public_batch_size=2, server_steps=1,
-        k="adaptive", k_min=2, k_max=512,
+        k="adaptive", k_min=2, k_max=512, mutual=True,  # the tests exercise the downlink teacher
     )
     options.update(over)
     return options

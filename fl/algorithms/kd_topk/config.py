@@ -43,8 +43,12 @@ class KDTopKConfig(AlgorithmConfig):
         from; their FLOPs count in that round's compute. 0: none.
     server_steps, server_lr: the server's distillation steps per round.
     public_batch_size: public examples per round. positions: ``answer`` or ``all``.
-    k: an int, ``full``, ``adaptive`` or ``adaptive_mass``; k_min, k_max (None: V) clip it;
+    k: an int, ``full``, ``adaptive`` or ``adaptive_mass``; k_min, k_max (None: V) clip it
+        (defaults 8 and 256: a top-k message, never the dense vocabulary, unless asked);
         mass_target: the probability mass of ``adaptive_mass``.
+    airtime_s: the airtime the adaptive k is sized for — the sizer gets C = predicted rate ×
+        airtime_s — unless the scenario sets ``fl.capacity_budget_s`` (which wins); null:
+        the time left to the deadline (which, with a deadline of seconds, gives k_max).
     k_down: entries per position the server sends back (an int or ``full``).
     values: ``logits`` (raw) or ``logprobs`` (log_softmax over V; needed by ``prob_tail``).
     value_dtype: fp32, fp16, bf16 or int8 (absmax per position) for values and projections.
@@ -54,7 +58,8 @@ class KDTopKConfig(AlgorithmConfig):
     client_alpha: α in the clients' loss, the weight of the downlink teacher (None: alpha).
         A server that has not learned the task yet teaches its clients its own mistakes; a
         smaller weight lets clients keep what their data taught them.
-    mutual: the server sends its logits back and clients distil from them.
+    mutual: the server sends its logits back and clients distil from them (off by default:
+        a server that has not learned yet teaches its clients its mistakes; docs/benchmarks.md).
     header_bits: modelled header bits of every message.
     eval_every, eval_batch_size: server-model evaluation; eval_clients: also evaluate the
         client models (mean/min accuracy of the clients trained so far; slower).
@@ -88,8 +93,11 @@ class KDTopKConfig(AlgorithmConfig):
     k: Union[int, Literal["full", "adaptive", "adaptive_mass"]] = Field("adaptive", description=(
         "Top-k entries per position: a number >= 1, full, adaptive (from the capacity) or "
         "adaptive_mass (the smallest k holding mass_target)."))
-    k_min: int = Field(1, ge=1, description="Smallest k.")
-    k_max: int | None = Field(None, ge=1, description="Largest k (null: the vocabulary size).")
+    k_min: int = Field(8, ge=1, description="Smallest k.")
+    k_max: int | None = Field(256, ge=1, description="Largest k (null: the vocabulary size).")
+    airtime_s: float | None = Field(0.02, gt=0, description=(
+        "Airtime (s) the adaptive k is sized for: C = predicted rate x airtime_s, unless "
+        "fl.capacity_budget_s is set; null: the time left to the deadline."))
     mass_target: float = Field(0.95, gt=0, le=1, description="Probability mass of adaptive_mass.")
     k_down: Union[int, Literal["full"]] = Field(64, description=(
         "Entries per position the server sends back (a number >= 1 or full)."))
@@ -106,7 +114,7 @@ class KDTopKConfig(AlgorithmConfig):
         "Weight of the downlink teacher in the clients' loss (null: alpha)."))
     beta: float = Field(1.0, ge=0, description="Weight of the projection term.")
     projection: ProjectionSpec = Field(ProjectionSpec(), description="The hidden projection [P1].")
-    mutual: bool = Field(True, description="The server sends its logits back to the clients.")
+    mutual: bool = Field(False, description="The server sends its logits back to the clients.")
     header_bits: int = Field(0, ge=0, description="Modelled header bits of every message.")
     eval_every: int = Field(1, ge=1, description="Evaluate after every eval_every rounds.")
     eval_batch_size: int = Field(16, ge=1, description="Prompts per evaluation forward pass.")
