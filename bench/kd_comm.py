@@ -176,7 +176,7 @@ def run_config(key: str, overrides: list[str], runs: Path, resume: bool = False)
     prior = _wall(out) if resume else 0.0
     t0 = time.perf_counter()
 
-    def progress(done: int, total: int) -> None:
+    def progress(done: int, total: int, _row: dict) -> None:
         if not (out / "bench_overrides.json").exists():  # after --overwrite emptied the directory
             (out / "bench_overrides.json").write_text(json.dumps(overrides))
         wall = prior + time.perf_counter() - t0

@@ -19,6 +19,12 @@ app = typer.Typer(add_completion=False, no_args_is_help=True,
 _err = Console(stderr=True)
 _out = Console()
 
+
+def _wide() -> Console:
+    """Where tables go: the terminal, or — piped into a file or a log, with no width to
+    respect — a console wide enough that no column is folded or cut."""
+    return _out if _out.is_terminal else Console(width=200)
+
 SetOpt = typer.Option(None, "--set", help="Override a key: --set fl.rounds=3 (YAML value).")
 
 
@@ -137,7 +143,8 @@ def run(file: Path = typer.Argument(..., help="Scenario YAML file."),
                                        "first (else a non-empty DIR is refused).")) -> None:
     """Run a scenario and write its run directory."""
     from rich.markup import escape
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
+    from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn,
+                               TimeElapsedColumn, TimeRemainingColumn)
 
     from sim.outputs import RunDirError
     from sim.runner import run_scenario
@@ -148,14 +155,21 @@ def run(file: Path = typer.Argument(..., help="Scenario YAML file."),
             with _terminate_as_interrupt():
                 run_dir, summary = run_scenario(scn, out=out, plots=not no_plots, resume=resume,
                                                 overwrite=overwrite)
+        elif not _err.is_terminal:  # a log file: one plain line per round
+            with _terminate_as_interrupt():
+                run_dir, summary = run_scenario(
+                    scn, out=out, plots=not no_plots, resume=resume, overwrite=overwrite,
+                    progress=_round_lines(scn.name))
         else:
             with _terminate_as_interrupt(), Progress(
                     "[progress.description]{task.description}", BarColumn(), MofNCompleteColumn(),
-                    TimeElapsedColumn(), console=_err, transient=True) as prog:
-                task = prog.add_task(f"{scn.name} rounds", total=scn.fl.rounds)
+                    TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(),
+                    TextColumn("{task.fields[info]}"), console=_err, transient=True) as prog:
+                task = prog.add_task(f"{scn.name} rounds", total=scn.fl.rounds,
+                                     info="the untrained model, then round 0")
                 run_dir, summary = run_scenario(
                     scn, out=out, plots=not no_plots, resume=resume, overwrite=overwrite,
-                    progress=lambda done, total: prog.update(task, completed=done))
+                    progress=_round_bar(prog, task))
     except RunDirError as exc:
         _err.print(f"[red]{escape(str(exc))}[/red]", highlight=False, soft_wrap=True)
         raise typer.Exit(2) from None
@@ -176,10 +190,68 @@ def run(file: Path = typer.Argument(..., help="Scenario YAML file."),
     if not quiet:
         import pandas as pd
 
-        _out.print(_rounds_table(pd.read_csv(Path(summary["run_dir"]) / "rounds.csv")))
-        _out.print(_summary_table(summary))
+        _wide().print(_rounds_table(pd.read_csv(Path(summary["run_dir"]) / "rounds.csv")))
+        _wide().print(_summary_table(summary))
     else:
         _out.print(str(run_dir))
+
+
+def _round_info(row: dict, last_eval: dict | None) -> str:
+    """``t = 412.5 s simulated · accuracy 0.412 [0.31, 0.51]`` of a round's row."""
+    from sim.progress import accuracy_text
+
+    src = row if row.get("accuracy") == row.get("accuracy") else (last_eval or {})
+    rec = {"accuracy": src.get("accuracy"), "accuracy_lo": src.get("accuracy_lo"),
+           "accuracy_hi": src.get("accuracy_hi"), "rounds_done": row["round"] + 1,
+           "accuracy_round": src.get("round")}
+    return f"t = {row['t_end_s']:.1f} s simulated · {accuracy_text(rec)}"
+
+
+def _round_bar(prog, task):
+    last: dict = {}
+
+    def update(done: int, total: int, row: dict) -> None:
+        if row.get("accuracy") == row.get("accuracy"):
+            last["row"] = row
+        prog.update(task, completed=done, info=_round_info(row, last.get("row")))
+
+    return update
+
+
+def _round_lines(name: str):
+    """``fedwave run`` into a log: one line per round (rounds, simulated time, accuracy, ETA)."""
+    import time
+
+    from sim.progress import clock
+
+    t0, state = time.perf_counter(), {}
+
+    def line(done: int, total: int, row: dict) -> None:
+        if row.get("accuracy") == row.get("accuracy"):
+            state["row"] = row
+        state.setdefault("start", done - 1)
+        wall = time.perf_counter() - t0
+        eta = wall / max(done - state["start"], 1) * (total - done)
+        _err.print(f"{name}: round {done}/{total} · {_round_info(row, state.get('row'))} · "
+                   f"{clock(wall)} wall, ETA {clock(eta)}", highlight=False, soft_wrap=True)
+
+    return line
+
+
+@contextlib.contextmanager
+def _watching(runs, quiet: bool):
+    """While a comparison or a sweep runs: one line per variant each time it finishes a round
+    (read from its run directory, whatever process runs it)."""
+    if quiet:
+        yield
+        return
+    from sim.progress import Watcher, progress_text
+
+    def emit(label: str, rec: dict) -> None:
+        _err.print(f"{label}: {progress_text(rec)}", highlight=False, soft_wrap=True)
+
+    with Watcher(runs, emit):
+        yield
 
 
 @contextlib.contextmanager
@@ -353,21 +425,31 @@ def sweep(file: Path = typer.Argument(..., help="Scenario YAML, or a sweep file 
             n_failed = 0
             task = prog.add_task(f"{name} sweep", total=n)
 
-            def on_done(_i: int, row: dict) -> None:
+            def on_done(i: int, row: dict) -> None:
                 nonlocal n_failed
                 n_failed += row["status"] != "ok"
                 prog.update(task, advance=1, description=f"{name} sweep"
                             + (f" [red]{n_failed} failed[/red]" if n_failed else ""))
+                label = checked[i][0].name
+                if row["status"] == "ok":
+                    acc = _acc_text(row.get("final_accuracy"), row.get("final_accuracy_lo"),
+                                    row.get("final_accuracy_hi"), row.get("learner"))
+                    _err.print(f"{label}: done, accuracy {acc}, {row['wall_time_s']:.1f} s wall",
+                               highlight=False, soft_wrap=True)
+                else:
+                    _err.print(f"[red]{escape(label)}: FAILED: {escape(str(row.get('error') or ''))}[/red]",
+                               highlight=False, soft_wrap=True)
 
-            rows = run_sweep(spec, out_dir, backend=backend.value, workers=workers,
-                             plots=plots, on_done=on_done, overwrite=overwrite)
+            with _watching([(v.name, out_dir / v.name) for v, _ in checked], quiet):
+                rows = run_sweep(spec, out_dir, backend=backend.value, workers=workers,
+                                 plots=plots, on_done=on_done, overwrite=overwrite)
     bad = failed(rows)
     if not quiet:
         learners = {r["learner"] for r in rows if r["learner"]}
         title = (f"sweep: {name}, {n} runs"
                  + (" (SURROGATE learner)" if learners == {"surrogate"} else ""))
         # piped into a file or a log: no terminal width to respect, so nothing is folded
-        con = _out if _out.is_terminal else Console(width=200)
+        con = _wide()
         con.print(_sweep_table(spec, rows, title))
         for r in bad:
             _err.print(f"[red]failed: {escape(r['run_dir'])}: {escape(r['error'])}[/red]",
@@ -443,8 +525,8 @@ def report(run_dir: Path = typer.Argument(..., help="A run directory.")) -> None
     except OutputError as exc:
         _err.print(f"[red]{_escape(str(exc))}[/red]", highlight=False, soft_wrap=True)
         raise typer.Exit(1) from None
-    _out.print(_summary_table(summary))
-    _out.print(_rounds_table(rounds))
+    _wide().print(_summary_table(summary))
+    _wide().print(_rounds_table(rounds))
 
 
 def _rounds_table(df, max_rows: int = 40) -> Table:
@@ -638,9 +720,10 @@ def compare(file: Path = typer.Argument(..., help="Scenario YAML file."),
                        f"{escape(row['error'] or '')}[/red]", highlight=False, soft_wrap=True)
 
     try:
-        result = run_compare(spec, out_dir, backend=backend.value, workers=workers, plots=plots,
-                             on_done=on_done, overwrite=overwrite, resume=resume,
-                             on_kept=lambda i, row: on_done(i, row, kept=True))
+        with _watching([(v.name, out_dir / v.name) for v, _ in checked], quiet):
+            result = run_compare(spec, out_dir, backend=backend.value, workers=workers, plots=plots,
+                                 on_done=on_done, overwrite=overwrite, resume=resume,
+                                 on_kept=lambda i, row: on_done(i, row, kept=True))
     except (RunDirError, ScenarioError) as exc:
         _err.print(f"[red]{escape(str(exc))}[/red]", highlight=False, soft_wrap=True)
         raise typer.Exit(2) from None
@@ -649,7 +732,7 @@ def compare(file: Path = typer.Argument(..., help="Scenario YAML file."),
         learners = {r["learner"] for r in result.rows if r["learner"]}
         title = (f"compare: {name}, {n} runs"
                  + (" (SURROGATE learner: accuracy modelled)" if learners == {"surrogate"} else ""))
-        con = _out if _out.is_terminal else Console(width=200)
+        con = _wide()
         for table in _compare_tables(result, title):
             con.print(table)
     for r in bad:
@@ -695,7 +778,7 @@ def calibrate(run_dirs: List[Path] = typer.Argument(..., help="Finished run dire
     t.add_column("± s.e.", justify="right")
     for k, v in fit.parameters.items():
         t.add_row(k, f"{v:.4g}", f"{fit.stderr[k]:.2g}")
-    _out.print(t)
+    _wide().print(t)
     for r in runs:
         spu = r.meta["samples_per_update"]
         _out.print(f"  {r.run_dir}: {r.meta['algorithm']}, seed {r.meta['seed']}, "

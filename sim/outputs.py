@@ -251,11 +251,14 @@ def read_eval(run_dir: str | Path):
     return df
 
 
-def write_started(run_dir: Path, scenario_name: str, resumed: bool) -> None:
-    """Mark ``run_dir`` as a run in progress (what a killed run leaves behind)."""
-    atomic_write_text(Path(run_dir) / "summary.json", _json({
-        "scenario": scenario_name, "status": "running", "pid": os.getpid(),
-        "host": platform.node(), "resumed": resumed, "versions": versions()}))
+def write_started(run_dir: Path, scenario_name: str, resumed: bool, progress: dict | None = None) -> None:
+    """Mark ``run_dir`` as a run in progress (what a killed run leaves behind); ``progress``:
+    where it is (:func:`sim.progress.round_record`), once a round is done."""
+    doc = {"scenario": scenario_name, "status": "running", "pid": os.getpid(),
+           "host": platform.node(), "resumed": resumed, "versions": versions()}
+    if progress is not None:
+        doc["progress"] = progress
+    atomic_write_text(Path(run_dir) / "summary.json", _json(doc))
 
 
 def write_interrupted(run_dir: Path, scenario_name: str, exc: BaseException) -> None:

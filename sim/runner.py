@@ -32,7 +32,7 @@ _OLD_CHECKPOINT = "checkpoint.pkl"  # before fedwave's state files: never read (
 
 
 def run_scenario(scenario: Scenario | str | Path, overrides=(), out: str | Path | None = None,
-                 progress: Callable[[int, int], None] | None = None, plots: bool = True,
+                 progress: Callable[[int, int, dict], None] | None = None, plots: bool = True,
                  runs_root: str | Path = "runs", resume: bool = False, overwrite: bool = False,
                  stop_after_rounds: int | None = None) -> tuple[Path, dict]:
     """Validate (if given a path), simulate, and write the run directory.
@@ -46,7 +46,9 @@ def run_scenario(scenario: Scenario | str | Path, overrides=(), out: str | Path 
     A failure before the run starts (a refused resume, a model that cannot be loaded)
     leaves the files already in ``out`` untouched (a new directory gets ``error.txt`` and a
     failed ``summary.json``); a failure later leaves them, and the exception propagates.
-    Ctrl-C marks the run ``interrupted``.
+    Ctrl-C marks the run ``interrupted``. While it runs, ``summary.json`` says where it is
+    (status ``running`` and a ``progress`` record, rewritten after every round:
+    :mod:`sim.progress`); ``progress(rounds done, rounds, the round's row)`` is called then.
     """
     from sim.simulation import Simulation
 
@@ -93,7 +95,7 @@ def run_scenario(scenario: Scenario | str | Path, overrides=(), out: str | Path 
         write_resolved(run_dir, scenario)
         write_started(run_dir, scenario.name, resumed=resume)
         sim.stop_after_rounds = stop_after_rounds
-        result = sim.run(progress=progress)
+        result = sim.run(progress=_recording(run_dir, scenario.name, resume, progress))
         summary = write_run(run_dir, result, plots=plots)
     except (KeyboardInterrupt, SystemExit) as exc:
         write_interrupted(run_dir, scenario.name, exc)
@@ -102,3 +104,25 @@ def run_scenario(scenario: Scenario | str | Path, overrides=(), out: str | Path 
         write_failure(run_dir, exc, scenario.name)
         raise
     return run_dir, summary
+
+
+def _recording(run_dir: Path, name: str, resumed: bool, progress):
+    """A round callback that keeps ``summary.json``'s ``progress`` record, then calls ``progress``."""
+    import time
+
+    from sim.progress import round_record
+
+    wall0 = time.perf_counter()
+    state: dict = {"start": None, "last_eval": None}
+
+    def on_round(done: int, total: int, row: dict) -> None:
+        if state["start"] is None:
+            state["start"] = done - 1  # rounds a resumed run had already done
+        if row.get("accuracy") == row.get("accuracy"):  # not NaN: an evaluated round
+            state["last_eval"] = row
+        rec = round_record(done, total, row, time.perf_counter() - wall0, state["start"], state["last_eval"])
+        write_started(run_dir, name, resumed=resumed, progress=rec)
+        if progress is not None:
+            progress(done, total, row)
+
+    return on_round

@@ -229,7 +229,7 @@ class Simulation:
         self.rows: list[dict] = []
         self._acct = _Acct(0.0)
         self._hist = {"up_bits": [], "down_bits": [], "flops": []}
-        self.progress: Callable[[int, int], None] | None = None
+        self.progress: Callable[[int, int, dict], None] | None = None
         self.n_results = 0
         self.n_failures = 0
         self._live: dict[int, _Task] = {}  # client tasks under way (what duration_s cuts)
@@ -244,8 +244,9 @@ class Simulation:
         self._batcher: JobBatcher | None = None  # inline, clients batched (execution.batch_clients)
 
     # ------------------------------------------------------------------ running
-    def run(self, progress: Callable[[int, int], None] | None = None) -> RunResult:
-        """Run the scenario to its end (all rounds, or ``duration_s``)."""
+    def run(self, progress: Callable[[int, int, dict], None] | None = None) -> RunResult:
+        """Run the scenario to its end (all rounds, or ``duration_s``); ``progress(rounds
+        done, rounds, the round's row)`` after every round."""
         self.progress = progress
         wall0 = time.perf_counter()
         try:
@@ -648,7 +649,7 @@ class Simulation:
         self.rows.append(row)
         a.in_row = True
         if self.progress is not None:
-            self.progress(len(self.rows), self.scenario.fl.rounds)
+            self.progress(len(self.rows), self.scenario.fl.rounds, row)
 
     def _evaluate(self, rnd: int, last: bool) -> dict | None:
         if (rnd + 1) % self.scenario.fl.eval_every and not last:

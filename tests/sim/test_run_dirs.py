@@ -98,7 +98,7 @@ class _Evil:
 def test_an_interrupted_run_is_marked_and_resumes(tmp_path):
     out = tmp_path / "run"
 
-    def stop(done: int, total: int) -> None:
+    def stop(done: int, total: int, _row: dict) -> None:
         if done == 2:  # Ctrl-C as round 1 ends, before its checkpoint: round 0's is the last
             raise KeyboardInterrupt
 
