@@ -363,15 +363,19 @@ def _fig_cell_map(run_dir: Path, ctx: dict):
     plt = _mpl()
     from matplotlib.lines import Line2D
 
-    fig, ax = plt.subplots(figsize=(7.5, 7), layout="constrained")
     npz = run_dir / "trajectories.npz"
     if not npz.exists():
+        fig, ax = plt.subplots(figsize=(7, 4), layout="constrained")
         ax.text(0.5, 0.5, "no trajectories (link model without geometry)", ha="center",
                 transform=ax.transAxes)
         ax.set_title(f"{ctx['name']}: cell map", fontsize=10)
         return fig
     z = np.load(npz, allow_pickle=False)
     x0, x1, y0, y1 = z["bounds_m"]
+    ratio = (y1 - y0) / max(x1 - x0, 1e-9)
+    to_scale = 0.25 <= ratio <= 4.0  # else a long street would be a sliver: stretch it, say so
+    fig, ax = plt.subplots(figsize=(10.5, min(max(6.0 * ratio, 3.5), 7.5) + 1.2),
+                           layout="constrained")
     handles = []
     ax.add_patch(plt.Rectangle((x0, y0), x1 - x0, y1 - y0, fill=False, ls=":", lw=1, ec="grey"))
     handles.append(Line2D([], [], ls=":", color="grey", label="area clients move in"))
@@ -381,9 +385,11 @@ def _fig_cell_map(run_dir: Path, ctx: dict):
     for poly in polys:
         if len(poly):
             ax.add_patch(plt.Polygon(poly, closed=True, fill=False, lw=1.2, ec="0.25"))
-    handles.append(Line2D([], [], color="0.25", lw=1.2,
-                          label="cell boundary (hexagon)" if math.isfinite(radius)
-                          else "cell boundary (nearest site)"))
+    if len(sites) == 1 and math.isfinite(radius):
+        cell = f"cell (hexagon, circumradius {radius:g} m)"
+    else:
+        cell = "cell boundary (hexagon)" if math.isfinite(radius) else "cell boundary (nearest site)"
+    handles.append(Line2D([], [], color="0.25", lw=1.2, label=cell))
     az = z["bs_azimuth_deg"] if "bs_azimuth_deg" in z else np.full(len(z["bs_xy_m"]), np.nan)
     sob = z["site_of_bs"] if "site_of_bs" in z else np.arange(len(z["bs_xy_m"]))
     n_sec = np.bincount(sob, minlength=len(sites))
@@ -431,8 +437,9 @@ def _fig_cell_map(run_dir: Path, ctx: dict):
     mx, my = 0.03 * (x1 - x0), 0.03 * (y1 - y0)
     ax.set_xlim(x0 - mx, x1 + mx)
     ax.set_ylim(y0 - my, y1 + my)
-    ax.set_aspect("equal")
-    ax.set_xlabel("x (m)")
+    if to_scale:
+        ax.set_aspect("equal")
+    ax.set_xlabel("x (m)" + ("" if to_scale else "  (axes not to scale: y stretched)"))
     ax.set_ylabel("y (m)")
     ax.legend(handles=handles, fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0),
               borderaxespad=0)
@@ -446,14 +453,14 @@ def _fig_cell_map(run_dir: Path, ctx: dict):
 def _fig_rounds(rounds, ctx: dict):
     plt = _mpl()
 
-    fig, (a0, a1, a2) = plt.subplots(3, 1, figsize=(8, 8), sharex=True, layout="constrained")
+    fig, (a0, a1, a2) = plt.subplots(3, 1, figsize=(10, 8), sharex=True, layout="constrained")
     r = rounds["round"].to_numpy()
     w = 0.28
     a0.bar(r - w, rounds["n_selected"], w, color="0.7", label="selected")
     a0.bar(r, rounds["n_completed"], w, color="C2", label="completed (update delivered)")
     a0.bar(r + w, rounds["n_failed"], w, color="C3", label="failed (deadline, outage, drop-out)")
     a0.set_ylabel("clients")
-    a0.legend(fontsize=7, loc="lower right")
+    a0.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0)
     a0.grid(alpha=0.3, axis="y")
     dur = rounds["t_end_s"] - rounds["t_start_s"]
     a1.bar(r, dur, color="C0", label="round duration")
@@ -461,7 +468,7 @@ def _fig_rounds(rounds, ctx: dict):
     if deadline is not None and sync:
         a1.axhline(deadline, color="C3", ls="--", lw=1.2, label=f"deadline ({deadline:g} s)")
     a1.set_ylabel("duration (s)")
-    a1.legend(fontsize=7, loc="lower right")
+    a1.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0)
     a1.grid(alpha=0.3, axis="y")
     if not sync:
         a1.set_title("async driver: a 'round' is an aggregation; the deadline"
@@ -471,7 +478,7 @@ def _fig_rounds(rounds, ctx: dict):
     a2.bar(r, rounds["bits_down"] / 1e6, bottom=rounds["bits_up"] / 1e6, label="downlink")
     a2.set_ylabel("Mbit over the air")
     a2.set_xlabel("round")
-    a2.legend(fontsize=7, loc="lower right")
+    a2.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0)
     a2.grid(alpha=0.3, axis="y")
     from matplotlib.ticker import MaxNLocator
 
