@@ -600,10 +600,11 @@ def plot_latency_accuracy(path: Path, groups: list[tuple[str, list[Path]]], titl
     point). A group of one run: its curve with its 95 % Wilson band; of several (seeds): one
     faint curve and band per run and the mean over runs in bold (:func:`mean_curve`). The
     surrogate's curves are modelled: no band."""
-    import matplotlib
+    _save_png(_fig_latency_accuracy(groups, title), path)
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+
+def _fig_latency_accuracy(groups: list[tuple[str, list[Path]]], title: str):
+    plt = _mpl()
 
     fig, ax = plt.subplots(figsize=(8, 5))
     all_surrogate, any_band = True, False
@@ -634,7 +635,7 @@ def plot_latency_accuracy(path: Path, groups: list[tuple[str, list[Path]]], titl
     notes = (["bands: 95 % Wilson interval of each run"] if any_band else []) + (
         ["faint: one seed, bold: the mean of the seeds"] if any(len(d) > 1 for _, d in groups) else [])
     fig.text(0.01, 0.01, "; ".join(notes), fontsize=7, color="grey")
-    _save_png(fig, path)
+    return fig
 
 
 def pareto_front(cost: np.ndarray, accuracy: np.ndarray) -> np.ndarray:
@@ -654,10 +655,11 @@ def plot_pareto(path: Path, points: list[dict], title: str) -> None:
     + downlink (right); one point per run (``label``, ``accuracy``, ``lo``, ``hi``,
     ``time_s``, ``bits``; 95 % Wilson error bars where there is an interval), one colour per
     label, and the Pareto front (accuracy up, cost down) as a dashed staircase."""
-    import matplotlib
+    _save_png(_fig_pareto(points, title), path)
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+
+def _fig_pareto(points: list[dict], title: str):
+    plt = _mpl()
 
     labels = list(dict.fromkeys(p["label"] for p in points))
     acc = np.array([p["accuracy"] for p in points], float)
@@ -683,20 +685,13 @@ def plot_pareto(path: Path, points: list[dict], title: str) -> None:
     axes[0].set_ylabel("final accuracy")
     axes[1].legend(fontsize=7, loc="best")
     fig.suptitle(title, fontsize=10)
-    _save_png(fig, path)
+    return fig
 
 
 def _save_png(fig, path: Path) -> None:
-    import io
-
-    import matplotlib.pyplot as plt
-
     from sim.outputs import atomic_write_bytes
 
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=90)
-    plt.close(fig)
-    atomic_write_bytes(Path(path), buf.getvalue())
+    atomic_write_bytes(Path(path), figure_bytes(fig, "png", _DPI))
 
 
 def plot_collection(out_dir: Path) -> list[str]:
@@ -704,6 +699,15 @@ def plot_collection(out_dir: Path) -> list[str]:
     ``latency_accuracy.png`` (accuracy with its interval against simulated time, per
     algorithm or grid point) and ``pareto.png`` (final accuracy against simulated time and
     bits, with the Pareto front). Failed variants are left out. Returns the file names."""
+    names = []
+    for name, fig in collection_figures(out_dir):
+        _save_png(fig, Path(out_dir) / f"{name}.png")
+        names.append(f"{name}.png")
+    return names
+
+
+def collection_figures(out_dir: Path) -> list[tuple[str, object]]:
+    """``(name, Figure)`` of :func:`plot_collection`'s plots, unsaved."""
     import pandas as pd
 
     out_dir = Path(out_dir)
@@ -738,7 +742,6 @@ def plot_collection(out_dir: Path) -> list[str]:
                        "time_s": row["simulated_time_s"], "bits": row["bits_up"] + row["bits_down"]})
     surrogate = set(ok["learner"]) == {"surrogate"}
     name = out_dir.name + (" — SURROGATE learner (accuracy modelled)" if surrogate else "")
-    plot_latency_accuracy(out_dir / "latency_accuracy.png", list(groups.items()),
-                          f"{name}: accuracy vs simulated time")
-    plot_pareto(out_dir / "pareto.png", points, f"{name}: final accuracy vs cost")
-    return ["latency_accuracy.png", "pareto.png"]
+    return [("latency_accuracy", _fig_latency_accuracy(list(groups.items()),
+                                                       f"{name}: accuracy vs simulated time")),
+            ("pareto", _fig_pareto(points, f"{name}: final accuracy vs cost"))]
