@@ -417,7 +417,7 @@ def plot(run_dir: Path = typer.Argument(..., help="A run directory, or a sweep o
                    "scenario again with --overwrite.[/red]", highlight=False, soft_wrap=True)
         raise typer.Exit(1) from None
     for f in files:
-        _out.print(str(run_dir / f))
+        _out.print(str(run_dir / f), highlight=False, soft_wrap=True)
 
 
 def _escape(text: str) -> str:

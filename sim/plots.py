@@ -308,16 +308,19 @@ def _fig_snr_rate(events, ctx: dict):
 def _clip(poly: np.ndarray, normal: np.ndarray, c: float) -> np.ndarray:
     """The part of convex polygon ``poly`` (k, 2) where ``normal · p <= c``
     (Sutherland–Hodgman against one half-plane)."""
-    out = []
+    eps = 1e-9 * (abs(c) + float(np.abs(normal).sum()) + 1.0)  # on the line counts as inside
+    out: list[np.ndarray] = []
     k = len(poly)
     for i in range(k):
         p, q = poly[i], poly[(i + 1) % k]
         fp, fq = normal @ p - c, normal @ q - c
-        if fp <= 0:
+        if fp <= eps:
             out.append(p)
-        if (fp < 0 < fq) or (fq < 0 < fp):
+        if (fp < -eps and fq > eps) or (fq < -eps and fp > eps):
             out.append(p + (q - p) * (fp / (fp - fq)))
-    return np.asarray(out, dtype=float).reshape(-1, 2)
+    keep = [v for j, v in enumerate(out)  # a vertex met twice (a corner on the line) once
+            if not np.allclose(v, out[j - 1], rtol=0.0, atol=1e-6) or len(out) == 1]
+    return np.asarray(keep, dtype=float).reshape(-1, 2)
 
 
 def cell_polygons(site_xy_m, bounds_m, cell_radius_m: float = math.nan) -> list[np.ndarray]:

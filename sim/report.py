@@ -362,7 +362,7 @@ def collection_report_html(out_dir: str | Path) -> str:
             variants.append({"name": str(r["run_dir"]), "failed": str(r.get("error") or r["status"])})
             continue
         v = _run_context(d, with_events=False)
-        v["name"] = str(r["run_dir"])
+        v.update(name=str(r["run_dir"]), failed=None)
         variants.append(v)
     return _template().render(kind="collection", what=kind, title=f"fedwave {kind}: {out_dir.name}",
                               dir=str(out_dir), table=table, pairs=pairs, figures=figures,
