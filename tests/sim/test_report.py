@@ -254,6 +254,7 @@ def test_the_run_report_holds_summary_rounds_plots_and_events(run):
         assert f"<code>{kind}</code></td><td class=\"num\">{n:,}</td>" in table
     assert "a radio transfer starts" in table  # what it means, from sim/trace.py
     assert not (run / "plots").exists()  # the report draws in memory, writes nothing else
+    assert (run / "trajectories.npz").is_file()  # the cell map's data, though the run drew no plots
 
 
 def test_every_event_kind_has_a_meaning():
