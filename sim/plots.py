@@ -54,15 +54,17 @@ def _mpl():
     return plt
 
 
-def figure_bytes(fig, fmt: str = "png", dpi: int = _DPI) -> bytes:
-    """The figure as ``fmt`` (png or svg) bytes; closes it."""
+def figure_bytes(fig, fmt: str = "png", dpi: int = _DPI, close: bool = True) -> bytes:
+    """The figure as ``fmt`` (png or svg) bytes, without a date or software stamp (the same
+    figure gives the same bytes); closes it unless ``close`` is false."""
     import io
 
     plt = _mpl()
     buf = io.BytesIO()
     meta = {"Software": None} if fmt == "png" else {"Date": None}
     fig.savefig(buf, format=fmt, dpi=dpi, metadata=meta)
-    plt.close(fig)
+    if close:
+        plt.close(fig)
     return buf.getvalue()
 
 
@@ -157,28 +159,15 @@ def plot_run(run_dir: Path, result=None, plot_format: str | None = None,
     for stem, fig in run_figures(run_dir, result, ctx):
         exts = PLOT_FORMATS[fmt]
         for i, ext in enumerate(exts):
-            if i < len(exts) - 1:  # figure_bytes closes the figure: copy it for the next format
-                data = _bytes_keep(fig, ext, dpi)
-            else:
-                data = figure_bytes(fig, ext, dpi)
+            data = figure_bytes(fig, ext, dpi, close=i == len(exts) - 1)
             atomic_write_bytes(out_dir / f"{stem}.{ext}", data)
             files.append(f"plots/{stem}.{ext}")
     return files
 
 
-def _bytes_keep(fig, fmt: str, dpi: int) -> bytes:
-    import io
-
-    buf = io.BytesIO()
-    fig.savefig(buf, format=fmt, dpi=dpi, metadata={"Software": None} if fmt == "png" else {"Date": None})
-    return buf.getvalue()
-
-
 def run_figures(run_dir: Path, result=None, ctx: dict | None = None) -> list[tuple[str, object]]:
     """``(name, matplotlib Figure)`` of every plot of ``run_dir``, unsaved (close them, or
     pass them to :func:`figure_bytes`)."""
-    import pandas as pd
-
     from sim.outputs import read_rounds
 
     run_dir = Path(run_dir)

@@ -20,7 +20,7 @@ import pytest
 from typer.testing import CliRunner
 
 from sim.cli import app
-from sim.plots import (cell_polygons, client_sample, plot_run, run_figures, save_trajectories,
+from sim.plots import (cell_polygons, client_sample, run_figures, save_trajectories,
                        transfer_segments)
 from sim.report import ReportError, event_meanings, write_report
 from sim.runner import run_scenario
