@@ -461,12 +461,22 @@ def sweep(file: Path = typer.Argument(..., help="Scenario YAML, or a sweep file 
         raise typer.Exit(1)
 
 
+class PlotFormat(str, Enum):
+    png = "png"
+    svg = "svg"
+    both = "both"
+
+
 @app.command()
 def plot(run_dir: Path = typer.Argument(..., help="A run directory, or a sweep or comparison "
-                                                   "directory.")) -> None:
-    """(Re)draw the plots of a run directory; of a sweep or comparison directory:
-    latency_accuracy.png (accuracy against simulated time per grid point or algorithm) and
-    pareto.png (final accuracy against simulated time and total bits, the Pareto front)."""
+                                                   "directory."),
+         fmt: Optional[PlotFormat] = typer.Option(None, "--format", help="png, svg or both "
+                                                  "(default: the run's outputs.plot_format).")
+         ) -> None:
+    """(Re)draw the plots of a run directory (plots/*.png or .svg); of a sweep or comparison
+    directory: latency_accuracy.png (accuracy against simulated time per grid point or
+    algorithm) and pareto.png (final accuracy against simulated time and total bits, the
+    Pareto front)."""
     from sim.plots import plot_collection, plot_run
 
     if (run_dir / "compare.csv").is_file() or (run_dir / "sweep.csv").is_file():
@@ -482,14 +492,14 @@ def plot(run_dir: Path = typer.Argument(..., help="A run directory, or a sweep o
         return
     _finished(run_dir)
     try:
-        files = plot_run(run_dir)
+        files = plot_run(run_dir, plot_format=fmt.value if fmt is not None else None)
     except (OSError, ValueError, KeyError) as exc:
         _err.print(f"[red]{run_dir}: cannot draw the plots ({_escape(type(exc).__name__)}: "
                    f"{_escape(str(exc))}); a file of the run is truncated or damaged. Fix: run the "
                    "scenario again with --overwrite.[/red]", highlight=False, soft_wrap=True)
         raise typer.Exit(1) from None
     for f in files:
-        _out.print(str(run_dir / f))
+        _out.print(str(run_dir / f), highlight=False, soft_wrap=True)
 
 
 def _escape(text: str) -> str:
@@ -515,10 +525,34 @@ def _finished(run_dir: Path) -> dict:
 
 
 @app.command()
-def report(run_dir: Path = typer.Argument(..., help="A run directory.")) -> None:
-    """Print the summary table and the per-round table of a run directory."""
+def report(run_dir: Path = typer.Argument(..., help="A run directory, or (with --html) a "
+                                          "comparison or sweep directory."),
+           html: bool = typer.Option(False, "--html", help="Write one self-contained HTML "
+                                     "page (summary, rounds, plots, events) instead of "
+                                     "printing tables."),
+           out: Optional[Path] = typer.Option(None, "--out", help="The HTML file to write "
+                                              "(default DIR/report.html; implies --html).")
+           ) -> None:
+    """Print the summary table and the per-round table of a run directory; with --html,
+    write DIR/report.html: a page with no external resources (figures embedded) that opens
+    in any browser, for a run, a comparison or a sweep."""
     from sim.outputs import OutputError, read_rounds
 
+    if html or out is not None:
+        from sim.report import ReportError, write_report
+
+        try:
+            path = write_report(run_dir, out)
+        except ReportError as exc:
+            _err.print(f"[red]{_escape(str(exc))}[/red]", highlight=False, soft_wrap=True)
+            raise typer.Exit(1) from None
+        _out.print(str(path), highlight=False, soft_wrap=True)
+        return
+    if (run_dir / "compare.csv").is_file() or (run_dir / "sweep.csv").is_file():
+        _err.print(f"{_escape(str(run_dir))} is a comparison or sweep directory: its table is "
+                   "compare.csv / sweep.csv. Fix: fedwave report DIR --html writes its report, "
+                   "or give one of its run directories.", highlight=False, soft_wrap=True)
+        raise typer.Exit(2)
     summary = _finished(run_dir)
     try:
         rounds = read_rounds(run_dir)

@@ -18,7 +18,10 @@ Layout of ``runs/<name>-<timestamp>/``:
   modelled) and writes none.
 - ``summary.json``: scenario, seed, versions, wall/simulated time, totals, final metrics,
   ``learner: real|surrogate``, ``status: ok|failed``.
-- ``plots/*.png``: see :mod:`sim.plots`.
+- ``trajectories.npz``: sampled client positions, groups, sites, sectors and roads (the
+  cell map's data; see :func:`sim.plots.save_trajectories`).
+- ``plots/*.png`` (or ``.svg``, as ``outputs.plot_format`` says): see :mod:`sim.plots`.
+- ``report.html`` (``fedwave report DIR --html``): see :mod:`sim.report`.
 
 - ``checkpoint.zip`` (sync driver): the state at the last round boundary, for
   ``fedwave run --resume`` (see :meth:`sim.simulation.Simulation.resume`); a
@@ -197,6 +200,10 @@ def write_run(run_dir: Path, result, plots: bool = True) -> dict:
     summary["status"] = "ok"
     summary["versions"] = versions()
     summary["run_dir"] = str(run_dir)
+    from sim.plots import save_trajectories
+
+    # the cell map's data, kept with or without plots (fedwave plot and report draw from it)
+    save_trajectories(run_dir, getattr(result, "trajectories", None) or {})
     plot_files: list[str] = []
     if plots:
         from sim.plots import plot_run

@@ -310,6 +310,16 @@ class ExecutionSpec(_Model):
                        prefix_cache_mb=self.prefix_cache_mb)
 
 
+# ----------------------------------------------------------------------------- outputs
+class OutputsSpec(_Model):
+    """What the run directory's plots look like (:mod:`sim.plots`). Never changes results."""
+
+    plot_format: Literal["png", "svg", "both"] = Field("png", description=(
+        "Format of plots/*: png (raster, plot_dpi), svg (vector, for papers and slides) or "
+        "both."))
+    plot_dpi: int = Field(150, ge=50, le=600, description="Resolution of PNG plots, dots per inch.")
+
+
 class Scenario(_Model):
     """A fedwave scenario (see scenarios/ for commented examples)."""
 
@@ -324,6 +334,8 @@ class Scenario(_Model):
         "The federated learning: algorithm, its options, rounds, selection, driver."))
     execution: ExecutionSpec = Field(default_factory=ExecutionSpec, description=(
         "Where client updates run."))
+    outputs: OutputsSpec = Field(default_factory=OutputsSpec, description=(
+        "How the run directory's plots are drawn (format, resolution)."))
 
 
 # ----------------------------------------------------------------------------- errors

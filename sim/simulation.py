@@ -996,7 +996,29 @@ class Simulation:
         ids = np.unique(np.linspace(0, n - 1, min(n_max, n)).astype(np.int64))  # all groups
         # the run dropped old history (_forget_history): replay it (seed-determined)
         xy = self.radio.replay_positions_m(t, ids)  # (n_t, m, 2)
-        return {"t_s": t, "clients": ids, "xy_m": xy, "layout": self.radio.layout}
+        groups = np.asarray(self.scenario.clients.group_names(), dtype=str)[ids]
+        return {"t_s": t, "clients": ids, "xy_m": xy, "layout": self.radio.layout,
+                "groups": groups, "n_clients": n, "roads": _roads(self.scenario)}
+
+
+def _roads(scn: Scenario) -> list[tuple[str, tuple[float, float], tuple[float, float]]]:
+    """(group, start (x, y) m, end (x, y) m) of every distinct road segment a group drives
+    along (``mobility: {kind: constant_velocity}``), for the cell map."""
+    out = []
+    for g in scn.clients.groups:
+        mob = g.mobility
+        if mob.kind != "constant_velocity":
+            continue
+        starts = np.asarray(mob.start_xy_m, dtype=float).reshape(-1, 2)
+        ends = np.asarray(mob.end_xy_m, dtype=float).reshape(-1, 2)
+        starts, ends = np.broadcast_arrays(starts, ends)
+        seen = set()
+        for a, b in zip(starts, ends):
+            key = (*a, *b)
+            if key not in seen:
+                seen.add(key)
+                out.append((g.name, (float(a[0]), float(a[1])), (float(b[0]), float(b[1]))))
+    return out
 
 
 def _bits(update: Any) -> int:
@@ -1046,10 +1068,12 @@ def _set_global_rng_state(state: dict) -> None:
 def _numerics(scenario: dict) -> dict:
     """A dumped scenario without what never changes the results: where client updates run
     (``execution.backend``, ``execution.workers``; threads, device, dtype and the prefix
-    cache stay), so a run resumes on any backend; and an empty ``fl.algorithm_options``."""
+    cache stay), so a run resumes on any backend; the ``outputs`` section (how plots are
+    drawn); and an empty ``fl.algorithm_options``."""
     execution = {k: v for k, v in (scenario.get("execution") or {}).items()
                  if k not in ("backend", "workers", "prefix_cache_mb")}
-    out = {**scenario, "execution": execution}
+    out = {k: v for k, v in scenario.items() if k != "outputs"}
+    out["execution"] = execution
     fl = scenario.get("fl")
     if isinstance(fl, dict) and not fl.get("algorithm_options"):
         # an empty fl.algorithm_options is no block at all (runs written before it existed)
