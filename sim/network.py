@@ -159,7 +159,7 @@ class _Plan:
     cumulative bits and airtime at the blocks' starts (relative to the plan's start)."""
 
     __slots__ = ("flows", "edges", "rate", "full", "tf", "sinr_db", "cum_bits", "cum_air",
-                 "sent0", "air0", "energy0", "power", "k0", "handover_at")
+                 "sent0", "air0", "energy0", "power", "bits", "k0", "handover_at")
 
     def __init__(self, flows, edges, rate, full, tf, sinr_db, k0):
         self.flows = flows  # the pool's flows at the plan's start (rows of the arrays)
@@ -168,16 +168,20 @@ class _Plan:
         self.full = full
         self.tf = tf
         self.sinr_db = sinr_db
-        dt = np.diff(edges)
+        n, n_h = rate.shape
+        dt = edges[1:] - edges[:-1]
         dt[-1] = min(dt[-1], 1e300)  # rate · dt stays finite in a last block that never ends
-        self.cum_bits = np.zeros((rate.shape[0], rate.shape[1] + 1))
-        np.cumsum(rate * dt, axis=1, out=self.cum_bits[:, 1:])
-        self.cum_air = np.zeros(self.cum_bits.shape)
-        np.cumsum(tf * dt, axis=1, out=self.cum_air[:, 1:])
-        self.sent0 = np.array([f.sent for f in flows])
-        self.air0 = np.array([f.airtime_s for f in flows])
-        self.energy0 = np.array([f.energy_j for f in flows])
-        self.power = np.array([f.power_w for f in flows])
+        # bits and airtime per block, cumulated along each row (one call for both): [2n, H + 1]
+        cum = np.empty((2 * n, n_h + 1))
+        cum[:, 0] = 0.0
+        np.multiply(rate, dt, out=cum[:n, 1:])
+        np.multiply(tf, dt, out=cum[n:, 1:])
+        np.cumsum(cum[:, 1:], axis=1, out=cum[:, 1:])
+        self.cum_bits = cum[:n]
+        self.cum_air = cum[n:]
+        state = np.array([(f.sent, f.airtime_s, f.energy_j, f.power_w, f.bits) for f in flows],
+                         dtype=np.float64).T  # (5, n)
+        self.sent0, self.air0, self.energy0, self.power, self.bits = state
         self.k0 = k0  # link block of the plan's start
         self.handover_at = np.inf  # start of the first block with a handover, s
 
@@ -191,7 +195,7 @@ class _Pool:
     """The active flows of one cell in one direction, their MAC policy and their plan."""
 
     __slots__ = ("cell", "direction", "bandwidth_hz", "mac", "observes", "flows", "gen",
-                 "t_last", "plan", "lb", "lb_rows")
+                 "t_last", "plan", "settled", "lb", "lb_rows")
 
     def __init__(self, cell: int, direction: str, bandwidth_hz: float, mac: MacPolicy) -> None:
         self.cell = cell
@@ -203,6 +207,7 @@ class _Pool:
         self.gen = 0
         self.t_last = 0.0
         self.plan: _Plan | None = None
+        self.settled: _Plan | None = None  # the plan the flows were last brought to t_last by
         self.lb: LinkBlocks | None = None  # the link's rows of the flows (see _link_rows)
         self.lb_rows: dict[int, int] = {}
 
@@ -381,6 +386,8 @@ class Network:
         the MAC's averages observed over the blocks since the last settlement)."""
         now = self.env.now
         plan = pool.plan
+        if plan is pool.settled and now == pool.t_last:
+            return  # the flows hold what this plan gives now already
         if plan is not None and pool.flows:
             h = plan.block_at(now)
             dt = now - plan.edges[h]
@@ -398,6 +405,7 @@ class Network:
             if pool.observes and now > pool.t_last:
                 self._observe(pool, plan, pool.t_last, now)
         pool.t_last = now
+        pool.settled = plan
 
     def _observe(self, pool: _Pool, plan: _Plan, t0: float, t1: float) -> None:
         """Tell a stateful MAC what each flow achieved in every block between t0 and t1."""
@@ -414,7 +422,7 @@ class Network:
         """A change point of ``pool`` (settled): plan its flows' rates over the next blocks,
         apply this block's outage transitions, and schedule its next wake-up."""
         pool.gen += 1
-        pool.plan = None
+        pool.plan = pool.settled = None
         if not pool.flows:
             pool.lb = None
             return
@@ -435,13 +443,24 @@ class Network:
             return
         full = lb.full_bps  # [n, H]
         edges = lb.edges_s
+        live = full > 0
         keys = [f.fid for f in flows]
         mac = pool.mac
+        kind = type(mac)
         if pool.observes:  # a stateful policy: its averages evolve block by block, on a copy
             bw_frac, tf, rate = self._stateful_shares(pool, keys, full, edges, lb)
-        elif len(flows) == 1 and type(mac) in _SOLO_FULL:  # alone: the whole band when live
+            tf = np.where(rate > 0, tf, 0.0)
+        elif len(flows) == 1 and kind in _SOLO_FULL:  # alone: the whole band when live
             rate = full
-            tf = (full > 0).astype(np.float64)
+            tf = live.astype(np.float64)
+        elif kind is EqualShare:  # _block_shares' arithmetic, with its time shares of 1 elided
+            n_live = np.count_nonzero(live, axis=0)  # (H,)
+            rate = np.where(live, full, 0.0)
+            sub = live & (n_live > 1)  # a share 1 / n_live < 1 of the band
+            if sub.any():  # a sub-band share: the link decides its rate (power concentration)
+                frac = np.where(sub, 1.0 / np.maximum(n_live, 1), 1.0)
+                rate = np.where(sub, self.link.sub_rates(lb, d, frac, bw), rate)
+            tf = (rate > 0).astype(np.float64)
         else:
             bw_frac, tf = _block_shares(mac, keys, full)
             rate = np.where(bw_frac > 0.0, full * tf, 0.0)
@@ -449,13 +468,14 @@ class Network:
             if sub.any():  # a sub-band share: the link decides its rate (power concentration)
                 r_sub = self.link.sub_rates(lb, d, np.where(sub, bw_frac, 1.0), bw)
                 rate = np.where(sub, r_sub * tf, rate)
-        tf = np.where(rate > 0, tf, 0.0)
+            tf = np.where(rate > 0, tf, 0.0)
         plan = pool.plan = _Plan(flows, edges, rate, full, tf, lb.sinr_db, self.link.block_index(now))
+        if pool.t_last == now:  # settled now: the plan gives each flow what it holds (below)
+            pool.settled = plan
         n_blocks = full.shape[1]
         self.n_plans += 1
         self.n_plan_blocks += n_blocks * len(flows)
         # this block: current rates, outage transitions (traced now)
-        live = full > 0
         live0 = live[:, 0]
         cols = zip(flows, rate[:, 0].tolist(), full[:, 0].tolist(), tf[:, 0].tolist(),
                    lb.sinr_db[:, 0].tolist(), live0.tolist())
@@ -465,7 +485,7 @@ class Network:
                 self._outage(f, not up)
         # the next change point: a completion, an outage transition, a handover, the plan's end
         t_next = edges[n_blocks]
-        bits = np.array([f.bits for f in flows], dtype=np.float64)
+        bits = plan.bits
         remaining = bits - plan.sent0
         if (remaining <= 1e-9 * bits + 1e-9).any():
             t_next = now  # delivered already (a change point at its completion time)
@@ -505,7 +525,8 @@ class Network:
         rows = pool.lb_rows
         have = [rows[f.fid] for f in flows if f.fid in rows]
         new = [f for f in flows if f.fid not in rows]
-        if not new and have == list(range(old.clients.size)):  # the same flows: the rest of the rows
+        every = have == list(range(old.clients.size))
+        if not new and every:  # the same flows: the rest of the rows
             if h == 0 and old.edges_s[0] == now:
                 return old
             edges = old.edges_s[h:].copy()
@@ -513,9 +534,10 @@ class Network:
             return LinkBlocks(old.clients, edges, old.full_bps[:, h:], old.sinr_db[:, h:],
                               np.maximum(old.handover - h, 0),
                               None if old.data is None else old.data[:, h:])
+        # the kept flows' rows (all of them: plain slices), from now on
+        r = slice(None) if every else np.array(have, dtype=np.int64)
         parts = []
         if have:
-            r = np.array(have)
             parts.append((old.clients[r], old.full_bps[r, h:], old.sinr_db[r, h:],
                           np.maximum(old.handover[r] - h, 0),
                           None if old.data is None else old.data[r, h:], old.edges_s[h:]))
@@ -526,14 +548,21 @@ class Network:
         n_h = min(p[1].shape[1] for p in parts)  # the shortest horizon
         edges = parts[-1][5][: n_h + 1].copy()
         edges[0] = now
-        order = [f.fid for f in flows if f.fid in rows] + [f.fid for f in new]
-        pos = {fid: i for i, fid in enumerate(order)}
-        take = np.array([pos[f.fid] for f in flows])  # back to the pool's order
+        take = None  # rows back to the pool's order (None: they are in it, new flows last)
+        if any(f.fid not in rows for f in flows[: len(have)]):
+            order = [f.fid for f in flows if f.fid in rows] + [f.fid for f in new]
+            pos = {fid: i for i, fid in enumerate(order)}
+            take = np.array([pos[f.fid] for f in flows])
 
         def cat(i):
             if any(p[i] is None for p in parts):
                 return None
-            return np.concatenate([p[i][:, :n_h] if p[i].ndim == 2 else p[i] for p in parts])[take]
+            if len(parts) == 1:
+                a = parts[0][i]
+                a = a[:, :n_h] if a.ndim == 2 and a.shape[1] != n_h else a
+            else:
+                a = np.concatenate([p[i][:, :n_h] if p[i].ndim == 2 else p[i] for p in parts])
+            return a if take is None else a[take]
 
         lb = LinkBlocks(cat(0), edges, cat(1), cat(2), np.minimum(cat(3), n_h), cat(4))
         if new:  # the new flows' rows become part of the pool's

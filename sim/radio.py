@@ -329,6 +329,8 @@ class RadioLink(LinkModel):
         ``k_to`` (exclusive), without committing: the first block at which some cell beats
         the serving one by the hysteresis (``_la_better``) and the first at which a
         handover fires (``_la_first``), −1 for none. Kept per client while valid."""
+        if ids.size == 1 and self._lookahead_one(ids, k_to):
+            return
         valid = self._la_from[ids] == self._assoc_at[ids]
         short = self._la_to[ids] < k_to
         if valid.all() and not short.any():
@@ -358,6 +360,26 @@ class RadioLink(LinkModel):
             self._la_first[sub] = np.where(hit, np.argmax(fired, axis=0) + k0, -1)
         self._la_from[ids] = self._assoc_at[ids]
         self._la_to[ids] = k_to
+
+    def _lookahead_one(self, ids: np.ndarray, k_to: int) -> bool:
+        """:meth:`_lookahead` of one client (a flow joins) on Python ints, where no cell beats
+        the serving one (the usual case); False, with nothing changed, where one does (the
+        general path then applies the rule)."""
+        i = int(ids[0])
+        at, la_to = int(self._assoc_at[i]), int(self._la_to[i])
+        if int(self._la_from[i]) == at:
+            if la_to >= k_to:
+                return True
+            if int(self._la_better[i]) < 0 and self._first_better(ids, np.array([la_to]), k_to)[0] < 0:
+                self._la_to[i] = k_to  # nothing in the way in the extra blocks either
+                return True
+        if self._first_better(ids, np.array([at + 1]), k_to)[0] >= 0:
+            return False
+        self._la_better[i] = -1
+        self._la_first[i] = -1
+        self._la_from[i] = at
+        self._la_to[i] = k_to
+        return True
 
     def _walk(self, ids: np.ndarray, k_end: int) -> None:
         """Apply the handover rule to clients ``ids`` at every block from their last update
