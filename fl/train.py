@@ -144,13 +144,13 @@ def score_labels(model: nn.Module, task: EncodedTask, indices: Sequence[int], ba
         first = upcast(out.logits[:, -1]).log_softmax(-1)  # (B, V): the first answer token
         score = first[:, answers[:, 0]]  # (B, L)
         if A > 1:
-            cache = out.past_key_values
+            cache = out.cache
             cache.batch_repeat_interleave(L)  # row b*L + k: prompt b, label k
             cont = answers[:, :-1].repeat(B, 1)  # (B*L, A-1) answer tokens fed after the prompt
             cont_mask = torch.cat([mask.repeat_interleave(L, 0), answer_mask[:, :-1].long().repeat(B, 1)], 1)
             n_prompt = mask.sum(1).repeat_interleave(L)  # (B*L,)
             pos = n_prompt[:, None] + torch.arange(A - 1, device=dev)[None, :]  # (B*L, A-1)
-            out2 = lm(input_ids=cont, attention_mask=cont_mask, position_ids=pos, past_key_values=cache, use_cache=True)
+            out2 = lm(input_ids=cont, attention_mask=cont_mask, position_ids=pos, cache=cache, use_cache=True)
             logp = upcast(out2.logits).log_softmax(-1)  # (B*L, A-1, V)
             nxt = answers[:, 1:].repeat(B, 1)  # (B*L, A-1) the tokens they predict
             tok = logp.gather(-1, nxt.unsqueeze(-1)).squeeze(-1)  # (B*L, A-1)

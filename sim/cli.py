@@ -28,6 +28,30 @@ def _wide() -> Console:
 SetOpt = typer.Option(None, "--set", help="Override a key: --set fl.rounds=3 (YAML value).")
 
 
+def _algorithm_names() -> list[str]:
+    from fl.algorithm import algorithm_names
+
+    return algorithm_names()
+
+
+def _version(value: bool) -> None:
+    if value:
+        from importlib.metadata import PackageNotFoundError, version
+
+        try:
+            v = version("fedwave")
+        except PackageNotFoundError:  # run from a source tree that is not installed
+            v = "unknown (not installed)"
+        _out.print(f"fedwave {v}", highlight=False)
+        raise typer.Exit()
+
+
+@app.callback()
+def _main(version: bool = typer.Option(False, "--version", metavar="", is_eager=True, callback=_version,
+                                       help="Print fedwave's version and exit.")) -> None:
+    """fedwave: wireless-network co-simulator for federated fine-tuning of LLMs."""
+
+
 def _load(file: Path, sets: list[str] | None):
     from sim.scenario import ScenarioError, load_scenario
 
@@ -135,11 +159,11 @@ def _summary_table(summary: dict, title: str | None = None) -> Table:
 def run(file: Path = typer.Argument(..., help="Scenario YAML file."),
         set_: Optional[List[str]] = SetOpt,
         out: Optional[Path] = typer.Option(None, "--out", help="Run directory (default runs/<name>-<time>)."),
-        quiet: bool = typer.Option(False, "--quiet", help="No progress bar, no table."),
-        no_plots: bool = typer.Option(False, "--no-plots", help="Skip the PNG plots."),
-        resume: bool = typer.Option(False, "--resume", help="Continue the interrupted run in "
+        quiet: bool = typer.Option(False, "--quiet", metavar="", help="No progress bar, no table."),
+        no_plots: bool = typer.Option(False, "--no-plots", metavar="", help="Skip the PNG plots."),
+        resume: bool = typer.Option(False, "--resume", metavar="", help="Continue the interrupted run in "
                                     "--out DIR from its checkpoint.zip (sync driver)."),
-        overwrite: bool = typer.Option(False, "--overwrite", help="Empty a used --out DIR "
+        overwrite: bool = typer.Option(False, "--overwrite", metavar="", help="Empty a used --out DIR "
                                        "first (else a non-empty DIR is refused).")) -> None:
     """Run a scenario and write its run directory."""
     from rich.markup import escape
@@ -368,13 +392,13 @@ def sweep(file: Path = typer.Argument(..., help="Scenario YAML, or a sweep file 
               None, "--workers", min=1, help="Parallel variants (default: the CPU count)."),
           backend: Backend = typer.Option(Backend.process, "--backend",
                                           help="process pool, ray tasks, or inline."),
-          plots: bool = typer.Option(False, "--plots", help="Draw each variant's PNG plots, and "
+          plots: bool = typer.Option(False, "--plots", metavar="", help="Draw each variant's PNG plots, and "
                                      "the sweep's latency_accuracy.png and pareto.png."),
-          dry_run: bool = typer.Option(False, "--dry-run",
+          dry_run: bool = typer.Option(False, "--dry-run", metavar="",
                                        help="Validate and list the variants; run nothing."),
-          overwrite: bool = typer.Option(False, "--overwrite", help="Empty a used --out DIR "
+          overwrite: bool = typer.Option(False, "--overwrite", metavar="", help="Empty a used --out DIR "
                                          "first (else a non-empty DIR is refused)."),
-          quiet: bool = typer.Option(False, "--quiet", help="No progress bar, no table.")) -> None:
+          quiet: bool = typer.Option(False, "--quiet", metavar="", help="No progress bar, no table.")) -> None:
     """Run every grid × seeds variant of a scenario in parallel; write DIR/sweep.csv.
 
     Each variant is a run directory DIR/<key=value,...,seed=N>. Every variant is validated
@@ -473,10 +497,12 @@ def plot(run_dir: Path = typer.Argument(..., help="A run directory, or a sweep o
          fmt: Optional[PlotFormat] = typer.Option(None, "--format", help="png, svg or both "
                                                   "(default: the run's outputs.plot_format).")
          ) -> None:
-    """(Re)draw the plots of a run directory (plots/*.png or .svg); of a sweep or comparison
-    directory: latency_accuracy.png (accuracy against simulated time per grid point or
-    algorithm) and pareto.png (final accuracy against simulated time and total bits, the
-    Pareto front)."""
+    """(Re)draw the plots of a run, a comparison or a sweep directory.
+
+    A run: plots/*.png (or .svg). A sweep or comparison: latency_accuracy.png (accuracy
+    against simulated time per grid point or algorithm) and pareto.png (final accuracy
+    against simulated time and total bits, the Pareto front).
+    """
     from sim.plots import plot_collection, plot_run
 
     if (run_dir / "compare.csv").is_file() or (run_dir / "sweep.csv").is_file():
@@ -527,15 +553,17 @@ def _finished(run_dir: Path) -> dict:
 @app.command()
 def report(run_dir: Path = typer.Argument(..., help="A run directory, or (with --html) a "
                                           "comparison or sweep directory."),
-           html: bool = typer.Option(False, "--html", help="Write one self-contained HTML "
+           html: bool = typer.Option(False, "--html", metavar="", help="Write one self-contained HTML "
                                      "page (summary, rounds, plots, events) instead of "
                                      "printing tables."),
            out: Optional[Path] = typer.Option(None, "--out", help="The HTML file to write "
                                               "(default DIR/report.html; implies --html).")
            ) -> None:
-    """Print the summary table and the per-round table of a run directory; with --html,
-    write DIR/report.html: a page with no external resources (figures embedded) that opens
-    in any browser, for a run, a comparison or a sweep."""
+    """Print a run's summary and per-round tables; --html: a one-page report in the browser.
+
+    With --html, write DIR/report.html, a page with no external resources (figures
+    embedded) that opens in any browser, for a run, a comparison or a sweep.
+    """
     from sim.outputs import OutputError, read_rounds
 
     if html or out is not None:
@@ -662,8 +690,8 @@ def _compare_tables(result, title: str) -> list[Table]:
 
 @app.command()
 def compare(file: Path = typer.Argument(..., help="Scenario YAML file."),
-            algorithms: str = typer.Option(..., "--algorithms", help="Comma-separated names: "
-                                           "--algorithms fedavg_lora,split_lora."),
+            algorithms: str = typer.Option(..., "--algorithms", help="Comma-separated names, of: "
+                                           + ", ".join(_algorithm_names()) + "."),
             seeds: Optional[str] = typer.Option(None, "--seeds", help="Seeds of every algorithm: "
                                                 "0,1,2 or 0-9 (default: the scenario's seed)."),
             set_: Optional[List[str]] = SetOpt,
@@ -676,17 +704,19 @@ def compare(file: Path = typer.Argument(..., help="Scenario YAML file."),
                 None, "--workers", min=1, help="Parallel variants (default: the CPU count)."),
             backend: Backend = typer.Option(Backend.process, "--backend",
                                             help="process pool, ray tasks, or inline."),
-            plots: bool = typer.Option(False, "--plots", help="Draw each variant's own PNG plots."),
-            dry_run: bool = typer.Option(False, "--dry-run",
+            plots: bool = typer.Option(False, "--plots", metavar="", help="Draw each variant's own PNG plots."),
+            dry_run: bool = typer.Option(False, "--dry-run", metavar="",
                                          help="Validate and list the variants; run nothing."),
-            overwrite: bool = typer.Option(False, "--overwrite", help="Empty a used --out DIR "
+            overwrite: bool = typer.Option(False, "--overwrite", metavar="", help="Empty a used --out DIR "
                                            "first (else a non-empty DIR is refused)."),
-            resume: bool = typer.Option(False, "--resume", help="Continue the comparison in "
+            resume: bool = typer.Option(False, "--resume", metavar="", help="Continue the comparison in "
                                         "--out DIR: keep the variants that finished, resume "
                                         "the interrupted, rerun the failed."),
-            quiet: bool = typer.Option(False, "--quiet", help="No progress lines, no table.")) -> None:
-    """Run the same scenario once per algorithm × seed; write DIR/compare.csv, compare_pairs.csv,
-    compare.json, latency_accuracy.png and pareto.png.
+            quiet: bool = typer.Option(False, "--quiet", metavar="", help="No progress lines, no table.")) -> None:
+    """Run the same scenario once per algorithm × seed and compare them, paired.
+
+    Writes DIR/compare.csv, compare_pairs.csv, compare.json, latency_accuracy.png and
+    pareto.png.
 
     Each algorithm keeps the ``fl.options`` keys its own config accepts (model, data, lora,
     lr, ... are shared by the real learners) and drops the others, saying which. Every
@@ -785,9 +815,9 @@ def calibrate(run_dirs: List[Path] = typer.Argument(..., help="Finished run dire
               out: Path = typer.Option(..., "--out", help="The calibration file to write (YAML)."),
               plot: Optional[Path] = typer.Option(None, "--plot", help="Also draw the fit against "
                                                   "the real points (PNG)."),
-              overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing --out.")
+              overwrite: bool = typer.Option(False, "--overwrite", metavar="", help="Replace an existing --out.")
               ) -> None:
-    """Fit the surrogate's learning curve to real runs; write FILE for fl.options.calibration.
+    """Fit the surrogate's learning curve to real runs (a file for fl.options.calibration).
 
     acc(n) = a_max − (a_max − a0)·exp(−n / n_half), n = delivered samples (rounds.csv
     samples_delivered, cumulative; the untrained model at n = 0), fitted by weighted least
