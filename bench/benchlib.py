@@ -3,7 +3,7 @@ bench/frameworks.py): the default test split, and how accuracies and paired diff
 are printed.
 
 - **The test split.** A benchmark's default ``n_test`` is ``auto`` (:func:`default_n_test`,
-  ``fl.partition.auto_test_size``): up to 1,000 prompts, at most half of each label's
+  ``fl.lm.partition.auto_test_size``): up to 1,000 prompts, at most half of each label's
   examples, so no label keeps fewer training examples than it tests. On the embedded
   fortunes at 200 per label (unix: 44, startrek: 153) and 128 public prompts that is ~430 (±4.7 points);
   the benchmarks print the number.
@@ -24,7 +24,7 @@ __all__ = ["N_TEST_3PT", "default_n_test", "n_test_note", "acc_text", "points_te
 
 def wilson_half_width(n: int, p: float = 0.5) -> float:
     """Half the width of the 95 % Wilson interval of a proportion ``p`` on ``n`` prompts."""
-    from fl.metrics import wilson_interval
+    from fl.core.metrics import wilson_interval
 
     lo, hi = wilson_interval(round(p * n), n)
     return (hi - lo) / 2
@@ -43,12 +43,12 @@ N_TEST_3PT = _n_3pt()
 
 def default_n_test(scenario) -> tuple[int | str, str]:
     """(n_test, a sentence saying why) for ``scenario``'s ``fl.options.data``: ``"auto"``
-    (``fl.partition.auto_test_size``: up to 1,000 prompts, at most half of each label's
+    (``fl.lm.partition.auto_test_size``: up to 1,000 prompts, at most half of each label's
     examples, so no label keeps fewer training examples than it tests), with the number of
     prompts that gives on this data in the sentence."""
-    from fl.data import load_dataset
-    from fl.partition import AUTO_TEST_MAX, holdout_split
-    from fl.seeding import numpy_stream
+    from fl.lm.data import load_dataset
+    from fl.lm.partition import AUTO_TEST_MAX, holdout_split
+    from fl.core.seeding import numpy_stream
 
     data = scenario.fl.options.data
     opts = scenario.fl.options
@@ -91,7 +91,7 @@ def acc_text(acc: Any, lo: Any = None, hi: Any = None) -> str:
 
 
 def points_text(d) -> str:
-    """A :class:`fl.metrics.PairedDifference` in accuracy points with Newcombe's 95 %
+    """A :class:`fl.core.metrics.PairedDifference` in accuracy points with Newcombe's 95 %
     interval: ``+1.7 [-4.2, +7.5]``."""
     return f"{100 * d.difference:+.1f} [{100 * d.lo:+.1f}, {100 * d.hi:+.1f}]"
 

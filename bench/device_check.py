@@ -30,7 +30,7 @@ def main() -> None:
 
     import torch
 
-    from fl.device import resolve_device
+    from fl.lm.device import resolve_device
     from sim.runner import run_scenario
 
     dev = resolve_device("auto")

@@ -73,7 +73,7 @@ ALGORITHMS = ("fedsoda", "fedavg_lora")
 
 
 def _wilson(acc: float, n: int | None) -> tuple[float, float]:
-    from fl.metrics import wilson_interval
+    from fl.core.metrics import wilson_interval
 
     if n is None or acc is None or math.isnan(acc):
         return math.nan, math.nan

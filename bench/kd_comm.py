@@ -36,7 +36,7 @@ X, Y: the change of mean uplink bits per round of adaptive k + adaptive aggregat
 to fixed k = 128 and to full logits (the sign is what was measured: -48.2 % is less). D, D2:
 the paired difference of final server accuracy, adaptive k + adaptive aggregation minus
 fixed k, and minus adaptive k + zero_pad, in accuracy points, with Newcombe's 95 % interval
-for paired proportions (Statistics in Medicine 17, 1998, method 10; :func:`fl.metrics.
+for paired proportions (Statistics in Medicine 17, 1998, method 10; :func:`fl.core.metrics.
 newcombe_paired_interval`), from the final evaluation of each run's ``eval.parquet`` (the
 same test prompts). The aims of ALGORITHMS.md read from it: ≥ 50 % less uplink; "not
 significantly lower" than fixed k means hi ≥ 0; "beats zero_pad" means lo > 0. zero_pad is
@@ -206,7 +206,7 @@ def _interval(df, row: int | None, col: str = "accuracy") -> tuple[float, float]
 def _pooled(values, n_each: int | None) -> tuple[float, float]:
     """The Wilson interval of accuracies ``values`` pooled over their prompts (``n_each``
     prompts each): the proportion of all the prompts answered right."""
-    from fl.metrics import wilson_interval
+    from fl.core.metrics import wilson_interval
 
     vals = [float(v) for v in values if not math.isnan(v)]
     if not vals or not n_each:
@@ -347,7 +347,7 @@ def paired_teacher(a: dict, r: dict) -> str | None:
 
 def paired(a: dict, r: dict):
     """Final accuracy of variant row ``a`` minus ``r``'s on the same test prompts (their
-    runs' eval.parquet): a :class:`fl.metrics.PairedDifference`, or the reason it cannot be
+    runs' eval.parquet): a :class:`fl.core.metrics.PairedDifference`, or the reason it cannot be
     paired (str)."""
     from sim.compare import NotPaired, paired_final
 

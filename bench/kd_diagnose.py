@@ -42,9 +42,9 @@ def diagnose(run_dir: str | Path, batch_size: int = 16, clients: bool = True) ->
     import numpy as np
     import torch
 
-    from fl.models import set_lora_state
-    from fl.train import score_labels
-    from fl.statefile import read_state_head
+    from fl.lm.models import set_lora_state
+    from fl.lm.train import score_labels
+    from fl.core.statefile import read_state_head
     from sim.runner import CHECKPOINT
     from sim.scenario import Scenario
     from sim.simulation import CHECKPOINT_KIND, Simulation

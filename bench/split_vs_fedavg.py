@@ -37,8 +37,8 @@ sys.path.insert(0, str(ROOT))
 
 import numpy as np  # noqa: E402
 
-from fl.actions import Compute, ServerCompute  # noqa: E402
-from fl.algorithm import Algorithm, AlgorithmContext, get_algorithm  # noqa: E402
+from fl.core.actions import Compute, ServerCompute  # noqa: E402
+from fl.core.algorithm import Algorithm, AlgorithmContext, get_algorithm  # noqa: E402
 from sim.scenario import load_scenario  # noqa: E402
 from sim.simulation import Simulation  # noqa: E402
 

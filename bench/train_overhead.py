@@ -34,12 +34,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import torch  # noqa: E402
 
-from fl.algorithm import AlgorithmContext  # noqa: E402
-from fl.data import collate  # noqa: E402
-from fl.fedavg_lora import FedAvgLoRA, FedAvgLoRAConfig  # noqa: E402
-from fl.models import lora_state, set_lora_state  # noqa: E402
-from fl.seeding import int_seed  # noqa: E402
-from fl.train import answer_loss, causal_lm, draw_batches  # noqa: E402
+from fl.core.algorithm import AlgorithmContext  # noqa: E402
+from fl.lm.data import collate  # noqa: E402
+from fl.algorithms.fedavg_lora.algorithm import FedAvgLoRA, FedAvgLoRAConfig  # noqa: E402
+from fl.lm.models import lora_state, set_lora_state  # noqa: E402
+from fl.core.seeding import int_seed  # noqa: E402
+from fl.lm.train import answer_loss, causal_lm, draw_batches  # noqa: E402
 
 
 def fedwave_update(algo: FedAvgLoRA, rnd: int, client: int) -> tuple[float, dict]:

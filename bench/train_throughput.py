@@ -8,20 +8,20 @@ in one run:
 (a) ``plain PEFT``: the loop one writes by hand with peft — clients one after another,
     ``model(input_ids, attention_mask, labels=...).loss`` (logits at every position);
 (b) fedwave with its features switched on one at a time: the frozen prefix computed once
-    (:mod:`fl.prefix`; cold = the cache filled during the steps, warm = filled before), first
+    (:mod:`fl.lm.prefix`; cold = the cache filled during the steps, warm = filled before), first
     with every row running its whole sequence through the upper layers, then with the
     prompts' shared head (chat template + question) run once per step; then clients batched
-    (:mod:`fl.multilora`) 4 and 8 at a time.
+    (:mod:`fl.lm.multilora`) 4 and 8 at a time.
 
-Then evaluation prompts per second: :func:`fl.train.score_labels` (the model as it was) against
-:meth:`fl.prefix.FrozenPrefix.score_labels`; and the memory of 1, 8 and 32 clients (one shared
+Then evaluation prompts per second: :func:`fl.lm.train.score_labels` (the model as it was) against
+:meth:`fl.lm.prefix.FrozenPrefix.score_labels`; and the memory of 1, 8 and 32 clients (one shared
 frozen base + each client's adapter; optimiser states exist only while a client trains).
 
 The ratio on the last line is that of the fastest fedwave path measured here (warm cache,
 batched or not). Same adapters: the trained adapters of that path are compared with the plain
 loop's. In float32 Adam turns rounding noise on near-zero gradients into visible steps, so
 the check runs a float64 copy (2 clients × 2 steps, norms in float64 too:
-:func:`fl.models.full_precision_norms`): equal to 1e-8 is "True"; the float32 difference is
+:func:`fl.lm.models.full_precision_norms`): equal to 1e-8 is "True"; the float32 difference is
 printed beside it. The last line reads::
 
     fedwave / plain PEFT: X.XX× tokens/s (same adapters: True|False)
@@ -45,12 +45,12 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
-from fl.data import collate, encode_task, load_dataset  # noqa: E402
-from fl.models import full_precision_norms, load_model, lora_state, set_lora_state  # noqa: E402
-from fl.multilora import train_clients  # noqa: E402
-from fl.prefix import FrozenPrefix, prefix_layer  # noqa: E402
-from fl.specs import DataSpec, ModelSpec, TinyLlamaSpec  # noqa: E402
-from fl.train import draw_batches, local_train, score_labels, upcast  # noqa: E402
+from fl.lm.data import collate, encode_task, load_dataset  # noqa: E402
+from fl.lm.models import full_precision_norms, load_model, lora_state, set_lora_state  # noqa: E402
+from fl.lm.multilora import train_clients  # noqa: E402
+from fl.lm.prefix import FrozenPrefix, prefix_layer  # noqa: E402
+from fl.lm.specs import DataSpec, ModelSpec, TinyLlamaSpec  # noqa: E402
+from fl.lm.train import draw_batches, local_train, score_labels, upcast  # noqa: E402
 
 
 def build(model_name: str, top: int, rank: int, dtype=torch.float32, device="cpu"):

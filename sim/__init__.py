@@ -8,8 +8,8 @@ Public API::
     run_dir, summary = run_scenario(scn)    # and written to runs/<name>-<timestamp>/
 """
 
-# fedwave never downloads: offline mode before anything can import transformers (fl.offline).
-from fl.offline import force_offline as _force_offline
+# fedwave never downloads: offline mode before anything can import transformers (fl.lm.offline).
+from fl.lm.offline import force_offline as _force_offline
 
 _force_offline()
 

@@ -4,9 +4,9 @@ Each run directory gives its points: the untrained model (``summary.json`` ``ini
 n = 0, then every evaluated round of ``rounds.csv`` at n = the delivered samples so far
 (cumulative ``samples_delivered``: the sample counts of the clients whose updates were
 aggregated), with the accuracy's 95 % Wilson interval (``accuracy_lo``/``accuracy_hi``,
-or from ``n_eval``) and the loss. :func:`fl.calibration.fit_learning_curve` fits the
+or from ``n_eval``) and the loss. :func:`fl.algorithms.surrogate.calibration.fit_learning_curve` fits the
 surrogate's curve to the points of all runs together; :func:`calibrate` writes the
-calibration file (:func:`fl.calibration.calibration_text`) and, optionally, a figure of the
+calibration file (:func:`fl.algorithms.surrogate.calibration.calibration_text`) and, optionally, a figure of the
 fit against the real points (``--plot``).
 
 A run is refused, naming it and the fix, when it has not finished, ran the surrogate (its
@@ -45,7 +45,7 @@ class RunPoints:
     @property
     def sigma(self) -> np.ndarray:
         """Standard error of each accuracy: the Wilson interval's half-width / 1.96."""
-        from fl.metrics import Z95
+        from fl.core.metrics import Z95
 
         return (self.hi - self.lo) / (2 * Z95)
 
@@ -55,7 +55,7 @@ class CalibrateError(ValueError):
 
 
 def _interval(acc: float, lo, hi, n_eval, where: str) -> tuple[float, float]:
-    from fl.metrics import wilson_interval
+    from fl.core.metrics import wilson_interval
 
     if lo is not None and hi is not None and np.isfinite(lo) and np.isfinite(hi):
         return float(lo), float(hi)
@@ -135,12 +135,12 @@ def run_points(run_dir: str | Path) -> RunPoints:
 def calibrate(run_dirs: Sequence[str | Path], out: str | Path, plot: str | Path | None = None,
               overwrite: bool = False):
     """Fit the surrogate's curve to ``run_dirs`` and write the calibration file ``out`` (and
-    the figure ``plot``). Returns (the :class:`fl.calibration.CurveFit`, the runs' points).
+    the figure ``plot``). Returns (the :class:`fl.algorithms.surrogate.calibration.CurveFit`, the runs' points).
 
     Raises :class:`CalibrateError` for an unusable run, an existing ``out`` (unless
-    ``overwrite``), and :class:`fl.calibration.CalibrationError` for a fit that fails.
+    ``overwrite``), and :class:`fl.algorithms.surrogate.calibration.CalibrationError` for a fit that fails.
     """
-    from fl.calibration import calibration_text, fit_learning_curve
+    from fl.algorithms.surrogate.calibration import calibration_text, fit_learning_curve
     from sim.outputs import atomic_write_text
 
     if not run_dirs:
@@ -176,7 +176,7 @@ def plot_fit(runs: Sequence[RunPoints], fit, path: str | Path) -> Path:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from fl.calibration import accuracy_curve, loss_curve
+    from fl.algorithms.surrogate.calibration import accuracy_curve, loss_curve
 
     p = fit.parameters
     x_max = max(float(r.n.max()) for r in runs) * 1.05 or 1.0

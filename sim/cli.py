@@ -334,7 +334,7 @@ def _seeds_accuracy(rows: list[dict]) -> str:
     """The final accuracy of the runs of one grid point (or algorithm): one run, its value
     with its 95 % Wilson interval; several (seeds), their mean with a 95 % Student-t
     interval over the seeds; the surrogate's is modelled (mean±sd over seeds)."""
-    from fl.metrics import mean_interval
+    from fl.core.metrics import mean_interval
 
     vals = [r["final_accuracy"] for r in rows if r.get("final_accuracy") is not None]
     if not vals:
@@ -824,7 +824,7 @@ def calibrate(run_dirs: List[Path] = typer.Argument(..., help="Finished run dire
     squares (each point weighted by its 95 % Wilson interval); loss0 and loss_min with n_half
     fixed. Prints the parameters with their standard errors.
     """
-    from fl.calibration import CalibrationError
+    from fl.algorithms.surrogate.calibration import CalibrationError
     from sim.calibrate import CalibrateError, calibrate as fit_runs
 
     try:

@@ -20,7 +20,7 @@ recorded (its error in ``compare.csv`` and ``compare.json``; its run directory h
 - ``compare_pairs.csv``: per pair of algorithms (A before B in ``--algorithms``) and seed,
   the paired difference of their final accuracies on the same test prompts (from each
   run's ``eval.parquet``): Newcombe's 95 % interval, a paired bootstrap, the exact McNemar
-  p-value (:func:`fl.metrics.paired_difference`); and, with several seeds paired, a row
+  p-value (:func:`fl.core.metrics.paired_difference`); and, with several seeds paired, a row
   ``seed = all`` pooling every seed's prompts (see :data:`PAIR_COLUMNS`).
 - ``compare.json``: the spec, the target and how it was chosen, both tables.
 - ``latency_accuracy.png`` and ``pareto.png`` (:mod:`sim.plots`).
@@ -111,7 +111,7 @@ class CompareSpec:
         if dup:
             lines.append(f"--algorithms: {', '.join(dup)} named more than once. Fix: name each "
                          "algorithm once.")
-        from fl.algorithm import algorithm_names
+        from fl.core.algorithm import algorithm_names
 
         unknown = [a for a in dict.fromkeys(self.algorithms) if a and a not in algorithm_names()]
         if unknown:
@@ -131,7 +131,7 @@ def options_for(algorithm: str, options: dict) -> tuple[dict, list[str]]:
     Returns (kept options, sorted names of the dropped keys). Raises KeyError for an
     unknown algorithm (NotImplementedError when its dependencies are missing).
     """
-    from fl.algorithm import algorithm_config
+    from fl.core.algorithm import algorithm_config
 
     accepted = algorithm_config(algorithm).model_fields
     kept = {k: v for k, v in options.items() if k in accepted}
@@ -165,7 +165,7 @@ def variants_of(spec: CompareSpec) -> tuple[list[Variant], dict[str, list[str]]]
     """The variants of ``spec`` (algorithms in order, seeds fastest) and, per algorithm, the
     ``fl.options`` keys it drops.
 
-    A variant's overrides: the ``--set`` items that are not options, ``fl.algorithm``, the
+    A variant's overrides: the ``--set`` items that are not options, ``fl.core.algorithm``, the
     scenario's ``fl.options`` the algorithm accepts (with its ``fl.algorithm_options`` entry
     merged over them: each of its keys replaces fl.options's), then the ``--set fl.options.<key>...``
     items whose key it accepts (an option of one algorithm only, e.g. split_lora's
@@ -260,10 +260,10 @@ class NotPaired(ValueError):
 
 def paired_final(run_a: str | Path, run_b: str | Path, n_boot: int = N_BOOT):
     """The paired difference ``accuracy_a − accuracy_b`` of two runs' final evaluations on
-    the same test prompts (:func:`fl.metrics.paired_difference`: Newcombe's 95 % interval,
+    the same test prompts (:func:`fl.core.metrics.paired_difference`: Newcombe's 95 % interval,
     the seeded paired bootstrap, the exact McNemar p). Raises :class:`NotPaired` naming the
     run without per-prompt results, or when they scored different prompts."""
-    from fl.metrics import paired_difference
+    from fl.core.metrics import paired_difference
 
     ea, eb = final_prompts(run_a), final_prompts(run_b)
     for run, e in ((run_a, ea), (run_b, eb)):
@@ -324,7 +324,7 @@ def pair_rows(rows: Sequence[dict], out: Path, n_boot: int = N_BOOT) -> list[dic
 
 
 def _paired(row: dict, ca, cb, n_boot: int) -> dict:
-    from fl.metrics import paired_difference
+    from fl.core.metrics import paired_difference
 
     d = paired_difference(ca, cb, n_boot=n_boot, seed=0)
     return {"note": "", **row, "status": "paired", "n_prompts": d.n, "accuracy_a": d.accuracy_a,

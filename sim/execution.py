@@ -1,6 +1,6 @@
 """Where a round's client updates run: inline, in a process pool, or on Ray (``execution``).
 
-The simulator interprets a client's ``Send`` (:mod:`fl.actions`). Inline (the default) it
+The simulator interprets a client's ``Send`` (:mod:`fl.core.actions`). Inline (the default) it
 calls ``work(plan)`` when the upload completes in simulated time. With ``execution.backend``
 ``process`` or ``ray``, a ``Send`` that also carries a picklable ``job`` is submitted to a
 worker as soon as its sizer has returned, so every upload that is in flight at the same
@@ -409,7 +409,7 @@ class _BatchedPending:
 class JobBatcher:
     """Clients batched, inline (``execution.batch_clients``): a job is queued when its
     upload starts; the first result asked for (its upload completed) runs every job still
-    queued — in submission order, through :meth:`fl.algorithm.Algorithm.run_jobs`, which
+    queued — in submission order, through :meth:`fl.core.algorithm.Algorithm.run_jobs`, which
     may train them as one batch — and keeps the others' results for when their uploads
     complete. A job whose upload failed before the batch ran is dropped; one that failed
     after it ran cost real compute but no simulated time, and its result is never used (as

@@ -25,7 +25,7 @@ from typing import ClassVar, Sequence
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
-from fl.registry import Registry
+from fl.core.registry import Registry
 
 __all__ = ["MacPolicy", "MAC", "MAC_POLICIES", "make_mac", "EqualShare", "RoundRobin",
            "ProportionalFair", "MaxRate", "mac_names"]

@@ -14,7 +14,7 @@ Layout of ``runs/<name>-<timestamp>/``:
   (int64, the prompt's index in the dataset), ``correct`` (bool), ``label`` and
   ``predicted`` (the true label and the label ranked first, as text). Two runs scored on
   the same prompts are compared pairwise from it (:func:`read_eval`,
-  :func:`fl.metrics.paired_difference`). The surrogate has no test prompts (its accuracy is
+  :func:`fl.core.metrics.paired_difference`). The surrogate has no test prompts (its accuracy is
   modelled) and writes none.
 - ``summary.json``: scenario, seed, versions, wall/simulated time, totals, final metrics,
   ``learner: real|surrogate``, ``status: ok|failed``.
@@ -25,7 +25,7 @@ Layout of ``runs/<name>-<timestamp>/``:
 
 - ``checkpoint.zip`` (sync driver): the state at the last round boundary, for
   ``fedwave run --resume`` (see :meth:`sim.simulation.Simulation.resume`); a
-  :mod:`fl.statefile` archive, which cannot execute code.
+  :mod:`fl.core.statefile` archive, which cannot execute code.
 
 A directory is never silently reused: :func:`claim_out_dir` refuses a non-empty one unless
 the caller resumes it or asked to overwrite it (then it is emptied first, so nothing stale
@@ -45,7 +45,7 @@ import traceback
 from pathlib import Path
 from typing import Any
 
-from fl.statefile import atomic_write_bytes
+from fl.core.statefile import atomic_write_bytes
 
 __all__ = ["make_run_dir", "atomic_write_text", "atomic_write_bytes", "versions",
            "write_run", "write_failure", "write_started", "write_interrupted", "claim_out_dir",
@@ -216,7 +216,7 @@ def write_run(run_dir: Path, result, plots: bool = True) -> dict:
 
 
 def eval_table(prompt_results):
-    """``eval.parquet`` as a pyarrow Table from (round, :class:`fl.metrics.PromptResults`)
+    """``eval.parquet`` as a pyarrow Table from (round, :class:`fl.core.metrics.PromptResults`)
     pairs, in order: a few hundred rows per evaluation."""
     import numpy as np
     import pyarrow as pa
@@ -311,7 +311,7 @@ def _alive(pid: Any) -> bool:
 
 def _rounds_done(run_dir: Path) -> int:
     """Rounds a checkpoint in ``run_dir`` holds (0 if none can be read)."""
-    from fl.statefile import StateFileError, read_state_head
+    from fl.core.statefile import StateFileError, read_state_head
     from sim.simulation import CHECKPOINT_KIND
 
     try:

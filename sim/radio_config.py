@@ -19,7 +19,7 @@ from typing import Annotated, Literal, Union
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from fl.registry import Registry
+from fl.core.registry import Registry
 
 __all__ = ["LAYOUTS", "DROPS", "MOBILITY", "PATHLOSS", "FADING", "RATES", "MAX_COORD_M",
            "RadioConfig", "Coord", "XY", "Bounds"]

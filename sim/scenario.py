@@ -6,14 +6,14 @@ time everything a run checks:
 
 - the schema. Every plug-in field — ``network.layout``, ``clients.drop``,
   ``clients.groups[].mobility``, ``network.pathloss``, ``network.fading``, ``network.rate``,
-  ``network.mac``, ``fl.selection``, ``fl.algorithm`` with its ``fl.options`` (and the
+  ``network.mac``, ``fl.selection``, ``fl.core.algorithm`` with its ``fl.options`` (and the
   partitioners inside them) — is a discriminated union generated from that plug-in point's
-  registry (:class:`fl.registry.Registry`: per ``kind``, a small typed config and the
+  registry (:class:`fl.core.registry.Registry`: per ``kind``, a small typed config and the
   implementation). Pydantic itself checks every option's type and range, refuses NaN and
   infinities, and names the key path; ``Scenario.model_json_schema()`` (``fedwave schema``)
   lists every option of every kind with its type and description;
 - rules across keys (K <= n_clients, backhaul nodes, ...) and an algorithm's rules for the
-  population (:meth:`fl.specs.AlgorithmConfig.context_problems`);
+  population (:meth:`fl.lm.specs.AlgorithmConfig.context_problems`);
 - the radio side, built as the run builds it (:func:`sim.radio.check_radio`): the path-loss
   model's validity for the carrier and heights, the drop (with the run's random stream),
   each group's mobility, trace files (parsed by the run's parser); and, first, whether the
@@ -39,10 +39,10 @@ import numpy as np
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model, model_validator
 
-from fl.algorithm import ALGORITHMS
-from fl.registry import kind_union_of
-from fl.specs import DataSpec, ModelSpec
-from fl.yamlio import MAX_YAML_NODES, YamlError, safe_load
+from fl.core.algorithm import ALGORITHMS
+from fl.core.registry import kind_union_of
+from fl.lm.specs import DataSpec, ModelSpec
+from fl.core.yamlio import MAX_YAML_NODES, YamlError, safe_load
 from sim.mac import MAC
 from sim.radio_config import DROPS, FADING, LAYOUTS, MOBILITY, PATHLOSS, RATES
 from sim.selection import SELECTION
@@ -63,7 +63,7 @@ class ScenarioError(ValueError):
 # ----------------------------------------------------------------------------- YAML
 def load_yaml(text: str, source: str = "<string>") -> Any:
     """Parse YAML the way fedwave reads every file (scenarios, sweep specs, ``--set``):
-    :func:`fl.yamlio.safe_load` (safe, YAML 1.2 numbers, bounded alias expansion), raising
+    :func:`fl.core.yamlio.safe_load` (safe, YAML 1.2 numbers, bounded alias expansion), raising
     :class:`ScenarioError` naming ``source`` (and the line, for syntax errors)."""
     try:
         return safe_load(text, source)
@@ -303,8 +303,8 @@ class ExecutionSpec(_Model):
         "for the batch at hand and not kept)."))
 
     def runtime(self):
-        """The :class:`fl.algorithm.Runtime` the learners get."""
-        from fl.algorithm import Runtime
+        """The :class:`fl.core.algorithm.Runtime` the learners get."""
+        from fl.core.algorithm import Runtime
 
         return Runtime(device=self.device, dtype=self.dtype, prefix_cache=self.prefix_cache,
                        prefix_cache_mb=self.prefix_cache_mb)
@@ -574,7 +574,7 @@ def _context_lines(options, n_clients: int, prefix: str) -> list[str]:
 def _check_algorithm_options(scn: Scenario, lines: list[str]) -> None:
     """Each ``fl.algorithm_options`` entry, merged over the fl.options keys its algorithm
     accepts, must be a valid config of that algorithm (what ``fedwave compare`` will run)."""
-    from fl.algorithm import algorithm_config, algorithm_names
+    from fl.core.algorithm import algorithm_config, algorithm_names
 
     given = scn.fl.options.model_dump(exclude_unset=True)
     for name, entry in scn.fl.algorithm_options.items():
@@ -656,7 +656,7 @@ def _check_model_path(key: str, name: str, lines: list[str]) -> None:
 def check_dataset(key: str, spec: DataSpec, lines: list[str]) -> None:
     """The one place dataset files are checked at load time (``fl.options.data.dataset``):
     that a named file or directory exists (relative paths from the working directory), then
-    its rows (:func:`fl.data.check_data`, torch-free: file and line of each malformed row)."""
+    its rows (:func:`fl.lm.data.check_data`, torch-free: file and line of each malformed row)."""
     if spec.dataset != "fortunes":
         path = Path(spec.dataset).expanduser()
         if not path.exists():
@@ -665,7 +665,7 @@ def check_dataset(key: str, spec: DataSpec, lines: list[str]) -> None:
                          "Face datasets directory (relative paths start at the working "
                          "directory), or fortunes.")
             return
-    from fl.data import check_data
+    from fl.lm.data import check_data
 
     lines.extend(f"{key}: {problem}" for problem in check_data(spec))
 

@@ -15,7 +15,7 @@ from typing import Callable, ClassVar
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
-from fl.registry import Registry
+from fl.core.registry import Registry
 
 __all__ = ["SelectionContext", "SelectionPolicy", "SELECTION", "SELECTION_POLICIES", "make_selection",
            "selection_names"]

@@ -9,7 +9,7 @@ Build one from a validated :class:`~sim.scenario.Scenario` and run it::
 Tests and notebooks may inject a link model (``link=TableLink(...)``) or an algorithm
 instance (``algorithm=...``) instead of the ones the scenario describes.
 
-The round drivers interpret the :mod:`fl.actions` a client's round yields:
+The round drivers interpret the :mod:`fl.core.actions` a client's round yields:
 
 - ``Receive``: wired path aggregator → the client's site, then the downlink radio transfer.
 - ``Compute``: ``flops / effective FLOP/s`` of the device (jittered); then ``work()``.
@@ -27,7 +27,7 @@ The round drivers interpret the :mod:`fl.actions` a client's round yields:
   server FLOP/s``).
 
 A failure (deadline, outage timeout, drop-out, stale) closes the generator and reaches
-``Algorithm.aggregate`` as a :class:`~fl.actions.Failure`.
+``Algorithm.aggregate`` as a :class:`~fl.core.actions.Failure`.
 """
 
 from __future__ import annotations
@@ -43,9 +43,9 @@ from typing import Any, Callable
 import numpy as np
 import simpy
 
-from fl.actions import ClientResult, Compute, Failure, Receive, Send, ServerCompute
-from fl.algorithm import Algorithm, AlgorithmContext, get_algorithm
-from fl.statefile import StateFileError, read_state_file, read_state_head, write_state_file
+from fl.core.actions import ClientResult, Compute, Failure, Receive, Send, ServerCompute
+from fl.core.algorithm import Algorithm, AlgorithmContext, get_algorithm
+from fl.core.statefile import StateFileError, read_state_file, read_state_head, write_state_file
 from sim.backhaul import Backhaul, WiredNet, site_node
 from sim.compute import ComputeModel, DeviceProfile, ProcessorSharing
 from sim.execution import Executor, JobBatcher, make_executor, torch_threads
@@ -162,7 +162,7 @@ class RunResult:
     tracer: Tracer
     summary: dict
     trajectories: dict = field(default_factory=dict)
-    #: (round, :class:`fl.metrics.PromptResults`) of every evaluation that scored test
+    #: (round, :class:`fl.core.metrics.PromptResults`) of every evaluation that scored test
     #: prompts, in order (round -1: the untrained model); empty for the surrogate
     prompt_results: list = field(default_factory=list)
 
@@ -172,7 +172,7 @@ class Simulation:
 
     Args:
         scenario: a validated scenario.
-        algorithm: an algorithm instance to use instead of ``fl.algorithm``/``fl.options``.
+        algorithm: an algorithm instance to use instead of ``fl.core.algorithm``/``fl.options``.
         link: a link model to use instead of the radio models of ``network``.
         cell_site: site of each cell when ``link`` is given (default: cell i at site i).
         run_dir: where the algorithm may write artefacts.
@@ -737,7 +737,7 @@ class Simulation:
 
         Returns False (and keeps the previous checkpoint) when something is still in flight.
 
-        The file is a :mod:`fl.statefile` archive (JSON, npy, safetensors; reading it runs
+        The file is a :mod:`fl.core.statefile` archive (JSON, npy, safetensors; reading it runs
         no code from it). The SimPy environment and its event queue are not written: at a
         round boundary the queue holds only wake-ups that no longer do anything (ended tasks'
         timers, stale pool wake-ups): no transfer is planned. Mobility is evaluated lazily
@@ -775,7 +775,7 @@ class Simulation:
         ``scenario`` must equal the checkpoint's (a ``ValueError`` names the first differing
         key), except for ``execution.backend`` and ``execution.workers``, which never change
         the results. The algorithm is built from the scenario (or ``algorithm`` is used) and gets
-        the checkpoint's :meth:`~fl.algorithm.Algorithm.state_dict`.
+        the checkpoint's :meth:`~fl.core.algorithm.Algorithm.state_dict`.
         """
         if scenario.fl.driver != "sync":
             raise ValueError("Resume supports the sync driver only (fl.driver: sync); this "

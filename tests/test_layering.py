@@ -33,7 +33,7 @@ def test_layering(pkg, forbidden):
 
 def test_fl_contract_is_torch_free():
     """The contract and the registry must not drag torch in (the surrogate runs without it)."""
-    code = "import sys, fl.actions, fl.algorithm; print('torch' in sys.modules)"
+    code = "import sys, fl.core.actions, fl.core.algorithm; print('torch' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "False"

@@ -1,6 +1,12 @@
-"""One folder per FL algorithm; each ``<name>/config.py`` holds its torch-free config.
+"""One folder per FL algorithm, each of the same shape (as PEFT's ``tuners/<method>/``).
 
-Importing this package (or any ``config`` module) imports neither torch nor the algorithms
-themselves: :mod:`fl.algorithm` registers each algorithm as (config class, lazy
-``"module:Class"`` reference), so a scenario validates without torch.
+``<name>/__init__.py`` registers the algorithm in :data:`fl.core.algorithm.ALGORITHMS` — the
+only place that names it: the name YAML uses, its config class, and a lazy
+``"module:Class"`` reference to the algorithm. ``<name>/config.py`` holds the torch-free
+config (the language-model learners' extend :class:`fl.lm.specs.LMConfig`);
+``<name>/algorithm.py`` the algorithm; other modules are its private helpers.
+
+Importing this package, a folder's ``__init__`` or any ``config`` module imports neither torch
+nor the algorithms themselves, so a scenario validates without torch. Importing
+:mod:`fl.core.algorithm` imports every folder here, so that each registers itself.
 """

@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from fl.metrics import newcombe_paired_interval, paired_counts
+from fl.core.metrics import newcombe_paired_interval, paired_counts
 
 ROOT = Path(__file__).resolve().parents[2]
 

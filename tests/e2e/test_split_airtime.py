@@ -10,10 +10,10 @@ import math
 import pytest
 import torch
 
-from fl.algorithm import AlgorithmContext
-from fl.models import lora_state
-from fl.runner import drive
-from fl.split_lora import SplitLoRA, SplitLoRAConfig, StepRecord
+from fl.core.algorithm import AlgorithmContext
+from fl.lm.models import lora_state
+from fl.core.runner import drive
+from fl.algorithms.split_lora.algorithm import SplitLoRA, SplitLoRAConfig, StepRecord
 from sim.links import TableLink
 from sim.scenario import Scenario
 from sim.simulation import Simulation

@@ -29,21 +29,21 @@ _keep_freed_memory()
 
 @pytest.fixture(scope="session")
 def tokenizer():
-    from fl.models import load_tokenizer
+    from fl.lm.models import load_tokenizer
 
     return load_tokenizer("smollm2")
 
 
 @pytest.fixture(scope="session")
 def fortunes():
-    from fl.data import load_fortunes
+    from fl.lm.data import load_fortunes
 
     return load_fortunes(max_per_class=40)
 
 
 @pytest.fixture(scope="session")
 def task(fortunes, tokenizer):
-    from fl.data import encode_task
+    from fl.lm.data import encode_task
 
     return encode_task(fortunes, tokenizer, max_len=96)
 
@@ -51,8 +51,8 @@ def task(fortunes, tokenizer):
 @pytest.fixture
 def tiny_lora(tokenizer):
     """A 2-layer random Llama with LoRA on q, v (rank 4); a fresh one per test."""
-    from fl.models import add_lora, tiny_llama
-    from fl.specs import LoraSpec
+    from fl.lm.models import add_lora, tiny_llama
+    from fl.lm.specs import LoraSpec
 
     model, _ = tiny_llama(seed=0)
     return add_lora(model, LoraSpec(rank=4, alpha=8), seed=0)

@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from fl.aggregation import fedavg
+from fl.core.aggregation import fedavg
 
 
 def _state(seed):

@@ -4,11 +4,11 @@ import numpy as np
 import pytest
 import torch
 
-from fl.data import (
+from fl.lm.data import (
     FORTUNE_LABELS, Dataset, collate, encode_task, fortune_dir, load_dataset, load_fortunes, load_hf, load_table,
     parse_fortune_file,
 )
-from fl.specs import DataSpec
+from fl.lm.specs import DataSpec
 
 
 def _raw_entries(path):
@@ -177,7 +177,7 @@ def test_loss_only_on_answer_tokens(task, side):
 
 
 def test_left_and_right_padding_give_the_same_loss(task, tiny_lora):
-    from fl.train import answer_loss
+    from fl.lm.train import answer_loss
 
     with torch.no_grad():
         for p in tiny_lora.parameters():
@@ -203,7 +203,7 @@ def test_long_texts_are_cut_to_max_len(tokenizer):
 
 
 def test_scarce_labels_names_the_label_and_the_fix():
-    from fl.lm_algorithm import scarce_labels
+    from fl.lm.algorithm import scarce_labels
 
     labels = np.array([0] * 50 + [1] * 12)
     train = np.concatenate([np.arange(0, 40), np.arange(50, 55)])  # label 1: 5 training examples
@@ -220,10 +220,10 @@ def test_no_shipped_scenario_starves_a_label():
     cap once left 17 limericks for 8 clients and 20 in the test: accuracy at chance)."""
     from pathlib import Path
 
-    from fl.data import load_dataset
-    from fl.lm_algorithm import scarce_labels
-    from fl.partition import holdout_split
-    from fl.seeding import numpy_stream
+    from fl.lm.data import load_dataset
+    from fl.lm.algorithm import scarce_labels
+    from fl.lm.partition import holdout_split
+    from fl.core.seeding import numpy_stream
     from sim.scenario import load_scenario
 
     root = Path(__file__).resolve().parents[2] / "scenarios"

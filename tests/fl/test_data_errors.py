@@ -9,11 +9,11 @@ import sys
 
 import pytest
 
-from fl.data import (
+from fl.lm.data import (
     FORTUNE_LABELS, DataColumnError, DataFileError, check_data, check_data_file, fortune_dir, load_dataset,
     load_fortunes, load_hf, load_table,
 )
-from fl.specs import DataSpec
+from fl.lm.specs import DataSpec
 
 
 def _jsonl(*rows):
@@ -165,7 +165,7 @@ def test_check_data_follows_the_spec(tmp_path):
 
 def test_check_data_is_torch_free(tmp_path):
     path = _write(tmp_path, "d.csv", "text,label\nthe cat sat on the mat,animal\n")
-    code = (f"import sys; from fl.data import check_data; from fl.specs import DataSpec; "
+    code = (f"import sys; from fl.lm.data import check_data; from fl.lm.specs import DataSpec; "
             f"print(check_data(DataSpec(dataset={str(path)!r}))); "
             f"print(sorted(m for m in ('torch', 'transformers', 'datasets') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)

@@ -5,14 +5,14 @@ import torch
 from pydantic import ValidationError
 from torch.utils.flop_counter import FlopCounterMode
 
-import fl.fedavg_lora as fedavg_module
-from fl.actions import ClientResult, Compute, Failure, Receive, Send
-from fl.aggregation import fedavg
-from fl.algorithm import AlgorithmContext, get_algorithm
-from fl.fedavg_lora import FedAvgLoRA, FedAvgLoRAConfig
-from fl.models import lora_state
-from fl.payload import DTYPE_BITS
-from fl.runner import drive, run_plain
+import fl.algorithms.fedavg_lora.algorithm as fedavg_module
+from fl.core.actions import ClientResult, Compute, Failure, Receive, Send
+from fl.core.aggregation import fedavg
+from fl.core.algorithm import AlgorithmContext, get_algorithm
+from fl.algorithms.fedavg_lora.algorithm import FedAvgLoRA, FedAvgLoRAConfig
+from fl.lm.models import lora_state
+from fl.core.payload import DTYPE_BITS
+from fl.core.runner import drive, run_plain
 
 
 def _algo(small_options, seed=0, n_clients=3, **over):

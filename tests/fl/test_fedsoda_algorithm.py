@@ -1,11 +1,11 @@
-"""fedsoda (fl.fedsoda): payload and download bits, the layer map, ODA, determinism."""
+"""fedsoda (fl.algorithms.fedsoda.algorithm): payload and download bits, the layer map, ODA, determinism."""
 
 import math
 
 import pytest
 import torch
 
-from fl.algorithm import AlgorithmContext
+from fl.core.algorithm import AlgorithmContext
 
 
 def _options(**over):
@@ -23,7 +23,7 @@ def _options(**over):
 
 
 def _make(tokenizer, n_clients=3, seed=0, run_dir=None, **over):
-    from fl.fedsoda import FedSODA, FedSODAConfig
+    from fl.algorithms.fedsoda.algorithm import FedSODA, FedSODAConfig
 
     return FedSODA(FedSODAConfig(**_options(**over)), AlgorithmContext(n_clients=n_clients, seed=seed, run_dir=run_dir))
 
@@ -37,7 +37,7 @@ def soda(tokenizer, tmp_path_factory):
 
 
 def test_sub_model_is_pruned_quantised_and_mapped(soda):
-    from fl.nf4 import NF4Linear
+    from fl.algorithms.fedsoda.nf4 import NF4Linear
 
     assert len(soda.kept) == 4 and soda.kept[0] == 0 and soda.kept[-1] == 5
     assert (soda.run_dir / "sgp_map.json").is_file() and (soda.run_dir / "sgp_similarity.png").is_file()
@@ -65,9 +65,9 @@ def test_adapter_payload_bits(soda):
 
 
 def test_sub_model_download_bits_exact_and_sent_once(tokenizer):
-    from fl.models import bytes_resident
-    from fl.nf4 import NF4Linear, nf4_bytes
-    from fl.runner import drive
+    from fl.lm.models import bytes_resident
+    from fl.algorithms.fedsoda.nf4 import NF4Linear, nf4_bytes
+    from fl.core.runner import drive
 
     alg = _make(tokenizer, n_clients=2, model={"kind": "tiny", "n_layers": 4}, sgp_keep=3)
     linear = [(64, 64), (32, 64), (32, 64), (64, 64), (128, 64), (128, 64), (64, 128)]  # q k v o gate up down
@@ -104,7 +104,7 @@ def test_oda_reduces_the_divergence(soda):
 
 def test_alignment_loss_is_zero_for_an_identical_sub_model(tokenizer):
     """With every layer kept and no quantisation error it has nothing to align: L = CE only."""
-    from fl.data import collate
+    from fl.lm.data import collate
 
     alg = _make(tokenizer, model={"kind": "tiny", "n_layers": 3}, sgp_keep=3)
     assert alg.kept == (0, 1, 2)
@@ -113,7 +113,7 @@ def test_alignment_loss_is_zero_for_an_identical_sub_model(tokenizer):
 
 
 def test_rounds_log_divergence_and_oda(tokenizer):
-    from fl.runner import run_plain
+    from fl.core.runner import run_plain
 
     alg = _make(tokenizer, n_clients=2, model={"kind": "tiny", "n_layers": 4}, sgp_keep=3, oda_every=2,
                 eval_full=True)
@@ -131,7 +131,7 @@ def _same(a, b):
 
 
 def test_same_seed_identical_different_seed_differs(tokenizer):
-    from fl.runner import run_plain
+    from fl.core.runner import run_plain
 
     kw = dict(n_clients=2, model={"kind": "tiny", "n_layers": 4}, sgp_keep=3, oda_every=1,
               oda_initial_steps=1, eval_every=5)  # no evaluation: the trace is training, ODA, bits
@@ -145,7 +145,7 @@ def test_same_seed_identical_different_seed_differs(tokenizer):
 
 
 def test_config_errors():
-    from fl.fedsoda import FedSODAConfig
+    from fl.algorithms.fedsoda.algorithm import FedSODAConfig
 
     with pytest.raises(ValueError, match="exactly one of sgp_keep and sgp_threshold"):
         FedSODAConfig(sgp_threshold=0.9)

@@ -1,11 +1,11 @@
-"""NF4 quantisation (fl.nf4): error bound, exact bytes, the NF4Linear module under LoRA."""
+"""NF4 quantisation (fl.algorithms.fedsoda.nf4): error bound, exact bytes, the NF4Linear module under LoRA."""
 
 import math
 
 import pytest
 import torch
 
-from fl.nf4 import NF4_CODE, NF4_MAX_HALF_GAP, NF4Linear, dequantize_nf4, nf4_bytes, quantize_model, quantize_nf4
+from fl.algorithms.fedsoda.nf4 import NF4_CODE, NF4_MAX_HALF_GAP, NF4Linear, dequantize_nf4, nf4_bytes, quantize_model, quantize_nf4
 
 
 def test_code_book_is_qlora_nf4():
@@ -54,7 +54,7 @@ def test_zero_block_and_bad_options():
 
 
 def test_nf4_linear_holds_four_bits_and_matches_its_dequantised_weight():
-    from fl.models import bytes_resident
+    from fl.lm.models import bytes_resident
 
     lin = torch.nn.Linear(96, 40, bias=False)
     q = NF4Linear(lin)
@@ -65,9 +65,9 @@ def test_nf4_linear_holds_four_bits_and_matches_its_dequantised_weight():
 
 
 def test_lora_trains_on_top_of_nf4(tiny_lora, task):
-    from fl.data import collate
-    from fl.models import lora_state
-    from fl.train import answer_loss
+    from fl.lm.data import collate
+    from fl.lm.models import lora_state
+    from fl.lm.train import answer_loss
 
     names = quantize_model(tiny_lora, lambda name, lin: ".layers." in name)
     # q/v are LoRA wrappers (their base_layer quantised), k/o/gate/up/down plain: 7 per layer

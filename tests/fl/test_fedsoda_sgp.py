@@ -1,4 +1,4 @@
-"""Similarity group pruning (fl.sgp): grouping rules and a model with duplicated layers."""
+"""Similarity group pruning (fl.algorithms.fedsoda.sgp): grouping rules and a model with duplicated layers."""
 
 import json
 
@@ -15,7 +15,7 @@ def _duplicated_model(pattern, hidden=64, intermediate=128):
     output of a run of identical layers keeps pointing the same way (cosine ~1 between
     consecutive copies), while a new letter turns it (cosine ~0).
     """
-    from fl.models import tiny_llama
+    from fl.lm.models import tiny_llama
 
     model, _ = tiny_llama(n_layers=len(pattern), hidden=hidden, intermediate=intermediate, seed=0)
     g = torch.Generator().manual_seed(0)
@@ -38,14 +38,14 @@ def _duplicated_model(pattern, hidden=64, intermediate=128):
 
 @pytest.fixture(scope="module")
 def duplicated(task):
-    from fl.sgp import layer_representations
+    from fl.algorithms.fedsoda.sgp import layer_representations
 
     model = _duplicated_model("FAAABBL")  # first, 3 copies of A, 2 of B, last
     return model, layer_representations(model, task, list(range(6)), batch_size=3)
 
 
 def test_keeps_one_layer_of_each_duplicate_group(duplicated):
-    from fl.sgp import group_layers, similarity_matrix
+    from fl.algorithms.fedsoda.sgp import group_layers, similarity_matrix
 
     _, reps = duplicated
     sim = similarity_matrix(reps, "cosine")
@@ -59,7 +59,7 @@ def test_keeps_one_layer_of_each_duplicate_group(duplicated):
 
 
 def test_linear_cka_is_rotation_and_scale_invariant():
-    from fl.sgp import similarity_matrix
+    from fl.algorithms.fedsoda.sgp import similarity_matrix
 
     g = torch.Generator().manual_seed(0)
     x = torch.randn(300, 16, generator=g)
@@ -72,7 +72,7 @@ def test_linear_cka_is_rotation_and_scale_invariant():
 
 
 def test_first_and_last_always_kept_and_group_count():
-    from fl.sgp import group_layers
+    from fl.algorithms.fedsoda.sgp import group_layers
 
     rng = np.random.default_rng(0)
     for L in (3, 5, 9, 12):
@@ -92,7 +92,7 @@ def test_first_and_last_always_kept_and_group_count():
 
 
 def test_sgp_result_saves_map_and_plot(duplicated, task, tmp_path):
-    from fl.sgp import similarity_group_pruning
+    from fl.algorithms.fedsoda.sgp import similarity_group_pruning
 
     model, _ = duplicated
     res = similarity_group_pruning(model, task, list(range(6)), n_keep=4, batch_size=3)

@@ -4,11 +4,11 @@ import pytest
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from fl.data import Batch
-from fl.flops import profile
-from fl.models import add_lora, tiny_llama
-from fl.specs import LoraSpec
-from fl.train import answer_loss
+from fl.lm.data import Batch
+from fl.lm.flops import profile
+from fl.lm.models import add_lora, tiny_llama
+from fl.lm.specs import LoraSpec
+from fl.lm.train import answer_loss
 
 ALL = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 

@@ -1,4 +1,4 @@
-"""Send.job (fl.actions): run on a fresh replica, after pickling, it equals Send.work.
+"""Send.job (fl.core.actions): run on a fresh replica, after pickling, it equals Send.work.
 
 The contract a worker backend (sim.execution) relies on, checked for every algorithm whose
 uploads carry a job, without any worker process.
@@ -9,8 +9,8 @@ import pickle
 
 import pytest
 
-from fl.actions import Compute, Job, Receive, Send
-from fl.algorithm import AlgorithmContext, get_algorithm
+from fl.core.actions import Compute, Job, Receive, Send
+from fl.core.algorithm import AlgorithmContext, get_algorithm
 
 SODA = dict(model={"kind": "tiny", "n_layers": 6}, data={"max_per_class": 40, "n_test": 8, "max_len": 96,
                                                          "n_public": 16},

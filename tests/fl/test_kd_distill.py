@@ -1,4 +1,4 @@
-"""fl.distill and fl.topk_payload: aggregation rules on hand-worked examples, the KD loss
+"""fl.algorithms.kd_topk.distill and fl.algorithms.kd_topk.topk_payload: aggregation rules on hand-worked examples, the KD loss
 against full-logit KD, the projection term, and exact message sizes for every dtype."""
 
 import math
@@ -6,9 +6,9 @@ import math
 import pytest
 import torch
 
-from fl.distill import (SparseLogits, Teacher, adaptive, build_teacher, full_kd_loss, kd_loss, mass_k,
+from fl.algorithms.kd_topk.distill import (SparseLogits, Teacher, adaptive, build_teacher, full_kd_loss, kd_loss, mass_k,
                         message_probs, prob_tail, projection_loss, top_k, zero_pad)
-from fl.topk_payload import TopKPayload, count_bits, index_bits, topk_bits
+from fl.algorithms.kd_topk.topk_payload import TopKPayload, count_bits, index_bits, topk_bits
 
 NEG = -math.inf
 

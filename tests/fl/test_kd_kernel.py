@@ -64,7 +64,7 @@ def test_the_sizer_budget_is_the_scenarios_else_the_algorithms(scenario_budget, 
 def test_kd_topk_defaults_are_a_top_k_message_without_mutual_distillation():
     """The defaults: adaptive k in [8, 256] for 20 ms of airtime, no server logits sent back
     (an untrained server teaches its mistakes)."""
-    from fl.kd_topk import KDTopKConfig
+    from fl.algorithms.kd_topk.algorithm import KDTopKConfig
 
     cfg = KDTopKConfig()
     assert (cfg.k, cfg.k_min, cfg.k_max, cfg.airtime_s, cfg.mutual) == ("adaptive", 8, 256, 0.02, False)

@@ -9,14 +9,14 @@ import torch
 from pydantic import ValidationError
 from torch.utils.flop_counter import FlopCounterMode
 
-from fl.actions import ClientResult, Compute, Failure, Receive, Send, ServerCompute
-from fl.algorithm import AlgorithmContext, get_algorithm
-from fl.data import collate
-from fl.distill import Teacher
-from fl.kd_topk import KDTopK, KDTopKConfig, choose_k
-from fl.models import lora_state
-from fl.runner import drive, run_plain
-from fl.topk_payload import topk_bits
+from fl.core.actions import ClientResult, Compute, Failure, Receive, Send, ServerCompute
+from fl.core.algorithm import AlgorithmContext, get_algorithm
+from fl.lm.data import collate
+from fl.algorithms.kd_topk.distill import Teacher
+from fl.algorithms.kd_topk.algorithm import KDTopK, KDTopKConfig, choose_k
+from fl.lm.models import lora_state
+from fl.core.runner import drive, run_plain
+from fl.algorithms.kd_topk.topk_payload import topk_bits
 
 V = 49152  # SmolLM2's vocabulary (the tiny models share the tokenizer)
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import torch
 
-from fl.algorithm import AlgorithmContext, get_algorithm
-from fl.models import lora_state
+from fl.core.algorithm import AlgorithmContext, get_algorithm
+from fl.lm.models import lora_state
 
 
 def tensor_bytes(obj, seen_objs=None, seen_storage=None) -> int:

@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from fl.metrics import wilson_interval
+from fl.core.metrics import wilson_interval
 
 
 def test_wilson_interval_matches_the_formula_and_known_values():
@@ -30,7 +30,7 @@ def test_wilson_interval_refuses_impossible_counts():
 
 
 # ----------------------------------------------------------------------------- paired
-from fl.metrics import (Z95, PromptResults, mcnemar_exact_p, mean_interval,  # noqa: E402
+from fl.core.metrics import (Z95, PromptResults, mcnemar_exact_p, mean_interval,  # noqa: E402
                         newcombe_paired_interval, paired_bootstrap_interval, paired_counts,
                         paired_difference)
 
@@ -60,7 +60,7 @@ def test_newcombe_by_hand():
     # Wilson of 15/50: centre (0.3 + 0.0384146) / 1.0768292 = 0.3142693;
     #   half = 1.95996 * sqrt(0.0042 + 0.000384146) / 1.0768292 = 0.1232342
     l2, u2 = 0.1910355, 0.4375035
-    from fl.metrics import wilson_interval
+    from fl.core.metrics import wilson_interval
 
     assert wilson_interval(25, 50) == (pytest.approx(l1, abs=1e-7), pytest.approx(u1, abs=1e-7))
     assert wilson_interval(15, 50) == (pytest.approx(l2, abs=1e-7), pytest.approx(u2, abs=1e-7))

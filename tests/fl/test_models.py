@@ -4,11 +4,11 @@ import time
 import pytest
 import torch
 
-from fl.models import (
+from fl.lm.models import (
     ModelLoadError, add_lora, bytes_resident, cache_root, count_parameters, count_trainable, embedded_gguf_path,
     keep_layers, load_model, load_tokenizer, lora_state, set_lora_state, tiny_llama,
 )
-from fl.specs import LoraSpec, ModelSpec, TinyLlamaSpec
+from fl.lm.specs import LoraSpec, ModelSpec, TinyLlamaSpec
 
 
 def test_tiny_llama_shares_smollm2_tokenizer(tokenizer):
@@ -125,7 +125,7 @@ def test_cache_root_precedence(monkeypatch, tmp_path):
 
 
 def test_gguf_cache_key_follows_file_changes(tmp_path):
-    from fl.models import _gguf_cache_dir
+    from fl.lm.models import _gguf_cache_dir
 
     f = tmp_path / "m.gguf"
     f.write_bytes(b"x")

@@ -14,8 +14,8 @@ import sys
 import pytest
 import torch
 
-from fl.models import ModelLoadError, load_model, tiny_llama
-from fl.specs import ModelSpec
+from fl.lm.models import ModelLoadError, load_model, tiny_llama
+from fl.lm.specs import ModelSpec
 
 # prepended to every subprocess: any DNS lookup or connection is recorded and refused
 NO_NETWORK = """
@@ -82,8 +82,8 @@ def test_unknown_hub_id_fails_at_once_without_network(what, tmp_path):
     """Online settings, an empty cache: without fedwave's guard huggingface_hub retries for ~25 s."""
     got = _run(f"""
 import sim.cli  # the fedwave entry point
-from fl.models import ModelLoadError, load_model, load_tokenizer
-from fl.specs import ModelSpec
+from fl.lm.models import ModelLoadError, load_model, load_tokenizer
+from fl.lm.specs import ModelSpec
 try:
     load_model(ModelSpec(name_or_path="fedwave-test/no-such-model")) if {what!r} == "load_model" \\
         else load_tokenizer("fedwave-test/no-such-model")
@@ -111,8 +111,8 @@ def test_hub_id_in_the_local_cache_loads_offline(tmp_path):
     ids = [[1, 200, 300, 400]]
     got = _run(f"""
 import torch
-from fl.models import load_model
-from fl.specs import ModelSpec
+from fl.lm.models import load_model
+from fl.lm.specs import ModelSpec
 model, tok = load_model(ModelSpec(name_or_path="fedwave-test/tiny-llama"))
 with torch.no_grad():
     logits = model(torch.tensor({ids})).logits

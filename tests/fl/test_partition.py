@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from fl.partition import (
+from fl.lm.partition import (
     ByCategoryPartition, DirichletPartition, IIDPartition, ShardsPartition, holdout_split, label_histogram,
     largest_test_split, partition, partitioner_names, scarce_label_indices,
 )
@@ -105,7 +105,7 @@ def test_label_histogram_table():
 
 
 def test_auto_test_split_takes_up_to_1000_and_at_most_half_of_each_label():
-    from fl.partition import AUTO_TEST_MAX, auto_test_size
+    from fl.lm.partition import AUTO_TEST_MAX, auto_test_size
 
     rng = np.random.default_rng(0)
     # the embedded fortunes' shape: one huge label, two scarce ones

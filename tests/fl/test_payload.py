@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from fl.payload import DTYPE_BITS, SCALE_BITS, LoraPayload, payload_bits
+from fl.core.payload import DTYPE_BITS, SCALE_BITS, LoraPayload, payload_bits
 
 
 def _state(seed=0):

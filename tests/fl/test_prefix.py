@@ -5,12 +5,12 @@ from __future__ import annotations
 import pytest
 import torch
 
-from fl.data import collate, encode_task, load_dataset
-from fl.models import full_precision_norms, lora_state, set_lora_state, tiny_llama
-from fl.multilora import train_clients
-from fl.prefix import FrozenPrefix, prefix_layer, shared_head
-from fl.specs import DataSpec
-from fl.train import answer_loss, local_train, score_labels
+from fl.lm.data import collate, encode_task, load_dataset
+from fl.lm.models import full_precision_norms, lora_state, set_lora_state, tiny_llama
+from fl.lm.multilora import train_clients
+from fl.lm.prefix import FrozenPrefix, prefix_layer, shared_head
+from fl.lm.specs import DataSpec
+from fl.lm.train import answer_loss, local_train, score_labels
 
 
 def _model(layers, n_layers=4, dtype=torch.float32, dropout=0.0, seed=0):
@@ -164,8 +164,8 @@ def test_the_shared_head_runs_once_and_changes_nothing(task, exact64):
 def test_fedavg_run_jobs_batches_clients_like_their_own_updates(exact64):
     """FedAvgLoRA.run_jobs (execution.batch_clients) gives each client the upload its own
     local_update gives (float64 model: to 1e-10)."""
-    from fl.algorithm import AlgorithmContext
-    from fl.fedavg_lora import FedAvgLoRA, FedAvgLoRAConfig
+    from fl.core.algorithm import AlgorithmContext
+    from fl.algorithms.fedavg_lora.algorithm import FedAvgLoRA, FedAvgLoRAConfig
 
     cfg = FedAvgLoRAConfig(model={"kind": "tiny", "n_layers": 3}, lora={"layers": {"top": 1}},
                            data={"max_per_class": 30, "n_test": 6, "max_len": 128},

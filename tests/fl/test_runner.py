@@ -4,9 +4,9 @@ from dataclasses import dataclass
 
 import pytest
 
-from fl.actions import Compute, Receive, Send, SendPlan, ServerCompute
-from fl.algorithm import Algorithm, AlgorithmConfig, AlgorithmContext
-from fl.runner import drive, run_plain
+from fl.core.actions import Compute, Receive, Send, SendPlan, ServerCompute
+from fl.core.algorithm import Algorithm, AlgorithmConfig, AlgorithmContext
+from fl.core.runner import drive, run_plain
 
 
 @dataclass(frozen=True)

@@ -11,10 +11,10 @@ import math
 import pytest
 import torch
 
-from fl.actions import ClientResult
-from fl.algorithm import AlgorithmContext, Runtime, get_algorithm
-from fl.models import lora_state
-from fl.runner import drive, run_plain
+from fl.core.actions import ClientResult
+from fl.core.algorithm import AlgorithmContext, Runtime, get_algorithm
+from fl.lm.models import lora_state
+from fl.core.runner import drive, run_plain
 
 KD = dict(
     model={"kind": "tiny", "n_layers": 3}, client_keep_layers=[0, 2],
@@ -167,9 +167,9 @@ def test_kd_public_outputs_run_the_shared_head_once(layer):
     """kd_topk's public logits and projections at the answer positions: from the prompts'
     shared head run once (keys/values shared by every row) equal to every row running its
     whole sequence, and to the whole model — at the final norm and between L and the top."""
-    from fl.data import collate
-    from fl.models import full_precision_norms
-    from fl.prefix import FrozenPrefix
+    from fl.lm.data import collate
+    from fl.lm.models import full_precision_norms
+    from fl.lm.prefix import FrozenPrefix
 
     algo = _algorithm("kd_topk_below")
     model = algo.server_model.double()

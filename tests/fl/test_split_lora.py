@@ -7,16 +7,16 @@ import pytest
 import torch
 from pydantic import ValidationError
 
-from fl.actions import ClientResult, Compute, Failure, Receive, Send, ServerCompute
-from fl.algorithm import AlgorithmContext, get_algorithm
-from fl.data import collate
-from fl.models import add_lora, lora_state, set_lora_state, tiny_llama
-from fl.payload import LoraPayload
-from fl.runner import drive
-from fl.specs import LoraSpec
-from fl.split import CutActivations, SplitModel, WireTensor, activation_bits, side_bits, split_profile
-from fl.split_lora import SplitLoRA, SplitLoRAConfig, SplitUpdate, StepRecord
-from fl.train import answer_loss, local_train
+from fl.core.actions import ClientResult, Compute, Failure, Receive, Send, ServerCompute
+from fl.core.algorithm import AlgorithmContext, get_algorithm
+from fl.lm.data import collate
+from fl.lm.models import add_lora, lora_state, set_lora_state, tiny_llama
+from fl.core.payload import LoraPayload
+from fl.core.runner import drive
+from fl.lm.specs import LoraSpec
+from fl.algorithms.split_lora.split import CutActivations, SplitModel, WireTensor, activation_bits, side_bits, split_profile
+from fl.algorithms.split_lora.algorithm import SplitLoRA, SplitLoRAConfig, SplitUpdate, StepRecord
+from fl.lm.train import answer_loss, local_train
 
 FP32 = dict(activation_dtype="fp32", upload_dtype="fp32", download_dtype="fp32")
 SMALL = dict(model={"kind": "tiny", "n_layers": 2, "hidden": 32, "intermediate": 64},

@@ -1,4 +1,4 @@
-"""fl.statefile: a state file round-trips fedwave's object graphs and never runs code."""
+"""fl.core.statefile: a state file round-trips fedwave's object graphs and never runs code."""
 
 from __future__ import annotations
 
@@ -16,9 +16,9 @@ import networkx as nx
 import numpy as np
 import pytest
 
-from fl.statefile import (StateFileError, decode, encode, read_state_file, read_state_head,
+from fl.core.statefile import (StateFileError, decode, encode, read_state_file, read_state_head,
                           write_state_file)
-from fl.specs import LoraSpec
+from fl.lm.specs import LoraSpec
 from sim.trace import Tracer
 
 
@@ -187,3 +187,28 @@ def test_state_files_follow_the_umask(tmp_path):
 def test_decode_of_encode_without_a_file():
     doc = encode({"k": [1, 2.5, "x"]})
     assert decode(doc) == {"k": [1, 2.5, "x"]}
+
+
+def test_files_naming_classes_at_their_places_before_the_fl_layout_move_still_load():
+    """Classes are stored by name; a file written before fl/ moved into core/, lm/ and
+    algorithms/<name>/ names the old modules and still loads (fl.core.statefile._MOVED_*)."""
+    import torch
+
+    from fl.algorithms.fedavg_lora.algorithm import BaseModelPayload
+    from fl.core.payload import LoraPayload
+    from fl.lm.lora_update import LoraUpdate
+
+    state = {"spec": LoraSpec(rank=4), "base": BaseModelPayload(10, "fp16"),
+             "update": LoraUpdate({"a": torch.ones(2)}, "adapter", 64, 0.5),
+             "payload": LoraPayload.encode({"a": torch.ones(2)}, "fp16", 0)}
+    doc = encode(state)
+    old = json.dumps(doc["graph"])
+    for new, before in (("fl.lm.specs:", "fl.specs:"), ("fl.algorithms.fedavg_lora.algorithm:", "fl.fedavg_lora:"),
+                        ("fl.lm.lora_update:LoraUpdate", "fl.fedavg_lora:LoraUpdate"),
+                        ("fl.core.payload:", "fl.payload:")):
+        assert new in old
+        old = old.replace(new, before)
+    back = decode({**doc, "graph": json.loads(old)})
+    assert back["spec"] == state["spec"] and back["base"] == state["base"]
+    assert type(back["update"]) is LoraUpdate and back["update"].state["a"].equal(torch.ones(2))
+    assert type(back["payload"]) is LoraPayload and back["payload"].bits == state["payload"].bits

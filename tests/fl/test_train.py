@@ -2,10 +2,10 @@ import numpy as np
 import pytest
 import torch
 
-from fl.data import collate
-from fl.models import add_lora, lora_state, tiny_llama
-from fl.specs import LoraSpec
-from fl.train import answer_loss, causal_lm, draw_batches, evaluate, local_train, score_labels
+from fl.lm.data import collate
+from fl.lm.models import add_lora, lora_state, tiny_llama
+from fl.lm.specs import LoraSpec
+from fl.lm.train import answer_loss, causal_lm, draw_batches, evaluate, local_train, score_labels
 
 IDX = [0, 41, 82, 123, 164, 205, 30, 100]
 

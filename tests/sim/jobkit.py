@@ -10,8 +10,8 @@ import os
 from dataclasses import dataclass
 from functools import partial
 
-from fl.actions import Compute, Send, SendPlan
-from fl.algorithm import Algorithm, AlgorithmConfig
+from fl.core.actions import Compute, Send, SendPlan
+from fl.core.algorithm import Algorithm, AlgorithmConfig
 
 
 class JobConfig(AlgorithmConfig):

@@ -8,8 +8,8 @@ import textwrap
 
 import pytest
 
-from fl.actions import Compute, Receive, Send, SendPlan
-from fl.algorithm import Algorithm, AlgorithmConfig, AlgorithmContext
+from fl.core.actions import Compute, Receive, Send, SendPlan
+from fl.core.algorithm import Algorithm, AlgorithmConfig, AlgorithmContext
 from sim.scenario import Scenario
 
 # A small valid scenario as YAML text (scenario-loading tests edit it line by line).

@@ -41,7 +41,7 @@ def _csv(df):
 def test_every_real_accuracy_carries_its_interval(tmp_path):
     import json
 
-    from fl.metrics import wilson_interval
+    from fl.core.metrics import wilson_interval
 
     run_dir, _ = run_scenario(QUICK, TINY[:-1] + ["fl.rounds=1"], out=tmp_path / "r", plots=False)
     rounds = pd.read_csv(run_dir / "rounds.csv")

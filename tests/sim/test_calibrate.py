@@ -13,9 +13,9 @@ import pandas as pd
 import pytest
 from typer.testing import CliRunner
 
-from fl.calibration import (CalibrationError, accuracy_curve, fit_learning_curve, loss_curve,
+from fl.algorithms.surrogate.calibration import (CalibrationError, accuracy_curve, fit_learning_curve, loss_curve,
                             read_calibration)
-from fl.metrics import wilson_interval
+from fl.core.metrics import wilson_interval
 from sim.calibrate import CalibrateError, calibrate, run_points
 from sim.cli import app
 from sim.scenario import ScenarioError, load_scenario

@@ -15,7 +15,7 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
-from fl.metrics import PromptResults, paired_difference
+from fl.core.metrics import PromptResults, paired_difference
 from sim.cli import app, options_for
 from sim.compare import (COMPARE_COLUMNS, PAIR_COLUMNS, CompareError, CompareSpec, pair_rows,
                          run_compare, time_to_target, variants_of)

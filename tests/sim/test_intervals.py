@@ -14,7 +14,7 @@ import pytest
 from rich.console import Console
 from typer.testing import CliRunner
 
-from fl.metrics import mean_interval, wilson_interval
+from fl.core.metrics import mean_interval, wilson_interval
 from sim.cli import _seeds_accuracy, _summary_table, app
 from sim.plots import mean_curve, pareto_front, plot_run
 from sim.runner import run_scenario

@@ -72,9 +72,9 @@ def test_resume_is_identical_real_algorithms(tmp_path, name):
 def test_checkpoint_leaves_frozen_weights_out(tmp_path):
     import torch
 
-    from fl.algorithm import AlgorithmContext
-    from fl.fedavg_lora import FedAvgLoRA, FedAvgLoRAConfig
-    from fl.statefile import encode
+    from fl.core.algorithm import AlgorithmContext
+    from fl.algorithms.fedavg_lora.algorithm import FedAvgLoRA, FedAvgLoRAConfig
+    from fl.core.statefile import encode
 
     cfg = FedAvgLoRAConfig(model={"kind": "tiny", "n_layers": 2}, data={"max_per_class": 20, "n_test": 12})
     a = FedAvgLoRA(cfg, AlgorithmContext(n_clients=2, seed=0))

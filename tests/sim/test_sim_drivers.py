@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from fl.actions import ClientResult, Failure, Receive, Send, SendPlan, ServerCompute
+from fl.core.actions import ClientResult, Failure, Receive, Send, SendPlan, ServerCompute
 from sim.links import TableLink
 from sim.simulation import Simulation
 
@@ -110,7 +110,7 @@ def test_capacity_reflects_current_mac_share():
     class Staggered(ScriptAlgo):
         def client_round(self, rnd, client):
             if client == 1:
-                from fl.actions import Compute
+                from fl.core.actions import Compute
                 yield Compute(1e9)
             return (yield from super().client_round(rnd, client))
 

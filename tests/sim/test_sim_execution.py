@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from fl.algorithm import AlgorithmContext
+from fl.core.algorithm import AlgorithmContext
 from sim.links import TableLink
 from sim.scenario import ScenarioError, load_scenario
 from sim.simulation import Simulation
@@ -151,7 +151,7 @@ def _assert_same(a, b):
 def test_process_backend_equals_inline_real(name, inline_runs, monkeypatch):
     """Two workers, each with its own replica, train the clients of a round; the host never
     trains (its local_update is broken here), and every output is bit-identical."""
-    from fl.algorithm import get_algorithm
+    from fl.core.algorithm import get_algorithm
 
     expected = _inline(inline_runs, name)
     cls = get_algorithm(name)
@@ -184,7 +184,7 @@ def test_replica_with_other_frozen_weights_is_refused():
     """A worker whose model differs from the host's fails loudly instead of training it."""
     import dataclasses
 
-    from fl.fedavg_lora import FedAvgLoRA, FedAvgLoRAConfig
+    from fl.algorithms.fedavg_lora.algorithm import FedAvgLoRA, FedAvgLoRAConfig
 
     cfg = FedAvgLoRAConfig(model={"kind": "tiny"}, data={"max_per_class": 20, "n_test": 12})
     host = FedAvgLoRA(cfg, AlgorithmContext(n_clients=2, seed=0, run_dir="somewhere"))

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import simpy
 
-from fl.actions import ServerCompute
+from fl.core.actions import ServerCompute
 from sim.compute import ProcessorSharing
 from sim.links import TableLink
 from sim.simulation import Simulation

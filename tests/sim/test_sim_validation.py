@@ -21,8 +21,8 @@ import pytest
 from pydantic import BaseModel
 from typer.testing import CliRunner
 
-from fl.algorithm import ALGORITHMS
-from fl.partition import PARTITIONERS
+from fl.core.algorithm import ALGORITHMS
+from fl.lm.partition import PARTITIONERS
 from sim.cli import app
 from simkit import GOOD_YAML as GOOD
 from sim.mac import MAC

@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import Field, model_validator
 
-from fl.partition import DirichletPartition, PartitionSpec
-from fl.specs import (AbsmaxDtype, AlgorithmConfig, AnyModelSpec, DataSpec, LoraSpec, ModelSpec,
-                      SimilarityMetric, WireDtype)
+from fl.core.config import WireDtype
+from fl.lm.specs import AnyModelSpec, DataSpec, LMConfig, ModelSpec
 
-__all__ = ["FedSODAConfig"]
+__all__ = ["FedSODAConfig", "SimilarityMetric", "AbsmaxDtype"]
+
+SimilarityMetric = Literal["cosine", "cka"]  # layer similarity of SGP (fl.algorithms.fedsoda.sgp)
+AbsmaxDtype = Literal["fp32", "fp16"]  # how NF4 block scales are stored (fl.algorithms.fedsoda.nf4)
 
 
-class FedSODAConfig(AlgorithmConfig):
+class FedSODAConfig(LMConfig):
     """Options of ``fedsoda`` (``fl.options``); the shared ones as in ``fedavg_lora``.
 
     data: must have ``n_public >= 1`` (calibration, divergence probe and ODA use the public
@@ -32,25 +36,10 @@ class FedSODAConfig(AlgorithmConfig):
 
     model: AnyModelSpec = Field(ModelSpec(), description=(
         "The full model: a name/path (e.g. smollm2), {kind: pretrained, ...} or {kind: tiny, ...}."))
-    lora: LoraSpec = Field(LoraSpec(), description="LoRA adapters: rank, alpha, dropout, modules.")
     data: DataSpec = Field(DataSpec(n_public=32), description=(
         "The task data and its splits (n_public >= 1: SGP calibration, probe and ODA use it)."))
-    partition: PartitionSpec = Field(DirichletPartition(), description=(
-        "How the training pool is split among clients (iid, dirichlet, shards, by_category)."))
-    local_steps: int = Field(5, ge=1, description="Local AdamW steps per round.")
-    batch_size: int = Field(8, ge=1, description="Examples per local step.")
-    lr: float = Field(2e-3, gt=0, description="Learning rate of the local AdamW.")
-    weight_decay: float = Field(0.0, ge=0, description="Weight decay of the local AdamW.")
     upload_dtype: WireDtype = Field("fp16", description="How the uploaded adapter travels.")
     download_dtype: WireDtype = Field("fp16", description="How the global adapter travels.")
-    header_bits: int = Field(0, ge=0, description="Modelled header bits of every payload.")
-    eval_every: int = Field(1, ge=1, description="Evaluate after every eval_every rounds.")
-    eval_batch_size: int = Field(16, ge=1, description="Prompts per evaluation forward pass.")
-    data_seed: int | None = Field(None, ge=0, description=(
-        "Seed of the data splits (test set, partition); null: the run's seed."))
-    seed_offset: int = Field(0, ge=0, description="Added to the run's seed for training streams.")
-    cache_dir: str | None = Field(None, description=(
-        "Model cache root (null: $FEDWAVE_CACHE or ~/.cache/fedwave/models)."))
     sgp_keep: int | None = Field(8, ge=2, description=(
         "Layers the sub-model keeps (first and last included); null: use sgp_threshold."))
     sgp_threshold: float | None = Field(None, description=(

@@ -6,8 +6,8 @@ from typing import Literal, Union
 
 from pydantic import Field, model_validator
 
-from fl.partition import DirichletPartition, PartitionSpec
-from fl.specs import AlgorithmConfig, AnyModelSpec, DataSpec, LoraSpec, ModelSpec, WireDtype
+from fl.core.config import AlgorithmConfig, WireDtype
+from fl.lm.specs import AnyModelSpec, DataSpec, LMConfig, ModelSpec
 
 __all__ = ["ProjectionSpec", "KDTopKConfig"]
 
@@ -29,10 +29,10 @@ class ProjectionSpec(AlgorithmConfig):
     normalise: bool = Field(True, description="MSE on unit-normalised projections (else raw).")
 
 
-class KDTopKConfig(AlgorithmConfig):
-    """Options of ``kd_topk`` (``fl.options`` in a scenario); see :mod:`fl.kd_topk`.
+class KDTopKConfig(LMConfig):
+    """Options of ``kd_topk`` (``fl.options`` in a scenario); see :mod:`fl.algorithms.kd_topk.algorithm`.
 
-    model: the server model (a :class:`~fl.specs.ModelSpec`, e.g. ``smollm2``, or ``{kind:
+    model: the server model (a :class:`~fl.lm.specs.ModelSpec`, e.g. ``smollm2``, or ``{kind:
         tiny}``). client_keep_layers: the server model's decoder layers the clients keep
         (increasing indices), or None for the whole model.
     lora, data, partition: as in fedavg_lora (``data.n_public`` ≥ ``public_batch_size``).
@@ -70,11 +70,8 @@ class KDTopKConfig(AlgorithmConfig):
         "The server model: a name/path (e.g. smollm2), {kind: pretrained, ...} or {kind: tiny, ...}."))
     client_keep_layers: tuple[int, ...] | None = Field(None, description=(
         "The server model's decoder layers the clients keep (increasing); null: all."))
-    lora: LoraSpec = Field(LoraSpec(), description="LoRA adapters: rank, alpha, dropout, modules.")
     data: DataSpec = Field(DataSpec(n_public=64), description=(
         "The task data and its splits (n_public >= public_batch_size)."))
-    partition: PartitionSpec = Field(DirichletPartition(), description=(
-        "How the training pool is split among clients (iid, dirichlet, shards, by_category)."))
     local_steps: int = Field(5, ge=1, description="Client AdamW steps per round.")
     warmup_steps: int = Field(0, ge=0, description=(
         "CE-only steps a client runs on its data the first time it takes part; 0: none."))
@@ -116,14 +113,7 @@ class KDTopKConfig(AlgorithmConfig):
     projection: ProjectionSpec = Field(ProjectionSpec(), description="The hidden projection [P1].")
     mutual: bool = Field(False, description="The server sends its logits back to the clients.")
     header_bits: int = Field(0, ge=0, description="Modelled header bits of every message.")
-    eval_every: int = Field(1, ge=1, description="Evaluate after every eval_every rounds.")
-    eval_batch_size: int = Field(16, ge=1, description="Prompts per evaluation forward pass.")
     eval_clients: bool = Field(False, description="Also evaluate the client models (slower).")
-    data_seed: int | None = Field(None, ge=0, description=(
-        "Seed of the data splits (test set, partition); null: the run's seed."))
-    seed_offset: int = Field(0, ge=0, description="Added to the run's seed for training streams.")
-    cache_dir: str | None = Field(None, description=(
-        "Model cache root (null: $FEDWAVE_CACHE or ~/.cache/fedwave/models)."))
 
     @model_validator(mode="after")
     def _consistent(self) -> "KDTopKConfig":

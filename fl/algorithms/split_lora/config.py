@@ -6,16 +6,16 @@ from typing import Literal
 
 from pydantic import Field
 
-from fl.partition import DirichletPartition, PartitionSpec
-from fl.specs import AlgorithmConfig, AnyModelSpec, DataSpec, LoraSpec, ModelSpec, WireDtype, known_n_layers
+from fl.core.config import WireDtype
+from fl.lm.specs import LMConfig, known_n_layers
 
 __all__ = ["SplitLoRAConfig"]
 
 
-class SplitLoRAConfig(AlgorithmConfig):
+class SplitLoRAConfig(LMConfig):
     """Options of ``split_lora`` (``fl.options`` in a scenario).
 
-    model, lora, data, partition: as :class:`~fl.fedavg_lora.FedAvgLoRAConfig`.
+    model, lora, data, partition: as :class:`~fl.algorithms.fedavg_lora.algorithm.FedAvgLoRAConfig`.
     cut_layer: decoder layers on the client (the cut is after layer ``cut_layer - 1``);
         in [1, n_layers - 1], checked when the model is loaded.
     local_steps, batch_size, lr, weight_decay: local AdamW training per round (the server
@@ -33,16 +33,9 @@ class SplitLoRAConfig(AlgorithmConfig):
     Server service (sequential FIFO or parallel) is the scenario's ``server.service``.
     """
 
-    model: AnyModelSpec = Field(ModelSpec(), description=(
-        "The model: a name/path (e.g. smollm2), {kind: pretrained, ...} or {kind: tiny, ...}."))
-    lora: LoraSpec = Field(LoraSpec(), description="LoRA adapters: rank, alpha, dropout, modules.")
-    data: DataSpec = Field(DataSpec(), description="The task data and its splits.")
-    partition: PartitionSpec = Field(DirichletPartition(), description=(
-        "How the training pool is split among clients (iid, dirichlet, shards, by_category)."))
     cut_layer: int = Field(2, ge=1, description=(
         "Decoder layers on the client (in [1, n_layers - 1], checked when the model loads)."))
     local_steps: int = Field(5, ge=1, description="Local steps per round.")
-    batch_size: int = Field(8, ge=1, description="Examples per local step.")
     lr: float = Field(2e-3, gt=0, description="Learning rate (client and server adapters).")
     weight_decay: float = Field(0.0, ge=0, description="Weight decay (client and server).")
     activation_dtype: WireDtype = Field("fp16", description="How cut-layer activations travel up.")
@@ -55,18 +48,11 @@ class SplitLoRAConfig(AlgorithmConfig):
         "Client adapter average weighted by sample counts or by steps completed this round."))
     partial: Literal["aggregate", "discard"] = Field("aggregate", description=(
         "A client cut off mid-round: its adapter after its last step counts, or not."))
-    eval_every: int = Field(1, ge=1, description="Evaluate after every eval_every rounds.")
-    eval_batch_size: int = Field(16, ge=1, description="Prompts per evaluation forward pass.")
-    data_seed: int | None = Field(None, ge=0, description=(
-        "Seed of the data splits (test set, partition); null: the run's seed."))
-    seed_offset: int = Field(0, ge=0, description="Added to the run's seed for training streams.")
-    cache_dir: str | None = Field(None, description=(
-        "Model cache root (null: $FEDWAVE_CACHE or ~/.cache/fedwave/models)."))
 
     def context_problems(self, n_clients: int) -> list[str]:
         """The cut against the model's depth and against ``lora.layers`` (each side must hold
         adapters), when the depth is known without loading the model
-        (:func:`fl.specs.known_n_layers`; otherwise checked when the model loads)."""
+        (:func:`fl.lm.specs.known_n_layers`; otherwise checked when the model loads)."""
         n = known_n_layers(self.model)
         if n is not None and not 1 <= self.cut_layer <= n - 1:
             return [f"cut_layer: must be in [1, {n - 1}] for this {n}-layer model (the client "

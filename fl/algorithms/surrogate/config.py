@@ -7,7 +7,7 @@ from typing import Any, Literal
 
 from pydantic import Field, ValidationInfo, field_validator, model_validator
 
-from fl.specs import AlgorithmConfig
+from fl.core.config import AlgorithmConfig
 
 __all__ = ["SurrogateConfig"]
 
@@ -15,7 +15,7 @@ __all__ = ["SurrogateConfig"]
 class SurrogateConfig(AlgorithmConfig):
     """Options of the surrogate learner (``fl.options`` in a scenario).
 
-    calibration: a file written by ``fedwave calibrate`` (:mod:`fl.calibration`; relative
+    calibration: a file written by ``fedwave calibrate`` (:mod:`fl.algorithms.surrogate.calibration`; relative
         paths from the working directory). Its fitted a0, a_max, n_half (and loss0,
         loss_min when it has them) set the curve; an option given as well must agree with
         the file (a resolved scenario repeats them), else the scenario is refused.
@@ -52,7 +52,7 @@ class SurrogateConfig(AlgorithmConfig):
         that cannot be used is reported by :meth:`_calibration_file`, at its key)."""
         if not isinstance(data, dict) or not isinstance(data.get("calibration"), str):
             return data
-        from fl.calibration import CalibrationError, read_calibration
+        from fl.algorithms.surrogate.calibration import CalibrationError, read_calibration
 
         try:
             cal = read_calibration(data["calibration"])
@@ -66,7 +66,7 @@ class SurrogateConfig(AlgorithmConfig):
         """The file must be a calibration, and agree with any curve option given too."""
         if v is None:
             return v
-        from fl.calibration import CalibrationError, read_calibration
+        from fl.algorithms.surrogate.calibration import CalibrationError, read_calibration
 
         try:
             cal = read_calibration(v)

@@ -10,7 +10,7 @@ where n is the sum over aggregated updates of the client's sample count, discoun
 staleness ``(1 + s) ** −staleness_exponent`` and, for adaptive uploads, scaled by the
 fraction ``k / k_max`` of the payload the client could send. The curve's parameters are
 options, or come from a calibration file ``fedwave calibrate`` fitted to real runs
-(``calibration``, :mod:`fl.calibration`); the run's summary names the file it used.
+(``calibration``, :mod:`fl.algorithms.surrogate.calibration`); the run's summary names the file it used.
 
 A client's round is the FedAvg shape: ``Receive(model) → Compute(flops) → Send(update)``.
 Upload size is fixed (``upload_mode: fixed``) or follows the capacity the simulator hands
@@ -24,8 +24,8 @@ import math
 from dataclasses import dataclass
 from typing import Sequence
 
-from fl.actions import ClientResult, Compute, Failure, Receive, Send, SendPlan
-from fl.algorithm import Algorithm, AlgorithmContext
+from fl.core.actions import ClientResult, Compute, Failure, Receive, Send, SendPlan
+from fl.core.algorithm import Algorithm, AlgorithmContext
 from fl.algorithms.surrogate.config import SurrogateConfig
 
 __all__ = ["SurrogateConfig", "SurrogateAlgorithm", "SurrogatePayload"]
@@ -55,7 +55,7 @@ class SurrogateAlgorithm(Algorithm):
         # the file the curve came from (read again: its hash and runs go into the summary)
         self.calibration = None
         if config.calibration is not None:
-            from fl.calibration import read_calibration
+            from fl.algorithms.surrogate.calibration import read_calibration
 
             self.calibration = read_calibration(config.calibration)
         self.delivered = 0.0  # effective delivered samples, n in acc(n)

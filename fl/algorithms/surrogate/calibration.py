@@ -1,6 +1,6 @@
 """The surrogate's learning curve fitted to real runs, and the file that carries it (torch-free).
 
-The surrogate learner (:mod:`fl.surrogate`) models accuracy and loss as functions of the
+The surrogate learner (:mod:`fl.algorithms.surrogate.algorithm`) models accuracy and loss as functions of the
 information delivered so far,
 
     acc(n)  = a_max − (a_max − a0) · exp(−n / n_half),
@@ -19,7 +19,7 @@ covariance of the fit; when the scatter about the curve exceeds what the interva
 more than test-prompt noise explains, and the file says so.
 
 A calibration file (:func:`calibration_text`, read back by :func:`read_calibration`) is
-YAML, read with :func:`fl.yamlio.safe_load` (no code runs)::
+YAML, read with :func:`fl.core.yamlio.safe_load` (no code runs)::
 
     format: fedwave-surrogate-calibration
     version: 1
@@ -41,7 +41,7 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from fl.yamlio import YamlError, safe_load
+from fl.core.yamlio import YamlError, safe_load
 
 __all__ = ["FORMAT", "VERSION", "CURVE_KEYS", "LOSS_KEYS", "CalibrationError", "Calibration",
            "CurveFit", "accuracy_curve", "loss_curve", "fit_learning_curve", "read_calibration",

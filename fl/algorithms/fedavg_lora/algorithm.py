@@ -1,11 +1,11 @@
-"""fedavg_lora — FedLLM with parameter sharing (ALGORITHMS.md; [P3]).
+"""fedavg_lora — FedLLM with parameter sharing [P3].
 
 Round t, for each selected client i:
 
 1. ``Receive``: the global LoRA adapter, encoded with ``download_dtype`` (what the client
    trains from is the decoded payload, quantisation error included).
 2. ``Compute``: ``local_steps`` LoRA steps on the client's shard; the FLOPs are exact for the
-   batches it will draw (:mod:`fl.flops`), known before any real work runs.
+   batches it will draw (:mod:`fl.lm.flops`), known before any real work runs.
 3. ``Send``: the adapter (or its change, ``upload: delta``) encoded with ``upload_dtype``;
    size Σ r·(d_in + d_out) × bits per value (+ int8 scales, + header). The real local
    training runs only when the upload completes (``Send.work``), so a client whose upload
@@ -15,11 +15,16 @@ Round t, for each selected client i:
    its own replica of the model, with results identical to inline training.
 
 The server averages the received adapters weighted by local sample counts
-(:func:`fl.aggregation.fedavg`); failed clients contribute nothing and are counted.
+(:func:`fl.core.aggregation.fedavg`); failed clients contribute nothing and are counted.
 
 One model instance serves every client: before a client trains, the adapter it received is
 copied into the shared model's LoRA tensors, and its result is read back out, so client
 updates are independent of the order in which they run (and of the process they run in).
+
+References:
+
+[P3] N. Yan, Y. Su, Y. Deng, R. Schober, "Federated Fine-Tuning of LLMs: Framework
+     Comparison and Research Directions", arXiv:2501.04436.
 """
 
 from __future__ import annotations
@@ -33,20 +38,21 @@ from typing import Mapping, Sequence
 import numpy as np
 import torch
 
-from fl.actions import ClientResult, Compute, Failure, Receive, Send, SendPlan
-from fl.aggregation import fedavg
-from fl.algorithm import AlgorithmContext, register_algorithm
+from fl.core.actions import ClientResult, Compute, Failure, Receive, Send, SendPlan
+from fl.core.aggregation import fedavg
+from fl.core.algorithm import AlgorithmContext
 from fl.algorithms.fedavg_lora.config import FedAvgLoRAConfig
-from fl.lm_algorithm import LMAlgorithm
-from fl.flops import profile
-from fl.models import add_lora, bytes_resident, count_parameters, count_trainable, load_model, lora_shapes, \
+from fl.lm.algorithm import LMAlgorithm
+from fl.lm.lora_update import LocalTrainJob, LoraUpdate, TrainedUpload, batched_updates
+from fl.lm.flops import profile
+from fl.lm.models import add_lora, bytes_resident, count_parameters, count_trainable, load_model, lora_shapes, \
     lora_state, set_lora_state
-from fl.payload import DTYPE_BITS, LoraPayload, payload_bits
-from fl.seeding import int_seed
-from fl.specs import WireDtype
-from fl.train import draw_batches
+from fl.core.payload import DTYPE_BITS, LoraPayload, payload_bits
+from fl.core.seeding import int_seed
+from fl.core.config import WireDtype
+from fl.lm.train import draw_batches
 
-__all__ = ["FedAvgLoRAConfig", "FedAvgLoRA", "LoraUpdate", "LocalTrainJob", "TrainedUpload", "batched_updates"]
+__all__ = ["FedAvgLoRAConfig", "FedAvgLoRA", "BaseModelPayload"]
 
 
 @dataclass(frozen=True)
@@ -66,62 +72,6 @@ class BaseModelPayload:
         return self.n_values * DTYPE_BITS[self.dtype] + int(self.header_bits)
 
 
-@dataclass(frozen=True)
-class LoraUpdate:
-    """What a client's round hands to aggregation.
-
-    state: the decoded tensors the server received (an adapter, or a delta if ``kind`` is
-    ``delta``). bits: the payload's size. train_loss: mean local training loss.
-    """
-
-    state: Mapping[str, torch.Tensor]
-    kind: str
-    bits: int
-    train_loss: float
-
-
-@dataclass(frozen=True)
-class TrainedUpload:
-    """What a client's local training returns (``Send.work`` or ``Send.job``): the encoded
-    upload and the loss of each local step. bits: the payload's size."""
-
-    payload: LoraPayload
-    losses: tuple[float, ...]
-
-    @property
-    def bits(self) -> int:
-        return self.payload.bits
-
-
-@dataclass(frozen=True)
-class LocalTrainJob:
-    """One client's local LoRA training, self-contained (a :class:`~fl.actions.Job`).
-
-    received: the adapter as downloaded; training starts from its decoded tensors.
-    batches: the batch plan, ``local_steps`` lists of dataset indices (drawn before).
-    generator_state: the client's torch generator state after drawing the plan
-        (``torch.Generator.get_state()``, uint8); local training draws its dropout seed from it.
-
-    The algorithm running it (the host's, or a worker's replica) supplies the model, the
-    encoded data and the options through its ``local_update``; the model's LoRA tensors are
-    overwritten first, so what it ran before does not matter.
-    """
-
-    received: LoraPayload
-    batches: tuple[tuple[int, ...], ...]
-    generator_state: torch.Tensor
-
-    def __call__(self, algorithm, plan: SendPlan) -> TrainedUpload:
-        return algorithm.local_update(self)
-
-    def generator(self) -> torch.Generator:
-        """A torch generator in the client's state."""
-        gen = torch.Generator()
-        gen.set_state(self.generator_state)
-        return gen
-
-
-@register_algorithm
 class FedAvgLoRA(LMAlgorithm):
     """FedAvg over LoRA adapters; see the module docstring."""
 
@@ -202,7 +152,7 @@ class FedAvgLoRA(LMAlgorithm):
 
     def evaluate(self, rnd: int) -> Mapping[str, float]:
         """Accuracy and loss of the global model on the test set after round ``rnd``, or {}
-        when ``rnd`` is not an evaluation round (:meth:`~fl.algorithm.Algorithm.is_eval_round`:
+        when ``rnd`` is not an evaluation round (:meth:`~fl.core.algorithm.Algorithm.is_eval_round`:
         every ``eval_every`` rounds, the initial model (rnd = -1) and the last round)."""
         if not self.is_eval_round(rnd, self.config.eval_every):
             return {}
@@ -249,27 +199,3 @@ class FedAvgLoRA(LMAlgorithm):
             "n_test": int(len(self.test_idx)),
             "n_public": int(len(self.public_idx)),
         }
-
-
-def batched_updates(algo: LMAlgorithm, model, prefix, items, upload: str = "adapter") -> list[TrainedUpload] | None:
-    """The uploads of several clients' :class:`LocalTrainJob` s (``items``: (job, plan)
-    pairs) trained as one batch on ``model`` (:func:`fl.multilora.train_clients`, from
-    ``prefix``'s cached states when there is one): each equals what the client's own update
-    gives, to float tolerance. None when they cannot share a batch — one job, LoRA dropout,
-    or plans of unequal shape. ``upload``: ``adapter`` or ``delta`` (trained − received)."""
-    from fl.multilora import train_clients
-
-    cfg = algo.config
-    jobs = [job for job, _ in items]
-    if len(jobs) < 2 or cfg.lora.dropout > 0 or not all(isinstance(j, LocalTrainJob) for j in jobs) \
-            or len({(len(j.batches), *map(len, j.batches)) for j in jobs}) != 1:
-        return None
-    starts = [j.received.decode() for j in jobs]
-    trained = train_clients(model, algo.task, starts, [j.batches for j in jobs], cfg.lr, cfg.weight_decay,
-                            prefix=prefix, forward_ctx=algo.forward_ctx)
-    out = []
-    for start, (state, losses) in zip(starts, trained):
-        if upload == "delta":
-            state = OrderedDict((n, state[n] - start[n]) for n in state)
-        out.append(TrainedUpload(LoraPayload.encode(state, cfg.upload_dtype, cfg.header_bits), tuple(losses)))
-    return out

@@ -7,7 +7,7 @@ Llama, Qwen2, Mistral) is cut after its first ``cut_layer`` decoder layers:
 - the **server part**: layers ``cut_layer ..`` + final norm + output head (+ their LoRA).
 
 :class:`SplitModel` runs the two halves on the *same* module objects as the full model, so
-``server_loss(client_forward(batch))`` is :func:`fl.train.answer_loss` computed in two
+``server_loss(client_forward(batch))`` is :func:`fl.lm.train.answer_loss` computed in two
 pieces (the split-equals-unsplit test pins this). The client half runs through
 ``torch.func.functional_call`` with the client's *own* LoRA tensors: several clients can
 hold forward graphs at once (their steps interleave in simulated time) without touching
@@ -34,7 +34,6 @@ V vocabulary):
 from __future__ import annotations
 
 import math
-import re
 from dataclasses import dataclass
 from typing import Mapping
 
@@ -42,10 +41,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from fl.data import Batch
-from fl.flops import FlopProfile
-from fl.payload import DTYPE_BITS
-from fl.specs import WireDtype
+from fl.lm.data import Batch
+from fl.lm.flops import FlopProfile
+from fl.lm.models import layer_of
+from fl.core.payload import DTYPE_BITS
+from fl.core.config import WireDtype
 
 __all__ = [
     "SCALE_BITS",
@@ -58,13 +58,11 @@ __all__ = [
     "CutGradients",
     "SplitModel",
     "split_profile",
-    "layer_of",
 ]
 
 SCALE_BITS = 32  # one fp32 scale
 _FP16_HEADROOM = 14  # fp16 scale: absmax lands in [2^14, 2^15), well below fp16's 65504
 _INT8_MAX = 127
-_LAYER = re.compile(r"layers\.(\d+)\.")
 
 
 # --- sizes -----------------------------------------------------------------------------------
@@ -192,7 +190,7 @@ class CutActivations:
     def target_pos(self) -> torch.Tensor:
         """(B, A) positions whose next token is an answer token, from the answer mask alone
         (left padding: the answer of row b, of length n_b, fills the last n_b positions);
-        0 where the mask is False, as :func:`fl.data.collate` does."""
+        0 where the mask is False, as :func:`fl.lm.data.collate` does."""
         T = self.acts.shape[1]
         n = self.target_mask.sum(1, keepdim=True)  # (B, 1)
         j = torch.arange(self.target_mask.shape[1], device=self.target_mask.device)[None, :]  # (1, A)
@@ -218,14 +216,8 @@ class CutGradients:
 # --- the split model -------------------------------------------------------------------------
 
 
-def layer_of(name: str) -> int | None:
-    """Decoder layer index in a parameter/module name (``...layers.<i>....``), or None."""
-    m = _LAYER.search(name)
-    return int(m.group(1)) if m else None
-
-
 def _positions(attention_mask: torch.Tensor) -> torch.Tensor:
-    # as fl.train: positions count real tokens only, so left padding does not shift them
+    # as fl.lm.train: positions count real tokens only, so left padding does not shift them
     return (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
 
 
@@ -337,7 +329,7 @@ class SplitModel:
         tensors: the client's own LoRA tensors by model name (they replace the shared
             model's for this call; gradients flow to them); None uses the model's own.
         hidden, start: the hidden states (B, T, H) entering client layer ``start`` (e.g. a
-            :class:`~fl.prefix.FrozenPrefix`'s, when every adapter sits at or above it);
+            :class:`~fl.lm.prefix.FrozenPrefix`'s, when every adapter sits at or above it);
             the embedding and the layers below ``start`` are then not run.
         """
         if not 0 <= start < self.cut_layer or (start > 0) != (hidden is not None):
@@ -361,7 +353,7 @@ class SplitModel:
 
     def server_loss(self, hidden: torch.Tensor, attention_mask: torch.Tensor, target_ids: torch.Tensor,
                     target_mask: torch.Tensor, target_pos: torch.Tensor) -> torch.Tensor:
-        """Mean cross-entropy of the answer tokens (as :func:`fl.train.answer_loss`)."""
+        """Mean cross-entropy of the answer tokens (as :func:`fl.lm.train.answer_loss`)."""
         T = hidden.shape[1]
         keep = T - int(target_pos[target_mask].min())  # head runs on the last `keep` positions
         logits = self.server_logits(hidden, attention_mask, keep)  # (B, keep, V)
@@ -371,7 +363,7 @@ class SplitModel:
 
 
 def split_profile(profile: FlopProfile, cut_layer: int) -> tuple[FlopProfile, FlopProfile]:
-    """(client, server) parts of a model's :class:`~fl.flops.FlopProfile`.
+    """(client, server) parts of a model's :class:`~fl.lm.flops.FlopProfile`.
 
     Linear layers and attention of decoder layers ``< cut_layer`` are the client's; the rest
     (later layers, the output head) the server's. Each part's ``input_grad`` flags are those

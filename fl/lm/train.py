@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from fl.data import Batch, EncodedTask
+from fl.lm.data import Batch, EncodedTask
 
 __all__ = ["causal_lm", "upcast", "model_device", "rank_metrics", "answer_loss", "draw_batches", "local_train", "evaluate", "score_labels"]
 
@@ -86,9 +86,9 @@ def local_train(
     A fresh optimiser each call (a client keeps no optimiser state between rounds). Dropout
     draws come from a torch RNG seeded from ``generator``; the global RNG is left untouched.
     ``loss_fn(item)`` gives the loss of each item of ``batches`` (default:
-    :func:`answer_loss` of a :class:`~fl.data.Batch`; e.g. a
-    :meth:`~fl.prefix.FrozenPrefix.answer_loss` of index lists). ``forward_ctx()`` wraps
-    each forward pass and loss (e.g. :func:`fl.device.autocast`), not the backward pass.
+    :func:`answer_loss` of a :class:`~fl.lm.data.Batch`; e.g. a
+    :meth:`~fl.lm.prefix.FrozenPrefix.answer_loss` of index lists). ``forward_ctx()`` wraps
+    each forward pass and loss (e.g. :func:`fl.lm.device.autocast`), not the backward pass.
     """
     params = [p for p in model.parameters() if p.requires_grad]
     if not params:
@@ -184,9 +184,9 @@ def evaluate(model: nn.Module, task: EncodedTask, indices: Sequence[int] | None 
 def rank_metrics(scores: torch.Tensor, task: EncodedTask, indices: Sequence[int]) -> dict[str, Any]:
     """Accuracy (with its 95 % Wilson interval ``accuracy_lo``/``accuracy_hi``), answer loss
     and ``n_eval`` from label scores (N, L) of the examples ``indices``; and ``prompts``, a
-    :class:`fl.metrics.PromptResults` saying which prompts were answered right (what pairs
+    :class:`fl.core.metrics.PromptResults` saying which prompts were answered right (what pairs
     two variants scored on the same prompts)."""
-    from fl.metrics import PromptResults, wilson_interval
+    from fl.core.metrics import PromptResults, wilson_interval
 
     idx = np.asarray(list(indices), dtype=np.int64)
     truth = torch.as_tensor(task.labels[idx])

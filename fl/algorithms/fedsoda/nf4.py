@@ -12,7 +12,7 @@ with ``g`` the largest gap between consecutive NF4 codes (−0.6962 − (−1) =
 rounding of absmax itself when it is stored as fp16.
 
 :class:`NF4Linear` keeps only the packed codes and the absmax values (so
-:func:`fl.models.bytes_resident` counts 4 bits per weight) and dequantises in ``forward``.
+:func:`fl.lm.models.bytes_resident` counts 4 bits per weight) and dequantises in ``forward``.
 :func:`quantize_model` swaps the base layers of peft LoRA wrappers (and any other
 ``nn.Linear`` selected) for ``NF4Linear`` *after* LoRA wrapping: peft's ``lora.Linear``
 calls ``self.base_layer(x)`` and adds its adapters on top, which is all it needs.
@@ -27,7 +27,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from fl.specs import AbsmaxDtype
+from fl.algorithms.fedsoda.config import AbsmaxDtype
 
 __all__ = [
     "NF4_CODE",

@@ -3,8 +3,8 @@
 An algorithm is registered in :data:`ALGORITHMS` under the name YAML uses (``fl.algorithm:
 fedavg_lora``) with its pydantic config class (``extra="forbid"``, torch-free, in
 ``fl/algorithms/<name>/config.py``) that validates the ``fl.options`` mapping, and a lazy
-``"module:Class"`` reference to the algorithm. The simulator drives it through
-:mod:`fl.actions`; nothing here imports torch or simpy, so scenarios validate and the
+``"module:Class"`` reference to the algorithm — once, in ``fl/algorithms/<name>/__init__.py``. The simulator drives it through
+:mod:`fl.core.actions`; nothing here imports torch or simpy, so scenarios validate and the
 surrogate learner runs without torch, and real learners import torch when they are built.
 
 A host that runs ``Send.job`` s in worker processes asks the algorithm for a picklable
@@ -18,17 +18,12 @@ from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar, Generator, Iterator, Mapping, Sequence
 
-from fl.actions import Action, ClientResult, Failure
-from fl.algorithms.fedavg_lora.config import FedAvgLoRAConfig
-from fl.algorithms.fedsoda.config import FedSODAConfig
-from fl.algorithms.kd_topk.config import KDTopKConfig
-from fl.algorithms.split_lora.config import SplitLoRAConfig
-from fl.algorithms.surrogate.config import SurrogateConfig
-from fl.registry import Registry
-from fl.specs import AlgorithmConfig
+from fl.core.actions import Action, ClientResult, Failure
+from fl.core.registry import Registry
+from fl.core.config import AlgorithmConfig
 
 if TYPE_CHECKING:
-    from fl.metrics import PromptResults
+    from fl.core.metrics import PromptResults
 
 __all__ = [
     "AlgorithmConfig",
@@ -37,7 +32,6 @@ __all__ = [
     "Algorithm",
     "Replica",
     "ALGORITHMS",
-    "register_algorithm",
     "get_algorithm",
     "algorithm_config",
     "algorithm_names",
@@ -49,11 +43,11 @@ class Runtime:
     """Where and how the real learners compute (what ``execution`` says; torch-free).
 
     device: ``auto`` (a GPU when one is present, else the CPU), ``cpu``, ``cuda``,
-        ``cuda:N`` or ``mps``; see :func:`fl.device.resolve_device`.
+        ``cuda:N`` or ``mps``; see :func:`fl.lm.device.resolve_device`.
     dtype: the compute precision of forward passes: ``float32`` (no autocast), or
         ``bfloat16`` / ``float16`` (autocast; adapters, optimiser states and losses stay float32).
     prefix_cache: compute the hidden states below the lowest layer with adapters once per
-        example and reuse them (:mod:`fl.prefix`).
+        example and reuse them (:mod:`fl.lm.prefix`).
     prefix_cache_mb: the most memory that cache may take, MiB.
     """
 
@@ -152,7 +146,7 @@ class Algorithm(ABC):
 
     def take_prompt_results(self) -> "PromptResults | None":
         """How the last :meth:`evaluate` scored each test prompt (a
-        :class:`fl.metrics.PromptResults`: prompt indices, right or wrong, label, prediction),
+        :class:`fl.core.metrics.PromptResults`: prompt indices, right or wrong, label, prediction),
         handed over once — None afterwards, and None for an algorithm without test prompts
         (the surrogate's accuracy is modelled). The host calls it after every evaluate(), so
         that two runs scored on the same prompts can be compared pairwise."""
@@ -175,7 +169,7 @@ class Algorithm(ABC):
 
     def replica(self) -> Replica:
         """What a worker process builds to run this algorithm's ``Send.job`` s (see
-        :mod:`fl.actions`): by default a fresh build from the same config and context, which
+        :mod:`fl.core.actions`): by default a fresh build from the same config and context, which
         must hold everything a job reads from it (frozen models, data)."""
         return Replica(type(self), self.config, dataclasses.replace(self.context, run_dir=None))
 
@@ -196,23 +190,13 @@ class Algorithm(ABC):
 
 
 #: The algorithms by the name YAML uses: config class (torch-free) and the algorithm class,
-#: as a lazy "module:Class" reference until it is first built (torch loads only then).
+#: as a lazy "module:Class" reference until it is first built (torch loads only then). Each
+#: folder ``fl/algorithms/<name>/`` registers its algorithm in its ``__init__.py`` — the
+#: only place that names it — and importing this module imports every such folder (their
+#: ``__init__`` and ``config`` modules only, torch-free). Register an algorithm from
+#: elsewhere with ``ALGORITHMS.register(name, Config, "module:Class")`` before
+#: :mod:`sim.scenario` is imported (its schema is generated from this registry then).
 ALGORITHMS: Registry[type[Algorithm]] = Registry("algorithm", "Fl")
-ALGORITHMS.register("surrogate", SurrogateConfig, "fl.surrogate:SurrogateAlgorithm")
-ALGORITHMS.register("fedavg_lora", FedAvgLoRAConfig, "fl.fedavg_lora:FedAvgLoRA")
-ALGORITHMS.register("kd_topk", KDTopKConfig, "fl.kd_topk:KDTopK")
-ALGORITHMS.register("split_lora", SplitLoRAConfig, "fl.split_lora:SplitLoRA")
-ALGORITHMS.register("fedsoda", FedSODAConfig, "fl.fedsoda:FedSODA")
-
-
-def register_algorithm(cls: type[Algorithm]) -> type[Algorithm]:
-    """Class decorator: register ``cls`` (with ``cls.Config``) under ``cls.name``.
-
-    The scenario schema (:mod:`sim.scenario`) is generated from :data:`ALGORITHMS` when it is
-    imported: register a new algorithm before that, so that scenarios may name it.
-    """
-    ALGORITHMS.register(cls.name, cls.Config, cls)
-    return cls
 
 
 def algorithm_names() -> list[str]:
@@ -237,3 +221,18 @@ def get_algorithm(name: str) -> type[Algorithm]:
 def iter_registry() -> Iterator[tuple[str, Any]]:
     """(name, class or "module:Class" reference) pairs, for contract tests."""
     return iter([(name, ALGORITHMS.reference(name)) for name in ALGORITHMS.names()])
+
+
+def _register_folders() -> None:
+    """Import every ``fl.algorithms.<name>`` package, in name order: each registers itself."""
+    import importlib
+    import pkgutil
+
+    import fl.algorithms
+
+    for info in sorted(pkgutil.iter_modules(fl.algorithms.__path__), key=lambda m: m.name):
+        if info.ispkg:
+            importlib.import_module(f"fl.algorithms.{info.name}")
+
+
+_register_folders()

@@ -130,7 +130,7 @@ class Registry(Generic[T]):
     def _spec(self, name: str, config: type[BaseModel], module: str) -> type[BaseModel]:
         ann = config.model_fields.get("kind")
         if ann is not None and ann.annotation == Literal[name]:
-            return config  # the config carries its own tag (fl.partition)
+            return config  # the config carries its own tag (fl.lm.partition)
         return create_model(self.prefix + _camel(name), __base__=(config, _SpecMixin),
                             __module__=module, __doc__=config.__doc__,
                             kind=(Literal[name], Field(name, description=f"{self.what}: {name}.")))

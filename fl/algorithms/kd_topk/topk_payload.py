@@ -29,9 +29,9 @@ from dataclasses import dataclass
 
 import torch
 
-from fl.distill import SparseLogits
-from fl.payload import DTYPE_BITS, SCALE_BITS
-from fl.specs import WireDtype
+from fl.algorithms.kd_topk.distill import SparseLogits
+from fl.core.payload import DTYPE_BITS, SCALE_BITS
+from fl.core.config import WireDtype
 
 __all__ = ["index_bits", "count_bits", "topk_bits", "TopKPayload"]
 

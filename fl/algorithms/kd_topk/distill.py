@@ -18,7 +18,8 @@ round and one weight per message (a float, or a (T,) tensor when weights are per
   average over *all* messages. The zeros are fake evidence (the baseline).
 - :func:`adaptive`: per position, on the union of reported indices, average each entry
   over the messages that reported it; entries nobody reported are ``-inf``, i.e. masked
-  out of the teacher's softmax [P1].
+  out of the teacher's softmax [P1] ("Communication-Aware Knowledge Distillation for
+  Federated LLM Fine-Tuning over Wireless Networks", arXiv:2509.01750).
 - :func:`prob_tail`: per message, probabilities of its entries (values must be
   log-probabilities) and the residual mass in one tail bucket; average every entry over
   its reporters and the tail over all messages; renormalise.

@@ -1,13 +1,13 @@
-"""fedsoda — similarity group pruning + orchestrated distillation alignment + QLoRA (ALGORITHMS.md; [P2]).
+"""fedsoda — similarity group pruning + orchestrated distillation alignment + QLoRA [P2].
 
 Set-up (server, before round 0):
 
-1. SGP (:mod:`fl.sgp`): the full model runs on ``sgp_calibration`` public examples; the
+1. SGP (:mod:`fl.algorithms.fedsoda.sgp`): the full model runs on ``sgp_calibration`` public examples; the
    middle layers are grouped by the similarity of consecutive layers' outputs and one layer
    per group is kept (first and last always). The map kept → original indices is saved to
    ``<run_dir>/sgp_map.json`` with a plot of the similarity matrix.
 2. The sub-model (kept layers) gets LoRA adapters; its frozen linear weights inside the
-   decoder layers become NF4 (:mod:`fl.nf4`, block 64, one absmax per block); embeddings,
+   decoder layers become NF4 (:mod:`fl.algorithms.fedsoda.nf4`, block 64, one absmax per block); embeddings,
    norms and the (tied) head are held at 16 bits (their values are rounded through fp16 so
    the simulation computes with exactly what a client stores).
 3. Optionally (``oda_initial_steps``) an initial ODA pass heals the pruned model.
@@ -18,11 +18,11 @@ Round t, for each selected client i:
    ``submodel``): exactly 4 bits per quantised weight (packed bytes) + the absmax values +
    16 bits per embedding/norm value + ``header_bits``.
 2. ``Receive`` of the global adapter, ``Compute`` of local LoRA training on the sub-model,
-   ``Send`` of the adapter — exactly as :mod:`fl.fedavg_lora`, on the sub-model (its
+   ``Send`` of the adapter — exactly as :mod:`fl.algorithms.fedavg_lora.algorithm`, on the sub-model (its
    ``Send.job`` included: worker replicas skip the initial ODA pass, which changes only
    adapters).
 
-Server, after averaging (:func:`fl.aggregation.fedavg`):
+Server, after averaging (:func:`fl.core.aggregation.fedavg`):
 
 - divergence (logged every round, column ``divergence``): on a fixed probe batch of public
   examples, the gradients of the answer loss w.r.t. the LoRA tensors are computed in the
@@ -53,8 +53,13 @@ autocast, except SGP's calibration pass, which runs in float32 so that the prune
 architecture and the sub-model's size do not depend on the compute precision. Adapters,
 payloads and everything aggregated or checkpointed are on the CPU. When a model's adapters
 all sit in layers >= L >= 1, its training, divergence probe and evaluation run from its
-frozen prefix (:mod:`fl.prefix`): ``prefix`` for the sub-model, ``full_prefix`` for the
+frozen prefix (:mod:`fl.lm.prefix`): ``prefix`` for the sub-model, ``full_prefix`` for the
 full one. ODA runs both models whole (its hidden-state term needs every layer's output).
+
+References:
+
+[P2] M. Zhu et al., "FedSODA: Federated Fine-tuning of LLMs via Similarity Group Pruning
+     and Orchestrated Distillation Alignment", arXiv:2508.12727.
 """
 
 from __future__ import annotations
@@ -72,22 +77,22 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from fl.actions import ClientResult, Compute, Failure, Receive, Send, SendPlan, ServerCompute
-from fl.aggregation import fedavg
-from fl.algorithm import AlgorithmContext, register_algorithm
+from fl.core.actions import ClientResult, Compute, Failure, Receive, Send, SendPlan, ServerCompute
+from fl.core.aggregation import fedavg
+from fl.core.algorithm import AlgorithmContext
 from fl.algorithms.fedsoda.config import FedSODAConfig
-from fl.lm_algorithm import LMAlgorithm, LMReplica
-from fl.data import Batch, batch_shape, collate
-from fl.fedavg_lora import LocalTrainJob, LoraUpdate, TrainedUpload, batched_updates
-from fl.flops import profile
-from fl.models import add_lora, count_parameters, count_trainable, keep_layers, load_model, lora_shapes, \
+from fl.lm.algorithm import LMAlgorithm, LMReplica
+from fl.lm.data import Batch, batch_shape, collate
+from fl.lm.lora_update import LocalTrainJob, LoraUpdate, TrainedUpload, batched_updates
+from fl.lm.flops import profile
+from fl.lm.models import add_lora, count_parameters, count_trainable, keep_layers, load_model, lora_shapes, \
     lora_state, set_lora_state
-from fl.nf4 import NF4Linear, quantize_model
-from fl.payload import LoraPayload, payload_bits
-from fl.seeding import int_seed
-from fl.specs import LoraSpec
-from fl.sgp import SGPResult, similarity_group_pruning
-from fl.train import _positions, answer_loss, causal_lm, draw_batches
+from fl.algorithms.fedsoda.nf4 import NF4Linear, quantize_model
+from fl.core.payload import LoraPayload, payload_bits
+from fl.core.seeding import int_seed
+from fl.lm.specs import LoraSpec
+from fl.algorithms.fedsoda.sgp import SGPResult, similarity_group_pruning
+from fl.lm.train import _positions, answer_loss, causal_lm, draw_batches
 
 __all__ = ["FedSODAConfig", "FedSODA", "SubModelPayload"]
 
@@ -117,7 +122,6 @@ def _to_original(name: str, kept: Sequence[int]) -> str:
     return _LAYER.sub(lambda m: f"{m.group(1)}{kept[int(m.group(2))]}{m.group(3)}", name, count=1)
 
 
-@register_algorithm
 class FedSODA(LMAlgorithm):
     """FedAvg-LoRA on an SGP-pruned, NF4-quantised sub-model with ODA; see the module docstring."""
 
@@ -209,7 +213,7 @@ class FedSODA(LMAlgorithm):
         return LoraUpdate(sent.payload.decode(), "adapter", sent.bits, float(np.mean(sent.losses)))
 
     def local_update(self, job: LocalTrainJob) -> TrainedUpload:
-        """Run ``job`` (see :class:`fl.fedavg_lora.LocalTrainJob`) on the sub-model."""
+        """Run ``job`` (see :class:`fl.lm.lora_update.LocalTrainJob`) on the sub-model."""
         cfg = self.config
         set_lora_state(self.sub, job.received.decode())
         losses = self.train_model(self.sub, self.prefix, job.batches, cfg.lr, job.generator(), cfg.weight_decay)
@@ -218,7 +222,7 @@ class FedSODA(LMAlgorithm):
 
     def run_jobs(self, items):
         """Several clients' jobs as one batched multi-LoRA training on the sub-model
-        (:func:`fl.fedavg_lora.batched_updates`); one after another when they cannot share
+        (:func:`fl.lm.lora_update.batched_updates`); one after another when they cannot share
         a batch."""
         out = batched_updates(self, self.sub, self.prefix, items)
         return out if out is not None else super().run_jobs(items)
@@ -345,7 +349,7 @@ class FedSODA(LMAlgorithm):
         public batches; the result becomes the global adapter. Returns (mean loss, FLOPs)."""
         cfg = self.config
         # The prefixes stay valid, no clear(): ODA trains exactly the sub-model's parameters
-        # with requires_grad (its LoRA tensors), the very ones fl.prefix.prefix_layer chose L
+        # with requires_grad (its LoRA tensors), the very ones fl.lm.prefix.prefix_layer chose L
         # from, so all of them sit at or above L; the full model only gets adapters copied in
         # (set_lora_state), likewise at or above its L. The cached states depend only on the
         # frozen embeddings (fp16-rounded) and NF4 layers below L, which nothing here touches.

@@ -14,7 +14,7 @@ from typing import Mapping
 
 import torch
 
-from fl.specs import WireDtype
+from fl.core.config import WireDtype
 
 __all__ = ["WireDtype", "DTYPE_BITS", "SCALE_BITS", "LoraPayload", "payload_bits"]
 

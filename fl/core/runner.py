@@ -10,9 +10,9 @@ import math
 from dataclasses import dataclass
 from typing import Any, Generator
 
-from fl.actions import ClientResult, Compute, Receive, Send, ServerCompute
-from fl.algorithm import Algorithm
-from fl.seeding import numpy_stream
+from fl.core.actions import ClientResult, Compute, Receive, Send, ServerCompute
+from fl.core.algorithm import Algorithm
+from fl.core.seeding import numpy_stream
 
 __all__ = ["Traffic", "drive", "run_plain"]
 

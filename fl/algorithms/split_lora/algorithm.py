@@ -1,6 +1,6 @@
-"""split_lora — Split-FedLLM (SplitFed with LoRA) with per-step airtime (ALGORITHMS.md; [P3]).
+"""split_lora — Split-FedLLM (SplitFed with LoRA) with per-step airtime [P3].
 
-The model is cut after ``cut_layer`` decoder layers (:mod:`fl.split`). The client holds the
+The model is cut after ``cut_layer`` decoder layers (:mod:`fl.algorithms.split_lora.split`). The client holds the
 embedding and layers ``< cut_layer`` (frozen base + LoRA); the server holds the rest, the
 final norm and the head (+ LoRA). Client ``i``'s part in round ``t``:
 
@@ -9,7 +9,7 @@ final norm and the head (+ LoRA). Client ``i``'s part in round ``t``:
 
    - ``Compute`` ``client_fwd``: client-part forward FLOPs;
    - ``Send`` ``activations``: the cut-layer activations + attention mask + answer tokens
-     (exact bits: :func:`fl.split.activation_bits` + :func:`fl.split.side_bits`); the real
+     (exact bits: :func:`fl.algorithms.split_lora.split.activation_bits` + :func:`fl.algorithms.split_lora.split.side_bits`); the real
      client forward runs in ``Send.work``, when the upload completes;
    - ``ServerCompute`` ``server_step``: server-part forward + backward FLOPs; in its
      ``work`` the server decodes the activations it received, runs its half, takes an AdamW
@@ -52,8 +52,13 @@ the algorithm's device and forward passes run under its autocast; what crosses t
 the adapters that travel and everything aggregated or checkpointed is on the CPU (each side
 moves what it decodes to the device). When every adapter sits in layers >= L >= 1 (e.g.
 ``lora.layers: [1, 2]`` with ``cut_layer: 2``), the client half starts from the frozen
-prefix's cached states entering layer L, and evaluation uses them too (:mod:`fl.prefix`);
+prefix's cached states entering layer L, and evaluation uses them too (:mod:`fl.lm.prefix`);
 the simulated FLOPs and bits are those of the method, whatever the simulator saves.
+
+References:
+
+[P3] N. Yan, Y. Su, Y. Deng, R. Schober, "Federated Fine-Tuning of LLMs: Framework
+     Comparison and Research Directions", arXiv:2501.04436.
 """
 
 from __future__ import annotations
@@ -69,20 +74,20 @@ from typing import Mapping, Sequence
 import numpy as np
 import torch
 
-from fl.actions import ClientResult, Compute, Failure, Receive, Send, SendPlan, ServerCompute
-from fl.aggregation import fedavg
-from fl.algorithm import AlgorithmContext, register_algorithm
+from fl.core.actions import ClientResult, Compute, Failure, Receive, Send, SendPlan, ServerCompute
+from fl.core.aggregation import fedavg
+from fl.core.algorithm import AlgorithmContext
 from fl.algorithms.split_lora.config import SplitLoRAConfig
-from fl.lm_algorithm import LMAlgorithm
-from fl.data import batch_shape, collate
-from fl.flops import profile
-from fl.models import add_lora, bytes_resident, count_parameters, load_model, lora_state
-from fl.payload import LoraPayload, payload_bits
-from fl.seeding import int_seed
-from fl.specs import WireDtype
-from fl.split import CutActivations, CutGradients, SplitModel, WireTensor, activation_bits, side_bits, \
+from fl.lm.algorithm import LMAlgorithm
+from fl.lm.data import batch_shape, collate
+from fl.lm.flops import profile
+from fl.lm.models import add_lora, bytes_resident, count_parameters, load_model, lora_state
+from fl.core.payload import LoraPayload, payload_bits
+from fl.core.seeding import int_seed
+from fl.core.config import WireDtype
+from fl.algorithms.split_lora.split import CutActivations, CutGradients, SplitModel, WireTensor, activation_bits, side_bits, \
     split_profile
-from fl.train import draw_batches
+from fl.lm.train import draw_batches
 
 __all__ = ["SplitLoRAConfig", "SplitLoRA", "SplitUpdate", "StepRecord"]
 
@@ -142,7 +147,6 @@ class _Progress:
     losses: list[float] = field(default_factory=list)
 
 
-@register_algorithm
 class SplitLoRA(LMAlgorithm):
     """SplitFed over LoRA adapters with per-step airtime; see the module docstring."""
 
@@ -374,7 +378,7 @@ class SplitLoRA(LMAlgorithm):
         return float(self.client_profile.train_step(B, T) - self.client_profile.forward(B, T))
 
     def server_step_flops(self, B: int, T: int, A: int) -> float:
-        # the head runs on the last A + 1 positions (see fl.train.answer_loss)
+        # the head runs on the last A + 1 positions (see fl.lm.train.answer_loss)
         return float(self.server_profile.train_step(B, T, head_tokens=A + 1))
 
     def round_plan(self, rnd: int, client: int) -> list[dict[str, float]]:

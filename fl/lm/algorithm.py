@@ -5,7 +5,7 @@
 streams: the run's seed + ``seed_offset``; data splits: ``data_seed`` or the run's seed),
 loads the dataset, encodes it with the model's chat template, draws the held-out test and
 public splits and partitions the rest among the clients — each draw from its own named
-stream (:mod:`fl.seeding`), so the order in which an algorithm sets up its models and its
+stream (:mod:`fl.core.seeding`), so the order in which an algorithm sets up its models and its
 data never changes either.
 
 Checkpoints (:meth:`~LMAlgorithm.state_dict`) and worker replicas (:meth:`~LMAlgorithm.replica`,
@@ -20,17 +20,17 @@ import warnings
 from dataclasses import dataclass
 from typing import Any, Mapping, Sequence
 
-from fl.algorithm import Algorithm, AlgorithmContext, Replica
-from fl.data import batch_shape, encode_task, load_dataset
-from fl.partition import holdout_split, label_histogram, partition, scarce_label_indices
-from fl.seeding import numpy_stream
+from fl.core.algorithm import Algorithm, AlgorithmContext, Replica
+from fl.lm.data import batch_shape, encode_task, load_dataset
+from fl.lm.partition import holdout_split, label_histogram, partition, scarce_label_indices
+from fl.core.seeding import numpy_stream
 
 __all__ = ["LMAlgorithm", "LMReplica"]
 
 
 @dataclass(frozen=True)
 class LMReplica(Replica):
-    """A :class:`~fl.algorithm.Replica` that checks its frozen weights against the host's
+    """A :class:`~fl.core.algorithm.Replica` that checks its frozen weights against the host's
     (``fingerprints``: see :meth:`LMAlgorithm.state_dict`), so a worker whose model files or
     set-up differ fails loudly instead of training something else."""
 
@@ -62,7 +62,7 @@ def scarce_labels(labels, train_idx, test_idx, label_names: Sequence[str], data)
 
 
 class LMAlgorithm(Algorithm):
-    """An :class:`~fl.algorithm.Algorithm` training a language model on a labelled task.
+    """An :class:`~fl.core.algorithm.Algorithm` training a language model on a labelled task.
 
     After :meth:`setup_task`: ``train_root`` (int), ``dataset``, ``task`` (encoded),
     ``train_idx`` / ``public_idx`` / ``test_idx`` (dataset indices), ``parts`` (per client:
@@ -93,7 +93,7 @@ class LMAlgorithm(Algorithm):
     @property
     def device(self):
         """The torch device of this algorithm's models (``execution.device``, resolved)."""
-        from fl.device import resolve_device
+        from fl.lm.device import resolve_device
 
         dev = self.__dict__.get("_device")
         if dev is None:
@@ -101,15 +101,15 @@ class LMAlgorithm(Algorithm):
         return dev
 
     def forward_ctx(self):
-        """The context of every forward pass (:func:`fl.device.autocast`)."""
-        from fl.device import autocast
+        """The context of every forward pass (:func:`fl.lm.device.autocast`)."""
+        from fl.lm.device import autocast
 
         return autocast(self.device, self.context.runtime.dtype)
 
     def make_prefix(self, model, task):
-        """A :class:`~fl.prefix.FrozenPrefix` of ``model`` on ``task``, or None when the
+        """A :class:`~fl.lm.prefix.FrozenPrefix` of ``model`` on ``task``, or None when the
         prefix cache is off or there is nothing below the lowest layer with adapters."""
-        from fl.prefix import FrozenPrefix, prefix_layer
+        from fl.lm.prefix import FrozenPrefix, prefix_layer
 
         rt = self.context.runtime
         layer = prefix_layer(model)
@@ -118,10 +118,10 @@ class LMAlgorithm(Algorithm):
         return FrozenPrefix(model, task, layer, max_bytes=rt.prefix_cache_mb << 20)
 
     def train_model(self, model, prefix, plan, lr: float, generator, weight_decay: float = 0.0) -> list[float]:
-        """:func:`fl.train.local_train` of ``model`` on the batches ``plan`` (index lists) of
+        """:func:`fl.lm.train.local_train` of ``model`` on the batches ``plan`` (index lists) of
         the task: from ``prefix``'s cached states when there is one, else the whole model."""
-        from fl.data import collate
-        from fl.train import local_train
+        from fl.lm.data import collate
+        from fl.lm.train import local_train
 
         if prefix is not None:
             return local_train(model, iter(plan), len(plan), lr, generator, weight_decay,
@@ -132,8 +132,8 @@ class LMAlgorithm(Algorithm):
     def eval_model(self, model, prefix, indices, batch_size: int) -> dict[str, Any]:
         """Rank-classification accuracy and answer loss of ``model`` on ``indices`` (from
         ``prefix``'s cached states when there is one), and the per-prompt results
-        (:func:`fl.train.rank_metrics`)."""
-        from fl.train import evaluate, rank_metrics
+        (:func:`fl.lm.train.rank_metrics`)."""
+        from fl.lm.train import evaluate, rank_metrics
 
         with self.forward_ctx():
             if prefix is None:
@@ -163,7 +163,7 @@ class LMAlgorithm(Algorithm):
         prefixes of this algorithm) and hit rate so far (``prefix_hit_rate``); {} without a
         prefix cache. Diagnostics of this process (a resumed run starts with an empty cache),
         so they go to the run summary, not to the per-round numerics."""
-        from fl.prefix import FrozenPrefix
+        from fl.lm.prefix import FrozenPrefix
 
         seen, prefixes = set(), []
         for v in vars(self).values():
@@ -180,7 +180,7 @@ class LMAlgorithm(Algorithm):
     def ce_flops(self, flop_profile, plan: Sequence[Sequence[int]]) -> float:
         """Matmul FLOPs of CE training steps on these batches (index lists) of the task, for
         the model ``flop_profile`` describes (the head runs on the answer positions: see
-        :func:`fl.train.answer_loss`)."""
+        :func:`fl.lm.train.answer_loss`)."""
         total = 0
         for idx in plan:
             B, T, A = batch_shape(self.task, idx)
@@ -254,14 +254,14 @@ class LMAlgorithm(Algorithm):
                          self._fingerprints(self._rebuilt()))
 
     def state_dict(self) -> dict[str, Any]:
-        """The algorithm's attributes as a code-free :func:`fl.statefile.encode` document,
+        """The algorithm's attributes as a code-free :func:`fl.core.statefile.encode` document,
         with models, tokenizer and data referred to by name; the trainable tensors' values
         alongside.
 
         Each frozen tensor's fingerprint (sum of its values in float64) travels along, and
         :meth:`load_state_dict` refuses a build whose frozen tensors differ.
         """
-        from fl.statefile import encode
+        from fl.core.statefile import encode
 
         rebuilt = self._rebuilt()
         by_id = {id(obj): key for key, obj in rebuilt.items()}
@@ -279,7 +279,7 @@ class LMAlgorithm(Algorithm):
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         import torch
 
-        from fl.statefile import decode
+        from fl.core.statefile import decode
 
         if state.get("format") != "lm_algorithm/3":
             raise ValueError(f"{self.name}: not a checkpoint of this algorithm "

@@ -15,7 +15,7 @@ from typing import Callable, Literal, Sequence
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
-from fl.registry import Registry
+from fl.core.registry import Registry
 
 __all__ = [
     "IIDPartition",
@@ -245,7 +245,7 @@ def _round_robin(pools: list[list[int]], limit: list[int], n: int) -> list[int]:
 def scarce_label_indices(labels: np.ndarray, train_idx, test_idx) -> list[int]:
     """The label indices that keep fewer training examples (``train_idx``) than the test
     split (``test_idx``) takes from them: accuracy on such a label measures the data filter,
-    not the method (:func:`fl.lm_algorithm.scarce_labels` warns about them)."""
+    not the method (:func:`fl.lm.algorithm.scarce_labels` warns about them)."""
     labels = np.asarray(labels)
     n = int(labels.max()) + 1 if labels.size else 0
     train = np.bincount(labels[np.asarray(train_idx, dtype=np.int64)], minlength=n)

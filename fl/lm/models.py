@@ -1,7 +1,7 @@
 """Causal language models: offline loading, the GGUF cache, tiny test models, LoRA, counts.
 
 Nothing here reaches a model hub: importing ``fl`` forces the Hugging Face libraries offline
-(:mod:`fl.offline`), every ``from_pretrained`` runs with ``local_files_only=True``, and a
+(:mod:`fl.lm.offline`), every ``from_pretrained`` runs with ``local_files_only=True``, and a
 hub id missing from the local cache fails at once, before transformers is asked. GGUF files
 are dequantised once and cached as safetensors under ``$FEDWAVE_CACHE`` (default
 ``~/.cache/fedwave/models``), keyed by a hash of the file's path, size and modification time,
@@ -25,7 +25,7 @@ from typing import Mapping
 import torch
 from torch import nn
 
-from fl.specs import LoraSpec, ModelSpec, TinyLlamaSpec
+from fl.lm.specs import LoraSpec, ModelSpec, TinyLlamaSpec
 
 __all__ = [
     "full_precision_norms",
@@ -45,6 +45,7 @@ __all__ = [
     "count_parameters",
     "count_trainable",
     "bytes_resident",
+    "layer_of",
 ]
 
 EMBEDDED_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -107,6 +108,7 @@ def hub_cache_dir() -> Path:
 
 
 # A Hugging Face repo id: "name" or "namespace/name" (letters, digits, '_', '-', '.').
+_LAYER = re.compile(r"layers\.(\d+)\.")  # a decoder layer in a parameter/module name
 _HUB_ID = re.compile(r"[A-Za-z0-9_][\w.-]*(/[A-Za-z0-9_][\w.-]*)?")
 
 
@@ -441,3 +443,9 @@ def full_precision_norms():
         yield
     finally:
         LlamaRMSNorm.forward = original
+
+
+def layer_of(name: str) -> int | None:
+    """Decoder layer index in a parameter/module name (``...layers.<i>....``), or None."""
+    m = _LAYER.search(name)
+    return int(m.group(1)) if m else None

@@ -113,7 +113,7 @@ class Job(Protocol):
     """A ``Send``'s work as a picklable object a host may run in another process.
 
     ``job(replica, plan)`` equals ``work(plan)`` of the same ``Send``; ``replica`` is an
-    algorithm built by :meth:`fl.algorithm.Algorithm.replica` (see the module docstring).
+    algorithm built by :meth:`fl.core.algorithm.Algorithm.replica` (see the module docstring).
     """
 
     def __call__(self, replica: Any, plan: SendPlan) -> Any: ...

@@ -10,7 +10,7 @@ one-word answer: the label word followed by the end-of-turn token. Label words a
 so that their *first* tokens differ (SmolLM2 tokenizer: general → ``general``, limerick →
 ``lim``, murphy → ``mur``, startrek → ``start``, zippy → ``z``, unix → ``un``), so the
 first answer token alone already tells the classes apart; evaluation still scores the
-whole answer (rank classification, :func:`fl.train.evaluate`).
+whole answer (rank classification, :func:`fl.lm.train.evaluate`).
 
 Files are trusted only after reading: a malformed row, a file that is not UTF-8, an empty file
 or one with a single label raises :class:`DataFileError`, naming the file and line, the rule,
@@ -35,7 +35,7 @@ from typing import Iterator, Mapping, Sequence
 
 import numpy as np
 
-from fl.specs import DataSpec
+from fl.lm.specs import DataSpec
 
 __all__ = [
     "Dataset",

@@ -78,6 +78,33 @@ _ALLOWED_FOREIGN = {  # classes outside fedwave restored from their attributes
 }
 _BIT_GENERATORS = ("PCG64", "PCG64DXSM", "Philox", "SFC64", "MT19937")
 _FACTORIES = {"list": list, "dict": dict, "set": set, "int": int, "float": float, "None": None}
+
+# Classes are stored by name (``module:qualname``). Where fedwave moved a module or a class,
+# files written before the move name the old place; they are read as naming the new one.
+_MOVED_MODULES = {
+    **{f"fl.{m}": f"fl.core.{m}" for m in ("actions", "aggregation", "algorithm", "metrics", "payload",
+                                            "registry", "runner", "seeding", "statefile", "yamlio")},
+    **{f"fl.{m}": f"fl.lm.{m}" for m in ("data", "device", "flops", "models", "multilora", "offline",
+                                          "partition", "prefix", "specs", "train")},
+    "fl.lm_algorithm": "fl.lm.algorithm",
+    **{f"fl.{a}": f"fl.algorithms.{a}.algorithm" for a in ("fedavg_lora", "fedsoda", "kd_topk", "split_lora",
+                                                            "surrogate")},
+    "fl.distill": "fl.algorithms.kd_topk.distill", "fl.topk_payload": "fl.algorithms.kd_topk.topk_payload",
+    "fl.split": "fl.algorithms.split_lora.split", "fl.nf4": "fl.algorithms.fedsoda.nf4",
+    "fl.sgp": "fl.algorithms.fedsoda.sgp", "fl.calibration": "fl.algorithms.surrogate.calibration",
+}
+_MOVED_CLASSES = {
+    "fl.specs:AlgorithmConfig": "fl.core.config:AlgorithmConfig",
+    **{f"fl.fedavg_lora:{c}": f"fl.lm.lora_update:{c}" for c in ("LoraUpdate", "TrainedUpload", "LocalTrainJob")},
+}
+
+
+def _current_name(name: str) -> str:
+    """Where the class a file names (``module:qualname``) lives now (see ``_MOVED_MODULES``)."""
+    if name in _MOVED_CLASSES:
+        return _MOVED_CLASSES[name]
+    module, _, qual = name.partition(":")
+    return f"{_MOVED_MODULES.get(module, module)}:{qual}"
 _PRIMITIVE = (str, int, bool, type(None))
 _MAX_MEMBER_BYTES = 64 << 30  # refuse absurd sizes in a (possibly forged) archive
 _MAX_JSON_BYTES = 4 << 30
@@ -512,6 +539,7 @@ def _resolve_class(name: Any) -> type:
     """The class ``module:qualname`` — only fedwave's own or the few allowed foreign ones."""
     if not isinstance(name, str) or ":" not in name:
         raise StateFileError(f"malformed graph: class name {name!r}")
+    name = _current_name(name)
     module, _, qual = name.partition(":")
     if not (_allowed_module(module) or name in _ALLOWED_FOREIGN):
         raise StateFileError(f"the file names class {name!r}, which state files may not create "

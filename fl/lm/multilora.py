@@ -13,7 +13,7 @@ therefore equals the one its client gets training alone on the same batches, to 
 tolerance (the grouped matmuls sum in another order; tested). LoRA dropout must be 0 (the
 clients' dropout draws would otherwise differ from training alone).
 
-With a :class:`~fl.prefix.FrozenPrefix` only layers >= L run; without one, the whole model.
+With a :class:`~fl.lm.prefix.FrozenPrefix` only layers >= L run; without one, the whole model.
 """
 
 from __future__ import annotations
@@ -28,8 +28,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from fl.data import Batch, collate
-from fl.train import upcast
+from fl.lm.data import Batch, collate
+from fl.lm.train import upcast
 
 __all__ = ["lora_modules", "multi_lora", "train_clients"]
 
@@ -80,7 +80,7 @@ def multi_lora(model: nn.Module, A: Mapping[str, torch.Tensor], B: Mapping[str, 
 
 
 def _names(model: nn.Module) -> dict[str, tuple[str, str]]:
-    """module name -> (state name of its A, state name of its B), as in fl.models.lora_state."""
+    """module name -> (state name of its A, state name of its B), as in fl.lm.models.lora_state."""
     out = {}
     for name, m in lora_modules(model).items():
         ad = _adapter(m)
@@ -127,9 +127,9 @@ def train_clients(model: nn.Module, task, starts: Sequence[Mapping[str, torch.Te
     """Train C clients at once: client c starts from adapter ``starts[c]`` and takes one
     AdamW step per batch of ``plans[c]`` (all plans: the same number of steps and batch size).
 
-    Returns per client (trained adapter, step losses), as :func:`fl.train.local_train` would
+    Returns per client (trained adapter, step losses), as :func:`fl.lm.train.local_train` would
     give training each alone on the model with that adapter (to float tolerance).
-    ``forward_ctx()`` wraps each forward pass and loss (e.g. :func:`fl.device.autocast`).
+    ``forward_ctx()`` wraps each forward pass and loss (e.g. :func:`fl.lm.device.autocast`).
     """
     n = len(starts)
     steps = {len(p) for p in plans}

@@ -40,9 +40,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from fl.data import Batch, EncodedTask, collate
-from fl.train import upcast
-from fl.split import layer_of
+from fl.lm.data import Batch, EncodedTask, collate
+from fl.lm.models import layer_of
+from fl.lm.train import upcast
 
 __all__ = ["prefix_layer", "shared_head", "FrozenPrefix"]
 
@@ -83,7 +83,7 @@ def shared_head(task: EncodedTask) -> int:
 
 
 def _positions(attention_mask: torch.Tensor) -> torch.Tensor:
-    # as fl.train: positions count real tokens only, so left padding does not shift them
+    # as fl.lm.train: positions count real tokens only, so left padding does not shift them
     return (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
 
 
@@ -223,7 +223,7 @@ class FrozenPrefix:
         return [self._train.get(i, fresh.get(i)) for i in indices]
 
     def train_states(self, indices: Sequence[int]) -> tuple[Batch, torch.Tensor]:
-        """The batch :func:`fl.data.collate` builds for ``indices`` and the hidden states
+        """The batch :func:`fl.lm.data.collate` builds for ``indices`` and the hidden states
         (B, T, H) entering layer L at its positions (zeros at padding)."""
         indices = [int(i) for i in indices]
         rest = self._rest_states(indices)
@@ -308,7 +308,7 @@ class FrozenPrefix:
     # ------------------------------------------------------------------ training
     def answer_loss(self, indices: Sequence[int]) -> torch.Tensor:
         """Mean cross-entropy of the answer tokens of the batch ``indices`` (as
-        :func:`fl.train.answer_loss`), running only layers >= L."""
+        :func:`fl.lm.train.answer_loss`), running only layers >= L."""
         batch, hidden = self.rest_states(indices)
         dev = hidden.device
         hidden = self.upper_rest(hidden, batch.attention_mask.to(dev))
@@ -358,7 +358,7 @@ class FrozenPrefix:
     @torch.no_grad()
     def score_labels(self, indices: Sequence[int], batch_size: int = 16) -> torch.Tensor:
         """Log-likelihood of every label's answer given each prompt: (len(indices), n_labels),
-        as :func:`fl.train.score_labels`, from cached states: the shared head runs through
+        as :func:`fl.lm.train.score_labels`, from cached states: the shared head runs through
         layers >= L once per call, the rest of each prompt once (KV cache kept), each label's
         answer continuation on top of it. Prompts are batched by length (less padding); the
         scores come back in the order of ``indices``."""

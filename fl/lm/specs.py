@@ -2,39 +2,27 @@
 
 They validate YAML (``fl.options``) at load time: unknown keys are errors, NaN and
 infinities are refused, and every error names the key, the constraint and the value
-received. Building the objects they describe (models, datasets) lives in :mod:`fl.models`
-and :mod:`fl.data`. :class:`AlgorithmConfig` is the base of every algorithm's options.
+received. Building the objects they describe (models, datasets) lives in :mod:`fl.lm.models`
+and :mod:`fl.lm.data`;
+:class:`LMConfig` holds the options every language-model learner shares.
 """
 
 from __future__ import annotations
 
 from typing import Annotated, Any, Literal, Union
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
+from pydantic import BeforeValidator, Field, field_validator, model_validator
 
-__all__ = ["AlgorithmConfig", "ModelSpec", "TinyLlamaSpec", "AnyModelSpec", "LoraSpec", "TopLayers", "DataSpec",
-           "Dtype", "WireDtype", "SimilarityMetric", "AbsmaxDtype", "known_n_layers", "EMBEDDED_N_LAYERS"]
+from fl.core.config import AlgorithmConfig, Spec
+from fl.lm.partition import DirichletPartition, PartitionSpec
+
+__all__ = ["ModelSpec", "TinyLlamaSpec", "AnyModelSpec", "LoraSpec", "TopLayers", "DataSpec", "LMConfig",
+           "Dtype", "known_n_layers", "EMBEDDED_N_LAYERS"]
 
 Dtype = Literal["float32", "bfloat16", "float16"]
-WireDtype = Literal["fp32", "fp16", "bf16", "int8"]  # how tensors travel (fl.payload)
-SimilarityMetric = Literal["cosine", "cka"]  # layer similarity of fedsoda's SGP (fl.sgp)
-AbsmaxDtype = Literal["fp32", "fp16"]  # how NF4 block scales are stored (fl.nf4)
 
 
-class _Spec(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
-
-
-class AlgorithmConfig(_Spec):
-    """Base for every algorithm's options: unknown keys are errors, numbers are finite."""
-
-    def context_problems(self, n_clients: int) -> list[str]:
-        """Problems of these options for a population of ``n_clients`` (checked at load time
-        and when the algorithm is built): lines ``"key: rule. Got ... Fix: ..."``."""
-        return []
-
-
-class ModelSpec(_Spec):
+class ModelSpec(Spec):
     """A pretrained causal LM.
 
     name_or_path: ``"smollm2"`` (the embedded SmolLM2-135M-Instruct GGUF), a Hugging Face id
@@ -66,7 +54,7 @@ class ModelSpec(_Spec):
         return v
 
 
-class TinyLlamaSpec(_Spec):
+class TinyLlamaSpec(Spec):
     """A tiny random-initialised Llama (tests, benchmarks) with SmolLM2's tokenizer.
 
     vocab_size: None uses the tokenizer's (49152); a smaller value gives a model whose logits
@@ -126,13 +114,13 @@ AnyModelSpec = Annotated[
 ]
 
 
-class TopLayers(_Spec):
+class TopLayers(Spec):
     """The top ``top`` decoder layers (``{top: 8}`` on a 30-layer model: layers 22..29)."""
 
     top: int = Field(gt=0, le=1000, description="How many of the last decoder layers get adapters.")
 
 
-class LoraSpec(_Spec):
+class LoraSpec(Spec):
     """LoRA adapters (peft): rank, scaling alpha, dropout, the module names adapted and the
     decoder layers that get them."""
 
@@ -180,7 +168,7 @@ class LoraSpec(_Spec):
         return v
 
 
-class DataSpec(_Spec):
+class DataSpec(Spec):
     """The task data.
 
     dataset: ``"fortunes"`` (the embedded fortune-collection task), a ``.jsonl``/``.csv`` file,
@@ -233,3 +221,45 @@ class DataSpec(_Spec):
                 "Fix: lower min_chars or raise max_chars."
             )
         return self
+
+
+class LMConfig(AlgorithmConfig):
+    """The options every language-model learner shares (the base of their configs).
+
+    model: a :class:`ModelSpec` (or just its name, e.g. ``smollm2``) or a
+        :class:`TinyLlamaSpec` (``{kind: tiny, ...}``).
+    lora: adapter rank, alpha, dropout, target modules.
+    data: dataset, columns, length filter, per-class cap, max_len, n_test, n_public.
+    partition: how the training pool is split among clients (``kind``: iid, dirichlet,
+        shards, by_category, with their options).
+    local_steps, batch_size, lr, weight_decay: local AdamW training per round.
+    header_bits: modelled header bits added to every payload.
+    eval_every: evaluate the global model after rounds where (round + 1) % eval_every == 0
+        (and after the host's last round).
+    eval_batch_size: prompts per evaluation forward pass.
+    data_seed: seed of the data splits (test set, partition); None uses the run's seed.
+    seed_offset: added to the run's seed for the training streams (LoRA init, batches).
+    cache_dir: model cache root (default ``$FEDWAVE_CACHE`` or ``~/.cache/fedwave/models``).
+
+    A learner whose option means something more specific (kd_topk's ``model`` is the
+    server's) redeclares the field with its own default or description.
+    """
+
+    model: AnyModelSpec = Field(ModelSpec(), description=(
+        "The model: a name/path (e.g. smollm2), {kind: pretrained, ...} or {kind: tiny, ...}."))
+    lora: LoraSpec = Field(LoraSpec(), description="LoRA adapters: rank, alpha, dropout, modules.")
+    data: DataSpec = Field(DataSpec(), description="The task data and its splits.")
+    partition: PartitionSpec = Field(DirichletPartition(), description=(
+        "How the training pool is split among clients (iid, dirichlet, shards, by_category)."))
+    local_steps: int = Field(5, ge=1, description="Local AdamW steps per round.")
+    batch_size: int = Field(8, ge=1, description="Examples per local step.")
+    lr: float = Field(2e-3, gt=0, description="Learning rate of the local AdamW.")
+    weight_decay: float = Field(0.0, ge=0, description="Weight decay of the local AdamW.")
+    header_bits: int = Field(0, ge=0, description="Modelled header bits of every payload.")
+    eval_every: int = Field(1, ge=1, description="Evaluate after every eval_every rounds.")
+    eval_batch_size: int = Field(16, ge=1, description="Prompts per evaluation forward pass.")
+    data_seed: int | None = Field(None, ge=0, description=(
+        "Seed of the data splits (test set, partition); null: the run's seed."))
+    seed_offset: int = Field(0, ge=0, description="Added to the run's seed for training streams.")
+    cache_dir: str | None = Field(None, description=(
+        "Model cache root (null: $FEDWAVE_CACHE or ~/.cache/fedwave/models)."))

@@ -4,7 +4,7 @@
 1.2 numbers (``1e1`` is 10.0, where PyYAML's YAML 1.1 rule would give the string ``"1e1"``)
 and bounded alias expansion (an "alias bomb" is refused before anything is built).
 ``sim.scenario.load_yaml`` is this function raising ``ScenarioError``; fl/ reads its own
-files (a surrogate calibration, :mod:`fl.calibration`) with it directly.
+files (a surrogate calibration, :mod:`fl.algorithms.surrogate.calibration`) with it directly.
 """
 
 from __future__ import annotations

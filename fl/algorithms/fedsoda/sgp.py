@@ -1,4 +1,4 @@
-"""Similarity group pruning (SGP, FedSODA [P2]): which decoder layers the sub-model keeps.
+"""Similarity group pruning (SGP, FedSODA [P2] (FedSODA, arXiv:2508.12727)): which decoder layers the sub-model keeps.
 
 1. :func:`layer_representations`: run the full model on a calibration set (prompt + answer
    of public examples) and collect, over the real (unpadded) tokens, the decoder's input
@@ -29,9 +29,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from fl.data import EncodedTask, collate
-from fl.specs import SimilarityMetric
-from fl.train import _positions, causal_lm
+from fl.lm.data import EncodedTask, collate
+from fl.algorithms.fedsoda.config import SimilarityMetric
+from fl.lm.train import _positions, causal_lm
 
 __all__ = ["SimilarityMetric", "SGPResult", "layer_representations", "similarity_matrix", "group_layers",
            "similarity_group_pruning"]

@@ -1,4 +1,4 @@
-"""kd_topk — KD-FedLLM with communication-aware top-k logits (ALGORITHMS.md; [P1], [P3]).
+"""kd_topk — KD-FedLLM with communication-aware top-k logits [P1], [P3].
 
 Clients hold a copy of the server's language model that keeps only some of its decoder
 layers (``client_keep_layers``; same tokenizer, same width); the server holds the full
@@ -17,9 +17,9 @@ drawn from stream ``("public", t)``; every party uses the same one):
    run (training, public forward, top-k, encoding), so a failed upload costs no compute.
    The message: per counted position, the top-k values (raw logits, or log-probabilities
    with ``values: logprobs``) and their vocabulary indices, plus r projection numbers per
-   position if ``projection.rank`` > 0 (:mod:`fl.topk_payload` gives the bits).
+   position if ``projection.rank`` > 0 (:mod:`fl.algorithms.kd_topk.topk_payload` gives the bits).
 4. Server (``ServerCompute``, timed by server FLOPs): aggregate the messages
-   (:mod:`fl.distill`: ``zero_pad``, ``adaptive`` or ``prob_tail``; weights ∝ samples or ∝ k)
+   (:mod:`fl.algorithms.kd_topk.distill`: ``zero_pad``, ``adaptive`` or ``prob_tail``; weights ∝ samples or ∝ k)
    into a teacher, run ``server_steps`` LoRA steps of α·τ²·KL + β·projection on the public
    batch, then compute its own top-``k_down`` logits on the next round's public batch (the
    downlink of step 1).
@@ -58,9 +58,16 @@ are on the CPU (aggregated, checkpointed and sent to worker processes from there
 to the device where a model uses them. When a model's adapters all sit in layers >= L >= 1
 (``lora.layers``), its private CE steps, its public-batch outputs (logits, and projections
 of hidden states at or above L) and its evaluation run from the frozen prefix's cached
-states entering layer L (:mod:`fl.prefix`): one prefix for the server model, one for the
+states entering layer L (:mod:`fl.lm.prefix`): one prefix for the server model, one for the
 shared client model (clients differ only in adapters, which sit at or above L). The
 simulated FLOPs are those of the method, whatever the simulator saves.
+
+References:
+
+[P1] X. Zhang, N. Yan, Y. Su, Y. Deng, T. Mahmoodi, "Communication-Aware Knowledge
+     Distillation for Federated LLM Fine-Tuning over Wireless Networks", arXiv:2509.01750.
+[P3] N. Yan, Y. Su, Y. Deng, R. Schober, "Federated Fine-Tuning of LLMs: Framework
+     Comparison and Research Directions", arXiv:2501.04436.
 """
 
 from __future__ import annotations
@@ -74,20 +81,20 @@ from typing import Mapping, Sequence
 import numpy as np
 import torch
 
-from fl.actions import ClientResult, Compute, Failure, Receive, Send, SendPlan, ServerCompute
-from fl.algorithm import AlgorithmContext, register_algorithm
+from fl.core.actions import ClientResult, Compute, Failure, Receive, Send, SendPlan, ServerCompute
+from fl.core.algorithm import AlgorithmContext
 from fl.algorithms.kd_topk.config import KDTopKConfig, ProjectionSpec
-from fl.lm_algorithm import LMAlgorithm
-from fl.data import Batch, batch_shape, collate
-from fl.distill import (Teacher, build_teacher, kd_loss, mass_k, message_probs,
+from fl.lm.algorithm import LMAlgorithm
+from fl.lm.data import Batch, batch_shape, collate
+from fl.algorithms.kd_topk.distill import (Teacher, build_teacher, kd_loss, mass_k, message_probs,
                         projection_loss, projection_matrix, top_k)
-from fl.flops import profile
-from fl.models import add_lora, bytes_resident, count_parameters, keep_layers, load_model, lora_state, \
+from fl.lm.flops import profile
+from fl.lm.models import add_lora, bytes_resident, count_parameters, keep_layers, load_model, lora_state, \
     set_lora_state
-from fl.payload import DTYPE_BITS, SCALE_BITS
-from fl.seeding import int_seed, numpy_stream
-from fl.topk_payload import TopKPayload, count_bits, index_bits, topk_bits
-from fl.train import answer_loss, causal_lm, draw_batches
+from fl.core.payload import DTYPE_BITS, SCALE_BITS
+from fl.core.seeding import int_seed, numpy_stream
+from fl.algorithms.kd_topk.topk_payload import TopKPayload, count_bits, index_bits, topk_bits
+from fl.lm.train import answer_loss, causal_lm, draw_batches
 
 __all__ = ["ProjectionSpec", "KDTopKConfig", "KDTopK", "KDUpdate", "DistilJob", "TrainedLogits", "choose_k",
            "PublicSelection"]
@@ -156,7 +163,7 @@ class TrainedLogits:
 
 @dataclass(frozen=True)
 class DistilJob:
-    """One client's round of work, self-contained (a :class:`~fl.actions.Job`): warm-up,
+    """One client's round of work, self-contained (a :class:`~fl.core.actions.Job`): warm-up,
     local steps with distillation, the public forward pass and the top-k message.
 
     start: the client's adapter when the round began (None: the initial one).
@@ -186,11 +193,10 @@ def _generator(state: torch.Tensor) -> torch.Generator:
 
 
 def _positions(mask: torch.Tensor) -> torch.Tensor:
-    # positions count real tokens only, so left padding does not shift them (as fl.train)
+    # positions count real tokens only, so left padding does not shift them (as fl.lm.train)
     return (mask.cumsum(-1) - 1).clamp(min=0)
 
 
-@register_algorithm
 class KDTopK(LMAlgorithm):
     """Federated distillation with top-k logits sized by the channel; see the module docstring."""
 
@@ -461,7 +467,7 @@ class KDTopK(LMAlgorithm):
 
         layer: the projected hidden state, an index into the model's n + 1 hidden states (0:
             embeddings, i: after i decoder layers, n or -1: after the final norm); None: none.
-        prefix: ``model``'s :class:`~fl.prefix.FrozenPrefix`, or None. It serves when the
+        prefix: ``model``'s :class:`~fl.lm.prefix.FrozenPrefix`, or None. It serves when the
             projected state is at or above its layer L (states below L are not cached); else
             the whole model runs.
         """
@@ -497,7 +503,7 @@ class KDTopK(LMAlgorithm):
         h = prefix.head_len
         if h and self.config.positions == "answer":
             # the answer positions all follow the prompts' shared head: it runs once, each row
-            # only the rest of its sequence (:meth:`fl.prefix.FrozenPrefix.upper_rest`)
+            # only the rest of its sequence (:meth:`fl.lm.prefix.FrozenPrefix.upper_rest`)
             batch, hidden = prefix.rest_states(public)
             dev = hidden.device
             mask = batch.attention_mask.to(dev)
