@@ -29,7 +29,7 @@ SetOpt = typer.Option(None, "--set", help="Override a key: --set fl.rounds=3 (YA
 
 
 def _algorithm_names() -> list[str]:
-    from fl.algorithm import algorithm_names
+    from fl.core.algorithm import algorithm_names
 
     return algorithm_names()
 

@@ -64,7 +64,7 @@ def test_kd_topk_job_on_a_fresh_replica_equals_work():
                    data={"max_per_class": 30, "n_test": 6, "max_len": 96, "n_public": 6},
                    partition={"kind": "iid"}, local_steps=1, batch_size=2, lr=1e-2, public_batch_size=2,
                    server_steps=1, k="adaptive_mass", values="logprobs", mass_target=0.002, k_down="full",
-                   k_min=2, k_max=512, warmup_steps=1)
+                   k_min=2, k_max=512, warmup_steps=1, mutual=True)  # adaptive_mass needs the downlink
     host = cls(cls.Config(**options), AlgorithmContext(n_clients=3, seed=4, run_dir=None))
     send = _send(host, 0, 1)
     assert isinstance(send.job, Job)

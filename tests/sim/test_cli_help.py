@@ -6,7 +6,7 @@ from importlib.metadata import version
 
 from typer.testing import CliRunner
 
-from fl.algorithm import algorithm_names
+from fl.core.algorithm import algorithm_names
 from sim.cli import app
 
 COMMANDS = ("validate", "run", "sweep", "plot", "report", "compare", "calibrate")
