@@ -9,7 +9,7 @@ export GLIBC_TUNABLES := glibc.malloc.mmap_max=0:glibc.malloc.trim_threshold=100
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 
-.PHONY: demo test test-fast bench clean install
+.PHONY: demo test test-fast test-long bench clean install
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -28,9 +28,13 @@ install: $(STAMP)
 demo: $(STAMP)
 	$(VENV)/bin/fedwave run scenarios/quickstart.yaml --out runs/demo --overwrite
 
-# The whole suite: fast tests and the slow end-to-end ones.
+# The whole suite: fast tests and the slow end-to-end ones (not the minute-long ones).
 test: $(STAMP)
-	$(PY) -m pytest -m "slow or not slow" -q
+	$(PY) -m pytest -m "(slow or not slow) and not long" -q
+
+# The minute-long end-to-end runs of shipped scenarios as written (CI does not run them).
+test-long: $(STAMP)
+	$(PY) -m pytest -m long -q
 
 # Only the fast suite (what a bare `pytest` runs).
 test-fast: $(STAMP)

@@ -84,6 +84,7 @@ def test_a_tight_deadline_cuts_clients_off_and_the_accounting_says_so(tmp_path):
 
 
 @pytest.mark.slow
+@pytest.mark.long  # ~1 min of SmolLM2 split training: `make test-long`
 def test_scenario_as_written_runs(tmp_path):
     """The embedded SmolLM2, real training (minutes on 2 cores)."""
     out = _run(tmp_path / "run")
