@@ -120,9 +120,31 @@ def test_saved_notebook_holds_its_figures(path):
     nb = _read(path)
     assert all(c.get("execution_count") for c in nb.cells if c.cell_type == "code" and c.source.strip()
                and not c.source.strip().startswith("# Your answer")), \
-        f"{path.name} was saved without its outputs. Fix: python notebooks/execute.py {path.name}"
+        f"{path.name} was saved without its outputs. Fix: python notebooks/execute.py notebooks/{path.name}"
     assert output_problems(nb) == []
     assert path.stat().st_size < 1_500_000, f"{path.name}: over 1.5 MB (lower the figures' dpi)"
+
+
+def test_the_checks_catch_what_the_issue_named():
+    """A notebook like the old ones (Agg backend, no outputs, the answer under the exercise)."""
+    nbformat = pytest.importorskip("nbformat")
+    from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook, new_output
+
+    fig = new_code_cell('import matplotlib\nmatplotlib.use("Agg")\nplt.plot([1, 2]); plt.show()',
+                        metadata={"tags": ["figure"]})
+    fig.outputs = [new_output("execute_result", {"text/plain": "<matplotlib.legend.Legend at 0x7f>"})]
+    nb = new_notebook(cells=[
+        new_markdown_cell("# A notebook"), fig,
+        new_markdown_cell("### Exercise 1", metadata={"tags": ["exercise"]}),
+        new_code_cell("# Solution to exercise 1\nprint(42)", metadata={"tags": ["solution"]}),
+        new_markdown_cell("### Exercise 2", metadata={"tags": ["exercise"]}),
+    ])
+    s = " | ".join(structure_problems(nb))
+    for what in ("learning objectives", "matplotlib.use", "%matplotlib inline", "comes before exercise",
+                 "is not hidden", "exercises [1, 2] but hidden solutions [1]"):
+        assert what in s, what
+    o = " | ".join(output_problems(nb))
+    assert "matplotlib object's repr" in o and "has no image/png output" in o
 
 
 @pytest.mark.slow
