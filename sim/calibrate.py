@@ -173,7 +173,8 @@ def plot_fit(runs: Sequence[RunPoints], fit, path: str | Path) -> Path:
     (2,000 parameter draws)."""
     import matplotlib
 
-    matplotlib.use("Agg")
+    if "inline" not in matplotlib.get_backend():  # a notebook keeps its inline figures
+        matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     from fl.algorithms.surrogate.calibration import accuracy_curve, loss_curve

@@ -47,7 +47,8 @@ def _mpl():
     """pyplot with the Agg backend (no display needed)."""
     import matplotlib
 
-    matplotlib.use("Agg")
+    if "inline" not in matplotlib.get_backend():  # a notebook keeps its inline figures
+        matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     plt.rcParams["svg.hashsalt"] = "fedwave"  # the same SVG bytes for the same figure

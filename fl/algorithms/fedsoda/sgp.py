@@ -84,7 +84,8 @@ class SGPResult:
         try:
             import matplotlib
 
-            matplotlib.use("Agg")
+            if "inline" not in matplotlib.get_backend():  # a notebook keeps its inline figures
+                matplotlib.use("Agg")
             import matplotlib.pyplot as plt
         except ImportError:  # plotting is optional; the map is the record
             return out
