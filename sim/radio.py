@@ -405,6 +405,8 @@ class RadioLink(LinkModel):
         """Apply the handover rule to ``clients`` (ascending) up to block ``k``: at every
         block in which they transferred since their last update, then at ``k`` (``ls_k``
         [m, n_bs]: their large-scale gains at ``k``). Returns the handovers."""
+        if clients.size == 1:  # the usual case (a flow starts, a rate is asked for)
+            return self._associate_one(clients, k, ls_k)
         old = self.serving[clients].copy()
         at = self._assoc_at[clients]
         seen = at >= 0  # a first attachment is not a handover
@@ -432,6 +434,33 @@ class RadioLink(LinkModel):
             self._assoc_at[ids] = k
         moved = np.flatnonzero((self.serving[clients] != old) & seen)
         return [(int(clients[i]), int(old[i]), int(self.serving[clients[i]])) for i in moved.tolist()]
+
+    def _associate_one(self, clients: np.ndarray, k: int, ls_k: np.ndarray) -> list[tuple[int, int, int]]:
+        """:meth:`_associate` of one client: its conditions on Python scalars, the rule
+        applied by the same calls on the same arrays."""
+        c = int(clients[0])
+        old = int(self.serving[c])
+        at = int(self._assoc_at[c])
+        seen = at >= 0  # a first attachment is not a handover
+        if seen and self._active[c]:
+            if at < k - 1:  # transferring since before this block: every block in between
+                self._walk(clients, k)
+        elif seen and int(self._active_until[c]) > at:  # transferred until a block since
+            self._walk(clients, min(int(self._active_until[c]), k))
+        if int(self._assoc_at[c]) < k:
+            before = int(self.serving[c])
+            serving, _ = self.association.update(k * self.block_s, (ls_k + self.bs_tx_power_dbm).T,
+                                                 cols=clients)
+            s = int(serving[0])
+            self.serving[c] = s
+            # a look-ahead that saw no candidate up to past k still holds from k on
+            better = int(self._la_better[c])
+            if (self._la_from[c] == self._assoc_at[c] and self._la_to[c] > k
+                    and (better < 0 or better > k) and s == before):
+                self._la_from[c] = k
+            self._assoc_at[c] = k
+        new = int(self.serving[c])
+        return [(c, old, new)] if seen and new != old else []
 
     def set_held(self, client, held):
         self._held[client] = held
@@ -464,7 +493,10 @@ class RadioLink(LinkModel):
         g_serv = g[rows, serving]  # (m,)
         tx = np.flatnonzero(transmitting_up)
         if tx.size:  # uplink interference at the cells these clients are served by
-            cells, inv = np.unique(serving, return_inverse=True)
+            if need.size == 1:  # (what np.unique gives for one cell)
+                cells, inv = serving, np.zeros(1, dtype=np.int64)
+            else:
+                cells, inv = np.unique(serving, return_inverse=True)
             j = k // CHUNK_BLOCKS
             s_tx = self._chunk_slots(tx, j)  # (first: it may grow the cache's arrays)
             g_tx = self._cache.lin[s_tx[:, None], cells[None, :], k - j * CHUNK_BLOCKS]
