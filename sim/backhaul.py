@@ -390,6 +390,7 @@ class WiredNet:
         # order keys: a SimPy event id taken at the first key, plus j / 2**20 for the j-th
         # (exact while event ids stay below 2**33)
         base, j = -1, 0
+        shared = set() if lone else {h for h in hops if len(on_hop[h]) > 1}
         for mid in (msgs if lone else sorted(msgs)):
             m = msgs[mid]
             r = rates[mid]
@@ -404,14 +405,12 @@ class WiredNet:
                 # the arithmetic of Timeout(latency + drain) scheduled now
                 m.arr_key = (now + (m.latency_s + drain), base + j * 2.0**-20)
                 j += 1
-            if not lone and m.wake_key is None:
-                for h in m.hops:
-                    if len(on_hop[h]) > 1:  # it shares a hop: its drain frees capacity
-                        if base < 0:
-                            base = next(self.env._eid)
-                        m.wake_key = (now + max(m.t_drain - now, 0.0), base + j * 2.0**-20)
-                        j += 1
-                        break
+            if m.wake_key is None and not shared.isdisjoint(m.hops):
+                # it shares a hop: its drain frees capacity
+                if base < 0:
+                    base = next(self.env._eid)
+                m.wake_key = (now + max(m.t_drain - now, 0.0), base + j * 2.0**-20)
+                j += 1
         for piece in pieces:
             first, wake, m_first = None, False, None
             for m in piece:

@@ -159,9 +159,9 @@ class _Plan:
     cumulative bits and airtime at the blocks' starts (relative to the plan's start)."""
 
     __slots__ = ("flows", "edges", "rate", "full", "tf", "sinr_db", "cum_bits", "cum_air",
-                 "sent0", "air0", "energy0", "power", "bits", "k0", "handover_at")
+                 "state", "sent0", "air0", "energy0", "power", "bits", "k0", "handover_at")
 
-    def __init__(self, flows, edges, rate, full, tf, sinr_db, k0):
+    def __init__(self, flows, edges, rate, full, tf, sinr_db, k0, state):
         self.flows = flows  # the pool's flows at the plan's start (rows of the arrays)
         self.edges = edges  # (H + 1,) s
         self.rate = rate  # [n, H] bit/s
@@ -179,8 +179,8 @@ class _Plan:
         np.cumsum(cum[:, 1:], axis=1, out=cum[:, 1:])
         self.cum_bits = cum[:n]
         self.cum_air = cum[n:]
-        state = np.array([(f.sent, f.airtime_s, f.energy_j, f.power_w, f.bits) for f in flows],
-                         dtype=np.float64).T  # (5, n)
+        # (5, n): the flows' sent bits, airtime, energy at the start, power and bits
+        self.state = state
         self.sent0, self.air0, self.energy0, self.power, self.bits = state
         self.k0 = k0  # link block of the plan's start
         self.handover_at = np.inf  # start of the first block with a handover, s
@@ -195,7 +195,7 @@ class _Pool:
     """The active flows of one cell in one direction, their MAC policy and their plan."""
 
     __slots__ = ("cell", "direction", "bandwidth_hz", "mac", "observes", "flows", "gen",
-                 "t_last", "plan", "settled", "lb", "lb_rows")
+                 "t_last", "plan", "settled", "state", "lb", "lb_rows")
 
     def __init__(self, cell: int, direction: str, bandwidth_hz: float, mac: MacPolicy) -> None:
         self.cell = cell
@@ -208,6 +208,9 @@ class _Pool:
         self.t_last = 0.0
         self.plan: _Plan | None = None
         self.settled: _Plan | None = None  # the plan the flows were last brought to t_last by
+        # what that settlement wrote: (flows, their sent bits, airtime, energy, power and
+        # bits as a (5, n) array), or None (see Network._flow_state)
+        self.state: tuple[list[Flow], np.ndarray] | None = None
         self.lb: LinkBlocks | None = None  # the link's rows of the flows (see _link_rows)
         self.lb_rows: dict[int, int] = {}
 
@@ -392,18 +395,27 @@ class Network:
             h = plan.block_at(now)
             dt = now - plan.edges[h]
             rate, tf = plan.rate[:, h], plan.tf[:, h]
-            sent = (plan.sent0 + plan.cum_bits[:, h] + rate * dt).tolist()
+            state = np.empty(plan.state.shape)  # (5, n), as the plan's (kept: _flow_state)
+            sent, airtime, energy = state[0], state[1], state[2]
+            np.add(plan.sent0, plan.cum_bits[:, h], out=sent)
+            sent += rate * dt  # sent0 + cum_bits + rate · dt
             air = plan.cum_air[:, h] + tf * dt
-            airtime = (plan.air0 + air).tolist()
-            energy = (plan.energy0 + plan.power * air).tolist()
-            cols = zip(plan.flows, sent, airtime, energy, rate.tolist(), plan.full[:, h].tolist(),
-                       tf.tolist(), plan.sinr_db[:, h].tolist())
+            np.add(plan.air0, air, out=airtime)
+            np.multiply(plan.power, air, out=energy)
+            np.add(plan.energy0, energy, out=energy)  # energy0 + power · air
+            state[3:] = plan.state[3:]
+            pool.state = (plan.flows, state)
+            sent, airtime, energy = state[:3].tolist()
+            cols = zip(plan.flows, sent, airtime, energy, rate.tolist(),
+                       plan.full[:, h].tolist(), tf.tolist(), plan.sinr_db[:, h].tolist())
             for f, f_sent, f_air, f_energy, r, fr, t, sinr in cols:
                 if f.ok is None:  # (a flow ended since the plan keeps its final figures)
                     f.sent, f.airtime_s, f.energy_j = f_sent, f_air, f_energy
                     f.rate, f.full_rate, f.time_frac, f.sinr_db = r, fr, t, sinr
             if pool.observes and now > pool.t_last:
                 self._observe(pool, plan, pool.t_last, now)
+        else:
+            pool.state = None
         pool.t_last = now
         pool.settled = plan
 
@@ -424,7 +436,7 @@ class Network:
         pool.gen += 1
         pool.plan = pool.settled = None
         if not pool.flows:
-            pool.lb = None
+            pool.lb = pool.state = None
             return
         env = self.env
         now = env.now
@@ -432,7 +444,8 @@ class Network:
         clients = [f.client for f in flows]
         d, bw = pool.direction, pool.bandwidth_hz
         lb = self._link_rows(pool, flows, now)
-        if lb.handover.size and int(lb.handover.min()) == 0:  # a handover is due now
+        h_ho = int(lb.handover.min())  # the first block with a handover (H: none)
+        if h_ho == 0:  # a handover is due now
             due = [c for c, h in zip(clients, lb.handover.tolist()) if h == 0]
             pool.lb = None
             for p in self._refresh(due):
@@ -469,9 +482,12 @@ class Network:
                 r_sub = self.link.sub_rates(lb, d, np.where(sub, bw_frac, 1.0), bw)
                 rate = np.where(sub, r_sub * tf, rate)
             tf = np.where(rate > 0, tf, 0.0)
-        plan = pool.plan = _Plan(flows, edges, rate, full, tf, lb.sinr_db, self.link.block_index(now))
+        state = self._flow_state(pool, flows)
+        plan = pool.plan = _Plan(flows, edges, rate, full, tf, lb.sinr_db, self.link.block_index(now),
+                                 state)
         if pool.t_last == now:  # settled now: the plan gives each flow what it holds (below)
             pool.settled = plan
+            pool.state = (flows, state)
         n_blocks = full.shape[1]
         self.n_plans += 1
         self.n_plan_blocks += n_blocks * len(flows)
@@ -500,12 +516,38 @@ class Network:
             flips = live[:, 1:] != live0[:, None]
             if flips.any():
                 t_next = min(t_next, float(edges[1 + int(np.argmax(flips.any(axis=0)))]))
-        h_ho = int(lb.handover.min())
         if h_ho < n_blocks:
             plan.handover_at = float(edges[h_ho])
             t_next = min(t_next, plan.handover_at)
         if t_next < math.inf:
             self._wake(pool, max(t_next, now))
+
+    def _flow_state(self, pool: _Pool, flows: list[Flow]) -> np.ndarray:
+        """(5, n) float64: sent bits, airtime, energy, power and bits of ``flows``, settled to
+        now. The columns the pool's settlement now computed for the flows it had (in start
+        order, as ``flows``), the rest read from the flows (the values that settlement
+        wrote into them); one array call instead of a gather over all flows."""
+        prev, pool.state = pool.state, None
+        idx: list[int] = []
+        if prev is not None and pool.t_last == self.env.now:
+            had, cols = prev
+            j, m = 0, len(had)
+            for f in flows:  # the kept flows, in order; the first one it lacks ends the run
+                while j < m and had[j] is not f:
+                    j += 1
+                if j == m:
+                    break
+                idx.append(j)
+                j += 1
+        k = len(idx)
+        new = None
+        if k < len(flows):  # flows that joined since (or moved in by a handover)
+            new = np.array([(f.sent, f.airtime_s, f.energy_j, f.power_w, f.bits) for f in flows[k:]],
+                           dtype=np.float64).T
+            if k == 0:
+                return new
+        old = cols if k == m else cols[:, idx]  # (5, k)
+        return old if new is None else np.concatenate((old, new), axis=1)
 
     def _link_rows(self, pool: _Pool, flows: list[Flow], now: float) -> LinkBlocks:
         """The link's plan for ``flows`` from now: the rows the pool got from the link at
@@ -523,8 +565,16 @@ class Network:
             return lb
         h = max(int(np.searchsorted(old.edges_s, now, side="right")) - 1, 0)
         rows = pool.lb_rows
-        have = [rows[f.fid] for f in flows if f.fid in rows]
-        new = [f for f in flows if f.fid not in rows]
+        have: list[int] = []  # the kept flows' rows
+        new: list[Flow] = []  # the flows that joined since
+        mixed = False  # a kept flow after a joining one
+        for f in flows:
+            i = rows.get(f.fid)
+            if i is None:
+                new.append(f)
+            else:
+                have.append(i)
+                mixed = mixed or bool(new)
         every = have == list(range(old.clients.size))
         if not new and every:  # the same flows: the rest of the rows
             if h == 0 and old.edges_s[0] == now:
@@ -549,7 +599,7 @@ class Network:
         edges = parts[-1][5][: n_h + 1].copy()
         edges[0] = now
         take = None  # rows back to the pool's order (None: they are in it, new flows last)
-        if any(f.fid not in rows for f in flows[: len(have)]):
+        if mixed:
             order = [f.fid for f in flows if f.fid in rows] + [f.fid for f in new]
             pos = {fid: i for i, fid in enumerate(order)}
             take = np.array([pos[f.fid] for f in flows])

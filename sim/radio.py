@@ -386,6 +386,12 @@ class RadioLink(LinkModel):
         to ``k_end`` (they transferred through those blocks)."""
         assoc = self.association
         self._lookahead(ids, k_end + 1)
+        if ids.size == 1 and not 0 <= int(self._la_better[ids[0]]) <= k_end:
+            # one client, quiet: what the masks below do for it
+            assoc.forget_candidates(ids, k_end * self.block_s)
+            self._la_from[ids] = k_end
+            self._assoc_at[ids] = k_end
+            return
         quiet = (self._la_better[ids] < 0) | (self._la_better[ids] > k_end)
         if quiet.any():  # no cell beat the serving one: what the rule gives is no candidate
             q = ids[quiet]
@@ -534,8 +540,9 @@ class RadioLink(LinkModel):
             k1 += c
         n_h = k1 - k0
         self._lookahead(c_ids, k1)
-        first = self._la_first[c_ids]
-        handover = np.where((first >= 0) & (first < k1), np.maximum(first - k0, 0), n_h)
+        # the block of each client's first handover from k0 on (n_h: none before k1)
+        handover = np.array([max(f - k0, 0) if 0 <= f < k1 else n_h
+                             for f in self._la_first[c_ids].tolist()], dtype=np.int64)
         if direction == UP:
             g = self._gains(c_ids, k0, k1, cell)  # [m, H] gain to the serving cell
             tx = np.flatnonzero(transmitting_up)
@@ -558,9 +565,12 @@ class RadioLink(LinkModel):
         full = self._rate(sinr, float(cell_bandwidth_hz))
         edges = np.arange(k0, k1 + 1) * self.block_s  # block starts (as block_start_s)
         edges[0] = t_s
-        with np.errstate(divide="ignore"):
+        if sinr.all():  # (no zero: the same log10 without the cost of an errstate context)
             sinr_db = 10.0 * np.log10(sinr)
-        return LinkBlocks(c_ids, edges, full, sinr_db, handover.astype(np.int64), sinr)
+        else:
+            with np.errstate(divide="ignore"):
+                sinr_db = 10.0 * np.log10(sinr)
+        return LinkBlocks(c_ids, edges, full, sinr_db, handover, sinr)
 
     def sub_rates(self, blocks, direction, fractions, cell_bandwidth_hz):
         s = blocks.data
