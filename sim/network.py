@@ -156,10 +156,10 @@ _SOLO_FULL = (EqualShare, RoundRobin, MaxRate)
 
 class _Plan:
     """A pool's rates from its last change point on: per flow and block, with the
-    cumulative bits and airtime at the blocks' starts (relative to the plan's start)."""
+    cumulative bits at the blocks' starts (relative to the plan's start); the cumulative
+    airtime is summed when a settlement asks for it (:meth:`air_before`)."""
 
-    __slots__ = ("flows", "edges", "rate", "full", "tf", "sinr_db", "cum_bits", "cum_air",
-                 "state", "sent0", "air0", "energy0", "power", "bits", "k0", "handover_at")
+    __slots__ = ("flows", "edges", "dt", "rate", "full", "tf", "sinr_db", "cum_bits", "state", "sent0", "air0", "energy0", "power", "bits", "k0", "handover_at")
 
     def __init__(self, flows, edges, rate, full, tf, sinr_db, k0, state):
         self.flows = flows  # the pool's flows at the plan's start (rows of the arrays)
@@ -171,19 +171,23 @@ class _Plan:
         n, n_h = rate.shape
         dt = edges[1:] - edges[:-1]
         dt[-1] = min(dt[-1], 1e300)  # rate · dt stays finite in a last block that never ends
-        # bits and airtime per block, cumulated along each row (one call for both): [2n, H + 1]
-        cum = np.empty((2 * n, n_h + 1))
+        self.dt = dt  # (H,) s
+        # bits per block, cumulated along each row: [n, H + 1]
+        cum = np.empty((n, n_h + 1))
         cum[:, 0] = 0.0
-        np.multiply(rate, dt, out=cum[:n, 1:])
-        np.multiply(tf, dt, out=cum[n:, 1:])
+        np.multiply(rate, dt, out=cum[:, 1:])
         np.cumsum(cum[:, 1:], axis=1, out=cum[:, 1:])
-        self.cum_bits = cum[:n]
-        self.cum_air = cum[n:]
+        self.cum_bits = cum
         # (5, n): the flows' sent bits, airtime, energy at the start, power and bits
         self.state = state
         self.sent0, self.air0, self.energy0, self.power, self.bits = state
         self.k0 = k0  # link block of the plan's start
         self.handover_at = np.inf  # start of the first block with a handover, s
+
+    def air_before(self, h: int) -> np.ndarray:
+        """(n,) airtime of each flow from the plan's start to the start of its block
+        ``h`` (1 <= h < H), s: the running sum of ``tf · dt`` (a cumulative sum, as the bits')."""
+        return np.cumsum(self.tf[:, :h] * self.dt[:h], axis=1)[:, -1]
 
     def block_at(self, t: float) -> int:
         """Index h of the plan's block that contains ``t`` (the last one at its end)."""
@@ -399,7 +403,9 @@ class Network:
             sent, airtime, energy = state[0], state[1], state[2]
             np.add(plan.sent0, plan.cum_bits[:, h], out=sent)
             sent += rate * dt  # sent0 + cum_bits + rate · dt
-            air = plan.cum_air[:, h] + tf * dt
+            air = tf * dt  # (block 0: no airtime before it)
+            if h:
+                air = plan.air_before(h) + air
             np.add(plan.air0, air, out=airtime)
             np.multiply(plan.power, air, out=energy)
             np.add(plan.energy0, energy, out=energy)  # energy0 + power · air
@@ -441,12 +447,11 @@ class Network:
         env = self.env
         now = env.now
         flows = list(pool.flows.values())
-        clients = [f.client for f in flows]
         d, bw = pool.direction, pool.bandwidth_hz
         lb = self._link_rows(pool, flows, now)
         h_ho = int(lb.handover.min())  # the first block with a handover (H: none)
         if h_ho == 0:  # a handover is due now
-            due = [c for c, h in zip(clients, lb.handover.tolist()) if h == 0]
+            due = [f.client for f, h in zip(flows, lb.handover.tolist()) if h == 0]
             pool.lb = None
             for p in self._refresh(due):
                 if p is not pool:
@@ -457,10 +462,10 @@ class Network:
         full = lb.full_bps  # [n, H]
         edges = lb.edges_s
         live = full > 0
-        keys = [f.fid for f in flows]
         mac = pool.mac
         kind = type(mac)
         if pool.observes:  # a stateful policy: its averages evolve block by block, on a copy
+            keys = [f.fid for f in flows]
             bw_frac, tf, rate = self._stateful_shares(pool, keys, full, edges, lb)
             tf = np.where(rate > 0, tf, 0.0)
         elif len(flows) == 1 and kind in _SOLO_FULL:  # alone: the whole band when live
@@ -475,7 +480,7 @@ class Network:
                 rate = np.where(sub, self.link.sub_rates(lb, d, frac, bw), rate)
             tf = (rate > 0).astype(np.float64)
         else:
-            bw_frac, tf = _block_shares(mac, keys, full)
+            bw_frac, tf = _block_shares(mac, [f.fid for f in flows], full)
             rate = np.where(bw_frac > 0.0, full * tf, 0.0)
             sub = (bw_frac > 0.0) & (bw_frac < 1.0)
             if sub.any():  # a sub-band share: the link decides its rate (power concentration)
@@ -524,9 +529,11 @@ class Network:
 
     def _flow_state(self, pool: _Pool, flows: list[Flow]) -> np.ndarray:
         """(5, n) float64: sent bits, airtime, energy, power and bits of ``flows``, settled to
-        now. The columns the pool's settlement now computed for the flows it had (in start
-        order, as ``flows``), the rest read from the flows (the values that settlement
-        wrote into them); one array call instead of a gather over all flows."""
+        now. The pool's settlement now (or the plan that settled it) left those figures for
+        the flows it had as one array (``pool.state``, start order as ``flows``): the flows
+        it kept take their columns, the others (joined since, or moved in by a handover) are
+        read from the flows, which hold the same values; one gather instead of one array
+        built from every Flow object."""
         prev, pool.state = pool.state, None
         idx: list[int] = []
         if prev is not None and pool.t_last == self.env.now:
