@@ -197,8 +197,6 @@ class WiredNet:
         self._in_flight: dict[int, WiredMessage] = {}  # sent, not yet arrived nor cancelled
         self._active: dict[int, WiredMessage] = {}  # on their hops (draining or drained), start order
         self._pending: dict[float, tuple[bool, WiredMessage]] = {}  # timer order key -> (wake?, msg)
-        self._key_base = -1  # the event id of the running re-plan's keys (-1: none taken yet)
-        self._key_j = 0
 
     # ------------------------------------------------------------------ public API
     @property
@@ -360,16 +358,6 @@ class WiredNet:
                             del left[h]
         return rates
 
-    def _order(self) -> float:
-        """The next order key of the running re-plan (see the class docstring): exact while
-        event ids stay below 2**33."""
-        if self._key_base < 0:
-            self._key_base = next(self.env._eid)
-            self._key_j = 0
-        j = self._key_j
-        self._key_j = j + 1
-        return self._key_base + j * 2.0**-20
-
     def _arm(self, key, wake: bool, m: WiredMessage) -> None:
         """Put a timer for ``key`` on SimPy's queue, unless one is there already."""
         order = key[1]
@@ -399,7 +387,10 @@ class WiredNet:
         on_hop = self._on_hop
         rates = self._rates(msgs, hops)
         lone = len(msgs) == 1
-        self._key_base = -1
+        # order keys: a SimPy event id taken at the first key, plus j / 2**20 for the j-th
+        # (exact while event ids stay below 2**33)
+        base, j = -1, 0
+        shared = set() if lone else {h for h in hops if len(on_hop[h]) > 1}
         for mid in (msgs if lone else sorted(msgs)):
             m = msgs[mid]
             r = rates[mid]
@@ -409,11 +400,17 @@ class WiredNet:
                 m.wake_key = None
                 drain = max(m.bits - m.sent, 0.0) / r
                 m.t_drain = now + drain
+                if base < 0:
+                    base = next(self.env._eid)
                 # the arithmetic of Timeout(latency + drain) scheduled now
-                m.arr_key = (now + (m.latency_s + drain), self._order())
-            if (not lone and m.wake_key is None
-                    and any(len(on_hop[h]) > 1 for h in m.hops)):
-                m.wake_key = (now + max(m.t_drain - now, 0.0), self._order())
+                m.arr_key = (now + (m.latency_s + drain), base + j * 2.0**-20)
+                j += 1
+            if m.wake_key is None and not shared.isdisjoint(m.hops):
+                # it shares a hop: its drain frees capacity
+                if base < 0:
+                    base = next(self.env._eid)
+                m.wake_key = (now + max(m.t_drain - now, 0.0), base + j * 2.0**-20)
+                j += 1
         for piece in pieces:
             first, wake, m_first = None, False, None
             for m in piece:

@@ -156,12 +156,12 @@ _SOLO_FULL = (EqualShare, RoundRobin, MaxRate)
 
 class _Plan:
     """A pool's rates from its last change point on: per flow and block, with the
-    cumulative bits and airtime at the blocks' starts (relative to the plan's start)."""
+    cumulative bits at the blocks' starts (relative to the plan's start); the cumulative
+    airtime is summed when a settlement asks for it (:meth:`air_before`)."""
 
-    __slots__ = ("flows", "edges", "rate", "full", "tf", "sinr_db", "cum_bits", "cum_air",
-                 "sent0", "air0", "energy0", "power", "bits", "k0", "handover_at")
+    __slots__ = ("flows", "edges", "dt", "rate", "full", "tf", "sinr_db", "cum_bits", "state", "sent0", "air0", "energy0", "power", "bits", "k0", "handover_at")
 
-    def __init__(self, flows, edges, rate, full, tf, sinr_db, k0):
+    def __init__(self, flows, edges, rate, full, tf, sinr_db, k0, state):
         self.flows = flows  # the pool's flows at the plan's start (rows of the arrays)
         self.edges = edges  # (H + 1,) s
         self.rate = rate  # [n, H] bit/s
@@ -171,19 +171,23 @@ class _Plan:
         n, n_h = rate.shape
         dt = edges[1:] - edges[:-1]
         dt[-1] = min(dt[-1], 1e300)  # rate · dt stays finite in a last block that never ends
-        # bits and airtime per block, cumulated along each row (one call for both): [2n, H + 1]
-        cum = np.empty((2 * n, n_h + 1))
+        self.dt = dt  # (H,) s
+        # bits per block, cumulated along each row: [n, H + 1]
+        cum = np.empty((n, n_h + 1))
         cum[:, 0] = 0.0
-        np.multiply(rate, dt, out=cum[:n, 1:])
-        np.multiply(tf, dt, out=cum[n:, 1:])
+        np.multiply(rate, dt, out=cum[:, 1:])
         np.cumsum(cum[:, 1:], axis=1, out=cum[:, 1:])
-        self.cum_bits = cum[:n]
-        self.cum_air = cum[n:]
-        state = np.array([(f.sent, f.airtime_s, f.energy_j, f.power_w, f.bits) for f in flows],
-                         dtype=np.float64).T  # (5, n)
+        self.cum_bits = cum
+        # (5, n): the flows' sent bits, airtime, energy at the start, power and bits
+        self.state = state
         self.sent0, self.air0, self.energy0, self.power, self.bits = state
         self.k0 = k0  # link block of the plan's start
         self.handover_at = np.inf  # start of the first block with a handover, s
+
+    def air_before(self, h: int) -> np.ndarray:
+        """(n,) airtime of each flow from the plan's start to the start of its block
+        ``h`` (1 <= h < H), s: the running sum of ``tf · dt`` (a cumulative sum, as the bits')."""
+        return np.cumsum(self.tf[:, :h] * self.dt[:h], axis=1)[:, -1]
 
     def block_at(self, t: float) -> int:
         """Index h of the plan's block that contains ``t`` (the last one at its end)."""
@@ -195,7 +199,7 @@ class _Pool:
     """The active flows of one cell in one direction, their MAC policy and their plan."""
 
     __slots__ = ("cell", "direction", "bandwidth_hz", "mac", "observes", "flows", "gen",
-                 "t_last", "plan", "settled", "lb", "lb_rows")
+                 "t_last", "plan", "settled", "state", "lb", "lb_rows")
 
     def __init__(self, cell: int, direction: str, bandwidth_hz: float, mac: MacPolicy) -> None:
         self.cell = cell
@@ -208,6 +212,9 @@ class _Pool:
         self.t_last = 0.0
         self.plan: _Plan | None = None
         self.settled: _Plan | None = None  # the plan the flows were last brought to t_last by
+        # what that settlement wrote: (flows, their sent bits, airtime, energy, power and
+        # bits as a (5, n) array), or None (see Network._flow_state)
+        self.state: tuple[list[Flow], np.ndarray] | None = None
         self.lb: LinkBlocks | None = None  # the link's rows of the flows (see _link_rows)
         self.lb_rows: dict[int, int] = {}
 
@@ -392,18 +399,29 @@ class Network:
             h = plan.block_at(now)
             dt = now - plan.edges[h]
             rate, tf = plan.rate[:, h], plan.tf[:, h]
-            sent = (plan.sent0 + plan.cum_bits[:, h] + rate * dt).tolist()
-            air = plan.cum_air[:, h] + tf * dt
-            airtime = (plan.air0 + air).tolist()
-            energy = (plan.energy0 + plan.power * air).tolist()
-            cols = zip(plan.flows, sent, airtime, energy, rate.tolist(), plan.full[:, h].tolist(),
-                       tf.tolist(), plan.sinr_db[:, h].tolist())
+            state = np.empty(plan.state.shape)  # (5, n), as the plan's (kept: _flow_state)
+            sent, airtime, energy = state[0], state[1], state[2]
+            np.add(plan.sent0, plan.cum_bits[:, h], out=sent)
+            sent += rate * dt  # sent0 + cum_bits + rate · dt
+            air = tf * dt  # (block 0: no airtime before it)
+            if h:
+                air = plan.air_before(h) + air
+            np.add(plan.air0, air, out=airtime)
+            np.multiply(plan.power, air, out=energy)
+            np.add(plan.energy0, energy, out=energy)  # energy0 + power · air
+            state[3:] = plan.state[3:]
+            pool.state = (plan.flows, state)
+            sent, airtime, energy = state[:3].tolist()
+            cols = zip(plan.flows, sent, airtime, energy, rate.tolist(),
+                       plan.full[:, h].tolist(), tf.tolist(), plan.sinr_db[:, h].tolist())
             for f, f_sent, f_air, f_energy, r, fr, t, sinr in cols:
                 if f.ok is None:  # (a flow ended since the plan keeps its final figures)
                     f.sent, f.airtime_s, f.energy_j = f_sent, f_air, f_energy
                     f.rate, f.full_rate, f.time_frac, f.sinr_db = r, fr, t, sinr
             if pool.observes and now > pool.t_last:
                 self._observe(pool, plan, pool.t_last, now)
+        else:
+            pool.state = None
         pool.t_last = now
         pool.settled = plan
 
@@ -424,16 +442,16 @@ class Network:
         pool.gen += 1
         pool.plan = pool.settled = None
         if not pool.flows:
-            pool.lb = None
+            pool.lb = pool.state = None
             return
         env = self.env
         now = env.now
         flows = list(pool.flows.values())
-        clients = [f.client for f in flows]
         d, bw = pool.direction, pool.bandwidth_hz
         lb = self._link_rows(pool, flows, now)
-        if lb.handover.size and int(lb.handover.min()) == 0:  # a handover is due now
-            due = [c for c, h in zip(clients, lb.handover.tolist()) if h == 0]
+        h_ho = int(lb.handover.min())  # the first block with a handover (H: none)
+        if h_ho == 0:  # a handover is due now
+            due = [f.client for f, h in zip(flows, lb.handover.tolist()) if h == 0]
             pool.lb = None
             for p in self._refresh(due):
                 if p is not pool:
@@ -444,10 +462,10 @@ class Network:
         full = lb.full_bps  # [n, H]
         edges = lb.edges_s
         live = full > 0
-        keys = [f.fid for f in flows]
         mac = pool.mac
         kind = type(mac)
         if pool.observes:  # a stateful policy: its averages evolve block by block, on a copy
+            keys = [f.fid for f in flows]
             bw_frac, tf, rate = self._stateful_shares(pool, keys, full, edges, lb)
             tf = np.where(rate > 0, tf, 0.0)
         elif len(flows) == 1 and kind in _SOLO_FULL:  # alone: the whole band when live
@@ -462,16 +480,19 @@ class Network:
                 rate = np.where(sub, self.link.sub_rates(lb, d, frac, bw), rate)
             tf = (rate > 0).astype(np.float64)
         else:
-            bw_frac, tf = _block_shares(mac, keys, full)
+            bw_frac, tf = _block_shares(mac, [f.fid for f in flows], full)
             rate = np.where(bw_frac > 0.0, full * tf, 0.0)
             sub = (bw_frac > 0.0) & (bw_frac < 1.0)
             if sub.any():  # a sub-band share: the link decides its rate (power concentration)
                 r_sub = self.link.sub_rates(lb, d, np.where(sub, bw_frac, 1.0), bw)
                 rate = np.where(sub, r_sub * tf, rate)
             tf = np.where(rate > 0, tf, 0.0)
-        plan = pool.plan = _Plan(flows, edges, rate, full, tf, lb.sinr_db, self.link.block_index(now))
+        state = self._flow_state(pool, flows)
+        plan = pool.plan = _Plan(flows, edges, rate, full, tf, lb.sinr_db, self.link.block_index(now),
+                                 state)
         if pool.t_last == now:  # settled now: the plan gives each flow what it holds (below)
             pool.settled = plan
+            pool.state = (flows, state)
         n_blocks = full.shape[1]
         self.n_plans += 1
         self.n_plan_blocks += n_blocks * len(flows)
@@ -500,12 +521,40 @@ class Network:
             flips = live[:, 1:] != live0[:, None]
             if flips.any():
                 t_next = min(t_next, float(edges[1 + int(np.argmax(flips.any(axis=0)))]))
-        h_ho = int(lb.handover.min())
         if h_ho < n_blocks:
             plan.handover_at = float(edges[h_ho])
             t_next = min(t_next, plan.handover_at)
         if t_next < math.inf:
             self._wake(pool, max(t_next, now))
+
+    def _flow_state(self, pool: _Pool, flows: list[Flow]) -> np.ndarray:
+        """(5, n) float64: sent bits, airtime, energy, power and bits of ``flows``, settled to
+        now. The pool's settlement now (or the plan that settled it) left those figures for
+        the flows it had as one array (``pool.state``, start order as ``flows``): the flows
+        it kept take their columns, the others (joined since, or moved in by a handover) are
+        read from the flows, which hold the same values; one gather instead of one array
+        built from every Flow object."""
+        prev, pool.state = pool.state, None
+        idx: list[int] = []
+        if prev is not None and pool.t_last == self.env.now:
+            had, cols = prev
+            j, m = 0, len(had)
+            for f in flows:  # the kept flows, in order; the first one it lacks ends the run
+                while j < m and had[j] is not f:
+                    j += 1
+                if j == m:
+                    break
+                idx.append(j)
+                j += 1
+        k = len(idx)
+        new = None
+        if k < len(flows):  # flows that joined since (or moved in by a handover)
+            new = np.array([(f.sent, f.airtime_s, f.energy_j, f.power_w, f.bits) for f in flows[k:]],
+                           dtype=np.float64).T
+            if k == 0:
+                return new
+        old = cols if k == m else cols[:, idx]  # (5, k)
+        return old if new is None else np.concatenate((old, new), axis=1)
 
     def _link_rows(self, pool: _Pool, flows: list[Flow], now: float) -> LinkBlocks:
         """The link's plan for ``flows`` from now: the rows the pool got from the link at
@@ -523,8 +572,16 @@ class Network:
             return lb
         h = max(int(np.searchsorted(old.edges_s, now, side="right")) - 1, 0)
         rows = pool.lb_rows
-        have = [rows[f.fid] for f in flows if f.fid in rows]
-        new = [f for f in flows if f.fid not in rows]
+        have: list[int] = []  # the kept flows' rows
+        new: list[Flow] = []  # the flows that joined since
+        mixed = False  # a kept flow after a joining one
+        for f in flows:
+            i = rows.get(f.fid)
+            if i is None:
+                new.append(f)
+            else:
+                have.append(i)
+                mixed = mixed or bool(new)
         every = have == list(range(old.clients.size))
         if not new and every:  # the same flows: the rest of the rows
             if h == 0 and old.edges_s[0] == now:
@@ -549,7 +606,7 @@ class Network:
         edges = parts[-1][5][: n_h + 1].copy()
         edges[0] = now
         take = None  # rows back to the pool's order (None: they are in it, new flows last)
-        if any(f.fid not in rows for f in flows[: len(have)]):
+        if mixed:
             order = [f.fid for f in flows if f.fid in rows] + [f.fid for f in new]
             pos = {fid: i for i, fid in enumerate(order)}
             take = np.array([pos[f.fid] for f in flows])

@@ -386,6 +386,12 @@ class RadioLink(LinkModel):
         to ``k_end`` (they transferred through those blocks)."""
         assoc = self.association
         self._lookahead(ids, k_end + 1)
+        if ids.size == 1 and not 0 <= int(self._la_better[ids[0]]) <= k_end:
+            # one client, quiet: what the masks below do for it
+            assoc.forget_candidates(ids, k_end * self.block_s)
+            self._la_from[ids] = k_end
+            self._assoc_at[ids] = k_end
+            return
         quiet = (self._la_better[ids] < 0) | (self._la_better[ids] > k_end)
         if quiet.any():  # no cell beat the serving one: what the rule gives is no candidate
             q = ids[quiet]
@@ -405,6 +411,8 @@ class RadioLink(LinkModel):
         """Apply the handover rule to ``clients`` (ascending) up to block ``k``: at every
         block in which they transferred since their last update, then at ``k`` (``ls_k``
         [m, n_bs]: their large-scale gains at ``k``). Returns the handovers."""
+        if clients.size == 1:  # the usual case (a flow starts, a rate is asked for)
+            return self._associate_one(clients, k, ls_k)
         old = self.serving[clients].copy()
         at = self._assoc_at[clients]
         seen = at >= 0  # a first attachment is not a handover
@@ -432,6 +440,33 @@ class RadioLink(LinkModel):
             self._assoc_at[ids] = k
         moved = np.flatnonzero((self.serving[clients] != old) & seen)
         return [(int(clients[i]), int(old[i]), int(self.serving[clients[i]])) for i in moved.tolist()]
+
+    def _associate_one(self, clients: np.ndarray, k: int, ls_k: np.ndarray) -> list[tuple[int, int, int]]:
+        """:meth:`_associate` of one client: its conditions on Python scalars, the rule
+        applied by the same calls on the same arrays."""
+        c = int(clients[0])
+        old = int(self.serving[c])
+        at = int(self._assoc_at[c])
+        seen = at >= 0  # a first attachment is not a handover
+        if seen and self._active[c]:
+            if at < k - 1:  # transferring since before this block: every block in between
+                self._walk(clients, k)
+        elif seen and int(self._active_until[c]) > at:  # transferred until a block since
+            self._walk(clients, min(int(self._active_until[c]), k))
+        if int(self._assoc_at[c]) < k:
+            before = int(self.serving[c])
+            serving, _ = self.association.update(k * self.block_s, (ls_k + self.bs_tx_power_dbm).T,
+                                                 cols=clients)
+            s = int(serving[0])
+            self.serving[c] = s
+            # a look-ahead that saw no candidate up to past k still holds from k on
+            better = int(self._la_better[c])
+            if (self._la_from[c] == self._assoc_at[c] and self._la_to[c] > k
+                    and (better < 0 or better > k) and s == before):
+                self._la_from[c] = k
+            self._assoc_at[c] = k
+        new = int(self.serving[c])
+        return [(c, old, new)] if seen and new != old else []
 
     def set_held(self, client, held):
         self._held[client] = held
@@ -464,7 +499,10 @@ class RadioLink(LinkModel):
         g_serv = g[rows, serving]  # (m,)
         tx = np.flatnonzero(transmitting_up)
         if tx.size:  # uplink interference at the cells these clients are served by
-            cells, inv = np.unique(serving, return_inverse=True)
+            if need.size == 1:  # (what np.unique gives for one cell)
+                cells, inv = serving, np.zeros(1, dtype=np.int64)
+            else:
+                cells, inv = np.unique(serving, return_inverse=True)
             j = k // CHUNK_BLOCKS
             s_tx = self._chunk_slots(tx, j)  # (first: it may grow the cache's arrays)
             g_tx = self._cache.lin[s_tx[:, None], cells[None, :], k - j * CHUNK_BLOCKS]
@@ -502,8 +540,9 @@ class RadioLink(LinkModel):
             k1 += c
         n_h = k1 - k0
         self._lookahead(c_ids, k1)
-        first = self._la_first[c_ids]
-        handover = np.where((first >= 0) & (first < k1), np.maximum(first - k0, 0), n_h)
+        # the block of each client's first handover from k0 on (n_h: none before k1)
+        handover = np.array([max(f - k0, 0) if 0 <= f < k1 else n_h
+                             for f in self._la_first[c_ids].tolist()], dtype=np.int64)
         if direction == UP:
             g = self._gains(c_ids, k0, k1, cell)  # [m, H] gain to the serving cell
             tx = np.flatnonzero(transmitting_up)
@@ -526,9 +565,12 @@ class RadioLink(LinkModel):
         full = self._rate(sinr, float(cell_bandwidth_hz))
         edges = np.arange(k0, k1 + 1) * self.block_s  # block starts (as block_start_s)
         edges[0] = t_s
-        with np.errstate(divide="ignore"):
+        if sinr.all():  # (no zero: the same log10 without the cost of an errstate context)
             sinr_db = 10.0 * np.log10(sinr)
-        return LinkBlocks(c_ids, edges, full, sinr_db, handover.astype(np.int64), sinr)
+        else:
+            with np.errstate(divide="ignore"):
+                sinr_db = 10.0 * np.log10(sinr)
+        return LinkBlocks(c_ids, edges, full, sinr_db, handover, sinr)
 
     def sub_rates(self, blocks, direction, fractions, cell_bandwidth_hz):
         s = blocks.data
