@@ -183,7 +183,7 @@ def run(file: Path = typer.Argument(..., help="Scenario YAML file."),
             with _terminate_as_interrupt():
                 run_dir, summary = run_scenario(
                     scn, out=out, plots=not no_plots, resume=resume, overwrite=overwrite,
-                    progress=_round_lines(scn.name))
+                    progress=_round_lines(scn.name, scn.fl.algorithm == "surrogate"))
         else:
             with _terminate_as_interrupt(), Progress(
                     "[progress.description]{task.description}", BarColumn(), MofNCompleteColumn(),
@@ -193,7 +193,7 @@ def run(file: Path = typer.Argument(..., help="Scenario YAML file."),
                                      info="the untrained model, then round 0")
                 run_dir, summary = run_scenario(
                     scn, out=out, plots=not no_plots, resume=resume, overwrite=overwrite,
-                    progress=_round_bar(prog, task))
+                    progress=_round_bar(prog, task, scn.fl.algorithm == "surrogate"))
     except RunDirError as exc:
         _err.print(f"[red]{escape(str(exc))}[/red]", highlight=False, soft_wrap=True)
         raise typer.Exit(2) from None
@@ -220,7 +220,7 @@ def run(file: Path = typer.Argument(..., help="Scenario YAML file."),
         _out.print(str(run_dir))
 
 
-def _round_info(row: dict, last_eval: dict | None) -> str:
+def _round_info(row: dict, last_eval: dict | None, modelled: bool = False) -> str:
     """``t = 412.5 s simulated · accuracy 0.412 [0.31, 0.51]`` of a round's row."""
     from sim.progress import accuracy_text
 
@@ -228,21 +228,24 @@ def _round_info(row: dict, last_eval: dict | None) -> str:
     rec = {"accuracy": src.get("accuracy"), "accuracy_lo": src.get("accuracy_lo"),
            "accuracy_hi": src.get("accuracy_hi"), "rounds_done": row["round"] + 1,
            "accuracy_round": src.get("round")}
-    return f"t = {row['t_end_s']:.1f} s simulated · {accuracy_text(rec)}"
+    text = accuracy_text(rec)
+    if modelled and rec["accuracy"] == rec["accuracy"] and rec["accuracy"] is not None:
+        text = text.replace("accuracy ", "modelled accuracy ", 1)  # the surrogate scores no prompts
+    return f"t = {row['t_end_s']:.1f} s simulated · {text}"
 
 
-def _round_bar(prog, task):
+def _round_bar(prog, task, modelled: bool = False):
     last: dict = {}
 
     def update(done: int, total: int, row: dict) -> None:
         if row.get("accuracy") == row.get("accuracy"):
             last["row"] = row
-        prog.update(task, completed=done, info=_round_info(row, last.get("row")))
+        prog.update(task, completed=done, info=_round_info(row, last.get("row"), modelled))
 
     return update
 
 
-def _round_lines(name: str):
+def _round_lines(name: str, modelled: bool = False):
     """``fedwave run`` into a log: one line per round (rounds, simulated time, accuracy, ETA)."""
     import time
 
@@ -256,7 +259,7 @@ def _round_lines(name: str):
         state.setdefault("start", done - 1)
         wall = time.perf_counter() - t0
         eta = wall / max(done - state["start"], 1) * (total - done)
-        _err.print(f"{name}: round {done}/{total} · {_round_info(row, state.get('row'))} · "
+        _err.print(f"{name}: round {done}/{total} · {_round_info(row, state.get('row'), modelled)} · "
                    f"{clock(wall)} wall, ETA {clock(eta)}", highlight=False, soft_wrap=True)
 
     return line
