@@ -1,6 +1,8 @@
 """fedsoda against fedavg_lora (full model) on the same scenario: bits, storage, accuracy, time [P2].
 
-Runs ``scenarios/fedsoda.yaml`` (or ``--scenario``) with ``fedsoda`` and with ``fedavg_lora``
+Runs ``scenarios/frameworks.yaml`` (the four-learner benchmark: one cell, 10 walking phones,
+iid shards, LoRA on the top 8 layers, 8 rounds x 4 clients; or ``--scenario``, e.g.
+``scenarios/fedsoda.yaml``, the 3-round demo) with ``fedsoda`` and with ``fedavg_lora``
 on the full model through ``fedwave compare``'s machinery (:func:`sim.compare.run_compare`:
 same model, data, LoRA, local steps, batch size, seed and radio; each algorithm keeps the
 options its config accepts, so the fedsoda-only ones are dropped for fedavg_lora, and
@@ -23,9 +25,10 @@ prints one row per algorithm::
   final accuracies, so both reach it; ``fedwave compare``'s rule).
 
 The test split is the largest the scenario's data allows (``--set fl.options.data.n_test=N``
-for both runs when N differs from the scenario's; ``--n-test`` sets N; see bench/benchlib.py): 143 prompts on fedsoda.yaml's data
-(set by the 48 unix fortunes of 20–200 characters), ±8 points at 50 % — the ±3-point aim
-needs ~1,070 prompts, which the embedded data does not allow for a balanced split.
+for both runs when N differs from the scenario's; ``--n-test`` sets N; see bench/benchlib.py):
+~430 prompts on frameworks.yaml's data (at most half of each label's examples; the 44 unix
+fortunes of 20–160 characters give ~21), ±4.7 points at 50 % — the ±3-point aim needs
+~1,070 prompts, which the embedded data does not allow for a balanced split.
 
 The last line is the verdict::
 
@@ -39,8 +42,8 @@ aims of ALGORITHMS.md: X ≤ −70 %, Y ≤ −75 %, and not significantly lower
 
 Usage::
 
-    python bench/fedsoda_vs_fedavg.py --quick   # tiny 6-layer model, 2 rounds (seconds)
-    python bench/fedsoda_vs_fedavg.py           # the scenario as written: SmolLM2 (minutes)
+    python bench/fedsoda_vs_fedavg.py --quick   # tiny random model, 2 rounds (seconds)
+    python bench/fedsoda_vs_fedavg.py           # frameworks.yaml as written: SmolLM2 (~25 min)
     python bench/fedsoda_vs_fedavg.py --resume  # keep the runs finished in --out
 """
 
@@ -69,6 +72,19 @@ QUICK = [
     "fl.rounds=2",
     "fl.options.data={dataset: fortunes, max_per_class: 40, max_len: 96, n_test: 12, n_public: 16}",
 ]
+
+
+def quick_sets(scenario: str | Path) -> list[str]:
+    """QUICK for this scenario: a scenario with per-algorithm options (frameworks.yaml) gets
+    bench/frameworks.py's quick settings, which keep all of them valid on the tiny model."""
+    import yaml
+
+    fl = (yaml.safe_load(Path(scenario).read_text()) or {}).get("fl") or {}
+    if fl.get("algorithm_options"):
+        from frameworks import QUICK as FRAMEWORKS_QUICK
+
+        return list(FRAMEWORKS_QUICK)
+    return list(QUICK)
 ALGORITHMS = ("fedsoda", "fedavg_lora")
 
 
@@ -166,8 +182,8 @@ def main(argv=None) -> int:
     from sim.scenario import ScenarioError, load_scenario
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--scenario", default=str(ROOT / "scenarios" / "fedsoda.yaml"))
-    ap.add_argument("--quick", action="store_true", help="tiny 6-layer model (4 kept), 2 rounds")
+    ap.add_argument("--scenario", default=str(ROOT / "scenarios" / "frameworks.yaml"))
+    ap.add_argument("--quick", action="store_true", help="tiny random model, 2 rounds")
     ap.add_argument("--out", type=Path, default=None, help="comparison directory (default: "
                     "runs/fedsoda_vs_fedavg[-quick])")
     ap.add_argument("--resume", action="store_true", help="keep the runs that finished in --out "
@@ -186,7 +202,8 @@ def main(argv=None) -> int:
                  "it out (the most the data allows).")
     t0 = time.perf_counter()
     out = args.out or ROOT / "runs" / ("fedsoda_vs_fedavg-quick" if args.quick else "fedsoda_vs_fedavg")
-    sets = (QUICK if args.quick else []) + list(args.overrides)
+    quick = quick_sets(args.scenario) if args.quick else []
+    sets = quick + list(args.overrides)
     try:
         scn = load_scenario(args.scenario, sets)
         if args.n_test is None:
@@ -198,7 +215,7 @@ def main(argv=None) -> int:
         # n_test first: a --set of the data still has the last word; model_download: fedavg_lora
         # only (fedsoda's config has no such option, compare drops it there)
         spec = CompareSpec(base=Path(args.scenario), algorithms=ALGORITHMS,
-                           sets=tuple((QUICK if args.quick else []) + split
+                           sets=tuple(quick + split
                                       + list(args.overrides) + ["fl.options.model_download=true"]),
                            target=args.target)
     except (ScenarioError, ValueError) as exc:
