@@ -38,7 +38,7 @@ X: the change of total bits (up + down, one-time model downloads included) of fe
 relative to fedavg_lora; Y: the change of client storage; D: fedsoda's final accuracy (the
 sub-model with its adapters) minus fedavg_lora's, in points, on the same test prompts, with
 Newcombe's 95 % interval for paired proportions (1998, method 10; compare_pairs.csv). The
-aims of ALGORITHMS.md: X ≤ −70 %, Y ≤ −75 %, and not significantly lower accuracy (hi ≥ 0).
+claims of FedSODA (arXiv:2508.12727): X ≤ −70 %, Y ≤ −75 %, and not significantly lower accuracy (hi ≥ 0).
 
 Usage::
 
@@ -160,7 +160,7 @@ def _points(pair: dict) -> str:
 
 
 def verdict(soda: dict, avg: dict, pair: dict) -> tuple[str, str]:
-    """(the aims of ALGORITHMS.md as measured, the verdict line) from the two table rows
+    """(the claims of FedSODA as measured, the verdict line) from the two table rows
     (``bits_total``, ``bits_up``, ``bits_down``, ``storage``) and fedsoda − fedavg_lora's
     ``compare_pairs.csv`` row."""
     comm, storage = pct_change(soda["bits_total"], avg["bits_total"]), pct_change(soda["storage"], avg["storage"])
