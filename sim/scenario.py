@@ -48,7 +48,13 @@ from sim.radio_config import DROPS, FADING, LAYOUTS, MOBILITY, PATHLOSS, RATES
 from sim.selection import SELECTION
 
 __all__ = ["Scenario", "ScenarioError", "load_scenario", "parse_scenario", "apply_overrides",
-           "parse_set", "load_yaml", "dump_scenario", "MAX_YAML_NODES", "with_algorithm_options"]
+           "parse_set", "load_yaml", "dump_scenario", "MAX_YAML_NODES", "with_algorithm_options",
+           "DEFAULT_DROPOUT_WINDOW_S"]
+
+#: Drop-out window, s, when the scenario sets neither ``clients.dropout_window_s`` nor
+#: ``fl.deadline_s``: a client that drops out does so uniformly within this long after its
+#: task starts (a fixed minute; results of scenarios that rely on it depend on it).
+DEFAULT_DROPOUT_WINDOW_S = 60.0
 
 
 class ScenarioError(ValueError):
@@ -167,7 +173,8 @@ class ClientsSpec(_Model):
     tx_power_dbm: TxPowerDbm = Field(23.0, description="UE transmit power, dBm.")
     dropout_prob: float = Field(0.0, ge=0, le=1, description="Per-round drop-out probability.")
     dropout_window_s: float | None = Field(
-        None, gt=0, description="Drop-outs happen uniformly in this window (default deadline_s).")
+        None, gt=0, description=("Drop-outs happen uniformly in this window after a client's task "
+                                 "starts, s (default: fl.deadline_s, else 60 s)."))
 
     def group_names(self) -> list[str]:
         """Group name of each client: contiguous blocks by (normalised) fraction, largest

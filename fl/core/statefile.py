@@ -96,6 +96,9 @@ _MOVED_MODULES = {
 _MOVED_CLASSES = {
     "fl.specs:AlgorithmConfig": "fl.core.config:AlgorithmConfig",
     **{f"fl.fedavg_lora:{c}": f"fl.lm.lora_update:{c}" for c in ("LoraUpdate", "TrainedUpload", "LocalTrainJob")},
+    # the kernel split (issue #19): the entities and the round account left sim.simulation
+    **{f"sim.simulation:{c}": f"sim.entities:{c}" for c in ("Cell", "Client", "Server")},
+    "sim.simulation:_Acct": "sim.interpreter:RoundAccount",
 }
 
 

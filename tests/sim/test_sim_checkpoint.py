@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import json
 from pathlib import Path
 
@@ -165,3 +166,17 @@ def test_a_round_cut_by_its_deadline_mid_wired_transfer_checkpoints_and_resumes(
     events = pd.read_parquet(whole / "events.parquet")
     failed = events[events["event"] == "client_failed"]
     assert len(failed) == 8 and (failed["detail"] == "deadline:model").all()  # cut mid-download, every round
+
+
+@pytest.mark.parametrize("old, new", [
+    ("sim.simulation:Cell", "sim.entities:Cell"), ("sim.simulation:Client", "sim.entities:Client"),
+    ("sim.simulation:Server", "sim.entities:Server"),
+    ("sim.simulation:_Acct", "sim.interpreter:RoundAccount"),
+])
+def test_checkpoints_written_before_the_kernel_split_name_classes_that_moved(old, new):
+    """A checkpoint stores the simulation's entities by class name; files written when they
+    lived in sim.simulation still resolve (fl.core.statefile's table of moved classes)."""
+    from fl.core.statefile import _resolve_class
+
+    module, _, name = new.partition(":")
+    assert _resolve_class(old) is getattr(importlib.import_module(module), name)
