@@ -59,10 +59,10 @@ class MacPolicy(ABC):
             ``bw_frac · time_frac`` never exceed 1.
         """
 
-    # Hooks for policies that keep state (proportional fair: averaged throughputs). The
-    # defaults do nothing; the network calls a hook only if the policy's class overrides it
-    # (:attr:`on_flow_start` costs a rate evaluation, :meth:`observe` one per fading block),
-    # so stateless policies pay nothing per event.
+    # Hooks for policies that keep state (proportional fair: averaged throughputs); the
+    # defaults do nothing. The network calls on_flow_start (which costs it a rate evaluation)
+    # and observe (at every fading block) only for classes that override them, so stateless
+    # policies pay nothing per event; forget is a no-op call per ended flow.
 
     #: True when the class overrides :meth:`on_flow_start` (set for each subclass).
     wants_flow_start: ClassVar[bool] = False
