@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 PIP    := $(PY) -m pip
 STAMP  := $(VENV)/.installed
-# Smaller, faster tiny-model steps (see DESIGN.md "Measured facts").
+# Smaller, faster tiny-model steps (docs/benchmarks.md, "Facts the code relies on").
 export GLIBC_TUNABLES := glibc.malloc.mmap_max=0:glibc.malloc.trim_threshold=100000000000
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1

@@ -36,13 +36,8 @@ from .link import (
     cqi_from_sinr_db,
     cqi_rate_bps,
     cqi_thresholds_db,
-    db_to_linear,
-    dbm_to_mw,
-    dbm_to_watt,
     downlink_sinr_db,
     downlink_sinr_linear,
-    linear_to_db,
-    mw_to_dbm,
     predict_capacity_bits,
     rx_power_dbm,
     shannon_rate_bps,
@@ -51,8 +46,8 @@ from .link import (
     uplink_sinr_db,
     uplink_interference_mw,
     uplink_sinr_linear,
-    watt_to_dbm,
 )
+from .units import db_to_linear, dbm_to_mw, dbm_to_watt, linear_to_db, mw_to_dbm, watt_to_dbm
 from .mobility import (
     MOBILITY_MODELS,
     ConstantVelocity,

@@ -1,9 +1,10 @@
-"""Link budget: unit conversions, noise, SINR (downlink and uplink), association with
+"""Link budget: noise, SINR (downlink and uplink), association with
 hysteresis, and rate mapping (Shannon with gap and cap; TS 38.214 CQI tables).
 
 Units: powers in dBm (``*_dbm``) or milliwatts (``*_mw``), gains in dB (``*_db``) or linear,
 bandwidth in Hz, rates in bit/s. Link arrays are ``[n_bs, n_ue]``; per-client vectors
 ``(n_ue,)``. The ``*_linear`` functions are the fast paths (no dB round trip per link).
+The dB/dBm/W conversions live in :mod:`channel.units` (re-exported here).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import numpy as np
 from scipy.special import exp1
 
 from ._checks import check_choice, check_nonnegative, check_positive, check_range, per_client
+from .units import db_to_linear, dbm_to_mw, dbm_to_watt, linear_to_db, mw_to_dbm, watt_to_dbm
 
 __all__ = [
     "db_to_linear",
@@ -44,38 +46,6 @@ __all__ = [
 
 #: Thermal noise power spectral density at 290 K, dBm/Hz (10·log10(k·290 K·1000)).
 THERMAL_NOISE_DBM_PER_HZ = -174.0
-_DB = 10.0 / math.log(10.0)  # 10·log10(x) = _DB·ln(x)
-
-
-def db_to_linear(x_db) -> np.ndarray:
-    """10^(x/10) (float64, same shape)."""
-    return np.exp(np.asarray(x_db, dtype=float) / _DB)
-
-
-def linear_to_db(x) -> np.ndarray:
-    """10·log10(x) (float64, same shape; −inf for 0)."""
-    with np.errstate(divide="ignore"):
-        return _DB * np.log(np.asarray(x, dtype=float))
-
-
-def dbm_to_mw(p_dbm) -> np.ndarray:
-    """dBm → mW."""
-    return db_to_linear(p_dbm)
-
-
-def mw_to_dbm(p_mw) -> np.ndarray:
-    """mW → dBm."""
-    return linear_to_db(p_mw)
-
-
-def dbm_to_watt(p_dbm) -> np.ndarray:
-    """dBm → W."""
-    return db_to_linear(p_dbm) * 1e-3
-
-
-def watt_to_dbm(p_w) -> np.ndarray:
-    """W → dBm."""
-    return linear_to_db(np.asarray(p_w, dtype=float) * 1e3)
 
 
 def thermal_noise_dbm(bandwidth_hz, noise_figure_db=0.0) -> np.ndarray:

@@ -14,7 +14,7 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 def _keep_freed_memory():
     """The run-time equivalent of GLIBC_TUNABLES=glibc.malloc.mmap_max=0:
     glibc.malloc.trim_threshold=...: glibc otherwise returns big buffers to the OS after every
-    step and tiny-model steps get ~10x slower from page faults (DESIGN.md, measured facts)."""
+    step and tiny-model steps get ~10x slower from page faults (docs/benchmarks.md)."""
     try:
         libc = ctypes.CDLL(ctypes.util.find_library("c"))
         M_TRIM_THRESHOLD, M_MMAP_MAX = -1, -4

@@ -116,7 +116,7 @@ SMALL = ["fl.rounds=2", "fl.min_updates=1", "fl.options.data.n_test=12",
 
 @pytest.fixture(autouse=True)
 def _fast_malloc(monkeypatch):
-    """Workers keep freed memory (tiny-model steps are several times faster; DESIGN.md)."""
+    """Workers keep freed memory (tiny-model steps are several times faster; docs/benchmarks.md)."""
     monkeypatch.setenv("GLIBC_TUNABLES", "glibc.malloc.mmap_max=0:glibc.malloc.trim_threshold=100000000000")
 
 
