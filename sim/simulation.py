@@ -112,7 +112,7 @@ class Server:
     (processor sharing)."""
 
     node: str
-    flops: float
+    flops_per_s: float
     service: str
     resource: simpy.Resource | None = None
     ps: ProcessorSharing | None = None
@@ -213,7 +213,7 @@ class Simulation:
         self.backhaul = _build_backhaul(scn, int(cell_site.max()) + 1)
         self.wired = WiredNet(self.env, scn.backhaul.sharing)
         self._cell_node = [site_node(c.site) for c in self.cells]  # backhaul node of each cell
-        profiles = [DeviceProfile(d.name, d.flops, d.power_w, d.rx_power_w, d.spread_sigma,
+        profiles = [DeviceProfile(d.name, d.flops_per_s, d.power_w, d.rx_power_w, d.spread_sigma,
                                   d.jitter_sigma, d.weight) for d in scn.clients.devices]
         self.compute = ComputeModel(profiles, n, self.rng.get("devices"),
                                     self.rng.get("compute_jitter"))
@@ -509,7 +509,7 @@ class Simulation:
             self._trace("server_compute_start", round=rnd, client=cid, detail=action.label)
             if action.flops > 0:
                 if srv.ps is None:
-                    yield self.env.timeout(action.flops / srv.flops)
+                    yield self.env.timeout(action.flops / srv.flops_per_s)
                 else:
                     job = srv.ps.submit(action.flops)
                     try:
@@ -579,7 +579,7 @@ class Simulation:
         flops = self._estimate("flops", "flops")
         with np.errstate(divide="ignore"):
             t = (down / self._predicted_rate(ids, DOWN, n_cand, k)
-                 + flops / self.compute.flops_of[ids]
+                 + flops / self.compute.flops_per_s_of[ids]
                  + up / self._predicted_rate(ids, UP, n_cand, k))
         return np.nan_to_num(t + self._predicted_wired(ids, n_cand, k, up, down), nan=math.inf)
 
@@ -1078,7 +1078,20 @@ def _numerics(scenario: dict) -> dict:
     if isinstance(fl, dict) and not fl.get("algorithm_options"):
         # an empty fl.algorithm_options is no block at all (runs written before it existed)
         out["fl"] = {k: v for k, v in fl.items() if k != "algorithm_options"}
+    # the FLOP/s of devices and server were called ``flops`` before 0.2
+    clients = out.get("clients")
+    if isinstance(clients, dict) and isinstance(clients.get("devices"), list):
+        out["clients"] = {**clients, "devices": [_rate_key(d) for d in clients["devices"]]}
+    if isinstance(out.get("server"), dict):
+        out["server"] = _rate_key(out["server"])
     return out
+
+
+def _rate_key(spec):
+    """A device or server mapping with ``flops`` (its name before 0.2) as ``flops_per_s``."""
+    if isinstance(spec, dict) and "flops" in spec and "flops_per_s" not in spec:
+        return {("flops_per_s" if k == "flops" else k): v for k, v in spec.items()}
+    return spec
 
 
 def _first_difference(a, b, key: str = ""):
@@ -1119,5 +1132,5 @@ def _build_server(scn: Scenario, backhaul: Backhaul, env: simpy.Environment) -> 
     s = scn.server
     node = s.node or backhaul.nodes_of_kind(s.placement)[0]
     if s.service == "sequential":
-        return Server(node, s.flops, s.service, simpy.Resource(env, capacity=1))
-    return Server(node, s.flops, s.service, ps=ProcessorSharing(env, s.flops))
+        return Server(node, s.flops_per_s, s.service, simpy.Resource(env, capacity=1))
+    return Server(node, s.flops_per_s, s.service, ps=ProcessorSharing(env, s.flops_per_s))
