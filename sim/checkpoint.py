@@ -140,7 +140,7 @@ def numerics(scenario: dict) -> dict:
     """A dumped scenario without what never changes the results: where client updates run
     (``execution.backend``, ``execution.workers``; threads, device, dtype and the prefix
     cache stay), so a run resumes on any backend; the ``outputs`` section (how plots are
-    drawn); and an empty ``fl.algorithm_options``."""
+    drawn); an empty ``fl.algorithm_options``; and the old name of the FLOP/s keys."""
     execution = {k: v for k, v in (scenario.get("execution") or {}).items()
                  if k not in ("backend", "workers", "prefix_cache_mb")}
     out = {k: v for k, v in scenario.items() if k != "outputs"}
@@ -149,7 +149,20 @@ def numerics(scenario: dict) -> dict:
     if isinstance(fl, dict) and not fl.get("algorithm_options"):
         # an empty fl.algorithm_options is no block at all (runs written before it existed)
         out["fl"] = {k: v for k, v in fl.items() if k != "algorithm_options"}
+    # the FLOP/s of devices and server were called ``flops`` before 0.2
+    clients = out.get("clients")
+    if isinstance(clients, dict) and isinstance(clients.get("devices"), list):
+        out["clients"] = {**clients, "devices": [_rate_key(d) for d in clients["devices"]]}
+    if isinstance(out.get("server"), dict):
+        out["server"] = _rate_key(out["server"])
     return out
+
+
+def _rate_key(spec):
+    """A device or server mapping with ``flops`` (its name before 0.2) as ``flops_per_s``."""
+    if isinstance(spec, dict) and "flops" in spec and "flops_per_s" not in spec:
+        return {("flops_per_s" if k == "flops" else k): v for k, v in spec.items()}
+    return spec
 
 
 def first_difference(a, b, key: str = ""):

@@ -70,7 +70,7 @@ class Server:
     (processor sharing)."""
 
     node: str
-    flops: float
+    flops_per_s: float
     service: str
     resource: simpy.Resource | None = None
     ps: ProcessorSharing | None = None
@@ -101,8 +101,8 @@ def build_server(scn: Scenario, backhaul: Backhaul, env: simpy.Environment) -> S
     s = scn.server
     node = s.node or backhaul.nodes_of_kind(s.placement)[0]
     if s.service == "sequential":
-        return Server(node, s.flops, s.service, simpy.Resource(env, capacity=1))
-    return Server(node, s.flops, s.service, ps=ProcessorSharing(env, s.flops))
+        return Server(node, s.flops_per_s, s.service, simpy.Resource(env, capacity=1))
+    return Server(node, s.flops_per_s, s.service, ps=ProcessorSharing(env, s.flops_per_s))
 
 
 def make_algorithm(scn: Scenario, run_dir: str | None) -> Algorithm:

@@ -320,7 +320,7 @@ class Interpreter:
             self._trace("server_compute_start", round=rnd, client=cid, detail=action.label)
             if action.flops > 0:
                 if srv.ps is None:
-                    yield self.env.timeout(action.flops / srv.flops)
+                    yield self.env.timeout(action.flops / srv.flops_per_s)
                 else:
                     job = srv.ps.submit(action.flops)
                     try:

@@ -68,7 +68,7 @@ def predicted_time(sim, ids, n_cand: int, k: int) -> np.ndarray:
     flops = estimate(sim, "flops", "flops")
     with np.errstate(divide="ignore"):
         t = (down / predicted_rate(sim, ids, DOWN, n_cand, k)
-             + flops / sim.compute.flops_of[ids]
+             + flops / sim.compute.flops_per_s_of[ids]
              + up / predicted_rate(sim, ids, UP, n_cand, k))
     return np.nan_to_num(t + predicted_wired(sim, ids, n_cand, k, up, down), nan=math.inf)
 

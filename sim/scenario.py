@@ -88,6 +88,21 @@ def _default(union: Any, kind: str):
     return lambda: member()
 
 
+def _renamed_flops(data: Any, where: str) -> Any:
+    """``flops`` → ``flops_per_s`` in a device or server mapping: the old name of the rate
+    (before 0.2) still loads, with a warning that says how to fix the file; both is an error."""
+    if isinstance(data, dict) and "flops" in data:
+        if "flops_per_s" in data:
+            raise ValueError(f"{where}: both 'flops' and 'flops_per_s' given. Fix: keep "
+                             "flops_per_s (FLOP/s; 'flops' is its old name).")
+        import warnings
+
+        warnings.warn(f"{where}: 'flops' is the old name of 'flops_per_s' (sustained FLOP/s). "
+                      "Fix: rename the key to flops_per_s.", FutureWarning, stacklevel=2)
+        data = {("flops_per_s" if k == "flops" else k): v for k, v in data.items()}
+    return data
+
+
 Bandwidth = Annotated[float, Field(ge=1e3, le=1e11)]
 Capacity = Annotated[float, Field(gt=0, allow_inf_nan=True)]  # .inf: no bottleneck
 TxPowerDbm = Annotated[float, Field(ge=-60, le=60)]
@@ -151,12 +166,17 @@ class GroupSpec(_Model):
 
 class DeviceSpec(_Model):
     name: str = Field(min_length=1, description="Device profile name (unique).")
-    flops: float = Field(gt=0, le=1e18, description="Sustained training FLOP/s.")
+    flops_per_s: float = Field(gt=0, le=1e18, description="Sustained training FLOP/s.")
     power_w: float = Field(3.0, ge=0, le=1e4, description="Power while computing, W.")
     rx_power_w: float = Field(0.5, ge=0, le=1e4, description="Radio power while receiving, W.")
     weight: float = Field(1.0, gt=0, le=1e9, description="Relative share of clients with this device.")
     spread_sigma: float = Field(0.0, ge=0, le=5, description="Log-normal per-device speed spread.")
     jitter_sigma: float = Field(0.0, ge=0, le=5, description="Log-normal per-computation jitter.")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _old_name(cls, data: Any) -> Any:
+        return _renamed_flops(data, "clients.devices")
 
 
 class ClientsSpec(_Model):
@@ -168,7 +188,7 @@ class ClientsSpec(_Model):
         default_factory=lambda: [GroupSpec(name="static")], min_length=1,
         description="Client groups (contiguous blocks of clients, by fraction), each with its mobility.")
     devices: list[DeviceSpec] = Field(
-        default_factory=lambda: [DeviceSpec(name="phone", flops=2e10)], min_length=1,
+        default_factory=lambda: [DeviceSpec(name="phone", flops_per_s=2e10)], min_length=1,
         description="Device profiles (assigned by weight).")
     tx_power_dbm: TxPowerDbm = Field(23.0, description="UE transmit power, dBm.")
     dropout_prob: float = Field(0.0, ge=0, le=1, description="Per-round drop-out probability.")
@@ -230,11 +250,16 @@ class BackhaulSpec(_Model):
 class ServerSpec(_Model):
     placement: Literal["edge", "cloud"] = Field("edge", description="Where the aggregator runs.")
     node: str | None = Field(None, description="Aggregator node name (default: first of its kind).")
-    flops: float = Field(1e13, gt=0, le=1e21, description="Server FLOP/s.")
+    flops_per_s: float = Field(1e13, gt=0, le=1e21, description="Server FLOP/s.")
     service: Literal["sequential", "parallel"] = Field(
         "parallel", description="Server compute: one job at a time (FIFO) or all in parallel.")
     aggregation_flops_per_update: float = Field(0.0, ge=0, le=1e21, description=(
         "Server FLOPs to aggregate one update."))
+
+    @model_validator(mode="before")
+    @classmethod
+    def _old_name(cls, data: Any) -> Any:
+        return _renamed_flops(data, "server")
 
 
 # ----------------------------------------------------------------------------- fl

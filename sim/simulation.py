@@ -121,7 +121,7 @@ class Simulation:
         self.backhaul = build_backhaul(scn, int(cell_site.max()) + 1)
         self.wired = WiredNet(self.env, scn.backhaul.sharing)
         self._cell_node = [site_node(c.site) for c in self.cells]  # backhaul node of each cell
-        profiles = [DeviceProfile(d.name, d.flops, d.power_w, d.rx_power_w, d.spread_sigma,
+        profiles = [DeviceProfile(d.name, d.flops_per_s, d.power_w, d.rx_power_w, d.spread_sigma,
                                   d.jitter_sigma, d.weight) for d in scn.clients.devices]
         self.compute = ComputeModel(profiles, n, self.rng.get("devices"),
                                     self.rng.get("compute_jitter"))

@@ -171,7 +171,7 @@ def test_server_compute_sequential_vs_parallel():
     ends = {}
     for service in ("sequential", "parallel"):
         sim, _ = _sim([1e9, 1e9], cells=[0, 1], algo=WithServer(2, up_bits=0),
-                      server={"flops": 1e12, "service": service})
+                      server={"flops_per_s": 1e12, "service": service})
         sim.run()
         ends[service] = [t for e, t in sim.tracer.events() if e == "server_compute_end"]
     assert ends["sequential"] == [approx(1.0), approx(2.0)]
@@ -225,7 +225,7 @@ def test_same_seed_same_trace_different_seed_different():
         algo = ScriptAlgo(6, flops=1e9)
         sim, _ = _sim([1e6] * 6, cells=[0, 1, 0, 1, 0, 1], algo=algo, seed=seed,
                       clients={"n_clients": 6,
-                               "devices": [{"name": "d", "flops": 1e9, "jitter_sigma": 0.3}]},
+                               "devices": [{"name": "d", "flops_per_s": 1e9, "jitter_sigma": 0.3}]},
                       fl={"clients_per_round": 3, "selection": "random", "rounds": 3})
         res = sim.run()
         return sim.tracer.to_frame(), res.rounds
