@@ -436,7 +436,7 @@ def test_old_flops_name_loads_with_a_warning_that_says_the_fix():
 def test_a_checkpoint_written_with_the_old_flops_name_matches_the_renamed_scenario():
     """Resume compares the checkpoint's scenario with the one given: the old key is the
     same setting."""
-    from sim.simulation import _first_difference, _numerics
+    from sim.checkpoint import first_difference as _first_difference, numerics as _numerics
 
     now = parse_scenario(_data()).model_dump(mode="json")
     old = json.loads(json.dumps(now))
