@@ -36,6 +36,8 @@ class DeviceProfile:
     jitter_sigma: float = 0.0
     weight: float = 1.0
 
+    _state_renames = {"flops": "flops_per_s"}  # checkpoints written before 0.2 (fl.core.statefile)
+
 
 class ComputeModel:
     """Compute time and energy of every client (vectorised assignment, scalar queries).
@@ -57,6 +59,8 @@ class ComputeModel:
         self.flops_per_s_of = (np.array([p.flops_per_s for p in profiles])[self.profile_of]
                          * np.exp(sig * z - 0.5 * sig**2))  # (n_clients,) FLOP/s
         self._jitter = rng_jitter
+
+    _state_renames = {"flops_of": "flops_per_s_of"}  # checkpoints written before 0.2
 
     def profile(self, client: int) -> DeviceProfile:
         return self.profiles[self.profile_of[client]]
@@ -100,6 +104,8 @@ class ProcessorSharing:
         self._gen = 0
         self._t_last = 0.0
         self.flops_served = 0.0  # FLOPs of completed jobs plus the served part of cancelled ones
+
+    _state_renames = {"flops": "flops_per_s"}  # checkpoints written before 0.2
 
     @property
     def n_jobs(self) -> int:

@@ -75,6 +75,8 @@ class Server:
     resource: simpy.Resource | None = None
     ps: ProcessorSharing | None = None
 
+    _state_renames = {"flops": "flops_per_s"}  # checkpoints written before 0.2 (fl.core.statefile)
+
 
 def build_backhaul(scn: Scenario, n_sites: int) -> Backhaul:
     """The wired graph of ``backhaul``: its ``star`` preset, or its explicit nodes and edges

@@ -457,6 +457,13 @@ class _Reader:
             obj = cls.__new__(cls)
             self._put(mid, obj)
             state = self.dec(node["s"])
+            renames = getattr(cls, "_state_renames", None)  # attributes renamed since written
+            if renames and isinstance(state, dict):
+                inner = state["__dict__"] if node.get("slots") else state
+                if isinstance(inner, dict):
+                    for old, new in renames.items():
+                        if old in inner and new not in inner:
+                            inner[new] = inner.pop(old)
             if node.get("slots"):
                 if state["__dict__"]:
                     _set_attrs(obj, state["__dict__"])
