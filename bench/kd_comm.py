@@ -132,7 +132,7 @@ def _same_run(run_dir: Path, overrides: list[str]) -> bool:
     import yaml
 
     from sim.scenario import load_scenario
-    from sim.simulation import _first_difference, _numerics
+    from sim.checkpoint import first_difference as _first_difference, numerics as _numerics
 
     try:
         same = json.loads((run_dir / "bench_overrides.json").read_text()) == overrides

@@ -47,7 +47,8 @@ def diagnose(run_dir: str | Path, batch_size: int = 16, clients: bool = True) ->
     from fl.core.statefile import read_state_head
     from sim.runner import CHECKPOINT
     from sim.scenario import Scenario
-    from sim.simulation import CHECKPOINT_KIND, Simulation
+    from sim.checkpoint import CHECKPOINT_KIND
+    from sim.simulation import Simulation
 
     ckpt = Path(run_dir) / CHECKPOINT
     if not ckpt.is_file():

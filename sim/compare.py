@@ -359,7 +359,7 @@ def _previous(run_dir: Path, scn: Scenario, name: str) -> str:
     (failed, or never got far). Raises :class:`RunDirError` when it holds another
     scenario's run, or one still running."""
     from sim.outputs import OutputError, RunDirError, run_status
-    from sim.simulation import _first_difference, _numerics
+    from sim.checkpoint import first_difference as _first_difference, numerics as _numerics
 
     resolved = run_dir / "scenario.resolved.yaml"
     if resolved.is_file():

@@ -23,18 +23,20 @@ __all__ = ["DeviceProfile", "ComputeModel", "ProcessorSharing"]
 class DeviceProfile:
     """A kind of device.
 
-    flops: sustained FLOP/s for training; power_w: power while computing (W);
+    flops_per_s: sustained FLOP/s for training; power_w: power while computing (W);
     rx_power_w: radio power while receiving (W); spread_sigma: log-normal sigma of the
     per-device speed factor; jitter_sigma: log-normal sigma of the per-computation factor.
     """
 
     name: str
-    flops: float
+    flops_per_s: float
     power_w: float
     rx_power_w: float = 0.0
     spread_sigma: float = 0.0
     jitter_sigma: float = 0.0
     weight: float = 1.0
+
+    _state_renames = {"flops": "flops_per_s"}  # checkpoints written before 0.2 (fl.core.statefile)
 
 
 class ComputeModel:
@@ -54,9 +56,11 @@ class ComputeModel:
         self.profile_of = rng_assign.choice(len(profiles), size=n_clients, p=w / w.sum())
         sig = np.array([p.spread_sigma for p in profiles])[self.profile_of]
         z = rng_assign.standard_normal(n_clients)
-        self.flops_of = (np.array([p.flops for p in profiles])[self.profile_of]
+        self.flops_per_s_of = (np.array([p.flops_per_s for p in profiles])[self.profile_of]
                          * np.exp(sig * z - 0.5 * sig**2))  # (n_clients,) FLOP/s
         self._jitter = rng_jitter
+
+    _state_renames = {"flops_of": "flops_per_s_of"}  # checkpoints written before 0.2
 
     def profile(self, client: int) -> DeviceProfile:
         return self.profiles[self.profile_of[client]]
@@ -65,7 +69,7 @@ class ComputeModel:
         """Simulated time (s) for ``flops`` on ``client``'s device."""
         if flops <= 0:
             return 0.0
-        t = flops / self.flops_of[client]
+        t = flops / self.flops_per_s_of[client]
         sigma = self.profiles[self.profile_of[client]].jitter_sigma
         if sigma > 0:
             t *= math.exp(sigma * self._jitter.standard_normal() - 0.5 * sigma * sigma)
@@ -78,28 +82,30 @@ class ComputeModel:
 
 class ProcessorSharing:
     """A server whose FLOP/s are shared equally by the jobs in service (egalitarian
-    processor sharing): with n jobs each progresses at ``flops / n``.
+    processor sharing): with n jobs each progresses at ``flops_per_s / n``.
 
     Rates change only when a job arrives or leaves, so each completion time is exact: one
     pending wake-up at the earliest ``t + remaining / rate`` (a generation counter voids
-    wake-ups made stale by a later arrival). A job alone takes ``flops / server FLOP/s``.
+    wake-ups made stale by a later arrival). A job of ``flops`` alone takes ``flops / flops_per_s``.
 
     Args:
         env: the simulation's environment.
-        flops: server FLOP/s (> 0).
+        flops_per_s: server FLOP/s (> 0).
     """
 
-    def __init__(self, env: simpy.Environment, flops: float) -> None:
-        if not flops > 0:
-            raise ValueError(f"The 'flops' parameter of ProcessorSharing must be > 0. "
-                             f"Got {flops!r} instead.")
+    def __init__(self, env: simpy.Environment, flops_per_s: float) -> None:
+        if not flops_per_s > 0:
+            raise ValueError(f"The 'flops_per_s' parameter of ProcessorSharing must be > 0. "
+                             f"Got {flops_per_s!r} instead.")
         self.env = env
-        self.flops = float(flops)
+        self.flops_per_s = float(flops_per_s)
         self._jobs: dict[int, list] = {}  # id -> [remaining FLOPs, done event]; start order
         self._next_id = 0
         self._gen = 0
         self._t_last = 0.0
         self.flops_served = 0.0  # FLOPs of completed jobs plus the served part of cancelled ones
+
+    _state_renames = {"flops": "flops_per_s"}  # checkpoints written before 0.2
 
     @property
     def n_jobs(self) -> int:
@@ -132,7 +138,7 @@ class ProcessorSharing:
         now = self.env.now
         dt = now - self._t_last
         if dt > 0 and self._jobs:
-            served = self.flops / len(self._jobs) * dt
+            served = self.flops_per_s / len(self._jobs) * dt
             for job in self._jobs.values():
                 job[0] -= served
         self._t_last = now
@@ -142,14 +148,14 @@ class ProcessorSharing:
         if not self._jobs:
             return
         best = min(j[0] for j in self._jobs.values())
-        ev = self.env.timeout(max(best, 0.0) / (self.flops / len(self._jobs)), value=self._gen)
+        ev = self.env.timeout(max(best, 0.0) / (self.flops_per_s / len(self._jobs)), value=self._gen)
         ev.callbacks.append(self._on_wake)
 
     def _on_wake(self, ev) -> None:
         if ev._value != self._gen:
             return
         self._settle()
-        rate = self.flops / len(self._jobs)
+        rate = self.flops_per_s / len(self._jobs)
         done = [jid for jid, (rem, _) in self._jobs.items() if rem <= 1e-9 * rate + 1e-9]
         for jid in done:  # start order: deterministic
             _, event = self._jobs.pop(jid)

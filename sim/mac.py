@@ -59,11 +59,29 @@ class MacPolicy(ABC):
             ``bw_frac · time_frac`` never exceed 1.
         """
 
+    # Hooks for policies that keep state (proportional fair: averaged throughputs); the
+    # defaults do nothing. The network calls on_flow_start (which costs it a rate evaluation)
+    # and observe (at every fading block) only for classes that override them, so stateless
+    # policies pay nothing per event; forget is a no-op call per ended flow.
+
+    #: True when the class overrides :meth:`on_flow_start` (set for each subclass).
+    wants_flow_start: ClassVar[bool] = False
+    #: True when the class overrides :meth:`observe` (set for each subclass).
+    wants_observe: ClassVar[bool] = False
+
+    def __init_subclass__(cls, **kwargs) -> None:
+        super().__init_subclass__(**kwargs)
+        cls.wants_flow_start = cls.on_flow_start is not MacPolicy.on_flow_start
+        cls.wants_observe = cls.observe is not MacPolicy.observe
+
+    def on_flow_start(self, key: int, full_rate_bps: float) -> None:
+        """Flow ``key`` started; ``full_rate_bps``: its rate with the whole band, now."""
+
     def observe(self, keys: Sequence[int], achieved_bps: np.ndarray, dt_s: float) -> None:
         """The flows achieved ``achieved_bps`` during the last ``dt_s`` seconds (state update)."""
 
     def forget(self, key: int) -> None:
-        """Flow ``key`` ended; drop its state."""
+        """Flow ``key`` ended (or left the cell at a handover); drop its state."""
 
 
 class EqualShare(MacPolicy):
@@ -123,9 +141,9 @@ class ProportionalFair(MacPolicy):
             old = self._avg.get(k)
             self._avg[k] = float(r) if old is None else (1.0 - a) * old + a * float(r)
 
-    def first_seen(self, key: int, full_rate: float) -> None:
+    def on_flow_start(self, key, full_rate_bps):
         """Initialise a new flow's average to its first instantaneous rate."""
-        self._avg.setdefault(key, float(full_rate))
+        self._avg.setdefault(key, float(full_rate_bps))
 
     def forget(self, key):
         self._avg.pop(key, None)

@@ -52,7 +52,7 @@ from simpy.core import NORMAL
 from simpy.events import Event
 
 from sim.links import DOWN, UP, LinkBlocks, LinkModel
-from sim.mac import EqualShare, MacPolicy, MaxRate, ProportionalFair, RoundRobin, make_mac
+from sim.mac import EqualShare, MacPolicy, MaxRate, RoundRobin, make_mac
 from sim.trace import Tracer
 
 __all__ = ["Flow", "Network"]
@@ -206,7 +206,7 @@ class _Pool:
         self.direction = direction
         self.bandwidth_hz = bandwidth_hz
         self.mac = mac
-        self.observes = type(mac).observe is not MacPolicy.observe  # keeps state (PF)
+        self.observes = mac.wants_observe  # keeps state (PF): its averages follow the blocks
         self.flows: dict[int, Flow] = {}  # insertion order = start order (deterministic)
         self.gen = 0
         self.t_last = 0.0
@@ -370,9 +370,9 @@ class Network:
         else:
             self._tx_down[cell] = True
         self._n_active += 1
-        if isinstance(pool.mac, ProportionalFair):
+        if pool.mac.wants_flow_start:  # (a stateful policy: its first full-band rate)
             bw = pool.bandwidth_hz
-            pool.mac.first_seen(flow.fid, self.link.rates_of([client], direction, None, bw)[0])
+            pool.mac.on_flow_start(flow.fid, self.link.rates_of([client], direction, None, bw)[0])
         self._replan(pool)
         self._trace_start(flow)
         return flow

@@ -19,7 +19,7 @@ Layout of ``runs/<name>-<timestamp>/``:
 - ``summary.json``: scenario, seed, versions, wall/simulated time, totals, final metrics,
   ``learner: real|surrogate``, ``status: ok|failed``.
 - ``trajectories.npz``: sampled client positions, groups, sites, sectors and roads (the
-  cell map's data; see :func:`sim.plots.save_trajectories`).
+  cell map's data; see :func:`save_trajectories`).
 - ``plots/*.png`` (or ``.svg``, as ``outputs.plot_format`` says): see :mod:`sim.plots`.
 - ``report.html`` (``fedwave report DIR --html``): see :mod:`sim.report`.
 
@@ -43,7 +43,7 @@ import platform
 import sys
 import traceback
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from fl.core.statefile import atomic_write_bytes
 
@@ -181,8 +181,36 @@ def write_resolved(run_dir: Path, scenario) -> None:
     atomic_write_text(run_dir / "versions.json", _json(versions()))
 
 
-def write_run(run_dir: Path, result, plots: bool = True) -> dict:
-    """Write rounds.csv, events.parquet, summary.json (and plots) of ``result``."""
+def save_trajectories(run_dir: Path, traj: dict) -> None:
+    """Store sampled client positions and the layout as ``trajectories.npz``: ``t_s`` (T,),
+    ``clients`` (m,) ids, ``xy_m`` (T, m, 2), ``groups`` (m,) group names, ``n_clients``,
+    the sites (``bs_xy_m``, ``site_xy_m``, ``site_of_bs``, ``bs_azimuth_deg``,
+    ``cell_radius_m``, ``bounds_m``) and roads (``road_xy_m`` (R, 2, 2), ``road_groups``)."""
+    import io
+
+    import numpy as np
+
+    if not traj:
+        return
+    lay = traj["layout"]
+    roads = traj.get("roads") or []
+    buf = io.BytesIO()
+    np.savez(buf, t_s=traj["t_s"], clients=traj["clients"], xy_m=traj["xy_m"],
+             bs_xy_m=np.asarray(lay.bs_xy_m), bounds_m=np.asarray(lay.bounds_m, dtype=float),
+             site_xy_m=np.asarray(lay.site_xy_m), site_of_bs=np.asarray(lay.site_of_bs),
+             bs_azimuth_deg=np.asarray(lay.bs_azimuth_deg, dtype=float),
+             cell_radius_m=np.float64(lay.cell_radius_m),
+             groups=np.asarray(traj.get("groups", ["clients"] * len(traj["clients"])), dtype=str),
+             n_clients=np.int64(traj.get("n_clients", len(traj["clients"]))),
+             road_xy_m=np.asarray([[a, b] for _, a, b in roads], dtype=float).reshape(-1, 2, 2),
+             road_groups=np.asarray([g for g, _, _ in roads], dtype=str))
+    atomic_write_bytes(Path(run_dir) / "trajectories.npz", buf.getvalue())
+
+
+def write_run(run_dir: Path, result, plot: Callable[[Path, Any], list[str]] | None = None) -> dict:
+    """Write rounds.csv, events.parquet, eval.parquet, trajectories.npz and summary.json of
+    ``result``; ``plot(run_dir, result)`` draws the plots and returns their file names
+    (e.g. :func:`sim.plots.plot_run`; None: no plots)."""
     import io
 
     import pyarrow.parquet as pq
@@ -200,15 +228,9 @@ def write_run(run_dir: Path, result, plots: bool = True) -> dict:
     summary["status"] = "ok"
     summary["versions"] = versions()
     summary["run_dir"] = str(run_dir)
-    from sim.plots import save_trajectories
-
     # the cell map's data, kept with or without plots (fedwave plot and report draw from it)
     save_trajectories(run_dir, getattr(result, "trajectories", None) or {})
-    plot_files: list[str] = []
-    if plots:
-        from sim.plots import plot_run
-
-        plot_files = plot_run(run_dir, result)
+    plot_files = plot(run_dir, result) if plot is not None else []
     summary["plots"] = plot_files
     summary = _clean(summary)
     atomic_write_text(run_dir / "summary.json", _json(summary))
@@ -312,7 +334,7 @@ def _alive(pid: Any) -> bool:
 def _rounds_done(run_dir: Path) -> int:
     """Rounds a checkpoint in ``run_dir`` holds (0 if none can be read)."""
     from fl.core.statefile import StateFileError, read_state_head
-    from sim.simulation import CHECKPOINT_KIND
+    from sim.checkpoint import CHECKPOINT_KIND
 
     try:
         return int(read_state_head(run_dir / "checkpoint.zip", CHECKPOINT_KIND)["next_round"])

@@ -30,6 +30,8 @@ from pathlib import Path
 
 import numpy as np
 
+from sim.outputs import OutputError, atomic_write_bytes, read_rounds, read_summary, save_trajectories
+
 __all__ = ["plot_run", "run_figures", "figure_bytes", "save_trajectories", "run_curve",
            "mean_curve", "plot_latency_accuracy", "pareto_front", "plot_pareto",
            "plot_collection", "collection_figures", "plot_event_timeline", "transfer_segments",
@@ -69,36 +71,9 @@ def figure_bytes(fig, fmt: str = "png", dpi: int = _DPI, close: bool = True) -> 
     return buf.getvalue()
 
 
-def save_trajectories(run_dir: Path, traj: dict) -> None:
-    """Store sampled client positions and the layout as ``trajectories.npz``: ``t_s`` (T,),
-    ``clients`` (m,) ids, ``xy_m`` (T, m, 2), ``groups`` (m,) group names, ``n_clients``,
-    the sites (``bs_xy_m``, ``site_xy_m``, ``site_of_bs``, ``bs_azimuth_deg``,
-    ``cell_radius_m``, ``bounds_m``) and roads (``road_xy_m`` (R, 2, 2), ``road_groups``)."""
-    import io
-
-    from sim.outputs import atomic_write_bytes
-
-    if not traj:
-        return
-    lay = traj["layout"]
-    roads = traj.get("roads") or []
-    buf = io.BytesIO()
-    np.savez(buf, t_s=traj["t_s"], clients=traj["clients"], xy_m=traj["xy_m"],
-             bs_xy_m=np.asarray(lay.bs_xy_m), bounds_m=np.asarray(lay.bounds_m, dtype=float),
-             site_xy_m=np.asarray(lay.site_xy_m), site_of_bs=np.asarray(lay.site_of_bs),
-             bs_azimuth_deg=np.asarray(lay.bs_azimuth_deg, dtype=float),
-             cell_radius_m=np.float64(lay.cell_radius_m),
-             groups=np.asarray(traj.get("groups", ["clients"] * len(traj["clients"])), dtype=str),
-             n_clients=np.int64(traj.get("n_clients", len(traj["clients"]))),
-             road_xy_m=np.asarray([[a, b] for _, a, b in roads], dtype=float).reshape(-1, 2, 2),
-             road_groups=np.asarray([g for g, _, _ in roads], dtype=str))
-    atomic_write_bytes(Path(run_dir) / "trajectories.npz", buf.getvalue())
-
-
 # ----------------------------------------------------------------------------- one run
 def _resolved(run_dir: Path) -> dict:
     """``scenario.resolved.yaml`` of a run as a mapping ({} when the run has none)."""
-    from sim.outputs import OutputError
 
     path = run_dir / "scenario.resolved.yaml"
     if not path.is_file():
@@ -116,7 +91,6 @@ def _resolved(run_dir: Path) -> dict:
 def _context(run_dir: Path, result=None) -> dict:
     """What the plots need besides rounds.csv and events.parquet: name, learner, the
     untrained model's metrics, the client count, driver and deadline, the group kinds."""
-    from sim.outputs import read_summary
 
     if result is not None:
         summary = dict(result.summary)
@@ -143,7 +117,6 @@ def plot_run(run_dir: Path, result=None, plot_format: str | None = None,
     """Draw every plot of ``run_dir`` into ``run_dir/plots``; return the file names
     (``plots/<name>.<ext>``). ``plot_format`` (png, svg, both) and ``dpi`` default to the
     run's ``outputs`` section (png at 150 dpi)."""
-    from sim.outputs import atomic_write_bytes
 
     run_dir = Path(run_dir)
     if result is not None and result.trajectories:
@@ -169,7 +142,6 @@ def plot_run(run_dir: Path, result=None, plot_format: str | None = None,
 def run_figures(run_dir: Path, result=None, ctx: dict | None = None) -> list[tuple[str, object]]:
     """``(name, matplotlib Figure)`` of every plot of ``run_dir``, unsaved (close them, or
     pass them to :func:`figure_bytes`)."""
-    from sim.outputs import read_rounds
 
     run_dir = Path(run_dir)
     ctx = ctx or _context(run_dir, result)
@@ -184,7 +156,6 @@ def run_figures(run_dir: Path, result=None, ctx: dict | None = None) -> list[tup
 def _read_events(run_dir: Path):
     import pandas as pd
 
-    from sim.outputs import OutputError
 
     path = run_dir / "events.parquet"
     if not path.is_file():
@@ -682,7 +653,6 @@ def _fig_pareto(points: list[dict], title: str):
 
 
 def _save_png(fig, path: Path) -> None:
-    from sim.outputs import atomic_write_bytes
 
     atomic_write_bytes(Path(path), figure_bytes(fig, "png", _DPI))
 

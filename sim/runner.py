@@ -96,7 +96,9 @@ def run_scenario(scenario: Scenario | str | Path, overrides=(), out: str | Path 
         write_started(run_dir, scenario.name, resumed=resume)
         sim.stop_after_rounds = stop_after_rounds
         result = sim.run(progress=_recording(run_dir, scenario.name, resume, progress))
-        summary = write_run(run_dir, result, plots=plots)
+        from sim.plots import plot_run
+
+        summary = write_run(run_dir, result, plot=plot_run if plots else None)
     except (KeyboardInterrupt, SystemExit) as exc:
         write_interrupted(run_dir, scenario.name, exc)
         raise

@@ -48,7 +48,13 @@ from sim.radio_config import DROPS, FADING, LAYOUTS, MOBILITY, PATHLOSS, RATES
 from sim.selection import SELECTION
 
 __all__ = ["Scenario", "ScenarioError", "load_scenario", "parse_scenario", "apply_overrides",
-           "parse_set", "load_yaml", "dump_scenario", "MAX_YAML_NODES", "with_algorithm_options"]
+           "parse_set", "load_yaml", "dump_scenario", "MAX_YAML_NODES", "with_algorithm_options",
+           "DEFAULT_DROPOUT_WINDOW_S"]
+
+#: Drop-out window, s, when the scenario sets neither ``clients.dropout_window_s`` nor
+#: ``fl.deadline_s``: a client that drops out does so uniformly within this long after its
+#: task starts (a fixed minute; results of scenarios that rely on it depend on it).
+DEFAULT_DROPOUT_WINDOW_S = 60.0
 
 
 class ScenarioError(ValueError):
@@ -80,6 +86,21 @@ def _default(union: Any, kind: str):
     """A default factory: the spec of ``kind`` with its own defaults."""
     member = kind_union_of(union).members[kind]
     return lambda: member()
+
+
+def _renamed_flops(data: Any, where: str) -> Any:
+    """``flops`` → ``flops_per_s`` in a device or server mapping: the old name of the rate
+    (before 0.2) still loads, with a warning that says how to fix the file; both is an error."""
+    if isinstance(data, dict) and "flops" in data:
+        if "flops_per_s" in data:
+            raise ValueError(f"{where}: both 'flops' and 'flops_per_s' given. Fix: keep "
+                             "flops_per_s (FLOP/s; 'flops' is its old name).")
+        import warnings
+
+        warnings.warn(f"{where}: 'flops' is the old name of 'flops_per_s' (sustained FLOP/s). "
+                      "Fix: rename the key to flops_per_s.", FutureWarning, stacklevel=2)
+        data = {("flops_per_s" if k == "flops" else k): v for k, v in data.items()}
+    return data
 
 
 Bandwidth = Annotated[float, Field(ge=1e3, le=1e11)]
@@ -145,12 +166,17 @@ class GroupSpec(_Model):
 
 class DeviceSpec(_Model):
     name: str = Field(min_length=1, description="Device profile name (unique).")
-    flops: float = Field(gt=0, le=1e18, description="Sustained training FLOP/s.")
+    flops_per_s: float = Field(gt=0, le=1e18, description="Sustained training FLOP/s.")
     power_w: float = Field(3.0, ge=0, le=1e4, description="Power while computing, W.")
     rx_power_w: float = Field(0.5, ge=0, le=1e4, description="Radio power while receiving, W.")
     weight: float = Field(1.0, gt=0, le=1e9, description="Relative share of clients with this device.")
     spread_sigma: float = Field(0.0, ge=0, le=5, description="Log-normal per-device speed spread.")
     jitter_sigma: float = Field(0.0, ge=0, le=5, description="Log-normal per-computation jitter.")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _old_name(cls, data: Any) -> Any:
+        return _renamed_flops(data, "clients.devices")
 
 
 class ClientsSpec(_Model):
@@ -162,12 +188,13 @@ class ClientsSpec(_Model):
         default_factory=lambda: [GroupSpec(name="static")], min_length=1,
         description="Client groups (contiguous blocks of clients, by fraction), each with its mobility.")
     devices: list[DeviceSpec] = Field(
-        default_factory=lambda: [DeviceSpec(name="phone", flops=2e10)], min_length=1,
+        default_factory=lambda: [DeviceSpec(name="phone", flops_per_s=2e10)], min_length=1,
         description="Device profiles (assigned by weight).")
     tx_power_dbm: TxPowerDbm = Field(23.0, description="UE transmit power, dBm.")
     dropout_prob: float = Field(0.0, ge=0, le=1, description="Per-round drop-out probability.")
     dropout_window_s: float | None = Field(
-        None, gt=0, description="Drop-outs happen uniformly in this window (default deadline_s).")
+        None, gt=0, description=("Drop-outs happen uniformly in this window after a client's task "
+                                 "starts, s (default: fl.deadline_s, else 60 s)."))
 
     def group_names(self) -> list[str]:
         """Group name of each client: contiguous blocks by (normalised) fraction, largest
@@ -223,11 +250,16 @@ class BackhaulSpec(_Model):
 class ServerSpec(_Model):
     placement: Literal["edge", "cloud"] = Field("edge", description="Where the aggregator runs.")
     node: str | None = Field(None, description="Aggregator node name (default: first of its kind).")
-    flops: float = Field(1e13, gt=0, le=1e21, description="Server FLOP/s.")
+    flops_per_s: float = Field(1e13, gt=0, le=1e21, description="Server FLOP/s.")
     service: Literal["sequential", "parallel"] = Field(
         "parallel", description="Server compute: one job at a time (FIFO) or all in parallel.")
     aggregation_flops_per_update: float = Field(0.0, ge=0, le=1e21, description=(
         "Server FLOPs to aggregate one update."))
+
+    @model_validator(mode="before")
+    @classmethod
+    def _old_name(cls, data: Any) -> Any:
+        return _renamed_flops(data, "server")
 
 
 # ----------------------------------------------------------------------------- fl

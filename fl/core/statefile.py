@@ -96,6 +96,9 @@ _MOVED_MODULES = {
 _MOVED_CLASSES = {
     "fl.specs:AlgorithmConfig": "fl.core.config:AlgorithmConfig",
     **{f"fl.fedavg_lora:{c}": f"fl.lm.lora_update:{c}" for c in ("LoraUpdate", "TrainedUpload", "LocalTrainJob")},
+    # the kernel split (issue #19): the entities and the round account left sim.simulation
+    **{f"sim.simulation:{c}": f"sim.entities:{c}" for c in ("Cell", "Client", "Server")},
+    "sim.simulation:_Acct": "sim.interpreter:RoundAccount",
 }
 
 
@@ -454,6 +457,13 @@ class _Reader:
             obj = cls.__new__(cls)
             self._put(mid, obj)
             state = self.dec(node["s"])
+            renames = getattr(cls, "_state_renames", None)  # attributes renamed since written
+            if renames and isinstance(state, dict):
+                inner = state["__dict__"] if node.get("slots") else state
+                if isinstance(inner, dict):
+                    for old, new in renames.items():
+                        if old in inner and new not in inner:
+                            inner[new] = inner.pop(old)
             if node.get("slots"):
                 if state["__dict__"]:
                     _set_attrs(obj, state["__dict__"])

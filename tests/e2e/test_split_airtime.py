@@ -26,10 +26,10 @@ BASE = {
     "name": "split",
     "seed": 1,
     "network": {"layout": {"kind": "single_cell"}, "uplink_bandwidth_hz": 1e6, "downlink_bandwidth_hz": 1e6},
-    "clients": {"n_clients": 1, "devices": [{"name": "d", "flops": DEVICE_FLOPS, "power_w": 1.0, "rx_power_w": 0.0}]},
+    "clients": {"n_clients": 1, "devices": [{"name": "d", "flops_per_s": DEVICE_FLOPS, "power_w": 1.0, "rx_power_w": 0.0}]},
     "backhaul": {"site_edge_latency_s": 0.0, "edge_cloud_latency_s": 0.0,
                  "site_edge_capacity_bps": math.inf, "edge_cloud_capacity_bps": math.inf},
-    "server": {"flops": SERVER_FLOPS, "service": "parallel"},
+    "server": {"flops_per_s": SERVER_FLOPS, "service": "parallel"},
     "fl": {"rounds": 1, "clients_per_round": 1, "selection": "all", "min_updates": 0},
 }
 OPTIONS = dict(
@@ -163,7 +163,7 @@ def test_server_service_queues_or_overlaps_clients(service):
     runs their server steps back to back, parallel at once, sharing the server's FLOP/s."""
     algo = _algo(n_clients=2, local_steps=1)
     res, ev = _run(algo, TableLink([R1, R1]), clients={"n_clients": 2}, fl={"clients_per_round": 2},
-                   server={"service": service, "flops": 1e9})
+                   server={"service": service, "flops_per_s": 1e9})
     def times(event, detail=None):
         rows = ev[(ev["event"] == event) & ((ev["detail"] == detail) if detail else True)]
         return rows.sort_values("client")["t_s"].tolist()

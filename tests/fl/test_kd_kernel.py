@@ -19,7 +19,7 @@ def _scenario(capacity_budget_s=BUDGET_S, **fl):
     return Scenario.model_validate({
         "name": "kd-fade", "seed": 0,
         "network": {"layout": {"kind": "single_cell"}, "uplink_bandwidth_hz": 1e6, "downlink_bandwidth_hz": 1e6},
-        "clients": {"n_clients": 2, "devices": [{"name": "d", "flops": 1e9, "power_w": 1.0, "rx_power_w": 0.0}]},
+        "clients": {"n_clients": 2, "devices": [{"name": "d", "flops_per_s": 1e9, "power_w": 1.0, "rx_power_w": 0.0}]},
         "backhaul": {"site_edge_latency_s": 0.0, "edge_cloud_latency_s": 0.0},
         "fl": {"rounds": 1, "clients_per_round": 2, "selection": "all", "capacity_budget_s": capacity_budget_s, **fl},
     })

@@ -84,7 +84,7 @@ def test_eval_rounds_every_n_plus_the_initial_and_the_hosts_last():
 
 def test_the_simulator_tells_the_algorithm_its_rounds():
     from sim.scenario import load_scenario
-    from sim.simulation import _make_algorithm
+    from sim.entities import make_algorithm as _make_algorithm
     from pathlib import Path
 
     scn = load_scenario(Path(__file__).resolve().parents[2] / "scenarios" / "surrogate_quickstart.yaml",

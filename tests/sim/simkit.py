@@ -35,7 +35,7 @@ BASE = {
     "seed": 1,
     "network": {"layout": {"kind": "single_cell"}, "uplink_bandwidth_hz": 1e6,
                 "downlink_bandwidth_hz": 1e6},
-    "clients": {"n_clients": 2, "devices": [{"name": "d", "flops": 1e9, "power_w": 2.0,
+    "clients": {"n_clients": 2, "devices": [{"name": "d", "flops_per_s": 1e9, "power_w": 2.0,
                                               "rx_power_w": 0.0}]},
     "backhaul": {"site_edge_latency_s": 0.0, "edge_cloud_latency_s": 0.0},
     "fl": {"rounds": 1, "clients_per_round": 2, "selection": "all"},

@@ -159,7 +159,7 @@ def test_frameworks_scenario_test_split_is_the_largest_the_data_allows():
 def test_runs_written_before_the_block_existed_still_resume(multi):
     """A checkpoint's scenario without fl.algorithm_options equals one with an empty block
     (what --resume compares), and not one with entries."""
-    from sim.simulation import _first_difference, _numerics
+    from sim.checkpoint import first_difference as _first_difference, numerics as _numerics
 
     now = load_scenario(multi, ["fl.algorithm_options={}"]).model_dump(mode="json")
     old = {**now, "fl": {k: v for k, v in now["fl"].items() if k != "algorithm_options"}}

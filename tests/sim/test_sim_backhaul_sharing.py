@@ -14,6 +14,7 @@ import simpy
 
 from sim.backhaul import Backhaul, WiredNet
 from sim.links import TableLink
+from sim.prediction import predicted_wired
 from sim.simulation import Simulation
 
 from simkit import ScriptAlgo, approx, scenario
@@ -228,8 +229,8 @@ def test_predicted_wired_time_counts_the_flows_sharing_a_hop(sharing):
                              "sharing": sharing})
     sim = Simulation(scn, algorithm=ScriptAlgo(2), link=TableLink([1e6, 1e6], cells=[0, 0]))
     ids = np.array([0, 1])
-    both = sim._predicted_wired(ids, 2, 2, 1e6, 0.0)
-    one = sim._predicted_wired(ids, 2, 1, 1e6, 0.0)
+    both = predicted_wired(sim, ids, 2, 2, 1e6, 0.0)
+    one = predicted_wired(sim, ids, 2, 1, 1e6, 0.0)
     assert both == pytest.approx([0.2, 0.2] if sharing == "fair" else [0.1, 0.1])
     assert one == pytest.approx([0.1, 0.1])
-    assert sim._predicted_wired(ids[:1], 2, 1, 1e6, 1e6) == pytest.approx([0.2])  # 0.1 up + 0.1 down
+    assert predicted_wired(sim, ids[:1], 2, 1, 1e6, 1e6) == pytest.approx([0.2])  # 0.1 up + 0.1 down

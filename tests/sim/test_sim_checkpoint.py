@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import json
 from pathlib import Path
 
@@ -165,3 +166,39 @@ def test_a_round_cut_by_its_deadline_mid_wired_transfer_checkpoints_and_resumes(
     events = pd.read_parquet(whole / "events.parquet")
     failed = events[events["event"] == "client_failed"]
     assert len(failed) == 8 and (failed["detail"] == "deadline:model").all()  # cut mid-download, every round
+
+
+@pytest.mark.parametrize("old, new", [
+    ("sim.simulation:Cell", "sim.entities:Cell"), ("sim.simulation:Client", "sim.entities:Client"),
+    ("sim.simulation:Server", "sim.entities:Server"),
+    ("sim.simulation:_Acct", "sim.interpreter:RoundAccount"),
+])
+def test_checkpoints_written_before_the_kernel_split_name_classes_that_moved(old, new):
+    """A checkpoint stores the simulation's entities by class name; files written when they
+    lived in sim.simulation still resolve (fl.core.statefile's table of moved classes)."""
+    from fl.core.statefile import _resolve_class
+
+    module, _, name = new.partition(":")
+    assert _resolve_class(old) is getattr(importlib.import_module(module), name)
+
+
+def test_state_written_with_the_old_flops_names_is_read_with_the_new_ones():
+    """Checkpoints written before 0.2 store FLOP/s as ``flops`` / ``flops_of``: the classes'
+    ``_state_renames`` map them when the state is read."""
+    import json as _json
+
+    import numpy as _np
+
+    from fl.core.statefile import decode, encode
+    from sim.compute import ComputeModel, DeviceProfile
+
+    cm = ComputeModel([DeviceProfile("phone", flops_per_s=2e10, power_w=3.0)], 4,
+                      _np.random.default_rng(1), _np.random.default_rng(2))
+    doc = encode(cm)
+    text = _json.dumps(doc["graph"])
+    assert '"flops_per_s_of"' in text and '"flops_per_s"' in text
+    doc["graph"] = _json.loads(text.replace('"flops_per_s_of"', '"flops_of"').replace('"flops_per_s"', '"flops"'))
+    old = decode(doc)
+    assert old.profiles[0].flops_per_s == 2e10 and not hasattr(old.profiles[0], "flops")
+    _np.testing.assert_array_equal(old.flops_per_s_of, cm.flops_per_s_of)
+    assert old.duration_s(0, 1e11) == cm.duration_s(0, 1e11)

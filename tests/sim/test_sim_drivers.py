@@ -8,7 +8,9 @@ import numpy as np
 import pytest
 
 from fl.core.actions import ClientResult, Failure, Receive, Send, SendPlan, ServerCompute
+from sim.drivers import AsyncDriver, Driver, HierarchicalDriver, SyncDriver, make_driver
 from sim.links import TableLink
+from sim.scenario import DEFAULT_DROPOUT_WINDOW_S
 from sim.simulation import Simulation
 
 from simkit import ScriptAlgo, approx, scenario
@@ -169,7 +171,7 @@ def test_server_compute_sequential_vs_parallel():
     ends = {}
     for service in ("sequential", "parallel"):
         sim, _ = _sim([1e9, 1e9], cells=[0, 1], algo=WithServer(2, up_bits=0),
-                      server={"flops": 1e12, "service": service})
+                      server={"flops_per_s": 1e12, "service": service})
         sim.run()
         ends[service] = [t for e, t in sim.tracer.events() if e == "server_compute_end"]
     assert ends["sequential"] == [approx(1.0), approx(2.0)]
@@ -223,7 +225,7 @@ def test_same_seed_same_trace_different_seed_different():
         algo = ScriptAlgo(6, flops=1e9)
         sim, _ = _sim([1e6] * 6, cells=[0, 1, 0, 1, 0, 1], algo=algo, seed=seed,
                       clients={"n_clients": 6,
-                               "devices": [{"name": "d", "flops": 1e9, "jitter_sigma": 0.3}]},
+                               "devices": [{"name": "d", "flops_per_s": 1e9, "jitter_sigma": 0.3}]},
                       fl={"clients_per_round": 3, "selection": "random", "rounds": 3})
         res = sim.run()
         return sim.tracer.to_frame(), res.rounds
@@ -231,3 +233,48 @@ def test_same_seed_same_trace_different_seed_different():
     (e1, r1), (e2, r2), (e3, r3) = run(1), run(1), run(2)
     assert e1.equals(e2) and r1.equals(r2)
     assert not e1.equals(e3)
+
+
+_EDGES = {"preset": "custom",
+          "nodes": [{"name": "ea", "kind": "edge"}, {"name": "cloud", "kind": "cloud"}],
+          "edges": [{"a": "site0", "b": "ea", "capacity_bps": math.inf, "latency_s": 0.0},
+                    {"a": "ea", "b": "cloud", "capacity_bps": math.inf, "latency_s": 0.0}]}
+_DRIVERS = {
+    "sync": ({"driver": "sync"}, {}, SyncDriver),
+    "hierarchical": ({"driver": "sync", "hierarchical": True},
+                     {"backhaul": _EDGES, "server": {"placement": "cloud"}}, HierarchicalDriver),
+    "async": ({"driver": "async", "buffer_size": 1}, {}, AsyncDriver),
+}
+
+
+def test_each_driver_extends_the_base():
+    """The shared work lives in Driver; a driver only writes its rounds (run) and, for async,
+    adds the per-task deadline to start_task (super() does the rest)."""
+    for name, (fl, extra, cls) in _DRIVERS.items():
+        sim, _ = _sim([1e6, 1e6], fl=fl, **extra)
+        driver = make_driver(sim)
+        assert type(driver) is cls and isinstance(driver, Driver), name
+        assert cls.run is not Driver.run
+        for shared in ("select", "mark_selected", "end_round", "_evaluate", "_round_row",
+                       "_on_dropout"):
+            assert getattr(cls, shared) is getattr(Driver, shared), (name, shared)
+    assert SyncDriver.start_task is Driver.start_task
+    assert HierarchicalDriver.run is SyncDriver.run
+
+
+@pytest.mark.parametrize("name", sorted(_DRIVERS))
+def test_every_driver_drops_out_within_the_default_window(name):
+    """No deadline and no dropout_window_s: drop-outs happen within DEFAULT_DROPOUT_WINDOW_S
+    of the task's start, by the base class's start_task, in every driver. Uploads of 1 Gbit
+    at 1 Mbit/s (1,000 s) are under way then (async dispatches new clients as they drop:
+    the run stops at 200 s)."""
+    fl, extra, _ = _DRIVERS[name]
+    algo = ScriptAlgo(2, up_bits=10**9)
+    sim, _ = _sim([1e6, 1e6], algo=algo, clients={"dropout_prob": 1.0},
+                  fl={**fl, "min_updates": 0, "rounds": 1, "deadline_s": None},
+                  duration_s=200.0, **extra)
+    assert make_driver(sim).dropout_window_s == DEFAULT_DROPOUT_WINDOW_S == 60.0
+    sim.run()
+    drops = [t for e, t in sim.tracer.events() if e == "dropout"]
+    assert len(drops) >= 2 and all(0 < t < DEFAULT_DROPOUT_WINDOW_S for t in drops[:2])
+    assert all(e != "client_done" for e, _ in sim.tracer.events())

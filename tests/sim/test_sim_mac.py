@@ -9,7 +9,7 @@ import pytest
 import simpy
 
 from sim.links import UP, LinkModel, TableLink
-from sim.mac import MAC_POLICIES, make_mac
+from sim.mac import MAC, MAC_POLICIES, EqualShare, MaxRate, ProportionalFair, RoundRobin, make_mac
 from sim.network import Network
 
 from simkit import approx
@@ -123,3 +123,57 @@ def test_pf_exploits_fading_peaks_over_round_robin():
     assert rr.sum() == pytest.approx(2.5e6)
     assert pf.sum() > 3.0e6
     assert _jain(pf) > 0.99
+
+
+class _Recording(EqualShare):
+    """Equal share that records the hooks the network calls (a stateful policy's view)."""
+
+    name = "recording"
+
+    def __init__(self, config=None) -> None:
+        super().__init__(config)
+        self.calls: list[tuple] = []
+
+    def on_flow_start(self, key, full_rate_bps):
+        self.calls.append(("start", key, full_rate_bps))
+
+    def observe(self, keys, achieved_bps, dt_s):
+        self.calls.append(("observe", list(keys), [float(r) for r in achieved_bps], dt_s))
+
+    def forget(self, key):
+        self.calls.append(("forget", key))
+
+
+@pytest.fixture
+def recording_mac():
+    MAC.register(_Recording.name, _Recording.Config, _Recording)
+    yield _Recording.name
+    MAC._entries.pop(_Recording.name)
+
+
+def test_hooks_are_flagged_per_class():
+    """The network calls on_flow_start / observe only where the policy overrides them."""
+    assert not EqualShare.wants_flow_start and not EqualShare.wants_observe
+    assert not MaxRate.wants_flow_start and not RoundRobin.wants_observe
+    assert ProportionalFair.wants_flow_start and ProportionalFair.wants_observe
+    assert _Recording.wants_flow_start and _Recording.wants_observe
+
+
+def test_network_calls_the_mac_hooks(recording_mac):
+    """A new stateful policy needs no edit of the engine: the network calls its hooks —
+    on_flow_start with the flow's full-band rate, observe at the block change points with
+    the achieved rates, forget when the flow ends."""
+    env = simpy.Environment()
+    net = Network(env, TableLink([[4e6, 1e6], [1e6, 4e6]] * 3, block_s=0.5), 1e6, 1e6, recording_mac)
+    mac = net._pools[(0, UP)].mac
+    f0 = net.start(0, UP, 10**6)
+    f1 = net.start(1, UP, 10**6)
+    env.run()
+    assert f0.ok and f1.ok
+    kinds = [c[0] for c in mac.calls]
+    assert mac.calls[:2] == [("start", f0.fid, 4e6), ("start", f1.fid, 1e6)]
+    assert "observe" in kinds
+    assert {c[1] for c in mac.calls if c[0] == "forget"} == {f0.fid, f1.fid}
+    observed = [c for c in mac.calls if c[0] == "observe"]
+    assert all(dt > 0 for *_, dt in observed)
+    assert observed[0][1] == [f0.fid, f1.fid] and observed[0][2] == approx([2e6, 0.5e6])

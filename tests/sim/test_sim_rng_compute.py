@@ -26,7 +26,7 @@ def test_bad_seed():
 
 
 def test_compute_time_and_energy_exact_without_jitter():
-    prof = [DeviceProfile("phone", flops=2e10, power_w=3.0)]
+    prof = [DeviceProfile("phone", flops_per_s=2e10, power_w=3.0)]
     cm = ComputeModel(prof, 4, np.random.default_rng(0), np.random.default_rng(1))
     assert cm.duration_s(2, 1e11) == pytest.approx(5.0)
     assert cm.energy_j(2, 5.0) == pytest.approx(15.0)
@@ -39,7 +39,7 @@ def test_compute_heterogeneity_and_jitter_are_seeded():
 
     def draw(seed):
         cm = ComputeModel(prof, 200, np.random.default_rng(seed), np.random.default_rng(seed + 1))
-        return cm.profile_of.copy(), cm.flops_of.copy(), [cm.duration_s(i, 1e11) for i in range(5)]
+        return cm.profile_of.copy(), cm.flops_per_s_of.copy(), [cm.duration_s(i, 1e11) for i in range(5)]
 
     p1, f1, d1 = draw(0)
     p2, f2, d2 = draw(0)

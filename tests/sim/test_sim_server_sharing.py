@@ -62,7 +62,7 @@ def test_cancel_speeds_the_others_up():
 
 
 def test_flops_must_be_positive():
-    with pytest.raises(ValueError, match="'flops' parameter of ProcessorSharing must be > 0"):
+    with pytest.raises(ValueError, match="'flops_per_s' parameter of ProcessorSharing must be > 0"):
         ProcessorSharing(simpy.Environment(), 0.0)
 
 
@@ -80,7 +80,7 @@ class _ServerFirst(ScriptAlgo):
     ("parallel", [2.0, 3.0]),
 ])
 def test_simulation_server_service(service, ends):
-    scn = scenario(server={"flops": 1e12, "service": service},
+    scn = scenario(server={"flops_per_s": 1e12, "service": service},
                    backhaul={"site_edge_capacity_bps": float("inf"),
                              "edge_cloud_capacity_bps": float("inf")})
     sim = Simulation(scn, algorithm=_ServerFirst(2, up_bits=0),

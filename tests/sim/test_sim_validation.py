@@ -209,9 +209,9 @@ def test_recursive_alias_is_refused_and_small_aliases_are_fine():
      r"duplicate"),
     ("network.layout", {"kind": "explicit", "sites_xy_m": [[0, 0], [1e300, 0]]},
      r"^network\.layout\.sites_xy_m\.1\.0: .*<= 1e\+07"),
-    ("clients.devices", [{"name": "phone", "flops": 0}],
-     r"^clients\.devices\.0\.flops: Input should be greater than 0; got 0\. Fix: give a number > 0"),
-    ("server.flops", -1.0, r"^server\.flops: Input should be greater than 0"),
+    ("clients.devices", [{"name": "phone", "flops_per_s": 0}],
+     r"^clients\.devices\.0\.flops_per_s: Input should be greater than 0; got 0\. Fix: give a number > 0"),
+    ("server.flops_per_s", -1.0, r"^server\.flops_per_s: Input should be greater than 0"),
     ("clients.tx_power_dbm", 300, r"^clients\.tx_power_dbm: .*<= 60"),
     ("clients.drop", {"kind": "hotspots", "centers_xy_m": [[0, 0]], "radius_m": 0},
      r"^clients\.drop\.radius_m: Input should be greater than 0; got 0\. Fix: give a number > 0\.$"),
@@ -418,3 +418,31 @@ def test_fl_options_is_the_algorithms_config():
     scn = load_scenario(ROOT / "scenarios" / "quickstart.yaml")
     assert isinstance(scn.fl.options, BaseModel) and scn.fl.options.local_steps == 4
     assert dict(scn.fl.options) and type(scn.fl.options).__name__ == "FedAvgLoRAConfig"
+
+
+def test_old_flops_name_loads_with_a_warning_that_says_the_fix():
+    """``flops`` (the rate's name before 0.2) still loads, as ``flops_per_s``, with a warning."""
+    data = _data()
+    data["clients"]["devices"] = [{"name": "phone", "flops": 3e10}]
+    data["server"] = {"flops": 2e12}
+    with pytest.warns(FutureWarning, match=r"'flops' is the old name of 'flops_per_s'.*rename"):
+        scn = parse_scenario(data)
+    assert scn.clients.devices[0].flops_per_s == 3e10 and scn.server.flops_per_s == 2e12
+    both = _data()
+    both["server"] = {"flops": 2e12, "flops_per_s": 2e12}
+    assert "both 'flops' and 'flops_per_s'" in _errors(both)
+
+
+def test_a_checkpoint_written_with_the_old_flops_name_matches_the_renamed_scenario():
+    """Resume compares the checkpoint's scenario with the one given: the old key is the
+    same setting."""
+    from sim.checkpoint import first_difference as _first_difference, numerics as _numerics
+
+    now = parse_scenario(_data()).model_dump(mode="json")
+    old = json.loads(json.dumps(now))
+    old["server"]["flops"] = old["server"].pop("flops_per_s")
+    for d in old["clients"]["devices"]:
+        d["flops"] = d.pop("flops_per_s")
+    assert _first_difference(_numerics(old), _numerics(now)) is None
+    old["server"]["flops"] = 1.0
+    assert _first_difference(_numerics(old), _numerics(now))[0] == "server.flops_per_s"
