@@ -45,7 +45,7 @@ the same channel, so they choose the same k from the same capacity (their uplink
 printed on the line above the verdict, differs only where the timing of an upload moved it
 to another fading block).
 
-    python bench/kd_comm.py                 # the real run (14-22 min per variant on 2 free cores)
+    python bench/kd_comm.py                 # the real run (~10 min per variant on 2 free cores)
     python bench/kd_comm.py --quick         # tiny random model, 3 rounds: a smoke run (~2 min)
     python bench/kd_comm.py --set fl.rounds=4 --only adaptive_adaptive,full
     python bench/kd_comm.py --resume        # reuse the variants finished in --runs, go on with

@@ -121,6 +121,31 @@ def test_k_equal_v_is_full_logit_kd(aggregation, temperature):
                                full_kd_loss(student, teacher_logits, temperature))
 
 
+@pytest.mark.parametrize("aggregation", ["adaptive", "zero_pad"])
+def test_dense_messages_aggregate_exactly_as_scattered_ones(aggregation):
+    """k = V comes back from top_k in vocabulary order (no sort) and aggregates without a
+    scatter; the result is bit-for-bit what the same entries in another order give through the
+    scatter, alone and mixed with a sparse message."""
+    torch.manual_seed(4)
+    T, V = 5, 40
+    scores = [torch.randn(T, V) * 2 for _ in range(3)]
+    dense = top_k(scores[0], V)
+    assert torch.equal(dense.indices, torch.arange(V).expand(T, V)) and torch.equal(dense.values, scores[0])
+    perm = torch.stack([torch.randperm(V) for _ in range(T)])  # the same entries, shuffled per row
+    shuffled = SparseLogits(scores[0].gather(1, perm), perm, torch.ones(T, V, dtype=torch.bool))
+    other = top_k(scores[1], V)
+    sparse = top_k(scores[2], 7)
+    w = [2.0, torch.rand(T).double() + 0.5, 1.0]
+    for tail in ([other], [other, sparse]):
+        fast = build_teacher(aggregation, [dense, *tail], w[:1 + len(tail)], V)
+        slow = build_teacher(aggregation, [shuffled, *tail], w[:1 + len(tail)], V)
+        assert torch.equal(fast.log_probs, slow.log_probs)
+    # the dense payload is the same whichever order the entries came in
+    a = TopKPayload.encode(dense, V, "fp16")
+    b = TopKPayload.encode(shuffled, V, "fp16")
+    assert a.indices is None and torch.equal(a.values, b.values)
+
+
 def test_kd_loss_restricted_to_support_ignores_the_rest():
     """Without a tail, student logits outside the teacher's support do not matter."""
     torch.manual_seed(2)

@@ -125,7 +125,9 @@ def top_k(scores: torch.Tensor, k: int | torch.Tensor) -> SparseLogits:
 
     k: one int for every row, or a (T,) int tensor (each row keeps its own k; the message is
     padded to the largest and ``mask`` marks the valid entries). k = V keeps everything.
-    The message is on ``scores``' device.
+    The message is on ``scores``' device. k = V (an int) keeps every entry in vocabulary
+    order (there is nothing to select, and sorting 49,152 entries per row costs more than the
+    rest of the encoding): the same entries, so every aggregate and payload is the same.
     """
     T, V = scores.shape
     if isinstance(k, torch.Tensor):
@@ -139,6 +141,10 @@ def top_k(scores: torch.Tensor, k: int | torch.Tensor) -> SparseLogits:
         return SparseLogits(values, indices, mask)
     if not 1 <= int(k) <= V:
         raise ValueError(f"top_k: k must be in [1, {V}]. Got {k!r} instead.")
+    if int(k) == V:
+        values = scores.float()
+        indices = torch.arange(V, device=scores.device).expand(T, V)
+        return SparseLogits(values, indices, torch.ones(T, V, dtype=torch.bool, device=scores.device))
     values, indices = scores.float().topk(int(k), dim=-1)
     return SparseLogits(values, indices, torch.ones_like(indices, dtype=torch.bool))
 
@@ -188,6 +194,16 @@ def _check(messages: Sequence[SparseLogits], weights: Sequence[Weight], vocab_si
     return T
 
 
+def _dense(m: SparseLogits, vocab_size: int) -> bool:
+    """The message reports every entry, entry j at column j (a k = V message as decoded, or
+    as :func:`top_k` returns it): aggregations add its values without a scatter."""
+    T, K = m.indices.shape
+    if K != vocab_size or not bool(m.mask.all()):
+        return False
+    ar = torch.arange(K, device=m.indices.device)
+    return bool((m.indices == ar).all())
+
+
 def _col(w: Weight, T: int, device: torch.device) -> torch.Tensor:
     """A weight as a (T, 1) float64 column on ``device``."""
     return torch.as_tensor(w, dtype=torch.float64, device=device).expand(T).reshape(T, 1)
@@ -202,7 +218,10 @@ def zero_pad(messages: Sequence[SparseLogits], weights: Sequence[Weight], vocab_
     den = torch.zeros(T, 1, dtype=torch.float64, device=dev)
     for m, w in zip(messages, weights):
         wc = _col(w, T, dev)
-        num.scatter_add_(1, m.indices, wc * (m.values.double() * m.mask))
+        if _dense(m, vocab_size):  # the same sums as the scatter, without it
+            num += wc * m.values.double()
+        else:
+            num.scatter_add_(1, m.indices, wc * (m.values.double() * m.mask))
         den += wc
     if not (den > 0).all():
         raise ValueError("zero_pad: the weights of some position sum to 0.")
@@ -217,9 +236,16 @@ def adaptive(messages: Sequence[SparseLogits], weights: Sequence[Weight], vocab_
     num = torch.zeros(T, vocab_size, dtype=torch.float64, device=dev)
     den = torch.zeros(T, vocab_size, dtype=torch.float64, device=dev)
     for m, w in zip(messages, weights):
+        if _dense(m, vocab_size):  # every entry reported, in vocabulary order: no scatter
+            wc = _col(w, T, dev)
+            num += wc * m.values.double()
+            den += wc
+            continue
         wm = _col(w, T, dev) * m.mask  # (T, K) weight of each valid entry
         num.scatter_add_(1, m.indices, wm * m.values.double())
         den.scatter_add_(1, m.indices, wm)
+    if all(_dense(m, vocab_size) for m in messages):  # every entry seen: the weighted mean
+        return (num / den).float()
     out = torch.full((T, vocab_size), -torch.inf, dtype=torch.float64, device=dev)
     seen = den > 0
     out[seen] = num[seen] / den[seen]

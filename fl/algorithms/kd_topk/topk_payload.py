@@ -145,7 +145,9 @@ class TopKPayload:
                                  "(use variable=True for per-position k).")
             counts_out, counts_bits = None, 0
             if K == vocab_size:  # dense: the value of token j sits at position j
-                dense = torch.empty_like(msg.values).scatter_(1, msg.indices, msg.values)
+                ar = torch.arange(K)
+                dense = msg.values if bool((msg.indices == ar).all()) else \
+                    torch.empty_like(msg.values).scatter_(1, msg.indices, msg.values)
                 values, scales = _encode_rows(dense, torch.ones_like(msg.mask), dtype)
                 indices = None
             else:
