@@ -51,6 +51,7 @@ import simpy
 from simpy.core import NORMAL
 from simpy.events import Event
 
+from sim import kernels
 from sim.links import DOWN, UP, LinkBlocks, LinkModel
 from sim.mac import EqualShare, MacPolicy, MaxRate, RoundRobin, make_mac
 from sim.trace import Tracer
@@ -157,7 +158,7 @@ _SOLO_FULL = (EqualShare, RoundRobin, MaxRate)
 class _Plan:
     """A pool's rates from its last change point on: per flow and block, with the
     cumulative bits at the blocks' starts (relative to the plan's start); the cumulative
-    airtime is summed when a settlement asks for it (:meth:`air_before`)."""
+    airtime is summed when a settlement asks for it (:func:`sim.kernels.settle`)."""
 
     __slots__ = ("flows", "edges", "dt", "rate", "full", "tf", "sinr_db", "cum_bits", "state", "sent0", "air0", "energy0", "power", "bits", "k0", "handover_at")
 
@@ -168,26 +169,14 @@ class _Plan:
         self.full = full
         self.tf = tf
         self.sinr_db = sinr_db
-        n, n_h = rate.shape
-        dt = edges[1:] - edges[:-1]
-        dt[-1] = min(dt[-1], 1e300)  # rate · dt stays finite in a last block that never ends
-        self.dt = dt  # (H,) s
-        # bits per block, cumulated along each row: [n, H + 1]
-        cum = np.empty((n, n_h + 1))
-        cum[:, 0] = 0.0
-        np.multiply(rate, dt, out=cum[:, 1:])
-        np.cumsum(cum[:, 1:], axis=1, out=cum[:, 1:])
-        self.cum_bits = cum
+        # dt (H,) s (the last block capped: rate · dt stays finite in a block that never
+        # ends); the bits per block cumulated along each row: [n, H + 1]
+        self.dt, self.cum_bits = kernels.plan_cum(rate, edges)
         # (5, n): the flows' sent bits, airtime, energy at the start, power and bits
         self.state = state
         self.sent0, self.air0, self.energy0, self.power, self.bits = state
         self.k0 = k0  # link block of the plan's start
         self.handover_at = np.inf  # start of the first block with a handover, s
-
-    def air_before(self, h: int) -> np.ndarray:
-        """(n,) airtime of each flow from the plan's start to the start of its block
-        ``h`` (1 <= h < H), s: the running sum of ``tf · dt`` (a cumulative sum, as the bits')."""
-        return np.cumsum(self.tf[:, :h] * self.dt[:h], axis=1)[:, -1]
 
     def block_at(self, t: float) -> int:
         """Index h of the plan's block that contains ``t`` (the last one at its end)."""
@@ -396,24 +385,13 @@ class Network:
         if plan is pool.settled and now == pool.t_last:
             return  # the flows hold what this plan gives now already
         if plan is not None and pool.flows:
-            h = plan.block_at(now)
-            dt = now - plan.edges[h]
-            rate, tf = plan.rate[:, h], plan.tf[:, h]
-            state = np.empty(plan.state.shape)  # (5, n), as the plan's (kept: _flow_state)
-            sent, airtime, energy = state[0], state[1], state[2]
-            np.add(plan.sent0, plan.cum_bits[:, h], out=sent)
-            sent += rate * dt  # sent0 + cum_bits + rate · dt
-            air = tf * dt  # (block 0: no airtime before it)
-            if h:
-                air = plan.air_before(h) + air
-            np.add(plan.air0, air, out=airtime)
-            np.multiply(plan.power, air, out=energy)
-            np.add(plan.energy0, energy, out=energy)  # energy0 + power · air
-            state[3:] = plan.state[3:]
-            pool.state = (plan.flows, state)
+            # sent0 + cum_bits + rate · dt, air0 + airtime, energy0 + power · airtime
+            h, state = kernels.settle(plan.edges, plan.rate, plan.tf, plan.dt, plan.cum_bits,
+                                      plan.state, now)
+            pool.state = (plan.flows, state)  # (5, n), as the plan's (kept: _flow_state)
             sent, airtime, energy = state[:3].tolist()
-            cols = zip(plan.flows, sent, airtime, energy, rate.tolist(),
-                       plan.full[:, h].tolist(), tf.tolist(), plan.sinr_db[:, h].tolist())
+            cols = zip(plan.flows, sent, airtime, energy, plan.rate[:, h].tolist(),
+                       plan.full[:, h].tolist(), plan.tf[:, h].tolist(), plan.sinr_db[:, h].tolist())
             for f, f_sent, f_air, f_energy, r, fr, t, sinr in cols:
                 if f.ok is None:  # (a flow ended since the plan keeps its final figures)
                     f.sent, f.airtime_s, f.energy_j = f_sent, f_air, f_energy
@@ -461,7 +439,6 @@ class Network:
             return
         full = lb.full_bps  # [n, H]
         edges = lb.edges_s
-        live = full > 0
         mac = pool.mac
         kind = type(mac)
         if pool.observes:  # a stateful policy: its averages evolve block by block, on a copy
@@ -470,15 +447,13 @@ class Network:
             tf = np.where(rate > 0, tf, 0.0)
         elif len(flows) == 1 and kind in _SOLO_FULL:  # alone: the whole band when live
             rate = full
-            tf = live.astype(np.float64)
+            tf = kernels.positive(full)
         elif kind is EqualShare:  # _block_shares' arithmetic, with its time shares of 1 elided
-            n_live = np.count_nonzero(live, axis=0)  # (H,)
-            rate = np.where(live, full, 0.0)
-            sub = live & (n_live > 1)  # a share 1 / n_live < 1 of the band
-            if sub.any():  # a sub-band share: the link decides its rate (power concentration)
-                frac = np.where(sub, 1.0 / np.maximum(n_live, 1), 1.0)
-                rate = np.where(sub, self.link.sub_rates(lb, d, frac, bw), rate)
-            tf = (rate > 0).astype(np.float64)
+            rate, frac, any_sub = kernels.equal_shares(full)
+            if any_sub:  # a sub-band share: the link decides its rate (power concentration)
+                rate, tf = kernels.merge_sub(rate, frac, self.link.sub_rates(lb, d, frac, bw))
+            else:
+                tf = kernels.positive(rate)
         else:
             bw_frac, tf = _block_shares(mac, [f.fid for f in flows], full)
             rate = np.where(bw_frac > 0.0, full * tf, 0.0)
@@ -497,30 +472,15 @@ class Network:
         self.n_plans += 1
         self.n_plan_blocks += n_blocks * len(flows)
         # this block: current rates, outage transitions (traced now)
-        live0 = live[:, 0]
         cols = zip(flows, rate[:, 0].tolist(), full[:, 0].tolist(), tf[:, 0].tolist(),
-                   lb.sinr_db[:, 0].tolist(), live0.tolist())
-        for f, r, fr, t, sinr, up in cols:
+                   lb.sinr_db[:, 0].tolist())
+        for f, r, fr, t, sinr in cols:
             f.rate, f.full_rate, f.time_frac, f.sinr_db = r, fr, t, sinr
-            if up == f.in_outage:  # a transition in this block
-                self._outage(f, not up)
+            if (fr > 0) == f.in_outage:  # a transition in this block
+                self._outage(f, not fr > 0)
         # the next change point: a completion, an outage transition, a handover, the plan's end
-        t_next = edges[n_blocks]
-        bits = plan.bits
-        remaining = bits - plan.sent0
-        if (remaining <= 1e-9 * bits + 1e-9).any():
-            t_next = now  # delivered already (a change point at its completion time)
-        else:
-            reach = plan.cum_bits[:, 1:] >= remaining[:, None]  # [n, H]: done by the block's end
-            if reach.any():  # first crossing: the block where the bits run out, then within it
-                i = np.flatnonzero(reach.any(axis=1))
-                h = np.argmax(reach[i], axis=1)
-                t_done = edges[h] + (remaining[i] - plan.cum_bits[i, h]) / rate[i, h]
-                t_next = min(t_next, float(t_done.min()))
-        if n_blocks > 1:
-            flips = live[:, 1:] != live0[:, None]
-            if flips.any():
-                t_next = min(t_next, float(edges[1 + int(np.argmax(flips.any(axis=0)))]))
+        # (now if a flow is delivered already: a change point at its completion time)
+        t_next = kernels.next_change(rate, full, plan.cum_bits, edges, plan.sent0, plan.bits, now)
         if h_ho < n_blocks:
             plan.handover_at = float(edges[h_ho])
             t_next = min(t_next, plan.handover_at)
