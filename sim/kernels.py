@@ -284,6 +284,15 @@ def load() -> bool:
             njit = None
     g = globals()
     for name, loop in LOOPS.items():
-        g[name] = njit(cache=True)(loop) if njit is not None else g[f"{name}_np"]
+        g[name] = _compiled(njit, loop) if njit is not None else g[f"{name}_np"]
     JIT = njit is not None
     return JIT
+
+
+def _compiled(njit, loop):
+    """numba's compilation of ``loop``, cached on disk where numba finds a writable place
+    (next to this file, else the user's cache directory); compiled per process where none is."""
+    try:
+        return njit(cache=True)(loop)
+    except RuntimeError:  # "cannot cache function ...: no locator available"
+        return njit(loop)

@@ -132,3 +132,15 @@ def test_numba_is_imported_at_the_first_transfer_not_with_the_cli():
     assert _child(code, FEDWAVE_JIT="0") == "False False True"
     before, jit, twin = _child(code).split()
     assert before == "False" and twin == str(jit == "False")
+
+
+def test_a_tree_where_numba_cannot_cache_still_compiles():
+    """Where numba finds no writable cache location it refuses ``cache=True`` at decoration
+    (RuntimeError); the kernel is then compiled for the process alone."""
+    def fake_njit(fn=None, **options):
+        if options.get("cache"):
+            raise RuntimeError("cannot cache function 'plan_cum': no locator available for file")
+        return ("compiled without a cache", fn)
+
+    loop = kernels.LOOPS["plan_cum"]
+    assert kernels._compiled(fake_njit, loop) == ("compiled without a cache", loop)
