@@ -33,6 +33,10 @@ Python floats where numpy's per-call cost exceeds the arithmetic; the two statel
 policies (equal share, round robin) have a float twin here (:func:`_shares`, checked against
 the policies by a test) and a vectorised one over blocks (:func:`_block_shares`).
 
+The arithmetic of a plan over its blocks — the cumulative bits, the next change point, the
+settlement, equal share's block shares — is in :mod:`sim.kernels`: loops compiled by numba,
+or their numpy twins (the same floats) where numba is missing.
+
 Accounting is exact: a flow's bits, airtime and energy at any time are read from its plan
 (cumulative per block), and at every change point each flow is *settled* to it. For every
 flow, ``bits = delivered + lost`` where a flow that completes has ``delivered = bits`` and a
