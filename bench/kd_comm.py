@@ -20,13 +20,13 @@ accuracy minus one point (the claim of arXiv:2509.01750: "at ≤ 1 point lower a
 plot of the k each client chose against the SNR of its uplink at that moment (from
 events.parquet) to ``--plot``.
 
-**The test split.** Unless ``--n-test N`` is given, every variant is scored on the largest
-balanced test split the scenario's data allows (``--set fl.options.data.n_test=N`` added to
-every variant when N differs from the scenario's; the scenario file is not changed): see bench/benchlib.py. On
-kd_adaptive.yaml's data (fortunes of 20–160 characters, 200 per label, 128 public prompts)
-that is 118 prompts, set by the 44 unix fortunes: ±9 points at 50 % accuracy, not the
-issue's ±3 (which needs ~1,070 prompts and a label with ~1,000 examples). The script prints
-which it used.
+**The test split.** Unless ``--n-test N`` is given, every variant is scored on the test split
+``n_test: auto`` gives (``--set fl.options.data.n_test=auto`` added to every variant when the
+scenario says otherwise; the scenario file is not changed): up to 1,000 prompts, at most half
+of each label's examples (bench/benchlib.py). On kd_adaptive.yaml's data (fortunes of 20–160
+characters, 200 per label, 128 public prompts drawn first) that is 433 prompts, bounded by the
+scarce labels: ±4.7 points at 50 % accuracy, not the issue's ±3 (which needs ~1,070 prompts).
+The script prints which it used.
 
 **The verdict.** Its last line is::
 
