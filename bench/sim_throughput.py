@@ -240,10 +240,22 @@ def channel_ceiling_us(repeats: int = 3) -> float:
     return 1e6 * LINKS / rate
 
 
+def _kernels_line() -> str:
+    """Which kernels the runs used: numba's compilations or the numpy twins."""
+    from sim import kernels
+
+    if kernels.load():
+        import numba
+
+        return f"compiled (numba {numba.__version__})"
+    return "numpy twins (numba missing or FEDWAVE_JIT=0)"
+
+
 def table_scaling(sizes: list[int], ceiling_us: float) -> float:
     print("\n2. wall time per simulated client-round (21 cells, K = 10 % of clients, 3 rounds)")
     print(f"   vectorised channel ceiling (bench/channel_throughput.py reference, this run): "
           f"{ceiling_us:.2f} µs per client-block of {LINKS} links")
+    print(f"   the transfer engine's arithmetic (sim/kernels.py): {_kernels_line()}")
     print(f"   {'clients':>8} {'client-rounds':>13} {'events':>8} {'wall (s)':>9} "
           f"{'ms/client-round':>16} {'before (ms)':>11} {'speed-up':>8} {'client-blocks':>14} "
           f"{'per client-round':>17} {'evaluated':>10} {'µs/client-block':>16} {'/ ceiling':>10} "
