@@ -150,31 +150,40 @@ class ParamCache:
     def get(self, clients: np.ndarray, make) -> tuple:
         """``make(ids)`` (a tuple of arrays [len(ids), ...]) for ``clients``, from the cache
         where possible."""
-        row = self.__dict__.get("_row")
-        if row is None:
-            row = self._row = {}  # client -> row of the arrays
-            self._arrays = None
-            self._owner = np.full(self.capacity, -1, dtype=np.int64)
-            self._next = 0
-        ids = clients.tolist()
-        rows = [row.get(c, -1) for c in ids]
-        missing = [i for i, r in enumerate(rows) if r < 0]
-        if len(missing) == len(ids) and len(ids) > self.capacity // 2:
+        rowof = self.__dict__.get("_rowof")
+        top = int(clients.max()) + 1 if clients.size else 0
+        if rowof is None or rowof.size < top:  # client -> row of the arrays (−1: none)
+            grown = np.full(max(top, 2 * (0 if rowof is None else rowof.size)), -1, dtype=np.int64)
+            if rowof is None:
+                self._arrays = None
+                self._owner = np.full(self.capacity, -1, dtype=np.int64)
+                self._next = 0
+            else:
+                grown[: rowof.size] = rowof
+            rowof = self._rowof = grown
+        rows = rowof[clients]
+        missing = np.flatnonzero(rows < 0)
+        if not missing.size and self._arrays is not None:
+            return tuple(a[rows] for a in self._arrays)
+        if missing.size == clients.size and (clients.size > self.capacity // 2 or not clients.size):
             return make(clients)  # a large batch of new clients: not worth keeping
-        if missing:
-            fresh = make(clients[missing])
-            if self._arrays is None:
-                self._arrays = tuple(np.empty((self.capacity,) + a.shape[1:], dtype=a.dtype) for a in fresh)
-            new_rows = (self._next + np.arange(len(missing))) % self.capacity  # a ring: the oldest go
-            self._next = int(new_rows[-1] + 1) % self.capacity
-            for old in self._owner[new_rows].tolist():
-                if old >= 0:
-                    row.pop(old, None)
-            self._owner[new_rows] = clients[missing]
-            for i, r in zip(missing, new_rows.tolist()):
-                row[ids[i]] = r
-                rows[i] = r
-            for dst, a in zip(self._arrays, fresh):
-                dst[new_rows] = a
-        rows = np.array(rows, dtype=np.int64)
-        return tuple(a[rows] for a in self._arrays)
+        ids = clients[missing]
+        fresh = make(ids)
+        if self._arrays is None:
+            self._arrays = tuple(np.empty((self.capacity,) + a.shape[1:], dtype=a.dtype) for a in fresh)
+        # the cached clients' rows are read before the new ones take the oldest rows (which
+        # may be theirs)
+        out = tuple(a[rows] for a in self._arrays)
+        for o, a in zip(out, fresh):
+            o[missing] = a
+        keep = missing.size if missing.size <= self.capacity else self.capacity
+        ids, fresh = ids[-keep:], tuple(a[-keep:] for a in fresh)
+        new_rows = (self._next + np.arange(keep)) % self.capacity  # a ring: the oldest go
+        self._next = int(new_rows[-1] + 1) % self.capacity
+        old = self._owner[new_rows]
+        rowof[old[old >= 0]] = -1
+        self._owner[new_rows] = ids
+        rowof[ids] = new_rows
+        for dst, a in zip(self._arrays, fresh):
+            dst[new_rows] = a
+        return out

@@ -206,6 +206,27 @@ def test_values_do_not_depend_on_what_was_asked_before():
     assert np.array_equal(a.coefficients(), b.coefficients())
 
 
+def test_values_hold_when_the_parameter_cache_wraps():
+    """The per-client parameter cache is a ring: batches that mix cached clients with new
+    ones whose rows evict theirs, and batches larger than the ring, still give each client
+    its own values (the cache changes no value, only the cost)."""
+    from channel._sos import ParamCache
+
+    rng = np.random.default_rng(21)
+    n = 60
+    xy = rng.uniform(-300, 300, (1, n, 2))
+    ref = make("rician", n_ue=n, seed=22, min_speed_mps=0.7)
+    re, im = ref.scattered_at([7], xy, np.arange(n))
+    small = make("rician", n_ue=n, seed=22, min_speed_mps=0.7)
+    small._params = ParamCache(8)
+    batches = [np.arange(0, 4), np.arange(4, 8), np.array([0, 40, 41]), np.array([1, 2, 50]),
+               np.arange(10, 30), np.array([29, 28, 3, 55, 56, 57, 58, 59]), np.array([59, 0])]
+    batches += [np.sort(rng.choice(n, size=int(rng.integers(1, 12)), replace=False)) for _ in range(40)]
+    for cols in batches:
+        r, i = small.scattered_at([7], xy[:, cols], cols)
+        assert np.array_equal(r[:, :, 0], re[cols, :, 0]) and np.array_equal(i[:, :, 0], im[cols, :, 0]), cols
+
+
 def test_iid_blocks_are_keyed_by_block():
     f = make(n_ue=5, iid=True, seed=19)
     xy = np.zeros((3, 5, 2))
